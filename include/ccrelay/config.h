@@ -1,0 +1,163 @@
+/* Configuration: YAML files parsed (libyaml; the only user) into plain structs, with no side effect
+ * but reading the files they name, so `ccrelay check` costs nothing extra. Every error reads
+ * `file:line:col: key: reason` (key is the dotted path, e.g. routes[1].upstream.url).
+ *
+ * Conventions: durations "250ms", "5s", "2m", "1h" (stored in milliseconds); sizes "512", "16KiB",
+ * "1MiB", "1GiB" (bytes); paths relative to the config file's directory (stored resolved); secrets
+ * from `password_file: PATH` or `password_env: NAME`, never written to logs. Unknown keys are errors
+ * with a suggestion of the nearest known key. */
+#ifndef CCRELAY_CONFIG_H
+#define CCRELAY_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ccrelay/log.h"
+
+typedef struct cr_conf_pos {
+  int line; /* 1-based; 0 when the value was defaulted */
+  int col;  /* 1-based */
+} cr_conf_pos_t;
+
+/* A file named by the config, resolved against the config's directory and checked to exist and be
+ * readable at load time. path is NULL when the key was absent. */
+typedef struct cr_conf_file {
+  char *path;
+  cr_conf_pos_t pos;
+} cr_conf_file_t;
+
+/* A TLS identity: exactly one of pkcs12, or cert + key.
+ *   identity: { pkcs12: FILE, password_file: FILE | password_env: NAME }
+ *   identity: { cert: FILE, key: FILE } */
+typedef struct cr_conf_identity {
+  cr_conf_file_t pkcs12;
+  cr_conf_file_t cert;
+  cr_conf_file_t key;
+  char *password;    /* PKCS#12 password (trailing newline of a password_file removed); NULL if none;
+                        wiped on free */
+  cr_conf_pos_t pos; /* the identity mapping itself */
+} cr_conf_identity_t;
+
+typedef struct cr_conf_log {
+  cr_log_level_t level;   /* log.level: debug|info|warn|error (info) */
+  cr_log_format_t format; /* log.format: logfmt|json (logfmt) */
+} cr_conf_log_t;
+
+typedef struct cr_conf_listen {
+  char *host;        /* "127.0.0.1", "::1", "0.0.0.0" */
+  unsigned port;
+  cr_conf_pos_t pos;
+} cr_conf_listen_t;
+
+/* ---- agent ---- */
+
+typedef struct cr_conf_route {
+  char *name; /* routes[].name, required, unique */
+  cr_conf_pos_t pos;
+  /* routes[].match: every present field must match; absent fields match anything. */
+  char *match_host;          /* match.host: exact, case-insensitive, port ignored */
+  char *match_path_prefix;   /* match.path_prefix: must start with "/" */
+  char **match_methods;      /* match.methods: [POST, GET]; upper-cased */
+  size_t nmatch_methods;
+  char *match_header_name;   /* match.header: { name: SOAPAction, value: "..." } exact value */
+  char *match_header_value;
+  /* routes[].upstream */
+  char *upstream_url;        /* upstream.url: https://host[:port][/base]; required */
+  char *upstream_host;       /* parsed from url */
+  unsigned upstream_port;    /* parsed from url (443 by default) */
+  char *upstream_base_path;  /* parsed from url: "" or "/base" without trailing slash; prepended */
+  char *server_name;         /* upstream.server_name: verified name and SNI (default: url host) */
+  cr_conf_file_t ca;         /* upstream.ca: PEM roots for the upstream's certificate; required */
+  cr_conf_identity_t identity; /* upstream.identity: client identity; required */
+  uint64_t connect_timeout_ms;  /* upstream.connect_timeout (5s): TCP + TLS handshake */
+  uint64_t response_timeout_ms; /* upstream.response_timeout (30s): request sent -> response head,
+                                   and between body reads */
+  uint64_t idle_timeout_ms;     /* upstream.idle_timeout (60s): pooled connection lifetime idle */
+  unsigned max_idle;            /* upstream.max_idle (8): pooled connections kept */
+  int soap;                     /* routes[].soap (false): failures answered as SOAP 1.1 Faults */
+} cr_conf_route_t;
+
+typedef struct cr_conf_agent {
+  char *path; /* the config file as given */
+  cr_conf_log_t log;
+  struct {
+    char *host;                   /* gateway.address: host:port; required */
+    unsigned port;
+    cr_conf_pos_t pos;
+    char *server_name;            /* gateway.server_name (default: address host) */
+    cr_conf_file_t ca;            /* gateway.ca: roots for the gateway's tunnel certificate; required */
+    cr_conf_identity_t identity;  /* gateway.identity: the agent's tunnel identity; required */
+    unsigned connections;         /* gateway.connections (2), 1..64 */
+    uint64_t connect_timeout_ms;  /* gateway.connect_timeout (10s): TCP + TLS */
+    uint64_t ping_interval_ms;    /* gateway.ping_interval (15s) */
+    uint64_t ping_timeout_ms;     /* gateway.ping_timeout (10s) */
+    uint64_t reconnect_min_ms;    /* gateway.reconnect_min (250ms) */
+    uint64_t reconnect_max_ms;    /* gateway.reconnect_max (30s) */
+  } gateway;
+  cr_conf_route_t *routes;        /* routes: list, at least one */
+  size_t nroutes;
+  uint64_t max_header_size;       /* limits.max_header_size (16KiB) */
+  uint64_t drain_timeout_ms;      /* drain_timeout (10s): SIGTERM -> streams in flight may finish */
+} cr_conf_agent_t;
+
+/* ---- gateway ---- */
+
+typedef struct cr_conf_group {
+  char *name;          /* groups[].name, unique */
+  char **agents;       /* groups[].agents: certificate common names (or DNS SANs) of its agents */
+  size_t nagents;
+  cr_conf_pos_t pos;
+} cr_conf_group_t;
+
+typedef struct cr_conf_service {
+  char *host;          /* services[].host: Host header, exact, case-insensitive, port ignored */
+  char *path_prefix;   /* services[].path_prefix: optional, must start with "/" */
+  char *group;         /* services[].group: a groups[].name */
+  size_t group_index;  /* index into groups, resolved at load */
+  cr_conf_pos_t pos;
+} cr_conf_service_t;
+
+typedef struct cr_conf_gateway {
+  char *path;
+  cr_conf_log_t log;
+  struct {
+    cr_conf_listen_t listen;      /* tunnel.listen: host:port; required */
+    cr_conf_identity_t identity;  /* tunnel.identity: the gateway's tunnel certificate; required */
+    cr_conf_file_t client_ca;     /* tunnel.client_ca: agents must chain to it; required */
+    uint64_t handshake_timeout_ms;/* tunnel.handshake_timeout (10s) */
+    uint64_t ping_interval_ms;    /* tunnel.ping_interval (15s) */
+    uint64_t ping_timeout_ms;     /* tunnel.ping_timeout (10s) */
+  } tunnel;
+  struct {
+    cr_conf_listen_t listen;      /* public.listen: host:port; required */
+    cr_conf_identity_t identity;  /* public.identity: the public HTTPS certificate; required */
+    cr_conf_file_t client_ca;     /* public.client_ca: optional; if set callers need a certificate */
+    uint64_t header_timeout_ms;   /* public.header_timeout (10s): connection/keep-alive -> full head */
+    uint64_t idle_timeout_ms;     /* public.idle_timeout (60s): keep-alive idle */
+    uint64_t request_timeout_ms;  /* public.request_timeout (60s): head forwarded -> response head */
+    uint64_t max_header_size;     /* public.max_header_size (16KiB) */
+    unsigned max_connections;     /* public.max_connections (10000) */
+  } public_;
+  cr_conf_group_t *groups;        /* groups: list, at least one */
+  size_t ngroups;
+  cr_conf_service_t *services;    /* services: list, at least one */
+  size_t nservices;
+  uint64_t drain_timeout_ms;      /* drain_timeout (10s) */
+} cr_conf_gateway_t;
+
+/* Load, parse and validate. 0, or CR_ECONFIG with `file:line:col: key: reason` in err.
+ * On failure *out holds nothing that needs freeing (but freeing it is harmless). */
+int cr_conf_agent_load(const char *path, cr_conf_agent_t *out, char *err, size_t errlen);
+void cr_conf_agent_free(cr_conf_agent_t *c);
+int cr_conf_gateway_load(const char *path, cr_conf_gateway_t *out, char *err, size_t errlen);
+void cr_conf_gateway_free(cr_conf_gateway_t *c);
+
+/* Which role a file configures, from its top-level keys ("agent" if it has `routes`, "gateway" if it
+ * has `services`); NULL with err set when it is neither or unreadable. */
+const char *cr_conf_detect_role(const char *path, char *err, size_t errlen);
+
+/* Value parsers, exposed for tests. 0 or CR_ECONFIG. */
+int cr_conf_parse_duration(const char *s, uint64_t *ms);
+int cr_conf_parse_size(const char *s, uint64_t *bytes);
+
+#endif

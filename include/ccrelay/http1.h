@@ -1,0 +1,70 @@
+/* HTTP/1.1 on the wire: the only user of llhttp, built in strict mode with no lenient flag set.
+ * Parses request or response heads into cr_http_msg_t and delivers decoded (de-chunked) bodies;
+ * serialises heads and chunk framing. Pure code: no I/O, fuzzable.
+ *
+ * On top of llhttp the request parser refuses: a missing Host (HTTP/1.1), more than one Host,
+ * Transfer-Encoding in an HTTP/1.0 message, Transfer-Encoding other than a final "chunked",
+ * Content-Length together with Transfer-Encoding, conflicting or repeated Content-Length, obs-fold
+ * continuation lines, bare CR or LF line endings, and heads over the size limit. */
+#ifndef CCRELAY_HTTP1_H
+#define CCRELAY_HTTP1_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "ccrelay/buf.h"
+#include "ccrelay/http_msg.h"
+
+typedef enum { CR_HTTP1_REQUEST, CR_HTTP1_RESPONSE } cr_http1_type_t;
+
+/* A callback returns 0 to go on, CR_HTTP1_PAUSE to stop parsing right after it (cr_http1_parse
+ * then returns the bytes consumed so far), or a negative error to abort. */
+#define CR_HTTP1_PAUSE 1
+
+typedef struct cr_http1_callbacks {
+  /* The head is complete and valid. m stays valid until the next message begins. */
+  int (*on_head)(void *ud, cr_http_msg_t *m);
+  /* Body bytes, de-chunked; data valid only during the call. */
+  int (*on_body)(void *ud, const char *data, size_t len);
+  /* The message (including any chunked trailer, which is discarded) is complete. */
+  int (*on_end)(void *ud);
+} cr_http1_callbacks_t;
+
+typedef struct cr_http1_limits {
+  size_t max_head_size; /* request/status line plus headers; 0 means 16 KiB */
+  size_t max_headers;   /* 0 means 100 */
+} cr_http1_limits_t;
+
+typedef struct cr_http1_parser cr_http1_parser_t;
+
+cr_http1_parser_t *cr_http1_parser_new(cr_http1_type_t type, const cr_http1_limits_t *limits,
+                                       const cr_http1_callbacks_t *cbs, void *ud);
+void cr_http1_parser_free(cr_http1_parser_t *p);
+
+/* Feeds bytes. Returns how many were consumed (all of them unless a callback paused), or a negative
+ * error: CR_EHTTP_PARSE (malformed: cr_http1_parser_error says what), CR_EHTTP_TOO_LARGE, or the
+ * error a callback returned. After an error the parser is dead. */
+ssize_t cr_http1_parse(cr_http1_parser_t *p, const char *data, size_t len);
+/* Continue after a pause; feed the unconsumed bytes again. */
+void cr_http1_parser_resume(cr_http1_parser_t *p);
+/* The peer closed the connection: completes a response delimited by close; returns 0, or
+ * CR_EHTTP_PARSE when a message was cut short. */
+int cr_http1_parse_eof(cr_http1_parser_t *p);
+/* Response parser only: the next response answers a HEAD (or is otherwise bodiless). */
+void cr_http1_parser_expect_no_body(cr_http1_parser_t *p);
+/* Prose for the last parse error ("obs-fold header continuation"), or "". */
+const char *cr_http1_parser_error(const cr_http1_parser_t *p);
+/* 1 while a message is partly received (head or body). */
+int cr_http1_parser_in_message(const cr_http1_parser_t *p);
+
+/* Serialisers append to out, refusing (CR_EHTTP_PARSE) a method, name or value that is not valid on
+ * the wire. Heads are written exactly as the message holds them: the caller adds framing headers
+ * (Content-Length or Transfer-Encoding: chunked) first. Returns 0, CR_EHTTP_PARSE or CR_ELIMIT. */
+int cr_http1_write_request_head(cr_buf_t *out, const cr_http_msg_t *m);
+int cr_http1_write_response_head(cr_buf_t *out, const cr_http_msg_t *m);
+/* "<hex>\r\n" for a chunk of len bytes into out (room for 20 bytes); returns its length. */
+size_t cr_http1_chunk_header(char *out, size_t len);
+#define CR_HTTP1_CHUNK_TRAILER "\r\n"
+#define CR_HTTP1_LAST_CHUNK "0\r\n\r\n"
+
+#endif

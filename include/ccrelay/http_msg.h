@@ -1,0 +1,74 @@
+/* The header model shared by HTTP/1.1 and the tunnel's HTTP/2 streams: a request or response head
+ * as parsed values, never raw bytes. Every hop parses into this and re-serialises from it, so no byte
+ * sequence the parser did not understand can cross a hop. Pure code: no I/O. */
+#ifndef CCRELAY_HTTP_MSG_H
+#define CCRELAY_HTTP_MSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cr_http_header {
+  const char *name;  /* NUL-terminated, as received (case kept); owned by the message */
+  const char *value; /* NUL-terminated, leading/trailing whitespace removed; owned by the message */
+  size_t name_len;
+  size_t value_len;
+} cr_http_header_t;
+
+typedef struct cr_http_msg_block cr_http_msg_block_t;
+
+typedef struct cr_http_msg {
+  /* request */
+  const char *method; /* "POST"; NULL for a response */
+  const char *target; /* origin-form "/path?query" */
+  /* response */
+  int status;          /* 0 for a request */
+  /* both */
+  int version_minor;   /* HTTP/1.x minor version as received; 1 when it came from HTTP/2 */
+  cr_http_header_t *headers;
+  size_t nheaders;
+  int64_t content_length; /* from Content-Length, or -1 */
+  unsigned chunked : 1;    /* Transfer-Encoding: chunked was received */
+  unsigned keep_alive : 1; /* the connection may carry another message after this one */
+  /* private */
+  size_t headers_cap;
+  size_t max_headers;
+  cr_http_msg_block_t *blocks; /* string storage; pointers into it stay valid until reset/free */
+} cr_http_msg_t;
+
+/* max_headers bounds cr_http_msg_add_header (0 means 100). */
+void cr_http_msg_init(cr_http_msg_t *m, size_t max_headers);
+/* Empties the message, keeping its memory for reuse. */
+void cr_http_msg_reset(cr_http_msg_t *m);
+void cr_http_msg_free(cr_http_msg_t *m);
+
+/* Setters copy their input. 0, or CR_ELIMIT when max_headers would be exceeded. */
+void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len);
+void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len);
+int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Copies another message's head (method, target, status, version, headers, framing fields). */
+int cr_http_msg_copy(cr_http_msg_t *dst, const cr_http_msg_t *src);
+
+/* First header with this name (ASCII case-insensitive), or NULL. */
+const cr_http_header_t *cr_http_msg_find(const cr_http_msg_t *m, const char *name);
+/* Its value, or NULL. */
+const char *cr_http_msg_get(const cr_http_msg_t *m, const char *name);
+/* How many headers have this name. */
+size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name);
+/* Removes every header with this name; returns how many. */
+size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name);
+/* Removes hop-by-hop headers (RFC 9110 7.6.1): Connection and every header it names, Keep-Alive,
+ * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, and Content-Length (framing is decided
+ * again by whoever serialises the next hop). */
+void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m);
+
+/* 1 if name is a valid RFC 9110 token / value has no CR, LF or NUL; serialisers refuse the rest. */
+int cr_http_token_valid(const char *s, size_t len);
+int cr_http_field_value_valid(const char *s, size_t len);
+
+/* Case-insensitive ASCII comparison of NUL-terminated strings; 1 if equal. */
+int cr_http_name_eq(const char *a, const char *b);
+
+/* Standard reason phrase ("Bad Gateway"), or "Unknown". */
+const char *cr_http_reason(int status);
+
+#endif

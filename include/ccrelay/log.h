@@ -1,0 +1,26 @@
+/* One line per event on stderr, logfmt (`ts=... level=info msg="..." key=value`) or JSON.
+ * Callers pass the message and then key/value text already in logfmt form; the JSON format turns
+ * it into an object. Secrets are never passed here. */
+#ifndef CCRELAY_LOG_H
+#define CCRELAY_LOG_H
+
+#include "ccrelay/common.h"
+
+typedef enum { CR_LOG_DEBUG, CR_LOG_INFO, CR_LOG_WARN, CR_LOG_ERROR } cr_log_level_t;
+typedef enum { CR_LOG_LOGFMT, CR_LOG_JSON } cr_log_format_t;
+
+void cr_log_setup(cr_log_level_t level, cr_log_format_t format);
+int cr_log_enabled(cr_log_level_t level);
+/* msg: short constant text; fields: printf format producing `key=value key2="quoted value"`, may be NULL. */
+void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) CR_PRINTF(3, 4);
+
+#define cr_log_debug(msg, ...) do { if (cr_log_enabled(CR_LOG_DEBUG)) cr_log(CR_LOG_DEBUG, msg, __VA_ARGS__); } while (0)
+#define cr_log_info(msg, ...) cr_log(CR_LOG_INFO, msg, __VA_ARGS__)
+#define cr_log_warn(msg, ...) cr_log(CR_LOG_WARN, msg, __VA_ARGS__)
+#define cr_log_error(msg, ...) cr_log(CR_LOG_ERROR, msg, __VA_ARGS__)
+
+/* Escapes s for use as a quoted logfmt value (backslash and quote escaped, control bytes as \xNN),
+ * truncating to fit; returns out. */
+char *cr_log_quote(char *out, size_t outlen, const char *s);
+
+#endif

@@ -1,0 +1,85 @@
+/* TLS for every hop: contexts (tls_ctx.c) and a TLS stream layered over any cr_stream_t through a
+ * memory BIO pair (tls_stream.c). libuv owns the socket; OpenSSL never sees a file descriptor.
+ *
+ * Policy, not options: peer verification is always on, TLS 1.2 is the floor, a client always sends
+ * SNI and checks the host name, close_notify is sent on shutdown and required from the peer. */
+#ifndef CCRELAY_TLS_H
+#define CCRELAY_TLS_H
+
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "ccrelay/stream.h"
+
+/* Loads OpenSSL's default and legacy providers (legacy PKCS#12 files use RC2-40 and 3DES). Call once
+ * at start; 0 or CR_ETLS with prose in err. */
+int cr_tls_global_init(char *err, size_t errlen);
+
+/* Where a TLS identity comes from: a PKCS#12 file, or a PEM certificate (chain) plus a PEM key. */
+typedef struct cr_tls_identity_src {
+  const char *pkcs12;   /* path, or NULL */
+  const char *password; /* PKCS#12 password; NULL or "" for none */
+  const char *cert;     /* PEM path, leaf first then intermediates; used when pkcs12 is NULL */
+  const char *key;      /* PEM path */
+} cr_tls_identity_src_t;
+
+typedef struct cr_tls_identity {
+  EVP_PKEY *key;
+  X509 *cert;
+  STACK_OF(X509) *chain; /* intermediates carried with the identity; may be empty, never NULL */
+} cr_tls_identity_t;
+
+/* Loads and checks an identity (key matches certificate). Errors, with prose naming the file:
+ * CR_EP12_PASSWORD (wrong password), CR_EP12_CORRUPT (not PKCS#12 / damaged),
+ * CR_EP12_UNSUPPORTED (an algorithm this OpenSSL cannot load), CR_EKEY_MISMATCH, UV_ENOENT and
+ * friends for unreadable files, CR_ETLS for PEM that does not parse. */
+int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err, size_t errlen);
+void cr_tls_identity_free(cr_tls_identity_t *id);
+
+/* A hook the accepting side runs on the peer's leaf certificate after chain verification succeeded;
+ * returning nonzero fails the handshake (the peer gets an alert), with why logged by the caller. */
+typedef int (*cr_tls_peer_check_cb)(X509 *leaf, void *arg, char *why, size_t whylen);
+
+typedef struct cr_tls_ctx_opts {
+  int server;                          /* 1: accepting side */
+  const char *ca_file;                 /* PEM roots the peer must chain to. Client: required.
+                                          Server: if set, a client certificate is required. */
+  const cr_tls_identity_src_t *identity; /* server: required; client: optional (mTLS) */
+  int tls13_only;                      /* the tunnel uses TLS 1.3 only; others allow 1.2 */
+  const char *alpn;                    /* one protocol id ("ccrelay/1", "http/1.1"), or NULL */
+  cr_tls_peer_check_cb peer_check;     /* server only, optional */
+  void *peer_check_arg;
+} cr_tls_ctx_opts_t;
+
+typedef struct cr_tls_ctx cr_tls_ctx_t;
+
+/* 0, or a negative code with prose in err naming the file that failed and what to do. */
+int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err, size_t errlen);
+/* Contexts are reference counted: every TLS stream holds one, so freeing while streams live is safe. */
+void cr_tls_ctx_free(cr_tls_ctx_t *ctx);
+
+/* Wraps lower (taking ownership: closing the TLS stream closes lower). Client side: server_name is
+ * sent as SNI (unless an IP literal) and checked against the certificate (DNS name or IP).
+ * Server side: server_name is NULL. No bytes move until cr_tls_stream_handshake. */
+cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char *server_name);
+
+/* status 0: handshake done, stream usable. Otherwise CR_ETLS_VERIFY (peer certificate rejected;
+ * cr_tls_stream_error says why, e.g. "certificate has expired"), CR_ETLS_ALPN, CR_ETLS, or a
+ * transport error; the caller then closes the stream. Fires once; never after close. */
+typedef void (*cr_tls_handshake_cb)(cr_stream_t *tls, int status);
+int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
+
+/* Prose for the last failure on this stream (verify reason, OpenSSL error queue, peer alert), or "". */
+const char *cr_tls_stream_error(const cr_stream_t *tls);
+/* The peer's leaf certificate (borrowed, valid until close), or NULL. */
+X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls);
+/* Negotiated ALPN protocol, or "" when none. */
+const char *cr_tls_stream_alpn(const cr_stream_t *tls);
+int cr_stream_is_tls(const cr_stream_t *s);
+
+/* Writes "CN=..., O=..." of name into out (RFC 2253 style, one line). */
+void cr_x509_name_oneline(X509_NAME *name, char *out, size_t outlen);
+/* The first commonName of cert's subject, or "" */
+void cr_x509_common_name(X509 *cert, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,120 @@
+/* The tunnel: HTTP/2 (libnghttp2; the only user) with reversed roles over a cr_stream_t. The agent
+ * dialled the connection but is the HTTP/2 *server*; the gateway accepted it and is the HTTP/2
+ * *client* that opens one stream per public call.
+ *
+ * Flow control is the backpressure: a stream's receive window is only reopened when the receiver
+ * calls cr_tstream_consume() for bytes it has passed on, so a slow reader stops the sender and no
+ * side buffers a whole body. Each stream's send buffer is bounded too: cr_tstream_write() reports
+ * when it is above its high-water mark and on_writable() says when to produce again.
+ *
+ * Liveness: a PING every ping_interval; no ACK within ping_timeout closes the tunnel (ETIMEDOUT).
+ * Shutdown: cr_tunnel_shutdown() sends GOAWAY, lets streams in flight finish until the deadline,
+ * then closes.
+ *
+ * HTTP mapping: a request head travels as :method, :scheme "https", :authority (from Host), :path
+ * (the target) and the remaining headers lower-cased; a response as :status and headers. Heads must
+ * already be stripped of hop-by-hop headers (cr_http_msg_strip_hop_by_hop); the message's
+ * content_length, when >= 0, travels as content-length. On receipt, the head is rebuilt into a
+ * cr_http_msg_t with a Host header from :authority, content_length from content-length (else -1),
+ * version_minor 1. Pseudo-headers that are missing, repeated or unknown reset the stream. */
+#ifndef CCRELAY_TUNNEL_H
+#define CCRELAY_TUNNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ccrelay/http_msg.h"
+#include "ccrelay/stream.h"
+
+#define CR_TUNNEL_ALPN "ccrelay/1"
+
+typedef struct cr_tunnel cr_tunnel_t;
+typedef struct cr_tstream cr_tstream_t;
+
+typedef enum {
+  CR_TUNNEL_GATEWAY, /* HTTP/2 client: opens streams */
+  CR_TUNNEL_AGENT    /* HTTP/2 server: receives streams */
+} cr_tunnel_role_t;
+
+typedef struct cr_tstream_callbacks {
+  /* Gateway side: the response head arrived (status and headers). Not used on the agent side. */
+  void (*on_head)(cr_tstream_t *ts, const cr_http_msg_t *head);
+  /* Body bytes, valid only during the call. The receiver calls cr_tstream_consume(ts, n) once it
+   * has passed n bytes on; until then they count against the window. */
+  void (*on_data)(cr_tstream_t *ts, const char *data, size_t len);
+  /* The peer ended its side of the stream (no more on_data). */
+  void (*on_end)(cr_tstream_t *ts);
+  /* The send buffer fell below its low-water mark after cr_tstream_write reported it full. */
+  void (*on_writable)(cr_tstream_t *ts);
+  /* Final callback, exactly once per stream, also after a local cr_tstream_reset: error 0 when both
+   * sides ended normally; otherwise UV_ECONNRESET (peer reset), CR_ECANCELED (local reset),
+   * CR_ECLOSED (the tunnel went away) or CR_EPROTO. ts is freed when this returns. Not called from
+   * inside any cr_tstream_* or cr_tunnel_* call (it runs from I/O or a deferred callback). */
+  void (*on_close)(cr_tstream_t *ts, int error);
+} cr_tstream_callbacks_t;
+
+typedef struct cr_tunnel_callbacks {
+  /* Agent side: a new stream with its complete request head. The callee must call
+   * cr_tstream_set_callbacks() before returning, then respond (or reset) whenever it likes. */
+  void (*on_stream)(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head);
+  /* The peer sent GOAWAY: no new streams will be accepted on this tunnel. Optional. */
+  void (*on_goaway)(cr_tunnel_t *t);
+  /* The tunnel is finished (transport error or EOF, ping timeout, protocol error, shutdown
+   * complete). Every stream's on_close has already fired. t is freed when this returns. */
+  void (*on_close)(cr_tunnel_t *t, int error);
+} cr_tunnel_callbacks_t;
+
+typedef struct cr_tunnel_opts {
+  cr_tunnel_role_t role;
+  uint64_t ping_interval_ms;   /* 0 disables PING */
+  uint64_t ping_timeout_ms;
+  uint32_t stream_window;      /* receive window per stream (0 means 256 KiB) */
+  uint32_t connection_window;  /* receive window for the connection (0 means 16 MiB) */
+  size_t send_high_water;      /* per-stream send buffer mark (0 means 64 KiB) */
+  uint32_t max_streams;        /* agent: SETTINGS_MAX_CONCURRENT_STREAMS (0 means 10000) */
+} cr_tunnel_opts_t;
+
+/* Takes ownership of transport (an established, already-authenticated stream). Nothing happens
+ * until cr_tunnel_start. */
+cr_tunnel_t *cr_tunnel_new(cr_stream_t *transport, const cr_tunnel_opts_t *opts,
+                           const cr_tunnel_callbacks_t *cbs, void *data);
+/* Sends the preface/SETTINGS and starts reading. 0 or an error (then close the tunnel). */
+int cr_tunnel_start(cr_tunnel_t *t);
+void *cr_tunnel_data(const cr_tunnel_t *t);
+/* The transport (for peer address and certificate), owned by the tunnel. */
+cr_stream_t *cr_tunnel_transport(const cr_tunnel_t *t);
+/* Streams open on this tunnel right now. */
+size_t cr_tunnel_nstreams(const cr_tunnel_t *t);
+/* 1 while the tunnel may carry new streams (started, no GOAWAY either way, not closing). */
+int cr_tunnel_usable(const cr_tunnel_t *t);
+/* Graceful: GOAWAY now, close when the last stream ends or after deadline_ms (then streams are
+ * closed with CR_ECLOSED). on_close fires at the end. */
+void cr_tunnel_shutdown(cr_tunnel_t *t, uint64_t deadline_ms);
+/* Abort now: on_close of every stream, then of the tunnel, fire on a later loop turn with error. */
+void cr_tunnel_close(cr_tunnel_t *t, int error);
+
+/* Gateway side: opens a stream carrying head. has_body 0 sends END_STREAM with the head. Returns
+ * NULL with *err set (CR_ENO_TUNNEL when the tunnel is not usable, CR_EPROTO otherwise). */
+cr_tstream_t *cr_tunnel_open_stream(cr_tunnel_t *t, const cr_http_msg_t *head, int has_body,
+                                    const cr_tstream_callbacks_t *cbs, void *data, int *err);
+
+/* Agent side: installs callbacks for a stream received in on_stream. */
+void cr_tstream_set_callbacks(cr_tstream_t *ts, const cr_tstream_callbacks_t *cbs, void *data);
+/* Agent side: sends the response head; has_body 0 ends the stream with it. 0 or an error. */
+int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body);
+
+/* Queues body bytes (copied). Returns 0 while the send buffer is below its high-water mark, 1 when
+ * the producer should pause until on_writable, or a negative error (stream closed or already ended). */
+int cr_tstream_write(cr_tstream_t *ts, const char *data, size_t len);
+/* Ends our side after the queued bytes (END_STREAM). */
+int cr_tstream_end(cr_tstream_t *ts);
+/* Resets the stream (RST_STREAM CANCEL); on_close still fires later with CR_ECANCELED. */
+void cr_tstream_reset(cr_tstream_t *ts);
+/* Reopens the receive window by n bytes of data delivered by on_data. */
+void cr_tstream_consume(cr_tstream_t *ts, size_t n);
+
+void *cr_tstream_data(const cr_tstream_t *ts);
+cr_tunnel_t *cr_tstream_tunnel(const cr_tstream_t *ts);
+int32_t cr_tstream_id(const cr_tstream_t *ts);
+
+#endif

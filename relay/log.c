@@ -1,0 +1,126 @@
+#include "ccrelay/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+static cr_log_level_t min_level = CR_LOG_INFO;
+static cr_log_format_t out_format = CR_LOG_LOGFMT;
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void cr_log_setup(cr_log_level_t level, cr_log_format_t format) {
+  min_level = level;
+  out_format = format;
+}
+
+int cr_log_enabled(cr_log_level_t level) { return level >= min_level; }
+
+char *cr_log_quote(char *out, size_t outlen, const char *s) {
+  size_t o = 0;
+  if (outlen == 0)
+    return out;
+  for (; s && *s && o + 5 < outlen; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)c;
+    } else if (c < 0x20 || c == 0x7f) {
+      o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+    } else {
+      out[o++] = (char)c;
+    }
+  }
+  out[o] = '\0';
+  return out;
+}
+
+static void timestamp(char *out, size_t len) {
+  struct timeval tv;
+  struct tm tm;
+  gettimeofday(&tv, NULL);
+  gmtime_r(&tv.tv_sec, &tm);
+  size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+}
+
+/* Appends one logfmt field list as JSON members. Values keep their text; quoted values keep their
+ * escapes, which are valid JSON escapes except \xNN, rewritten as \u00NN. */
+static size_t fields_to_json(char *out, size_t len, const char *f) {
+  size_t o = 0;
+#define PUT(c) do { if (o + 1 < len) out[o++] = (c); } while (0)
+  while (*f) {
+    while (*f == ' ')
+      f++;
+    if (!*f)
+      break;
+    PUT(',');
+    PUT('"');
+    while (*f && *f != '=' && *f != ' ')
+      PUT(*f++);
+    PUT('"');
+    PUT(':');
+    PUT('"');
+    if (*f == '=') {
+      f++;
+      if (*f == '"') {
+        f++;
+        while (*f && *f != '"') {
+          if (*f == '\\' && f[1] == 'x' && f[2] && f[3]) {
+            const char *u = "\\u00";
+            while (*u)
+              PUT(*u++);
+            PUT(f[2]);
+            PUT(f[3]);
+            f += 4;
+            continue;
+          }
+          if (*f == '\\' && f[1]) {
+            PUT(*f++);
+          }
+          PUT(*f++);
+        }
+        if (*f == '"')
+          f++;
+      } else {
+        while (*f && *f != ' ') {
+          if (*f == '"' || *f == '\\')
+            PUT('\\');
+          PUT(*f++);
+        }
+      }
+    }
+    PUT('"');
+  }
+#undef PUT
+  out[o] = '\0';
+  return o;
+}
+
+void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) {
+  char ts[40], qmsg[512], fbuf[4096], line[8192];
+  va_list ap;
+  if (level < min_level)
+    return;
+  timestamp(ts, sizeof ts);
+  fbuf[0] = '\0';
+  if (fields && *fields) {
+    va_start(ap, fields);
+    vsnprintf(fbuf, sizeof fbuf, fields, ap);
+    va_end(ap);
+  }
+  cr_log_quote(qmsg, sizeof qmsg, msg);
+  if (out_format == CR_LOG_JSON) {
+    char jf[6144];
+    fields_to_json(jf, sizeof jf, fbuf);
+    snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s}\n", ts,
+             level_names[level], qmsg, jf);
+  } else {
+    snprintf(line, sizeof line, "ts=%s level=%s msg=\"%s\"%s%s\n", ts, level_names[level], qmsg,
+             fbuf[0] ? " " : "", fbuf);
+  }
+  /* One write per line keeps lines whole when several processes share a terminal or pipe. */
+  fputs(line, stderr);
+  fflush(stderr);
+}
