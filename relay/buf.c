@@ -1,6 +1,7 @@
 #include "ccrelay/buf.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ccrelay/alloc.h"
