@@ -1,0 +1,80 @@
+/* The agent's side toward one on-prem service: a route's TLS client context (its PKCS#12 client
+ * identity, its CA, its server name) and a keep-alive pool of HTTPS connections, plus one HTTP/1.1
+ * exchange at a time on each connection. The agent contacts nothing but the upstreams built here.
+ *
+ * Bodies stream both ways through bounded buffers: cr_upstream_req_write() returns 1 when the
+ * request body buffer is above its high-water mark (pause the producer until on_writable), and
+ * cr_upstream_req_pause() stops reading the response (the caller's sink is full). */
+#ifndef CCRELAY_UPSTREAM_H
+#define CCRELAY_UPSTREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ccrelay/http_msg.h"
+#include "ccrelay/tls.h"
+
+typedef struct cr_upstream cr_upstream_t;
+typedef struct cr_upstream_req cr_upstream_req_t;
+
+typedef struct cr_upstream_opts {
+  const char *name;         /* route name, for log lines and errors */
+  const char *host;         /* where to connect */
+  unsigned port;
+  const char *server_name;  /* SNI and the name the certificate must carry */
+  const char *ca_file;      /* roots for the upstream's certificate */
+  const cr_tls_identity_src_t *identity; /* the route's client identity */
+  uint64_t connect_timeout_ms;  /* TCP connect + TLS handshake */
+  uint64_t response_timeout_ms; /* request fully sent -> response head; and max gap between body reads */
+  uint64_t idle_timeout_ms;     /* pooled connection idle lifetime */
+  unsigned max_idle;            /* pooled connections kept */
+  size_t max_header_size;       /* response head limit */
+} cr_upstream_opts_t;
+
+/* Builds the TLS context (loading the identity). 0, or an error with prose in err. */
+int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream_t **out, char *err,
+                    size_t errlen);
+/* Closes pooled connections and frees u once they are closed. Requests still in flight are
+ * canceled (no callbacks). */
+void cr_upstream_free(cr_upstream_t *u);
+/* Connections: idle in the pool / busy with a request. */
+void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);
+
+typedef struct cr_upstream_req_callbacks {
+  /* The final response head (1xx interim responses are not passed on). */
+  void (*on_head)(cr_upstream_req_t *r, const cr_http_msg_t *head);
+  /* Response body bytes (de-chunked), valid only during the call. */
+  void (*on_body)(cr_upstream_req_t *r, const char *data, size_t len);
+  /* The response is complete. Final: r is freed when this returns. */
+  void (*on_end)(cr_upstream_req_t *r);
+  /* The exchange failed. Final: r is freed when this returns. err: UV_ETIMEDOUT (connect or
+   * response timeout), CR_ETLS_VERIFY (the upstream's certificate was refused), CR_ETLS, a
+   * connection error (UV_ECONNREFUSED, UV_ECONNRESET, UV_EOF), CR_EHTTP_PARSE (bad response).
+   * detail is prose for the log line: what failed, with whom, and why ("TLS handshake with
+   * 127.0.0.1:9443 (server name localhost) failed: certificate has expired"). on_error can fire
+   * after on_head (a body cut short): the caller then resets its own stream. */
+  void (*on_error)(cr_upstream_req_t *r, int err, const char *detail);
+  /* The request body buffer drained below its low-water mark after a write returned 1. */
+  void (*on_writable)(cr_upstream_req_t *r);
+} cr_upstream_req_callbacks_t;
+
+/* Starts an exchange: takes a pooled connection or dials a new one, then sends head. head must be
+ * stripped of hop-by-hop headers; framing toward the upstream comes from head->content_length
+ * (>= 0: Content-Length) or, when has_body and the length is unknown, chunked encoding. A Host
+ * header equal to server_name[:port] replaces any the head carries. Callbacks never fire from
+ * inside this call. */
+cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, const cr_http_msg_t *head, int has_body,
+                                       const cr_upstream_req_callbacks_t *cbs, void *data);
+/* Request body bytes (copied). 0 below the high-water mark, 1 when the caller should pause until
+ * on_writable, or a negative error. */
+int cr_upstream_req_write(cr_upstream_req_t *r, const char *data, size_t len);
+/* The request body is complete. */
+int cr_upstream_req_end(cr_upstream_req_t *r);
+/* Stops (1) or resumes (0) delivery of response bytes. */
+void cr_upstream_req_pause(cr_upstream_req_t *r, int paused);
+/* Abandons the exchange: no callback fires afterwards; its connection is closed, not pooled. */
+void cr_upstream_req_cancel(cr_upstream_req_t *r);
+void *cr_upstream_req_data(const cr_upstream_req_t *r);
+
+#endif

@@ -1,0 +1,125 @@
+/* Route and service matching, and the request-target safety rules the matching relies on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ccrelay/route.h"
+
+static void make_req(cr_http_msg_t *m, const char *method, const char *target, const char *host) {
+  cr_http_msg_init(m, 0);
+  cr_http_msg_set_method(m, method, strlen(method));
+  cr_http_msg_set_target(m, target, strlen(target));
+  if (host)
+    cr_http_msg_add_header(m, "Host", 4, host, strlen(host));
+}
+
+static void test_prefix_on_segment_boundary(void **state) {
+  (void)state;
+  assert_true(cr_path_has_prefix("/connector/mdm.cgi", "/connector/mdm.cgi"));
+  assert_true(cr_path_has_prefix("/connector/mdm.cgi?x=1", "/connector/mdm.cgi"));
+  assert_true(cr_path_has_prefix("/connector/mdm.cgi/sub", "/connector/mdm.cgi"));
+  assert_false(cr_path_has_prefix("/connector/mdm.cgix", "/connector/mdm.cgi"));
+  assert_true(cr_path_has_prefix("/connector/anything", "/connector/"));
+  assert_false(cr_path_has_prefix("/connectorx", "/connector/"));
+  assert_true(cr_path_has_prefix("/whatever", "/"));
+}
+
+static void test_unsafe_targets_refused(void **state) {
+  (void)state;
+  assert_null(cr_target_unsafe_reason("/connector/mdm.cgi"));
+  assert_null(cr_target_unsafe_reason("/"));
+  assert_null(cr_target_unsafe_reason("/a/b/?q=../x"));
+  assert_null(cr_target_unsafe_reason("/a%20b"));
+  assert_non_null(cr_target_unsafe_reason("/connector/mdm.cgi/../../admin"));
+  assert_non_null(cr_target_unsafe_reason("/connector/./mdm.cgi"));
+  assert_non_null(cr_target_unsafe_reason("/connector/mdm.cgi/.."));
+  assert_non_null(cr_target_unsafe_reason("//evil"));
+  assert_non_null(cr_target_unsafe_reason("/a%2e%2e/b"));
+  assert_non_null(cr_target_unsafe_reason("/a%2Fb"));
+  assert_non_null(cr_target_unsafe_reason("/a\\b"));
+  assert_non_null(cr_target_unsafe_reason("/a%zz"));
+  assert_non_null(cr_target_unsafe_reason("http://host/a"));
+  assert_non_null(cr_target_unsafe_reason("*"));
+}
+
+static void test_host_match_ignores_port_and_case(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  make_req(&m, "GET", "/", "CMS.Example.com:443");
+  assert_true(cr_host_matches(&m, "cms.example.com"));
+  assert_false(cr_host_matches(&m, "cms.example.co"));
+  cr_http_msg_free(&m);
+  make_req(&m, "GET", "/", "[::1]:8443");
+  assert_true(cr_host_matches(&m, "::1"));
+  assert_true(cr_host_matches(&m, "[::1]"));
+  cr_http_msg_free(&m);
+}
+
+static void test_routes_match_method_path_header(void **state) {
+  char *post[] = {"POST"};
+  cr_conf_route_t routes[2];
+  cr_http_msg_t m;
+  (void)state;
+  memset(routes, 0, sizeof routes);
+  routes[0].name = "cms-json";
+  routes[0].match_path_prefix = "/connector/mdm.cgi";
+  routes[0].match_methods = post;
+  routes[0].nmatch_methods = 1;
+  routes[1].name = "pki-soap";
+  routes[1].match_path_prefix = "/policyService";
+  routes[1].match_header_name = "SOAPAction";
+  routes[1].match_header_value = "\"urn:GetProfiles\"";
+
+  make_req(&m, "POST", "/connector/mdm.cgi", "cms.example.com");
+  assert_int_equal(cr_route_match(routes, 2, &m), 0);
+  cr_http_msg_free(&m);
+
+  make_req(&m, "GET", "/connector/mdm.cgi", "cms.example.com");
+  assert_int_equal(cr_route_match(routes, 2, &m), -1);
+  cr_http_msg_free(&m);
+
+  make_req(&m, "POST", "/policyService", "pki.example.com");
+  assert_int_equal(cr_route_match(routes, 2, &m), -1);
+  cr_http_msg_add_header(&m, "soapaction", 10, "\"urn:GetProfiles\"", 17);
+  assert_int_equal(cr_route_match(routes, 2, &m), 1);
+  cr_http_msg_free(&m);
+
+  /* A prefix that matches only through a dot-segment is no match. */
+  make_req(&m, "POST", "/connector/mdm.cgi/../../etc/passwd", "cms.example.com");
+  assert_int_equal(cr_route_match(routes, 2, &m), -1);
+  cr_http_msg_free(&m);
+}
+
+static void test_services_longest_prefix(void **state) {
+  cr_conf_service_t s[3];
+  cr_http_msg_t m;
+  (void)state;
+  memset(s, 0, sizeof s);
+  s[0].host = "cms.example.com";
+  s[1].host = "cms.example.com";
+  s[1].path_prefix = "/connector/";
+  s[2].host = "pki.example.com";
+  make_req(&m, "POST", "/connector/mdm.cgi", "cms.example.com");
+  assert_int_equal(cr_service_match(s, 3, &m), 1);
+  cr_http_msg_free(&m);
+  make_req(&m, "GET", "/other", "cms.example.com");
+  assert_int_equal(cr_service_match(s, 3, &m), 0);
+  cr_http_msg_free(&m);
+  make_req(&m, "GET", "/other", "unknown.example.com");
+  assert_int_equal(cr_service_match(s, 3, &m), -1);
+  cr_http_msg_free(&m);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_prefix_on_segment_boundary),
+      cmocka_unit_test(test_unsafe_targets_refused),
+      cmocka_unit_test(test_host_match_ignores_port_and_case),
+      cmocka_unit_test(test_routes_match_method_path_header),
+      cmocka_unit_test(test_services_longest_prefix),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
