@@ -1,0 +1,226 @@
+#include "ccrelay/cli.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ccrelay/agent.h"
+#include "ccrelay/config.h"
+#include "ccrelay/error.h"
+#include "ccrelay/gateway.h"
+#include "ccrelay/log.h"
+#include "ccrelay/tls.h"
+
+static const char usage_text[] =
+    "usage: ccrelay <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  agent -c FILE     run the agent: dial the gateway, serve calls by the file's routes\n"
+    "  gateway -c FILE   run the gateway: accept agent tunnels and public HTTPS calls\n"
+    "  check -c FILE     validate a config file and every file it names (certificates, keys,\n"
+    "                    PKCS#12 identities with their passwords); opens no socket\n"
+    "  version           print the version\n"
+    "  help, --help      print this text\n"
+    "\n"
+    "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error\n";
+
+static int usage_error(const char *what, const char *arg) {
+  fprintf(stderr, "ccrelay: %s%s\nrun 'ccrelay --help' for usage\n", what, arg);
+  return CR_EXIT_USAGE;
+}
+
+/* Parses "-c FILE" / "--config FILE" / "--config=FILE"; the only option the run commands take. */
+static int parse_config_arg(int argc, char **argv, const char **path) {
+  *path = NULL;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+      if (i + 1 >= argc)
+        return usage_error("this option needs a file name: ", a);
+      *path = argv[++i];
+    } else if (strncmp(a, "--config=", 9) == 0) {
+      *path = a + 9;
+    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage_text, stdout);
+      return -1;
+    } else {
+      return usage_error("unknown option: ", a);
+    }
+  }
+  if (*path == NULL)
+    return usage_error("missing -c FILE for command ", argv[1]);
+  return 0;
+}
+
+static void pos_prefix(char *out, size_t len, const char *file, cr_conf_pos_t pos) {
+  if (pos.line > 0)
+    snprintf(out, len, "%s:%d:%d", file, pos.line, pos.col);
+  else
+    snprintf(out, len, "%s", file);
+}
+
+/* A CA file must hold at least one PEM certificate and nothing unparseable. */
+static int check_ca_file(const char *file, const char *key, const cr_conf_file_t *ca) {
+  char where[1200];
+  FILE *f;
+  int n = 0;
+  X509 *x;
+  if (ca->path == NULL)
+    return 0;
+  pos_prefix(where, sizeof where, file, ca->pos);
+  f = fopen(ca->path, "r");
+  if (f == NULL) {
+    fprintf(stderr, "%s: %s: cannot open %s: %s\n", where, key, ca->path, strerror(errno));
+    return -1;
+  }
+  while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+    X509_free(x);
+    n++;
+  }
+  fclose(f);
+  /* Reading stops with a "no start line" error at the end of the file; anything else is damage. */
+  unsigned long e = ERR_peek_last_error();
+  ERR_clear_error();
+  if (n == 0) {
+    fprintf(stderr, "%s: %s: %s holds no PEM certificate; give the CA certificate(s) in PEM form\n", where,
+            key, ca->path);
+    return -1;
+  }
+  if (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
+    fprintf(stderr, "%s: %s: %s: a certificate after the first %d does not parse\n", where, key, ca->path, n);
+    return -1;
+  }
+  return 0;
+}
+
+static int check_identity(const char *file, const char *key, const cr_conf_identity_t *id) {
+  cr_tls_identity_src_t src = {id->pkcs12.path, id->password, id->cert.path, id->key.path};
+  cr_tls_identity_t loaded;
+  char err[1024], where[1200];
+  int r;
+  if (id->pkcs12.path == NULL && id->cert.path == NULL)
+    return 0;
+  r = cr_tls_identity_load(&src, &loaded, err, sizeof err);
+  if (r < 0) {
+    pos_prefix(where, sizeof where, file, id->pkcs12.path ? id->pkcs12.pos : id->cert.pos);
+    fprintf(stderr, "%s: %s: %s\n", where, key, err);
+    return -1;
+  }
+  cr_tls_identity_free(&loaded);
+  return 0;
+}
+
+static int check_agent(const char *path) {
+  cr_conf_agent_t c;
+  char err[2048], key[256];
+  int bad = 0;
+  if (cr_conf_agent_load(path, &c, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return CR_EXIT_USAGE;
+  }
+  bad |= check_ca_file(path, "gateway.ca", &c.gateway.ca);
+  bad |= check_identity(path, "gateway.identity", &c.gateway.identity);
+  for (size_t i = 0; i < c.nroutes; i++) {
+    snprintf(key, sizeof key, "routes[%zu].upstream.ca", i);
+    bad |= check_ca_file(path, key, &c.routes[i].ca);
+    snprintf(key, sizeof key, "routes[%zu].upstream.identity", i);
+    bad |= check_identity(path, key, &c.routes[i].identity);
+  }
+  if (!bad)
+    printf("%s: OK (agent: gateway %s:%u, %zu route%s)\n", path, c.gateway.host, c.gateway.port, c.nroutes,
+           c.nroutes == 1 ? "" : "s");
+  cr_conf_agent_free(&c);
+  return bad ? CR_EXIT_USAGE : CR_EXIT_OK;
+}
+
+static int check_gateway(const char *path) {
+  cr_conf_gateway_t c;
+  char err[2048];
+  int bad = 0;
+  if (cr_conf_gateway_load(path, &c, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return CR_EXIT_USAGE;
+  }
+  bad |= check_ca_file(path, "tunnel.client_ca", &c.tunnel.client_ca);
+  bad |= check_identity(path, "tunnel.identity", &c.tunnel.identity);
+  bad |= check_ca_file(path, "public.client_ca", &c.public_.client_ca);
+  bad |= check_identity(path, "public.identity", &c.public_.identity);
+  if (!bad)
+    printf("%s: OK (gateway: %zu group%s, %zu service%s)\n", path, c.ngroups, c.ngroups == 1 ? "" : "s",
+           c.nservices, c.nservices == 1 ? "" : "s");
+  cr_conf_gateway_free(&c);
+  return bad ? CR_EXIT_USAGE : CR_EXIT_OK;
+}
+
+static int cmd_check(const char *path) {
+  char err[1024];
+  const char *role = cr_conf_detect_role(path, err, sizeof err);
+  if (role == NULL) {
+    fprintf(stderr, "%s\n", err);
+    return CR_EXIT_USAGE;
+  }
+  return strcmp(role, "agent") == 0 ? check_agent(path) : check_gateway(path);
+}
+
+static int cmd_agent(const char *path) {
+  cr_conf_agent_t c;
+  char err[2048];
+  int code;
+  if (cr_conf_agent_load(path, &c, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return CR_EXIT_USAGE;
+  }
+  cr_log_setup(c.log.level, c.log.format);
+  code = cr_agent_run(&c);
+  cr_conf_agent_free(&c);
+  return code;
+}
+
+static int cmd_gateway(const char *path) {
+  cr_conf_gateway_t c;
+  char err[2048];
+  int code;
+  if (cr_conf_gateway_load(path, &c, err, sizeof err) < 0) {
+    fprintf(stderr, "%s\n", err);
+    return CR_EXIT_USAGE;
+  }
+  cr_log_setup(c.log.level, c.log.format);
+  code = cr_gateway_run(&c);
+  cr_conf_gateway_free(&c);
+  return code;
+}
+
+int cr_cli_main(int argc, char **argv) {
+  const char *cmd, *path;
+  char err[512];
+  int r;
+  if (argc < 2)
+    return usage_error("no command given", "");
+  cmd = argv[1];
+  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+    fputs(usage_text, stdout);
+    return CR_EXIT_OK;
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("ccrelay %s (%s)\n", CCRELAY_VERSION, OpenSSL_version(OPENSSL_VERSION));
+    return CR_EXIT_OK;
+  }
+  if (strcmp(cmd, "agent") != 0 && strcmp(cmd, "gateway") != 0 && strcmp(cmd, "check") != 0)
+    return usage_error("unknown command: ", cmd);
+  r = parse_config_arg(argc, argv, &path);
+  if (r < 0)
+    return CR_EXIT_OK; /* --help was printed */
+  if (r > 0)
+    return r;
+  if (cr_tls_global_init(err, sizeof err) < 0) {
+    fprintf(stderr, "ccrelay: %s\n", err);
+    return CR_EXIT_FAILURE;
+  }
+  if (strcmp(cmd, "check") == 0)
+    return cmd_check(path);
+  if (strcmp(cmd, "agent") == 0)
+    return cmd_agent(path);
+  return cmd_gateway(path);
+}
