@@ -152,6 +152,13 @@ void cr_conf_agent_free(cr_conf_agent_t *c);
 int cr_conf_gateway_load(const char *path, cr_conf_gateway_t *out, char *err, size_t errlen);
 void cr_conf_gateway_free(cr_conf_gateway_t *c);
 
+/* The same from bytes in memory (tests, fuzzing): name is the file name errors print and the
+ * place relative paths resolve against (its directory); data need not be NUL-terminated. */
+int cr_conf_agent_load_mem(const char *name, const char *data, size_t len, cr_conf_agent_t *out,
+                           char *err, size_t errlen);
+int cr_conf_gateway_load_mem(const char *name, const char *data, size_t len,
+                             cr_conf_gateway_t *out, char *err, size_t errlen);
+
 /* Which role a file configures, from its top-level keys ("agent" if it has `routes`, "gateway" if it
  * has `services`); NULL with err set when it is neither or unreadable. */
 const char *cr_conf_detect_role(const char *path, char *err, size_t errlen);
