@@ -1,0 +1,342 @@
+#include "ccrelay/http_msg.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccrelay/alloc.h"
+#include "ccrelay/error.h"
+
+/* Strings live in blocks that are chained, never reallocated, so every pointer handed out stays put
+ * until reset. Reset only rewinds the blocks: a keep-alive connection parsing one head after another
+ * reaches a steady state with no allocation at all. */
+struct cr_http_msg_block {
+  cr_http_msg_block_t *next;
+  size_t cap;
+  size_t used;
+  char data[];
+};
+
+#define BLOCK_SIZE 4096
+#define DEFAULT_MAX_HEADERS 100
+
+void cr_http_msg_init(cr_http_msg_t *m, size_t max_headers) {
+  memset(m, 0, sizeof(*m));
+  m->max_headers = max_headers ? max_headers : DEFAULT_MAX_HEADERS;
+  m->content_length = -1;
+  m->version_minor = 1;
+  m->keep_alive = 1;
+}
+
+void cr_http_msg_reset(cr_http_msg_t *m) {
+  cr_http_msg_block_t *b;
+  for (b = m->blocks; b != NULL; b = b->next)
+    b->used = 0;
+  m->method = NULL;
+  m->target = NULL;
+  m->status = 0;
+  m->version_minor = 1;
+  m->nheaders = 0;
+  m->content_length = -1;
+  m->chunked = 0;
+  m->keep_alive = 1;
+}
+
+void cr_http_msg_free(cr_http_msg_t *m) {
+  cr_http_msg_block_t *b = m->blocks, *next;
+  while (b != NULL) {
+    next = b->next;
+    free(b);
+    b = next;
+  }
+  free(m->headers);
+  m->blocks = NULL;
+  m->headers = NULL;
+  m->headers_cap = m->nheaders = 0;
+  m->method = m->target = NULL;
+}
+
+/* Copies s into storage as a NUL-terminated string. First fit over the chain: a head is a few
+ * blocks at most, and reused blocks keep their order so a steady workload keeps hitting the same
+ * ones. */
+static char *store(cr_http_msg_t *m, const char *s, size_t len) {
+  cr_http_msg_block_t *b, **tail = &m->blocks;
+  size_t need = len + 1;
+  char *d;
+  for (b = m->blocks; b != NULL; b = b->next) {
+    if (b->cap - b->used >= need)
+      break;
+    tail = &b->next;
+  }
+  if (b == NULL) {
+    size_t cap = need > BLOCK_SIZE ? need : BLOCK_SIZE;
+    b = cr_malloc(sizeof(*b) + cap);
+    b->next = NULL;
+    b->cap = cap;
+    b->used = 0;
+    *tail = b;
+  }
+  d = b->data + b->used;
+  if (len)
+    memcpy(d, s, len);
+  d[len] = '\0';
+  b->used += need;
+  return d;
+}
+
+void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len) { m->method = store(m, s, len); }
+
+void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len) { m->target = store(m, s, len); }
+
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+  cr_http_header_t *h;
+  if (m->nheaders >= m->max_headers)
+    return CR_ELIMIT;
+  while (vlen && is_ows(value[0])) {
+    value++;
+    vlen--;
+  }
+  while (vlen && is_ows(value[vlen - 1]))
+    vlen--;
+  if (m->nheaders == m->headers_cap) {
+    size_t cap = m->headers_cap ? m->headers_cap * 2 : 16;
+    if (cap > m->max_headers)
+      cap = m->max_headers;
+    m->headers = cr_realloc(m->headers, cap * sizeof(*m->headers));
+    m->headers_cap = cap;
+  }
+  h = &m->headers[m->nheaders++];
+  h->name = store(m, name, nlen);
+  h->name_len = nlen;
+  h->value = store(m, value, vlen);
+  h->value_len = vlen;
+  return 0;
+}
+
+int cr_http_msg_copy(cr_http_msg_t *dst, const cr_http_msg_t *src) {
+  size_t i;
+  int r;
+  assert(dst != src);
+  cr_http_msg_reset(dst);
+  if (src->method)
+    cr_http_msg_set_method(dst, src->method, strlen(src->method));
+  if (src->target)
+    cr_http_msg_set_target(dst, src->target, strlen(src->target));
+  dst->status = src->status;
+  dst->version_minor = src->version_minor;
+  dst->content_length = src->content_length;
+  dst->chunked = src->chunked;
+  dst->keep_alive = src->keep_alive;
+  for (i = 0; i < src->nheaders; i++) {
+    const cr_http_header_t *h = &src->headers[i];
+    r = cr_http_msg_add_header(dst, h->name, h->name_len, h->value, h->value_len);
+    if (r < 0)
+      return r;
+  }
+  return 0;
+}
+
+static unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
+
+static int mem_eq_nocase(const char *a, const char *b, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i]))
+      return 0;
+  return 1;
+}
+
+int cr_http_name_eq(const char *a, const char *b) {
+  for (; *a && *b; a++, b++)
+    if (lower((unsigned char)*a) != lower((unsigned char)*b))
+      return 0;
+  return *a == *b;
+}
+
+static int header_is(const cr_http_header_t *h, const char *name, size_t len) {
+  return h->name_len == len && mem_eq_nocase(h->name, name, len);
+}
+
+const cr_http_header_t *cr_http_msg_find(const cr_http_msg_t *m, const char *name) {
+  size_t i, len = strlen(name);
+  for (i = 0; i < m->nheaders; i++)
+    if (header_is(&m->headers[i], name, len))
+      return &m->headers[i];
+  return NULL;
+}
+
+const char *cr_http_msg_get(const cr_http_msg_t *m, const char *name) {
+  const cr_http_header_t *h = cr_http_msg_find(m, name);
+  return h ? h->value : NULL;
+}
+
+size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name) {
+  size_t i, n = 0, len = strlen(name);
+  for (i = 0; i < m->nheaders; i++)
+    if (header_is(&m->headers[i], name, len))
+      n++;
+  return n;
+}
+
+size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) {
+  size_t i, w = 0, len = strlen(name);
+  for (i = 0; i < m->nheaders; i++) {
+    if (header_is(&m->headers[i], name, len))
+      continue;
+    m->headers[w++] = m->headers[i];
+  }
+  i = m->nheaders - w;
+  m->nheaders = w;
+  return i;
+}
+
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "content-length",
+};
+
+static int is_fixed_hop(const cr_http_header_t *h) {
+  size_t i;
+  for (i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+    if (header_is(h, hop_by_hop[i], strlen(hop_by_hop[i])))
+      return 1;
+  return 0;
+}
+
+/* 1 if any Connection header lists h's name among its comma-separated tokens. */
+static int named_by_connection(const cr_http_msg_t *m, const cr_http_header_t *h) {
+  size_t i;
+  for (i = 0; i < m->nheaders; i++) {
+    const cr_http_header_t *c = &m->headers[i];
+    const char *s, *end;
+    if (c->name == NULL || !header_is(c, "connection", 10))
+      continue;
+    s = c->value;
+    end = c->value + c->value_len;
+    while (s < end) {
+      const char *tok, *tend;
+      while (s < end && (is_ows(*s) || *s == ','))
+        s++;
+      tok = s;
+      while (s < end && *s != ',')
+        s++;
+      tend = s;
+      while (tend > tok && is_ows(tend[-1]))
+        tend--;
+      if (tend > tok && header_is(h, tok, (size_t)(tend - tok)))
+        return 1;
+    }
+  }
+  return 0;
+}
+
+void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m) {
+  size_t i, w = 0;
+  /* Mark first, compact after: the Connection headers must stay readable while deciding. */
+  for (i = 0; i < m->nheaders; i++) {
+    cr_http_header_t *h = &m->headers[i];
+    if (!header_is(h, "connection", 10) && (is_fixed_hop(h) || named_by_connection(m, h)))
+      h->name = NULL;
+  }
+  for (i = 0; i < m->nheaders; i++) {
+    cr_http_header_t *h = &m->headers[i];
+    if (h->name == NULL || header_is(h, "connection", 10))
+      continue;
+    m->headers[w++] = *h;
+  }
+  m->nheaders = w;
+}
+
+static int is_tchar(unsigned char c) {
+  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+    return 1;
+  return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+int cr_http_token_valid(const char *s, size_t len) {
+  size_t i;
+  if (len == 0)
+    return 0;
+  for (i = 0; i < len; i++)
+    if (!is_tchar((unsigned char)s[i]))
+      return 0;
+  return 1;
+}
+
+int cr_http_field_value_valid(const char *s, size_t len) {
+  size_t i;
+  for (i = 0; i < len; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+      return 0;
+  return 1;
+}
+
+const char *cr_http_reason(int status) {
+  switch (status) {
+  case 100: return "Continue";
+  case 101: return "Switching Protocols";
+  case 102: return "Processing";
+  case 103: return "Early Hints";
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 203: return "Non-Authoritative Information";
+  case 204: return "No Content";
+  case 205: return "Reset Content";
+  case 206: return "Partial Content";
+  case 207: return "Multi-Status";
+  case 208: return "Already Reported";
+  case 226: return "IM Used";
+  case 300: return "Multiple Choices";
+  case 301: return "Moved Permanently";
+  case 302: return "Found";
+  case 303: return "See Other";
+  case 304: return "Not Modified";
+  case 305: return "Use Proxy";
+  case 307: return "Temporary Redirect";
+  case 308: return "Permanent Redirect";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 402: return "Payment Required";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 406: return "Not Acceptable";
+  case 407: return "Proxy Authentication Required";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 410: return "Gone";
+  case 411: return "Length Required";
+  case 412: return "Precondition Failed";
+  case 413: return "Content Too Large";
+  case 414: return "URI Too Long";
+  case 415: return "Unsupported Media Type";
+  case 416: return "Range Not Satisfiable";
+  case 417: return "Expectation Failed";
+  case 418: return "I'm a teapot";
+  case 421: return "Misdirected Request";
+  case 422: return "Unprocessable Content";
+  case 423: return "Locked";
+  case 424: return "Failed Dependency";
+  case 425: return "Too Early";
+  case 426: return "Upgrade Required";
+  case 428: return "Precondition Required";
+  case 429: return "Too Many Requests";
+  case 431: return "Request Header Fields Too Large";
+  case 451: return "Unavailable For Legal Reasons";
+  case 500: return "Internal Server Error";
+  case 501: return "Not Implemented";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  case 505: return "HTTP Version Not Supported";
+  case 506: return "Variant Also Negotiates";
+  case 507: return "Insufficient Storage";
+  case 508: return "Loop Detected";
+  case 510: return "Not Extended";
+  case 511: return "Network Authentication Required";
+  default: return "Unknown";
+  }
+}

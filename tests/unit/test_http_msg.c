@@ -1,0 +1,251 @@
+/* The header model: stable string storage, reuse across reset, lookups, hop-by-hop stripping. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ccrelay/error.h"
+#include "ccrelay/http_msg.h"
+
+static void add(cr_http_msg_t *m, const char *name, const char *value) {
+  assert_int_equal(cr_http_msg_add_header(m, name, strlen(name), value, strlen(value)), 0);
+}
+
+static void test_setters_copy_and_trim(void **state) {
+  cr_http_msg_t m;
+  char name[] = "X-Thing", value[] = " \t spaced value\t ";
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  assert_int_equal(m.content_length, -1);
+  assert_int_equal(m.version_minor, 1);
+  cr_http_msg_set_method(&m, "POSTX", 4);
+  cr_http_msg_set_target(&m, "/a?b=c", 6);
+  assert_int_equal(cr_http_msg_add_header(&m, name, strlen(name), value, strlen(value)), 0);
+  memset(name, 'Z', sizeof(name) - 1);
+  memset(value, 'Z', sizeof(value) - 1);
+  assert_string_equal(m.method, "POST");
+  assert_string_equal(m.target, "/a?b=c");
+  assert_string_equal(m.headers[0].name, "X-Thing");
+  assert_int_equal(m.headers[0].name_len, 7);
+  assert_string_equal(m.headers[0].value, "spaced value");
+  assert_int_equal(m.headers[0].value_len, 12);
+  add(&m, "Empty", "  ");
+  assert_string_equal(cr_http_msg_get(&m, "empty"), "");
+  cr_http_msg_free(&m);
+}
+
+/* Pointers handed out earlier must survive any number of later additions (blocks never move). */
+static void test_pointers_stay_valid(void **state) {
+  cr_http_msg_t m;
+  const char *first_name, *first_value, *method;
+  char name[32], value[600];
+  int i;
+  (void)state;
+  cr_http_msg_init(&m, 1000);
+  cr_http_msg_set_method(&m, "GET", 3);
+  method = m.method;
+  add(&m, "First", "one");
+  first_name = m.headers[0].name;
+  first_value = m.headers[0].value;
+  memset(value, 'v', sizeof(value) - 1);
+  value[sizeof(value) - 1] = '\0';
+  for (i = 0; i < 300; i++) {
+    snprintf(name, sizeof(name), "H%d", i);
+    add(&m, name, value);
+  }
+  assert_ptr_equal(m.headers[0].name, first_name); /* the entry itself may move, its strings not */
+  assert_string_equal(first_name, "First");
+  assert_string_equal(first_value, "one");
+  assert_string_equal(method, "GET");
+  assert_int_equal(m.nheaders, 301);
+  assert_string_equal(cr_http_msg_get(&m, "h299"), value);
+  cr_http_msg_free(&m);
+}
+
+/* After reset the same memory is reused: the same head parsed again lands at the same addresses. */
+static void test_reset_reuses_memory(void **state) {
+  cr_http_msg_t m;
+  const char *p1, *p2;
+  cr_http_header_t *arr;
+  int round;
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  for (round = 0; round < 3; round++) {
+    cr_http_msg_set_method(&m, "GET", 3);
+    add(&m, "Host", "example.com");
+    add(&m, "Accept", "*/*");
+    if (round == 0) {
+      p1 = m.method;
+      p2 = m.headers[1].value;
+      arr = m.headers;
+    } else {
+      assert_ptr_equal(m.method, p1);
+      assert_ptr_equal(m.headers[1].value, p2);
+      assert_ptr_equal(m.headers, arr);
+    }
+    m.status = 7;
+    m.chunked = 1;
+    m.content_length = 5;
+    cr_http_msg_reset(&m);
+    assert_null(m.method);
+    assert_null(m.target);
+    assert_int_equal(m.nheaders, 0);
+    assert_int_equal(m.status, 0);
+    assert_int_equal(m.chunked, 0);
+    assert_int_equal(m.content_length, -1);
+  }
+  cr_http_msg_free(&m);
+}
+
+static void test_max_headers(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  cr_http_msg_init(&m, 2);
+  add(&m, "A", "1");
+  add(&m, "B", "2");
+  assert_int_equal(cr_http_msg_add_header(&m, "C", 1, "3", 1), CR_ELIMIT);
+  assert_int_equal(m.nheaders, 2);
+  cr_http_msg_free(&m);
+}
+
+static void test_find_count_remove(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  add(&m, "Accept", "a");
+  add(&m, "X-Dup", "1");
+  add(&m, "x-dup", "2");
+  add(&m, "Via", "v");
+  assert_string_equal(cr_http_msg_get(&m, "X-DUP"), "1");
+  assert_ptr_equal(cr_http_msg_find(&m, "accept"), &m.headers[0]);
+  assert_null(cr_http_msg_find(&m, "Accept-Encoding"));
+  assert_null(cr_http_msg_get(&m, "Accep"));
+  assert_int_equal(cr_http_msg_count(&m, "x-dup"), 2);
+  assert_int_equal(cr_http_msg_remove(&m, "X-Dup"), 2);
+  assert_int_equal(m.nheaders, 2);
+  assert_string_equal(m.headers[0].name, "Accept");
+  assert_string_equal(m.headers[1].name, "Via");
+  assert_int_equal(cr_http_msg_remove(&m, "nothing"), 0);
+  cr_http_msg_free(&m);
+}
+
+static void test_copy(void **state) {
+  cr_http_msg_t a, b;
+  (void)state;
+  cr_http_msg_init(&a, 0);
+  cr_http_msg_init(&b, 0);
+  cr_http_msg_set_method(&a, "PUT", 3);
+  cr_http_msg_set_target(&a, "/x", 2);
+  a.version_minor = 0;
+  a.content_length = 42;
+  a.keep_alive = 0;
+  add(&a, "Host", "h");
+  add(&a, "Content-Length", "42");
+  add(&b, "Stale", "gone after copy");
+  assert_int_equal(cr_http_msg_copy(&b, &a), 0);
+  cr_http_msg_free(&a); /* b owns its own copies */
+  assert_string_equal(b.method, "PUT");
+  assert_string_equal(b.target, "/x");
+  assert_int_equal(b.version_minor, 0);
+  assert_int_equal(b.content_length, 42);
+  assert_int_equal(b.keep_alive, 0);
+  assert_int_equal(b.nheaders, 2);
+  assert_null(cr_http_msg_get(&b, "Stale"));
+  assert_string_equal(cr_http_msg_get(&b, "host"), "h");
+  cr_http_msg_free(&b);
+}
+
+static void test_copy_respects_max_headers(void **state) {
+  cr_http_msg_t a, b;
+  (void)state;
+  cr_http_msg_init(&a, 0);
+  cr_http_msg_init(&b, 1);
+  add(&a, "A", "1");
+  add(&a, "B", "2");
+  assert_int_equal(cr_http_msg_copy(&b, &a), CR_ELIMIT);
+  cr_http_msg_free(&a);
+  cr_http_msg_free(&b);
+}
+
+static void test_strip_hop_by_hop(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  add(&m, "Host", "h");
+  add(&m, "X-Secret-Hop", "must go: named by Connection");
+  add(&m, "Connection", "keep-alive, X-Secret-Hop ,x-other");
+  add(&m, "Keep-Alive", "timeout=5");
+  add(&m, "Proxy-Connection", "keep-alive");
+  add(&m, "TE", "trailers");
+  add(&m, "Trailer", "X-T");
+  add(&m, "Transfer-Encoding", "chunked");
+  add(&m, "Upgrade", "websocket");
+  add(&m, "Content-Length", "10");
+  add(&m, "X-Other", "also named");
+  add(&m, "connection", "X-Third");
+  add(&m, "x-third", "named by a second Connection header");
+  add(&m, "Accept", "kept");
+  add(&m, "X-Secret-Hop-Not", "kept: only a prefix of a named token");
+  cr_http_msg_strip_hop_by_hop(&m);
+  assert_int_equal(m.nheaders, 3);
+  assert_string_equal(m.headers[0].name, "Host");
+  assert_string_equal(m.headers[1].name, "Accept");
+  assert_string_equal(m.headers[2].name, "X-Secret-Hop-Not");
+  cr_http_msg_free(&m);
+}
+
+static void test_token_and_value_validity(void **state) {
+  (void)state;
+  assert_true(cr_http_token_valid("X-Request-Id", 12));
+  assert_true(cr_http_token_valid("!#$%&'*+-.^_`|~09az", 19));
+  assert_false(cr_http_token_valid("", 0));
+  assert_false(cr_http_token_valid("Bad Name", 8));
+  assert_false(cr_http_token_valid("Bad:Name", 8));
+  assert_false(cr_http_token_valid("a\0b", 3));
+  assert_false(cr_http_token_valid("a\"b", 3));
+  assert_true(cr_http_field_value_valid("any text, \"quoted\"\t\x80", 20));
+  assert_true(cr_http_field_value_valid("", 0));
+  assert_false(cr_http_field_value_valid("a\rb", 3));
+  assert_false(cr_http_field_value_valid("a\nb", 3));
+  assert_false(cr_http_field_value_valid("a\0b", 3));
+}
+
+static void test_name_eq_and_reason(void **state) {
+  int s;
+  (void)state;
+  assert_true(cr_http_name_eq("Content-Length", "content-LENGTH"));
+  assert_false(cr_http_name_eq("Content-Length", "Content-Lengt"));
+  assert_false(cr_http_name_eq("a", "ab"));
+  assert_true(cr_http_name_eq("", ""));
+  assert_string_equal(cr_http_reason(200), "OK");
+  assert_string_equal(cr_http_reason(204), "No Content");
+  assert_string_equal(cr_http_reason(404), "Not Found");
+  assert_string_equal(cr_http_reason(431), "Request Header Fields Too Large");
+  assert_string_equal(cr_http_reason(502), "Bad Gateway");
+  assert_string_equal(cr_http_reason(511), "Network Authentication Required");
+  assert_string_equal(cr_http_reason(299), "Unknown");
+  /* every status the relay itself can produce has a phrase */
+  for (s = 500; s <= 505; s++)
+    assert_string_not_equal(cr_http_reason(s), "Unknown");
+  for (s = 400; s <= 418; s++)
+    assert_string_not_equal(cr_http_reason(s), "Unknown");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_setters_copy_and_trim),
+      cmocka_unit_test(test_pointers_stay_valid),
+      cmocka_unit_test(test_reset_reuses_memory),
+      cmocka_unit_test(test_max_headers),
+      cmocka_unit_test(test_find_count_remove),
+      cmocka_unit_test(test_copy),
+      cmocka_unit_test(test_copy_respects_max_headers),
+      cmocka_unit_test(test_strip_hop_by_hop),
+      cmocka_unit_test(test_token_and_value_validity),
+      cmocka_unit_test(test_name_eq_and_reason),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
