@@ -1,0 +1,28 @@
+/* Shared between tls_ctx.c and tls_stream.c only. The context installs the OpenSSL callbacks
+ * (verify, ALPN selection, alerts); they leave their findings in the connection's notes, which
+ * the stream turns into result codes and prose. */
+#ifndef CCRELAY_TLS_INTERNAL_H
+#define CCRELAY_TLS_INTERNAL_H
+
+#include <openssl/ssl.h>
+
+#include "ccrelay/tls.h"
+
+typedef struct cr__tls_notes {
+  char verify_why[320]; /* why the verify callback refused, "" when it did not */
+  int peer_alert;       /* last fatal alert received, or -1 */
+  int sent_alert;       /* last fatal alert we sent, or -1 */
+  int alpn_refused;     /* the server found no protocol of ours in the client's offer */
+} cr__tls_notes_t;
+
+/* A new SSL on ctx's SSL_CTX with notes attached (the caller keeps notes alive as long as the SSL),
+ * and one more reference on ctx, released with cr__tls_ctx_unref. */
+SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes);
+void cr__tls_ctx_unref(cr_tls_ctx_t *ctx);
+int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx);
+/* The ALPN id the context insists on, or NULL. */
+const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx);
+/* Drains OpenSSL's error queue into out as one line ("reason: detail; reason2"); "" when empty. */
+void cr__tls_drain_errors(char *out, size_t outlen);
+
+#endif
