@@ -1,0 +1,634 @@
+/* The agent: keeps `connections` tunnels to the gateway and serves every stream that arrives on them
+ * by its routes. A stream that matches no route is answered 404 here and nothing is sent anywhere.
+ *
+ * Tunnel slot life: BACKOFF -> CONNECTING (TCP) -> HANDSHAKE (TLS) -> UP -> BACKOFF ...
+ * Exchange life: stream arrives -> upstream request -> response head -> body -> end, where either
+ * side's failure ends the other (an upstream error before the head becomes a 502/504 answer). */
+#include "ccrelay/agent.h"
+
+#include <openssl/rand.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccrelay/alloc.h"
+#include "ccrelay/buf.h"
+#include "ccrelay/error.h"
+#include "ccrelay/errpage.h"
+#include "ccrelay/http_msg.h"
+#include "ccrelay/log.h"
+#include "ccrelay/queue.h"
+#include "ccrelay/route.h"
+#include "ccrelay/stream.h"
+#include "ccrelay/tls.h"
+#include "ccrelay/tunnel.h"
+#include "ccrelay/upstream.h"
+
+/* A tunnel that stayed up this long resets the redial backoff. */
+#define STABLE_TUNNEL_MS 10000
+
+typedef struct agent agent_t;
+
+typedef enum { SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;
+
+typedef struct slot {
+  agent_t *agent;
+  unsigned index;
+  slot_state_t state;
+  cr_stream_t *conn; /* the outermost stream while connecting/handshaking */
+  cr_tunnel_t *tunnel;
+  uv_timer_t timer;  /* backoff, then connect+handshake deadline */
+  uint64_t backoff_ms;
+  uint64_t up_since;
+  unsigned failures;
+} slot_t;
+
+typedef struct exchange {
+  cr_queue_t link;
+  agent_t *agent;
+  cr_tstream_t *ts;
+  cr_upstream_req_t *req;
+  long route;
+  char request_id[65];
+  char method[16];
+  int status;
+  uint64_t start_ms;
+  uint64_t head_ms;       /* when the upstream's head arrived */
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  size_t unconsumed;      /* request bytes held out of the tunnel window while the upstream is full */
+  unsigned head_sent : 1;
+  unsigned upstream_paused : 1;
+  unsigned resp_has_body : 1;
+  char error[300];
+} exchange_t;
+
+struct agent {
+  uv_loop_t loop;
+  const cr_conf_agent_t *conf;
+  cr_tls_ctx_t *tunnel_tls;
+  cr_upstream_t **upstreams;
+  slot_t *slots;
+  cr_queue_t exchanges;
+  size_t tunnels_up;
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  uv_timer_t drain_timer;
+  int draining;
+};
+
+static void slot_schedule(slot_t *sl);
+static void exchange_finish(exchange_t *x);
+
+static uint64_t now_ms(agent_t *a) { return uv_now(&a->loop); }
+
+/* ---------- answers of our own ---------- */
+
+static void respond_local(exchange_t *x, int status, const char *code, const char *message) {
+  const cr_conf_route_t *r = x->route >= 0 ? &x->agent->conf->routes[x->route] : NULL;
+  cr_http_msg_t head;
+  cr_buf_t body;
+  cr_http_msg_init(&head, 0);
+  cr_buf_init(&body, 0);
+  cr_errpage_build(status, code, message, x->request_id, r ? r->soap : 0, &head, &body);
+  cr_http_msg_strip_hop_by_hop(&head); /* content_length travels as a field, not a header */
+  x->status = status;
+  x->head_sent = 1;
+  if (cr_tstream_respond(x->ts, &head, 1) == 0) {
+    cr_tstream_write(x->ts, body.base, body.len);
+    cr_tstream_end(x->ts);
+    x->bytes_out = body.len;
+  } else {
+    cr_tstream_reset(x->ts);
+  }
+  cr_buf_free(&body);
+  cr_http_msg_free(&head);
+}
+
+/* ---------- upstream side of an exchange ---------- */
+
+static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
+  exchange_t *x = cr_upstream_req_data(req);
+  cr_http_msg_t head;
+  int has_body;
+  x->head_ms = now_ms(x->agent);
+  x->status = resp->status;
+  cr_http_msg_init(&head, 0);
+  cr_http_msg_copy(&head, resp);
+  cr_http_msg_strip_hop_by_hop(&head);
+  has_body = strcmp(x->method, "HEAD") != 0 && resp->status != 204 && resp->status != 304 &&
+             resp->content_length != 0;
+  x->resp_has_body = has_body;
+  x->head_sent = 1;
+  if (cr_tstream_respond(x->ts, &head, has_body) < 0) {
+    snprintf(x->error, sizeof x->error, "response head could not be sent down the tunnel");
+    cr_upstream_req_cancel(req);
+    x->req = NULL;
+    cr_tstream_reset(x->ts);
+  }
+  cr_http_msg_free(&head);
+}
+
+static void up_on_body(cr_upstream_req_t *req, const char *data, size_t len) {
+  exchange_t *x = cr_upstream_req_data(req);
+  x->bytes_out += len;
+  if (cr_tstream_write(x->ts, data, len) == 1 && !x->upstream_paused) {
+    x->upstream_paused = 1;
+    cr_upstream_req_pause(req, 1);
+  }
+}
+
+static void up_on_end(cr_upstream_req_t *req) {
+  exchange_t *x = cr_upstream_req_data(req);
+  x->req = NULL;
+  if (x->resp_has_body)
+    cr_tstream_end(x->ts);
+}
+
+static void up_on_error(cr_upstream_req_t *req, int err, const char *detail) {
+  exchange_t *x = cr_upstream_req_data(req);
+  const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+  x->req = NULL;
+  snprintf(x->error, sizeof x->error, "%s", detail);
+  cr_log_warn("upstream failed", "request_id=%s route=%s upstream=%s reason=\"%s\" code=%s", x->request_id,
+              r->name, r->upstream_url, detail, cr_err_name(err));
+  if (x->head_sent) {
+    cr_tstream_reset(x->ts); /* mid-body: the caller must see a broken response, not a short one */
+    return;
+  }
+  if (err == UV_ETIMEDOUT)
+    respond_local(x, 504, "upstream_timeout", detail);
+  else
+    respond_local(x, 502, "upstream_failed", detail);
+}
+
+static void up_on_writable(cr_upstream_req_t *req) {
+  exchange_t *x = cr_upstream_req_data(req);
+  if (x->unconsumed && x->ts) {
+    cr_tstream_consume(x->ts, x->unconsumed);
+    x->unconsumed = 0;
+  }
+}
+
+static const cr_upstream_req_callbacks_t up_cbs = {
+    .on_head = up_on_head,
+    .on_body = up_on_body,
+    .on_end = up_on_end,
+    .on_error = up_on_error,
+    .on_writable = up_on_writable,
+};
+
+/* ---------- tunnel side of an exchange ---------- */
+
+static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
+  exchange_t *x = cr_tstream_data(ts);
+  x->bytes_in += len;
+  if (x->req == NULL) {
+    cr_tstream_consume(ts, len); /* answered already: drop the rest of the body */
+    return;
+  }
+  if (cr_upstream_req_write(x->req, data, len) == 1)
+    x->unconsumed += len; /* the window stays closed by these bytes until the upstream drains */
+  else
+    cr_tstream_consume(ts, len);
+}
+
+static void ts_on_end(cr_tstream_t *ts) {
+  exchange_t *x = cr_tstream_data(ts);
+  if (x->req)
+    cr_upstream_req_end(x->req);
+}
+
+static void ts_on_writable(cr_tstream_t *ts) {
+  exchange_t *x = cr_tstream_data(ts);
+  if (x->upstream_paused && x->req) {
+    x->upstream_paused = 0;
+    cr_upstream_req_pause(x->req, 0);
+  }
+}
+
+static void ts_on_close(cr_tstream_t *ts, int error) {
+  exchange_t *x = cr_tstream_data(ts);
+  x->ts = NULL;
+  if (x->req) {
+    cr_upstream_req_cancel(x->req);
+    x->req = NULL;
+    if (!x->error[0])
+      snprintf(x->error, sizeof x->error, "tunnel stream closed before the exchange finished: %s",
+               cr_strerror(error));
+  } else if (error != 0 && !x->error[0]) {
+    snprintf(x->error, sizeof x->error, "tunnel stream: %s", cr_strerror(error));
+  }
+  exchange_finish(x);
+}
+
+static const cr_tstream_callbacks_t ts_cbs = {
+    .on_head = NULL,
+    .on_data = ts_on_data,
+    .on_end = ts_on_end,
+    .on_writable = ts_on_writable,
+    .on_close = ts_on_close,
+};
+
+static void exchange_finish(exchange_t *x) {
+  agent_t *a = x->agent;
+  const char *route = x->route >= 0 ? a->conf->routes[x->route].name : "-";
+  cr_log_info("access",
+              "request_id=%s route=%s method=%s status=%d bytes_in=%llu bytes_out=%llu duration_ms=%llu "
+              "upstream_ms=%lld%s%s%s",
+              x->request_id, route, x->method, x->status, (unsigned long long)x->bytes_in,
+              (unsigned long long)x->bytes_out, (unsigned long long)(now_ms(a) - x->start_ms),
+              x->head_ms ? (long long)(x->head_ms - x->start_ms) : -1LL, x->error[0] ? " error=\"" : "", x->error,
+              x->error[0] ? "\"" : "");
+  cr_queue_remove(&x->link);
+  free(x);
+}
+
+/* The control channel: the gateway asks, never a public caller (the gateway refuses that prefix). */
+static void serve_control(agent_t *a, exchange_t *x, const cr_http_msg_t *req) {
+  cr_http_msg_t head;
+  cr_buf_t body;
+  char len[24];
+  if (strcmp(req->target, CR_CONTROL_PREFIX "status") != 0 || strcmp(req->method, "GET") != 0) {
+    respond_local(x, 404, "no_control_endpoint", "unknown control endpoint");
+    return;
+  }
+  cr_buf_init(&body, 0);
+  cr_buf_appendf(&body, "{\"version\":\"%s\",\"tunnels_up\":%zu,\"connections\":%u,\"routes\":[", CCRELAY_VERSION,
+                 a->tunnels_up, a->conf->gateway.connections);
+  for (size_t i = 0; i < a->conf->nroutes; i++) {
+    size_t idle, busy;
+    cr_upstream_stats(a->upstreams[i], &idle, &busy);
+    cr_buf_appendf(&body, "%s{\"name\":\"", i ? "," : "");
+    cr_json_escape(&body, a->conf->routes[i].name);
+    cr_buf_appendf(&body, "\",\"upstream\":\"");
+    cr_json_escape(&body, a->conf->routes[i].upstream_url);
+    cr_buf_appendf(&body, "\",\"idle_connections\":%zu,\"busy_connections\":%zu}", idle, busy);
+  }
+  cr_buf_appendf(&body, "]}\n");
+  cr_http_msg_init(&head, 0);
+  head.status = 200;
+  head.content_length = (int64_t)body.len;
+  cr_http_msg_add_header(&head, "content-type", 12, "application/json", 16);
+  snprintf(len, sizeof len, "%zu", body.len);
+  x->status = 200;
+  x->head_sent = 1;
+  x->bytes_out = body.len;
+  if (cr_tstream_respond(x->ts, &head, 1) == 0) {
+    cr_tstream_write(x->ts, body.base, body.len);
+    cr_tstream_end(x->ts);
+  }
+  cr_http_msg_free(&head);
+  cr_buf_free(&body);
+}
+
+static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
+  slot_t *sl = cr_tunnel_data(t);
+  agent_t *a = sl->agent;
+  exchange_t *x = cr_calloc(1, sizeof *x);
+  const char *rid = cr_http_msg_get(req, "x-request-id");
+  const cr_conf_route_t *r;
+  cr_http_msg_t uh;
+  int has_body;
+
+  x->agent = a;
+  x->ts = ts;
+  x->route = -1;
+  x->start_ms = now_ms(a);
+  snprintf(x->method, sizeof x->method, "%s", req->method ? req->method : "-");
+  if (rid && cr_request_id_valid(rid))
+    snprintf(x->request_id, sizeof x->request_id, "%s", rid);
+  else
+    cr_request_id_new(x->request_id);
+  cr_queue_insert_tail(&a->exchanges, &x->link);
+  cr_tstream_set_callbacks(ts, &ts_cbs, x);
+
+  if (req->target && strncmp(req->target, CR_CONTROL_PREFIX, strlen(CR_CONTROL_PREFIX)) == 0) {
+    serve_control(a, x, req);
+    return;
+  }
+  x->route = cr_route_match(a->conf->routes, a->conf->nroutes, req);
+  if (x->route < 0) {
+    cr_log_warn("no route", "request_id=%s method=%s target=\"%s\" host=%s", x->request_id, x->method,
+                req->target ? req->target : "", cr_http_msg_get(req, "host") ? cr_http_msg_get(req, "host") : "-");
+    respond_local(x, 404, "no_route", "no route of this agent matches the request; nothing was forwarded");
+    return;
+  }
+  r = &a->conf->routes[x->route];
+  cr_http_msg_init(&uh, 0);
+  cr_http_msg_copy(&uh, req);
+  cr_http_msg_strip_hop_by_hop(&uh);
+  if (r->upstream_base_path && r->upstream_base_path[0]) {
+    cr_buf_t t2;
+    cr_buf_init(&t2, 0);
+    cr_buf_appendf(&t2, "%s%s", r->upstream_base_path, req->target);
+    cr_http_msg_set_target(&uh, t2.base, t2.len);
+    cr_buf_free(&t2);
+  }
+  has_body = req->content_length != 0;
+  if (!has_body && (strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0 ||
+                    strcmp(x->method, "DELETE") == 0 || strcmp(x->method, "OPTIONS") == 0))
+    uh.content_length = -1; /* no body and no reason to announce an empty one */
+  x->req = cr_upstream_request(a->upstreams[x->route], &uh, has_body, &up_cbs, x);
+  cr_http_msg_free(&uh);
+}
+
+/* ---------- tunnel slots ---------- */
+
+static void on_tunnel_close(cr_tunnel_t *t, int error) {
+  slot_t *sl = cr_tunnel_data(t);
+  agent_t *a = sl->agent;
+  uint64_t up_for = now_ms(a) - sl->up_since;
+  sl->tunnel = NULL;
+  a->tunnels_up--;
+  cr_log(a->draining ? CR_LOG_INFO : CR_LOG_WARN, "tunnel down",
+         "slot=%u gateway=%s:%u reason=\"%s\" up_ms=%llu tunnels_up=%zu", sl->index, a->conf->gateway.host,
+         a->conf->gateway.port, error ? cr_strerror(error) : "closed", (unsigned long long)up_for, a->tunnels_up);
+  if (up_for >= STABLE_TUNNEL_MS)
+    sl->backoff_ms = 0;
+  if (a->draining) {
+    sl->state = SLOT_STOPPED;
+    return;
+  }
+  slot_schedule(sl);
+}
+
+static void on_tunnel_goaway(cr_tunnel_t *t) {
+  slot_t *sl = cr_tunnel_data(t);
+  cr_log_info("gateway sent GOAWAY", "slot=%u", sl->index);
+}
+
+static const cr_tunnel_callbacks_t tunnel_cbs = {
+    .on_stream = on_stream,
+    .on_goaway = on_tunnel_goaway,
+    .on_close = on_tunnel_close,
+};
+
+static void slot_failed(slot_t *sl, const char *what, int err, const char *detail) {
+  agent_t *a = sl->agent;
+  sl->failures++;
+  /* Repeated identical failures are logged at debug after the first few, so a long outage does not
+   * flood the log; the first line and every 20th keep it visible. */
+  cr_log(sl->failures <= 3 || sl->failures % 20 == 0 ? CR_LOG_WARN : CR_LOG_DEBUG, "tunnel dial failed",
+         "slot=%u gateway=%s:%u step=%s reason=\"%s%s%s\" attempt=%u", sl->index, a->conf->gateway.host,
+         a->conf->gateway.port, what, cr_strerror(err), detail && detail[0] ? ": " : "", detail ? detail : "",
+         sl->failures);
+  if (sl->conn) {
+    cr_stream_close(sl->conn, NULL);
+    sl->conn = NULL;
+  }
+  uv_timer_stop(&sl->timer);
+  if (a->draining) {
+    sl->state = SLOT_STOPPED;
+    return;
+  }
+  slot_schedule(sl);
+}
+
+static void on_handshake(cr_stream_t *tls, int status) {
+  slot_t *sl = tls->data;
+  agent_t *a = sl->agent;
+  cr_tunnel_opts_t opts;
+  int r;
+  if (status < 0) {
+    slot_failed(sl, "tls", status, cr_tls_stream_error(tls));
+    return;
+  }
+  uv_timer_stop(&sl->timer);
+  sl->conn = NULL;
+  memset(&opts, 0, sizeof opts);
+  opts.role = CR_TUNNEL_AGENT;
+  opts.ping_interval_ms = a->conf->gateway.ping_interval_ms;
+  opts.ping_timeout_ms = a->conf->gateway.ping_timeout_ms;
+  sl->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, sl);
+  sl->state = SLOT_UP;
+  sl->up_since = now_ms(a);
+  a->tunnels_up++;
+  r = cr_tunnel_start(sl->tunnel);
+  if (r < 0) {
+    cr_tunnel_close(sl->tunnel, r);
+    return;
+  }
+  if (sl->failures > 0 || sl->index == 0)
+    cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s after_attempts=%u", sl->index, a->conf->gateway.host,
+                a->conf->gateway.port, tls->peer, sl->failures + 1);
+  else
+    cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s", sl->index, a->conf->gateway.host,
+                a->conf->gateway.port, tls->peer);
+  sl->failures = 0;
+}
+
+static void on_connected(cr_stream_t *s, int status) {
+  slot_t *sl = s->data;
+  agent_t *a = sl->agent;
+  cr_stream_t *tls;
+  if (status < 0) {
+    slot_failed(sl, "connect", status, NULL);
+    return;
+  }
+  sl->state = SLOT_HANDSHAKE;
+  tls = cr_tls_stream_new(s, a->tunnel_tls,
+                          a->conf->gateway.server_name ? a->conf->gateway.server_name : a->conf->gateway.host);
+  tls->data = sl;
+  sl->conn = tls;
+  status = cr_tls_stream_handshake(tls, on_handshake);
+  if (status < 0)
+    slot_failed(sl, "tls", status, cr_tls_stream_error(tls));
+}
+
+static void on_dial_timeout(uv_timer_t *t) {
+  slot_t *sl = t->data;
+  char detail[96];
+  snprintf(detail, sizeof detail, "not connected within %llu ms",
+           (unsigned long long)sl->agent->conf->gateway.connect_timeout_ms);
+  slot_failed(sl, sl->state == SLOT_HANDSHAKE ? "tls" : "connect", UV_ETIMEDOUT, detail);
+}
+
+static void slot_dial(uv_timer_t *t) {
+  slot_t *sl = t->data;
+  agent_t *a = sl->agent;
+  cr_stream_t *s;
+  int r;
+  sl->state = SLOT_CONNECTING;
+  r = cr_tcp_connect(&a->loop, a->conf->gateway.host, a->conf->gateway.port, on_connected, sl, &s);
+  if (r < 0) {
+    slot_failed(sl, "connect", r, NULL);
+    return;
+  }
+  s->data = sl;
+  sl->conn = s;
+  uv_timer_start(&sl->timer, on_dial_timeout, a->conf->gateway.connect_timeout_ms, 0);
+}
+
+/* Exponential backoff with jitter between reconnect_min and reconnect_max, so a gateway restart is not
+ * met by every agent's every slot in the same millisecond. */
+static void slot_schedule(slot_t *sl) {
+  const cr_conf_agent_t *c = sl->agent->conf;
+  uint32_t rnd = 0;
+  uint64_t delay;
+  if (sl->backoff_ms == 0)
+    sl->backoff_ms = c->gateway.reconnect_min_ms;
+  else
+    sl->backoff_ms = CR_MIN(sl->backoff_ms * 2, c->gateway.reconnect_max_ms);
+  RAND_bytes((unsigned char *)&rnd, sizeof rnd);
+  delay = sl->backoff_ms / 2 + (sl->backoff_ms / 2 + 1) * (rnd % 1000) / 1000;
+  sl->state = SLOT_BACKOFF;
+  uv_timer_start(&sl->timer, slot_dial, delay, 0);
+}
+
+/* ---------- start, drain, stop ---------- */
+
+static int stop_check(agent_t *a) {
+  if (!a->draining)
+    return 0;
+  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
+    if (a->slots[i].state != SLOT_STOPPED)
+      return 0;
+  return 1;
+}
+
+static void close_handles(agent_t *a) {
+  if (uv_is_closing((uv_handle_t *)&a->sigterm))
+    return;
+  uv_close((uv_handle_t *)&a->sigterm, NULL);
+  uv_close((uv_handle_t *)&a->sigint, NULL);
+  uv_close((uv_handle_t *)&a->drain_timer, NULL);
+  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
+    uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
+  for (size_t i = 0; i < a->conf->nroutes; i++)
+    if (a->upstreams[i]) {
+      cr_upstream_free(a->upstreams[i]);
+      a->upstreams[i] = NULL;
+    }
+}
+
+static void on_drain_deadline(uv_timer_t *t) {
+  agent_t *a = t->data;
+  cr_log_warn("drain deadline reached", "");
+  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
+    if (a->slots[i].tunnel)
+      cr_tunnel_close(a->slots[i].tunnel, CR_ECLOSED);
+}
+
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+  agent_t *a = sig->data;
+  if (a->draining) {
+    cr_log_warn("second stop signal: closing now", "signal=%d", signum);
+    on_drain_deadline(&a->drain_timer);
+    return;
+  }
+  a->draining = 1;
+  cr_log_info("draining", "signal=%d deadline_ms=%llu", signum, (unsigned long long)a->conf->drain_timeout_ms);
+  for (unsigned i = 0; i < a->conf->gateway.connections; i++) {
+    slot_t *sl = &a->slots[i];
+    uv_timer_stop(&sl->timer);
+    if (sl->tunnel) {
+      cr_tunnel_shutdown(sl->tunnel, a->conf->drain_timeout_ms);
+    } else {
+      if (sl->conn) {
+        cr_stream_close(sl->conn, NULL);
+        sl->conn = NULL;
+      }
+      sl->state = SLOT_STOPPED;
+    }
+  }
+  uv_timer_start(&a->drain_timer, on_drain_deadline, a->conf->drain_timeout_ms + 500, 0);
+}
+
+static int build_upstreams(agent_t *a) {
+  const cr_conf_agent_t *c = a->conf;
+  char err[1024];
+  a->upstreams = cr_calloc(c->nroutes, sizeof *a->upstreams);
+  for (size_t i = 0; i < c->nroutes; i++) {
+    const cr_conf_route_t *r = &c->routes[i];
+    cr_tls_identity_src_t id = {r->identity.pkcs12.path, r->identity.password, r->identity.cert.path,
+                                r->identity.key.path};
+    cr_upstream_opts_t o;
+    memset(&o, 0, sizeof o);
+    o.name = r->name;
+    o.host = r->upstream_host;
+    o.port = r->upstream_port;
+    o.server_name = r->server_name ? r->server_name : r->upstream_host;
+    o.ca_file = r->ca.path;
+    o.identity = &id;
+    o.connect_timeout_ms = r->connect_timeout_ms;
+    o.response_timeout_ms = r->response_timeout_ms;
+    o.idle_timeout_ms = r->idle_timeout_ms;
+    o.max_idle = r->max_idle;
+    o.max_header_size = c->max_header_size;
+    if (cr_upstream_new(&a->loop, &o, &a->upstreams[i], err, sizeof err) < 0) {
+      cr_log_error("cannot start", "config=%s:%d:%d route=%s reason=\"%s\"", c->path, r->pos.line, r->pos.col,
+                   r->name, err);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int build_tunnel_tls(agent_t *a) {
+  const cr_conf_agent_t *c = a->conf;
+  cr_tls_identity_src_t id = {c->gateway.identity.pkcs12.path, c->gateway.identity.password,
+                              c->gateway.identity.cert.path, c->gateway.identity.key.path};
+  cr_tls_ctx_opts_t o;
+  char err[1024];
+  memset(&o, 0, sizeof o);
+  o.ca_file = c->gateway.ca.path;
+  o.identity = &id;
+  o.tls13_only = 1;
+  o.alpn = CR_TUNNEL_ALPN;
+  if (cr_tls_ctx_new(&o, &a->tunnel_tls, err, sizeof err) < 0) {
+    cr_log_error("cannot start", "config=%s key=gateway reason=\"%s\"", c->path, err);
+    return -1;
+  }
+  return 0;
+}
+
+int cr_agent_run(const cr_conf_agent_t *conf) {
+  agent_t *a = cr_calloc(1, sizeof *a);
+  int code = 1;
+
+  signal(SIGPIPE, SIG_IGN);
+  a->conf = conf;
+  uv_loop_init(&a->loop);
+  cr_queue_init(&a->exchanges);
+  if (build_tunnel_tls(a) < 0 || build_upstreams(a) < 0)
+    goto out;
+  a->slots = cr_calloc(conf->gateway.connections, sizeof *a->slots);
+  for (unsigned i = 0; i < conf->gateway.connections; i++) {
+    slot_t *sl = &a->slots[i];
+    sl->agent = a;
+    sl->index = i;
+    uv_timer_init(&a->loop, &sl->timer);
+    sl->timer.data = sl;
+    slot_dial(&sl->timer);
+  }
+  uv_signal_init(&a->loop, &a->sigterm);
+  uv_signal_init(&a->loop, &a->sigint);
+  uv_timer_init(&a->loop, &a->drain_timer);
+  a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+  uv_signal_start(&a->sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&a->sigint, on_stop_signal, SIGINT);
+  cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
+              conf->gateway.port, conf->gateway.connections, conf->nroutes, CCRELAY_VERSION);
+  while (uv_run(&a->loop, UV_RUN_ONCE)) {
+    if (stop_check(a))
+      close_handles(a);
+  }
+  cr_log_info("agent stopped", "");
+  code = 0;
+out:
+  if (a->upstreams) {
+    for (size_t i = 0; i < conf->nroutes; i++)
+      if (a->upstreams[i])
+        cr_upstream_free(a->upstreams[i]);
+  }
+  uv_run(&a->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&a->loop) != 0)
+    cr_log_warn("event loop closed with handles still open", "");
+  cr_tls_ctx_free(a->tunnel_tls);
+  free(a->upstreams);
+  free(a->slots);
+  free(a);
+  return code;
+}

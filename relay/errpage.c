@@ -1,0 +1,105 @@
+#include "ccrelay/errpage.h"
+
+#include <openssl/rand.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ccrelay/http1.h"
+
+void cr_json_escape(cr_buf_t *out, const char *s) {
+  for (; s && *s; s++) {
+    unsigned char c = (unsigned char)*s;
+    if (c == '"' || c == '\\')
+      cr_buf_appendf(out, "\\%c", c);
+    else if (c < 0x20)
+      cr_buf_appendf(out, "\\u%04x", c);
+    else
+      cr_buf_append(out, s, 1);
+  }
+}
+
+static void xml_escape(cr_buf_t *out, const char *s) {
+  for (; s && *s; s++) {
+    switch (*s) {
+    case '<': cr_buf_append(out, "&lt;", 4); break;
+    case '>': cr_buf_append(out, "&gt;", 4); break;
+    case '&': cr_buf_append(out, "&amp;", 5); break;
+    case '"': cr_buf_append(out, "&quot;", 6); break;
+    default:
+      if ((unsigned char)*s >= 0x20 || *s == '\n' || *s == '\t')
+        cr_buf_append(out, s, 1);
+    }
+  }
+}
+
+void cr_errpage_build(int status, const char *code, const char *message, const char *request_id, int soap,
+                      cr_http_msg_t *head, cr_buf_t *body) {
+  char len[24];
+  const char *ctype;
+  cr_buf_reset(body);
+  if (soap) {
+    ctype = "text/xml; charset=utf-8";
+    cr_buf_appendf(body,
+                   "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+                   "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">"
+                   "<soap:Body><soap:Fault><faultcode>soap:%s</faultcode><faultstring>",
+                   status >= 500 ? "Server" : "Client");
+    xml_escape(body, message);
+    cr_buf_appendf(body, "</faultstring><faultactor>ccrelay</faultactor><detail><ccrelay-error>");
+    xml_escape(body, code);
+    cr_buf_appendf(body, "</ccrelay-error><http-status>%d</http-status>", status);
+    if (request_id) {
+      cr_buf_appendf(body, "<request-id>");
+      xml_escape(body, request_id);
+      cr_buf_appendf(body, "</request-id>");
+    }
+    cr_buf_appendf(body, "</detail></soap:Fault></soap:Body></soap:Envelope>\n");
+  } else {
+    ctype = "application/json";
+    cr_buf_appendf(body, "{\"error\":\"");
+    cr_json_escape(body, code);
+    cr_buf_appendf(body, "\",\"status\":%d,\"message\":\"", status);
+    cr_json_escape(body, message);
+    cr_buf_appendf(body, "\"");
+    if (request_id) {
+      cr_buf_appendf(body, ",\"request_id\":\"");
+      cr_json_escape(body, request_id);
+      cr_buf_appendf(body, "\"");
+    }
+    cr_buf_appendf(body, "}\n");
+  }
+  cr_http_msg_reset(head);
+  head->status = status;
+  head->version_minor = 1;
+  head->content_length = (int64_t)body->len;
+  cr_http_msg_add_header(head, "Content-Type", 12, ctype, strlen(ctype));
+  snprintf(len, sizeof len, "%zu", body->len);
+  cr_http_msg_add_header(head, "Content-Length", 14, len, strlen(len));
+  cr_http_msg_add_header(head, "Cache-Control", 13, "no-store", 8);
+}
+
+void cr_request_id_new(char out[17]) {
+  static uint32_t prefix;
+  static uint32_t counter;
+  static int seeded;
+  if (!seeded) {
+    if (RAND_bytes((unsigned char *)&prefix, sizeof prefix) != 1)
+      prefix = (uint32_t)(uintptr_t)&prefix ^ 0x5bd1e995u;
+    if (RAND_bytes((unsigned char *)&counter, sizeof counter) != 1)
+      counter = 0;
+    seeded = 1;
+  }
+  snprintf(out, 17, "%08x%08x", prefix, ++counter);
+}
+
+int cr_request_id_valid(const char *id) {
+  size_t n = 0;
+  for (; id && id[n]; n++) {
+    char c = id[n];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == ':' || c == '-'))
+      return 0;
+  }
+  return n >= 1 && n <= 64;
+}

@@ -1,0 +1,1025 @@
+/* The gateway: agent tunnels in, public HTTPS calls in, each call down one tunnel stream.
+ *
+ * Public connection life (one exchange at a time; a pipelined request waits in `pending` until the
+ * exchange before it is finished):
+ *   HANDSHAKE -> WAIT_HEAD -> EXCHANGE -> WAIT_HEAD (keep-alive) ... -> closed
+ * An exchange ends when the request was read to its end, the tunnel stream is closed and every
+ * response byte has been flushed to the caller. */
+#include "ccrelay/gateway.h"
+
+#include <openssl/x509v3.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccrelay/alloc.h"
+#include "ccrelay/buf.h"
+#include "ccrelay/error.h"
+#include "ccrelay/errpage.h"
+#include "ccrelay/http1.h"
+#include "ccrelay/http_msg.h"
+#include "ccrelay/log.h"
+#include "ccrelay/queue.h"
+#include "ccrelay/route.h"
+#include "ccrelay/stream.h"
+#include "ccrelay/tls.h"
+#include "ccrelay/tunnel.h"
+
+#define PENDING_MAX (64 * 1024)
+
+typedef struct gateway gateway_t;
+
+typedef struct group {
+  const cr_conf_group_t *conf;
+  cr_queue_t tunnels; /* gw_tunnel_t.link */
+  size_t ntunnels;
+} group_t;
+
+typedef struct gw_tunnel {
+  cr_queue_t link;
+  gateway_t *gw;
+  group_t *group;
+  cr_tunnel_t *tunnel;
+  char agent[128];
+  char peer[64];
+} gw_tunnel_t;
+
+/* A tunnel connection between accept and a finished TLS handshake. */
+typedef struct tunnel_handshake {
+  cr_queue_t link;
+  gateway_t *gw;
+  cr_stream_t *tls;
+  uv_timer_t timer;
+} tunnel_handshake_t;
+
+/* PC_SHUTDOWN: our close_notify and FIN are out; we read and drop until the caller's EOF (a short
+ * lingering close, so an unread request tail does not turn into a reset that destroys our answer). */
+typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING } pconn_state_t;
+#define LINGER_MS 2000
+
+typedef struct pconn pconn_t;
+
+typedef struct exchange {
+  pconn_t *pc;
+  cr_tstream_t *ts;      /* NULL once the stream closed (or never opened for a local answer) */
+  char request_id[65];
+  char method[16];
+  const char *service;   /* host of the service, for the access log */
+  const char *group;
+  int status;
+  int soap;              /* answer our own errors as SOAP Faults */
+  uint64_t start_ms;
+  uint64_t bytes_in;
+  uint64_t bytes_out;
+  unsigned req_ended : 1;
+  unsigned head_sent : 1;
+  unsigned resp_ended : 1;
+  unsigned resp_chunked : 1;
+  unsigned resp_no_body : 1;
+  unsigned client_paused : 1; /* we stopped reading the caller because the stream's buffer is full */
+  unsigned head_request : 1;
+  unsigned keep_alive : 1;
+  unsigned http10 : 1;
+  char error[160];       /* why the exchange failed, for the access log */
+} exchange_t;
+
+struct pconn {
+  cr_queue_t link;
+  gateway_t *gw;
+  cr_stream_t *s;
+  cr_http1_parser_t *parser;
+  uv_timer_t timer;
+  pconn_state_t state;
+  exchange_t *x;
+  cr_buf_t pending;        /* bytes read but not parsed while an exchange is in progress */
+  size_t writes_inflight;  /* response bytes handed to the stream, not yet flushed */
+  unsigned reading : 1;
+  unsigned close_after : 1;
+  unsigned stream_closed : 1;
+  unsigned timer_closed : 1;
+  unsigned eof_seen : 1;
+};
+
+struct gateway {
+  uv_loop_t loop;
+  const cr_conf_gateway_t *conf;
+  cr_tls_ctx_t *tunnel_tls;
+  cr_tls_ctx_t *public_tls;
+  cr_listener_t *tunnel_listener;
+  cr_listener_t *public_listener;
+  group_t *groups;
+  cr_queue_t handshakes;
+  cr_queue_t pconns;
+  size_t npconns;
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  uv_timer_t drain_timer;
+  int draining;
+};
+
+static void pconn_close(pconn_t *pc);
+static void on_idle_timeout(uv_timer_t *t);
+static void pconn_try_finish(pconn_t *pc);
+static int pconn_start_reading(pconn_t *pc);
+
+/* ---------- agent identity -> relay group ---------- */
+
+static int name_in_group(const cr_conf_group_t *g, const char *name) {
+  for (size_t i = 0; i < g->nagents; i++)
+    if (strcmp(g->agents[i], name) == 0)
+      return 1;
+  return 0;
+}
+
+/* The group whose agents list names this certificate's CN or one of its DNS SANs; NULL if none. */
+static group_t *group_for_cert(gateway_t *gw, X509 *cert, char *cn, size_t cnlen) {
+  GENERAL_NAMES *sans;
+  group_t *found = NULL;
+  cr_x509_common_name(cert, cn, cnlen);
+  for (size_t i = 0; i < gw->conf->ngroups && !found; i++)
+    if (cn[0] && name_in_group(&gw->conf->groups[i], cn))
+      found = &gw->groups[i];
+  sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+  for (int j = 0; sans && !found && j < sk_GENERAL_NAME_num(sans); j++) {
+    GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, j);
+    const unsigned char *dns;
+    if (gn->type != GEN_DNS)
+      continue;
+    dns = ASN1_STRING_get0_data(gn->d.dNSName);
+    for (size_t i = 0; i < gw->conf->ngroups && !found; i++)
+      if (name_in_group(&gw->conf->groups[i], (const char *)dns))
+        found = &gw->groups[i];
+  }
+  GENERAL_NAMES_free(sans);
+  return found;
+}
+
+static int tunnel_peer_check(X509 *leaf, void *arg, char *why, size_t whylen) {
+  gateway_t *gw = arg;
+  char cn[128];
+  if (group_for_cert(gw, leaf, cn, sizeof cn) != NULL)
+    return 0;
+  snprintf(why, whylen,
+           "agent certificate CN=%s maps to no relay group; add it to a group's agents list in %s", cn,
+           gw->conf->path);
+  return 1;
+}
+
+/* ---------- tunnels ---------- */
+
+static void on_tunnel_close(cr_tunnel_t *t, int error) {
+  gw_tunnel_t *gt = cr_tunnel_data(t);
+  cr_queue_remove(&gt->link);
+  gt->group->ntunnels--;
+  cr_log(error == 0 || error == UV_EOF ? CR_LOG_INFO : CR_LOG_WARN, "tunnel down",
+         "group=%s agent=%s peer=%s reason=\"%s\" tunnels_left=%zu", gt->group->conf->name, gt->agent, gt->peer,
+         error ? cr_strerror(error) : "closed", gt->group->ntunnels);
+  free(gt);
+}
+
+static void on_tunnel_goaway(cr_tunnel_t *t) {
+  gw_tunnel_t *gt = cr_tunnel_data(t);
+  cr_log_info("tunnel draining", "group=%s agent=%s peer=%s", gt->group->conf->name, gt->agent, gt->peer);
+}
+
+static const cr_tunnel_callbacks_t tunnel_cbs = {
+    .on_stream = NULL,
+    .on_goaway = on_tunnel_goaway,
+    .on_close = on_tunnel_close,
+};
+
+static void handshake_timer_closed(uv_handle_t *h) {
+  tunnel_handshake_t *hs = h->data;
+  free(hs);
+}
+
+static void handshake_done(tunnel_handshake_t *hs) {
+  cr_queue_remove(&hs->link);
+  uv_timer_stop(&hs->timer);
+  uv_close((uv_handle_t *)&hs->timer, handshake_timer_closed);
+}
+
+static void on_tunnel_handshake(cr_stream_t *tls, int status) {
+  tunnel_handshake_t *hs = tls->data;
+  gateway_t *gw = hs->gw;
+  cr_tunnel_opts_t opts;
+  gw_tunnel_t *gt;
+  group_t *g;
+  char cn[128];
+  X509 *cert;
+  int r;
+
+  handshake_done(hs);
+  if (status < 0) {
+    cr_log_warn("agent refused", "peer=%s reason=\"%s: %s\"", tls->peer, cr_strerror(status),
+                cr_tls_stream_error(tls));
+    cr_stream_close(tls, NULL);
+    return;
+  }
+  cert = cr_tls_stream_peer_cert(tls);
+  g = cert ? group_for_cert(gw, cert, cn, sizeof cn) : NULL;
+  if (g == NULL) { /* the peer check already refused these; kept as a second lock */
+    cr_log_warn("agent refused", "peer=%s reason=\"certificate maps to no relay group\"", tls->peer);
+    cr_stream_close(tls, NULL);
+    return;
+  }
+  if (gw->draining) {
+    cr_stream_close(tls, NULL);
+    return;
+  }
+  gt = cr_calloc(1, sizeof *gt);
+  gt->gw = gw;
+  gt->group = g;
+  snprintf(gt->agent, sizeof gt->agent, "%s", cn);
+  snprintf(gt->peer, sizeof gt->peer, "%s", tls->peer);
+  memset(&opts, 0, sizeof opts);
+  opts.role = CR_TUNNEL_GATEWAY;
+  opts.ping_interval_ms = gw->conf->tunnel.ping_interval_ms;
+  opts.ping_timeout_ms = gw->conf->tunnel.ping_timeout_ms;
+  gt->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, gt);
+  cr_queue_insert_tail(&g->tunnels, &gt->link);
+  g->ntunnels++;
+  r = cr_tunnel_start(gt->tunnel);
+  if (r < 0) {
+    cr_tunnel_close(gt->tunnel, r);
+    return;
+  }
+  cr_log_info("tunnel up", "group=%s agent=%s peer=%s tunnels=%zu", g->conf->name, gt->agent, gt->peer,
+              g->ntunnels);
+}
+
+static void on_tunnel_handshake_timeout(uv_timer_t *timer) {
+  tunnel_handshake_t *hs = timer->data;
+  cr_log_warn("agent refused", "peer=%s reason=\"TLS handshake not finished within %llu ms\"", hs->tls->peer,
+              (unsigned long long)hs->gw->conf->tunnel.handshake_timeout_ms);
+  cr_stream_close(hs->tls, NULL);
+  handshake_done(hs);
+}
+
+static void on_tunnel_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  gateway_t *gw = arg;
+  tunnel_handshake_t *hs;
+  cr_stream_t *tls;
+  if (gw->draining) {
+    cr_stream_close(conn, NULL);
+    return;
+  }
+  hs = cr_calloc(1, sizeof *hs);
+  hs->gw = gw;
+  tls = cr_tls_stream_new(conn, gw->tunnel_tls, NULL);
+  tls->data = hs;
+  hs->tls = tls;
+  uv_timer_init(&gw->loop, &hs->timer);
+  hs->timer.data = hs;
+  uv_timer_start(&hs->timer, on_tunnel_handshake_timeout, gw->conf->tunnel.handshake_timeout_ms, 0);
+  cr_queue_insert_tail(&gw->handshakes, &hs->link);
+  if (cr_tls_stream_handshake(tls, on_tunnel_handshake) < 0) {
+    cr_stream_close(tls, NULL);
+    handshake_done(hs);
+  }
+}
+
+/* The usable tunnel of the group with the fewest streams in flight. */
+static cr_tunnel_t *pick_tunnel(group_t *g) {
+  cr_tunnel_t *best = NULL;
+  size_t best_n = 0;
+  cr_queue_t *q;
+  cr_queue_foreach(q, &g->tunnels) {
+    gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
+    size_t n;
+    if (!cr_tunnel_usable(gt->tunnel))
+      continue;
+    n = cr_tunnel_nstreams(gt->tunnel);
+    if (best == NULL || n < best_n) {
+      best = gt->tunnel;
+      best_n = n;
+    }
+  }
+  return best;
+}
+
+/* ---------- writing to the caller ---------- */
+
+typedef struct pwrite {
+  pconn_t *pc;
+  size_t consume; /* body bytes to give back to the tunnel stream's window once flushed */
+  size_t len;
+  char data[];
+} pwrite_t;
+
+static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
+  pwrite_t *w = arg;
+  pconn_t *pc = w->pc;
+  pc->writes_inflight -= w->len;
+  if (status == 0 && pc->x && pc->x->ts && w->consume)
+    cr_tstream_consume(pc->x->ts, w->consume);
+  free(w);
+  if (status < 0) {
+    if (pc->state != PC_CLOSING) {
+      if (pc->x)
+        snprintf(pc->x->error, sizeof pc->x->error, "writing to caller: %s", cr_strerror(status));
+      pconn_close(pc);
+    }
+    return;
+  }
+  pconn_try_finish(pc);
+}
+
+/* Sends prefix + data + suffix as one write; consume is credited back to the stream when flushed. */
+static int pconn_send(pconn_t *pc, const char *prefix, size_t plen, const char *data, size_t len,
+                      const char *suffix, size_t slen, size_t consume) {
+  pwrite_t *w;
+  uv_buf_t buf;
+  int r;
+  if (pc->state == PC_CLOSING)
+    return UV_EPIPE;
+  w = cr_malloc(sizeof *w + plen + len + slen);
+  w->pc = pc;
+  w->consume = consume;
+  w->len = plen + len + slen;
+  memcpy(w->data, prefix, plen);
+  memcpy(w->data + plen, data, len);
+  memcpy(w->data + plen + len, suffix, slen);
+  buf = uv_buf_init(w->data, (unsigned)w->len);
+  r = cr_stream_write(pc->s, &buf, 1, pconn_write_done, w);
+  if (r < 0) {
+    free(w);
+    return r;
+  }
+  pc->writes_inflight += w->len;
+  return 0;
+}
+
+/* Sets the connection headers for the caller and serialises head into out. */
+static int write_response_head(pconn_t *pc, cr_http_msg_t *head, cr_buf_t *out) {
+  exchange_t *x = pc->x;
+  if (!x->keep_alive || pc->close_after || pc->gw->draining) {
+    pc->close_after = 1;
+    cr_http_msg_add_header(head, "Connection", 10, "close", 5);
+  } else if (x->http10) {
+    cr_http_msg_add_header(head, "Connection", 10, "keep-alive", 10);
+  }
+  return cr_http1_write_response_head(out, head);
+}
+
+/* Answers the current exchange ourselves (no tunnel stream involved). */
+static void pconn_local_answer(pconn_t *pc, int status, const char *code, const char *message,
+                               const char *extra_name, const char *extra_value) {
+  exchange_t *x = pc->x;
+  cr_http_msg_t head;
+  cr_buf_t body, out;
+  cr_http_msg_init(&head, 0);
+  cr_buf_init(&body, 0);
+  cr_buf_init(&out, 0);
+  cr_errpage_build(status, code, message, x->request_id, x->soap, &head, &body);
+  if (extra_name)
+    cr_http_msg_add_header(&head, extra_name, strlen(extra_name), extra_value, strlen(extra_value));
+  cr_http_msg_add_header(&head, "X-Request-Id", 12, x->request_id, strlen(x->request_id));
+  if (!x->req_ended) /* the rest of the body is read and dropped, within the header timeout */
+    uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms, 0);
+  x->status = status;
+  x->head_sent = 1;
+  x->resp_ended = 1;
+  if (write_response_head(pc, &head, &out) == 0)
+    pconn_send(pc, out.base, out.len, x->head_request ? NULL : body.base, x->head_request ? 0 : body.len, NULL,
+               0, 0);
+  snprintf(x->error, sizeof x->error, "%s", message);
+  cr_buf_free(&out);
+  cr_buf_free(&body);
+  cr_http_msg_free(&head);
+}
+
+/* ---------- the tunnel stream of an exchange ---------- */
+
+static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
+  exchange_t *x = cr_tstream_data(ts);
+  pconn_t *pc = x->pc;
+  cr_http_msg_t head;
+  cr_buf_t out;
+  char len[24];
+  uv_timer_stop(&pc->timer);
+  cr_http_msg_init(&head, 0);
+  cr_buf_init(&out, 0);
+  cr_http_msg_copy(&head, resp);
+  cr_http_msg_strip_hop_by_hop(&head);
+  x->status = resp->status;
+  x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
+  if (resp->content_length >= 0) {
+    snprintf(len, sizeof len, "%lld", (long long)resp->content_length);
+    if (resp->status != 204)
+      cr_http_msg_add_header(&head, "Content-Length", 14, len, strlen(len));
+  } else if (!x->resp_no_body) {
+    if (!x->http10) {
+      x->resp_chunked = 1;
+      cr_http_msg_add_header(&head, "Transfer-Encoding", 17, "chunked", 7);
+    } else {
+      pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
+    }
+  }
+  x->head_sent = 1;
+  if (write_response_head(pc, &head, &out) < 0 || pconn_send(pc, out.base, out.len, NULL, 0, NULL, 0, 0) < 0) {
+    snprintf(x->error, sizeof x->error, "response head from the agent cannot be sent on HTTP/1.1");
+    cr_tstream_reset(ts);
+    pconn_close(pc);
+  }
+  cr_buf_free(&out);
+  cr_http_msg_free(&head);
+}
+
+static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
+  exchange_t *x = cr_tstream_data(ts);
+  pconn_t *pc = x->pc;
+  char chunk[24];
+  size_t clen;
+  if (x->resp_no_body || pc->state == PC_CLOSING) {
+    cr_tstream_consume(ts, len);
+    return;
+  }
+  x->bytes_out += len;
+  if (x->resp_chunked) {
+    clen = cr_http1_chunk_header(chunk, len);
+    pconn_send(pc, chunk, clen, data, len, CR_HTTP1_CHUNK_TRAILER, 2, len);
+  } else {
+    pconn_send(pc, NULL, 0, data, len, NULL, 0, len);
+  }
+}
+
+static void ts_on_end(cr_tstream_t *ts) {
+  exchange_t *x = cr_tstream_data(ts);
+  if (x->resp_chunked)
+    pconn_send(x->pc, CR_HTTP1_LAST_CHUNK, 5, NULL, 0, NULL, 0, 0);
+  x->resp_ended = 1;
+}
+
+static void ts_on_writable(cr_tstream_t *ts) {
+  exchange_t *x = cr_tstream_data(ts);
+  if (x->client_paused) {
+    x->client_paused = 0;
+    pconn_start_reading(x->pc);
+  }
+}
+
+static void ts_on_close(cr_tstream_t *ts, int error) {
+  exchange_t *x = cr_tstream_data(ts);
+  pconn_t *pc = x->pc;
+  x->ts = NULL;
+  if (error != 0 && pc->state != PC_CLOSING) {
+    if (!x->head_sent) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "the tunnel stream to the agent failed: %s", cr_strerror(error));
+      pconn_local_answer(pc, 502, "tunnel_stream_failed", msg, NULL, NULL);
+    } else if (!x->resp_ended) {
+      /* Part of the body is out: the caller must see a truncated response, never a clean end. */
+      snprintf(x->error, sizeof x->error, "tunnel stream failed mid-response: %s", cr_strerror(error));
+      pconn_close(pc);
+      return;
+    }
+  }
+  pconn_try_finish(pc);
+}
+
+static const cr_tstream_callbacks_t ts_cbs = {
+    .on_head = ts_on_head,
+    .on_data = ts_on_data,
+    .on_end = ts_on_end,
+    .on_writable = ts_on_writable,
+    .on_close = ts_on_close,
+};
+
+/* A stream whose exchange gave up on it (timeout, caller gone) still gets callbacks until its
+ * on_close: these keep its window open and touch nothing else. */
+static void detached_on_data(cr_tstream_t *ts, const char *data, size_t len) { cr_tstream_consume(ts, len); }
+static void detached_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {}
+static void detached_on_event(cr_tstream_t *ts) {}
+static void detached_on_close(cr_tstream_t *ts, int error) {}
+static const cr_tstream_callbacks_t detached_cbs = {
+    .on_head = detached_on_head,
+    .on_data = detached_on_data,
+    .on_end = detached_on_event,
+    .on_writable = detached_on_event,
+    .on_close = detached_on_close,
+};
+
+static void exchange_abandon_stream(exchange_t *x) {
+  cr_tstream_t *ts = x->ts;
+  if (ts == NULL)
+    return;
+  x->ts = NULL;
+  cr_tstream_set_callbacks(ts, &detached_cbs, NULL);
+  cr_tstream_reset(ts);
+}
+
+/* ---------- parsing the caller's requests ---------- */
+
+static uint64_t now_ms(pconn_t *pc) { return uv_now(&pc->gw->loop); }
+
+static void on_request_timeout(uv_timer_t *t);
+
+static int on_req_head(void *ud, cr_http_msg_t *m) {
+  pconn_t *pc = ud;
+  gateway_t *gw = pc->gw;
+  const cr_conf_gateway_t *conf = gw->conf;
+  exchange_t *x = cr_calloc(1, sizeof *x);
+  const char *why, *rid;
+  cr_http_msg_t fwd;
+  cr_tunnel_t *t;
+  char fwdval[256];
+  long si;
+  int err = 0, has_body;
+
+  pc->x = x;
+  pc->state = PC_EXCHANGE;
+  x->pc = pc;
+  x->start_ms = now_ms(pc);
+  x->keep_alive = m->keep_alive;
+  x->http10 = m->version_minor == 0;
+  x->head_request = strcmp(m->method, "HEAD") == 0;
+  snprintf(x->method, sizeof x->method, "%s", m->method);
+  rid = cr_http_msg_get(m, "x-request-id");
+  if (rid && cr_request_id_valid(rid))
+    snprintf(x->request_id, sizeof x->request_id, "%s", rid);
+  else
+    cr_request_id_new(x->request_id);
+  uv_timer_stop(&pc->timer);
+  x->soap = cr_http_msg_find(m, "soapaction") != NULL;
+
+  if ((why = cr_target_unsafe_reason(m->target)) != NULL) {
+    pconn_local_answer(pc, 400, "bad_request_target", why, NULL, NULL);
+    return 0;
+  }
+  if (cr_path_has_prefix(m->target, CR_CONTROL_PREFIX) || strncmp(m->target, "/.well-known/ccrelay", 20) == 0) {
+    pconn_local_answer(pc, 404, "not_found", "no service serves this path", NULL, NULL);
+    return 0;
+  }
+  si = cr_service_match(conf->services, conf->nservices, m);
+  if (si < 0) {
+    pconn_local_answer(pc, 404, "no_service", "no service is configured for this host and path", NULL, NULL);
+    return 0;
+  }
+  x->service = conf->services[si].host;
+  x->group = gw->groups[conf->services[si].group_index].conf->name;
+  t = pick_tunnel(&gw->groups[conf->services[si].group_index]);
+  if (t == NULL) {
+    pconn_local_answer(pc, 503, "no_tunnel", "no agent of this service's relay group is connected; retry later",
+                       "Retry-After", "5");
+    return 0;
+  }
+
+  cr_http_msg_init(&fwd, 0);
+  cr_http_msg_copy(&fwd, m);
+  cr_http_msg_strip_hop_by_hop(&fwd);
+  cr_http_msg_remove(&fwd, "x-request-id");
+  cr_http_msg_add_header(&fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
+  snprintf(fwdval, sizeof fwdval, "for=\"%s\";proto=https;host=\"%s\"", pc->s->peer,
+           cr_http_msg_get(m, "host") ? cr_http_msg_get(m, "host") : "");
+  cr_http_msg_add_header(&fwd, "forwarded", 9, fwdval, strlen(fwdval));
+  has_body = m->chunked || m->content_length > 0;
+  fwd.content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
+  x->ts = cr_tunnel_open_stream(t, &fwd, has_body, &ts_cbs, x, &err);
+  cr_http_msg_free(&fwd);
+  if (x->ts == NULL) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "could not open a tunnel stream: %s", cr_strerror(err));
+    pconn_local_answer(pc, 503, "no_tunnel", msg, "Retry-After", "5");
+    return 0;
+  }
+  uv_timer_start(&pc->timer, on_request_timeout, conf->public_.request_timeout_ms, 0);
+  return 0;
+}
+
+static int on_req_body(void *ud, const char *data, size_t len) {
+  pconn_t *pc = ud;
+  exchange_t *x = pc->x;
+  int r;
+  x->bytes_in += len;
+  if (x->ts == NULL)
+    return 0; /* answered locally: the body is read and dropped */
+  r = cr_tstream_write(x->ts, data, len);
+  if (r == 1 && !x->client_paused) {
+    x->client_paused = 1;
+    cr_stream_read_stop(pc->s);
+    pc->reading = 0;
+  }
+  return 0;
+}
+
+static int on_req_end(void *ud) {
+  pconn_t *pc = ud;
+  exchange_t *x = pc->x;
+  x->req_ended = 1;
+  if (x->ts)
+    cr_tstream_end(x->ts);
+  pconn_try_finish(pc);
+  /* One exchange at a time: whatever follows waits until this one is answered. */
+  return CR_HTTP1_PAUSE;
+}
+
+static const cr_http1_callbacks_t req_cbs = {
+    .on_head = on_req_head,
+    .on_body = on_req_body,
+    .on_end = on_req_end,
+};
+
+/* ---------- the caller's connection ---------- */
+
+static void pconn_free_if_done(pconn_t *pc) {
+  if (!pc->stream_closed || !pc->timer_closed)
+    return;
+  cr_http1_parser_free(pc->parser);
+  cr_buf_free(&pc->pending);
+  free(pc->x);
+  free(pc);
+}
+
+static void pconn_stream_closed(cr_stream_t *s) {
+  pconn_t *pc = s->data;
+  pc->stream_closed = 1;
+  pconn_free_if_done(pc);
+}
+
+static void pconn_timer_closed(uv_handle_t *h) {
+  pconn_t *pc = h->data;
+  pc->timer_closed = 1;
+  pconn_free_if_done(pc);
+}
+
+static void access_log(pconn_t *pc) {
+  exchange_t *x = pc->x;
+  cr_log_info("access",
+              "request_id=%s peer=%s method=%s service=%s group=%s status=%d bytes_in=%llu bytes_out=%llu "
+              "duration_ms=%llu%s%s%s",
+              x->request_id, pc->s->peer, x->method, x->service ? x->service : "-", x->group ? x->group : "-",
+              x->status, (unsigned long long)x->bytes_in, (unsigned long long)x->bytes_out,
+              (unsigned long long)(now_ms(pc) - x->start_ms), x->error[0] ? " error=\"" : "", x->error,
+              x->error[0] ? "\"" : "");
+}
+
+static void pconn_close(pconn_t *pc) {
+  if (pc->state == PC_CLOSING)
+    return;
+  pc->state = PC_CLOSING;
+  if (pc->x) {
+    exchange_abandon_stream(pc->x);
+    if (pc->x->status == 0)
+      pc->x->status = 499; /* the caller went away before an answer */
+    access_log(pc);
+  }
+  cr_queue_remove(&pc->link);
+  pc->gw->npconns--;
+  uv_timer_stop(&pc->timer);
+  uv_close((uv_handle_t *)&pc->timer, pconn_timer_closed);
+  cr_stream_close(pc->s, pconn_stream_closed);
+}
+
+static void pconn_shutdown_done(cr_stream_t *s, int status, void *arg) {
+  pconn_t *pc = arg;
+  (void)s;
+  if (status < 0 || pc->eof_seen)
+    pconn_close(pc);
+}
+
+static void pconn_feed(pconn_t *pc, const char *data, size_t len);
+
+static void pconn_try_finish(pconn_t *pc) {
+  exchange_t *x = pc->x;
+  if (x == NULL || pc->state != PC_EXCHANGE)
+    return;
+  if (x->ts != NULL || !x->resp_ended || pc->writes_inflight > 0)
+    return;
+  if (!x->req_ended && !pc->close_after)
+    return; /* answered early; the caller is still sending the request body */
+  access_log(pc);
+  free(x);
+  pc->x = NULL;
+  if (pc->close_after || pc->gw->draining || pc->eof_seen) {
+    /* close_notify first: a caller reading to EOF must see a clean end, not a truncation. */
+    pc->state = PC_SHUTDOWN;
+    uv_timer_start(&pc->timer, on_idle_timeout, LINGER_MS, 0);
+    if (cr_stream_shutdown(pc->s, pconn_shutdown_done, pc) < 0)
+      pconn_close(pc);
+    else if (!pc->eof_seen)
+      pconn_start_reading(pc);
+    return;
+  }
+  pc->state = PC_WAIT_HEAD;
+  cr_http1_parser_resume(pc->parser);
+  uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.idle_timeout_ms, 0);
+  if (pc->pending.len > 0) {
+    cr_buf_t held = pc->pending;
+    cr_buf_init(&pc->pending, PENDING_MAX);
+    pconn_feed(pc, held.base, held.len);
+    cr_buf_free(&held);
+  }
+  if (pc->state == PC_WAIT_HEAD || (pc->state == PC_EXCHANGE && !pc->x->client_paused && !pc->x->req_ended))
+    pconn_start_reading(pc);
+}
+
+static void pconn_bad_request(pconn_t *pc, int err) {
+  char msg[256];
+  exchange_t *x = pc->x;
+  snprintf(msg, sizeof msg, "malformed request: %s",
+           err == CR_EHTTP_TOO_LARGE ? "header section too large" : cr_http1_parser_error(pc->parser));
+  cr_log_warn("bad request", "peer=%s reason=\"%s\"", pc->s->peer, msg);
+  pc->close_after = 1;
+  if (x == NULL) {
+    x = pc->x = cr_calloc(1, sizeof *x);
+    x->pc = pc;
+    x->start_ms = now_ms(pc);
+    cr_request_id_new(x->request_id);
+    snprintf(x->method, sizeof x->method, "-");
+    pc->state = PC_EXCHANGE;
+  } else if (x->head_sent) {
+    pconn_close(pc);
+    return;
+  }
+  exchange_abandon_stream(x);
+  x->req_ended = 1;
+  pconn_local_answer(pc, err == CR_EHTTP_TOO_LARGE ? 431 : 400, "bad_request", msg, NULL, NULL);
+  pconn_try_finish(pc);
+}
+
+static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
+  ssize_t n;
+  if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
+    uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms, 0);
+  n = cr_http1_parse(pc->parser, data, len);
+  if (n < 0) {
+    pconn_bad_request(pc, (int)n);
+    return;
+  }
+  if ((size_t)n < len && pc->state != PC_CLOSING) {
+    /* Paused after a complete request: hold the rest (a pipelined request) until it is answered. */
+    if (cr_buf_append(&pc->pending, data + n, len - (size_t)n) < 0) {
+      pconn_close(pc);
+      return;
+    }
+    if (pc->reading) {
+      cr_stream_read_stop(pc->s);
+      pc->reading = 0;
+    }
+  }
+}
+
+static void pconn_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
+  pconn_t *pc = s->data;
+  if (nread < 0) {
+    pc->reading = 0;
+    pc->eof_seen = 1;
+    if (pc->state == PC_SHUTDOWN) {
+      pconn_close(pc);
+      return;
+    }
+    if (pc->x && pc->x->req_ended && nread == UV_EOF)
+      return; /* the caller half-closed after its request: answer, then close */
+    if (pc->x && !pc->x->error[0])
+      snprintf(pc->x->error, sizeof pc->x->error, "caller connection: %s", cr_strerror((int)nread));
+    pconn_close(pc);
+    return;
+  }
+  if (pc->state == PC_SHUTDOWN)
+    return; /* lingering: drop */
+  if (pc->state == PC_EXCHANGE && pc->x->req_ended) {
+    if (cr_buf_append(&pc->pending, data, (size_t)nread) < 0) {
+      pconn_close(pc);
+      return;
+    }
+    cr_stream_read_stop(s);
+    pc->reading = 0;
+    return;
+  }
+  pconn_feed(pc, data, (size_t)nread);
+}
+
+static int pconn_start_reading(pconn_t *pc) {
+  int r;
+  if (pc->reading || pc->state == PC_CLOSING)
+    return 0;
+  r = cr_stream_read_start(pc->s, pconn_on_read);
+  if (r == 0)
+    pc->reading = 1;
+  return r;
+}
+
+static void on_idle_timeout(uv_timer_t *t) {
+  pconn_t *pc = t->data;
+  if (pc->state == PC_WAIT_HEAD && cr_http1_parser_in_message(pc->parser)) {
+    cr_log_warn("bad request", "peer=%s reason=\"request head not complete within %llu ms\"", pc->s->peer,
+                (unsigned long long)pc->gw->conf->public_.header_timeout_ms);
+  }
+  pconn_close(pc);
+}
+
+static void on_request_timeout(uv_timer_t *t) {
+  pconn_t *pc = t->data;
+  exchange_t *x = pc->x;
+  char msg[160];
+  if (x == NULL || x->head_sent)
+    return;
+  exchange_abandon_stream(x);
+  snprintf(msg, sizeof msg, "no answer from the agent within %llu ms",
+           (unsigned long long)pc->gw->conf->public_.request_timeout_ms);
+  pconn_local_answer(pc, 504, "gateway_timeout", msg, NULL, NULL);
+  pconn_try_finish(pc);
+}
+
+static void on_public_handshake(cr_stream_t *s, int status) {
+  pconn_t *pc = s->data;
+  if (status < 0) {
+    cr_log_debug("public TLS handshake failed", "peer=%s reason=\"%s: %s\"", s->peer, cr_strerror(status),
+                 cr_tls_stream_error(s));
+    pconn_close(pc);
+    return;
+  }
+  pc->state = PC_WAIT_HEAD;
+  if (pconn_start_reading(pc) < 0)
+    pconn_close(pc);
+}
+
+static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  gateway_t *gw = arg;
+  cr_http1_limits_t limits = {gw->conf->public_.max_header_size, 0};
+  pconn_t *pc;
+  if (gw->draining || gw->npconns >= gw->conf->public_.max_connections) {
+    if (!gw->draining)
+      cr_log_warn("connection refused", "peer=%s reason=\"max_connections (%u) reached\"", conn->peer,
+                  gw->conf->public_.max_connections);
+    cr_stream_close(conn, NULL);
+    return;
+  }
+  pc = cr_calloc(1, sizeof *pc);
+  pc->gw = gw;
+  pc->state = PC_HANDSHAKE;
+  pc->parser = cr_http1_parser_new(CR_HTTP1_REQUEST, &limits, &req_cbs, pc);
+  cr_buf_init(&pc->pending, PENDING_MAX);
+  uv_timer_init(&gw->loop, &pc->timer);
+  pc->timer.data = pc;
+  pc->s = cr_tls_stream_new(conn, gw->public_tls, NULL);
+  pc->s->data = pc;
+  cr_queue_insert_tail(&gw->pconns, &pc->link);
+  gw->npconns++;
+  uv_timer_start(&pc->timer, on_idle_timeout, gw->conf->public_.header_timeout_ms, 0);
+  if (cr_tls_stream_handshake(pc->s, on_public_handshake) < 0)
+    pconn_close(pc);
+}
+
+/* ---------- start, drain, stop ---------- */
+
+static void close_signal_handles(gateway_t *gw) {
+  if (!uv_is_closing((uv_handle_t *)&gw->sigterm)) {
+    uv_close((uv_handle_t *)&gw->sigterm, NULL);
+    uv_close((uv_handle_t *)&gw->sigint, NULL);
+    uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+  }
+}
+
+static void force_close_all(gateway_t *gw) {
+  cr_queue_t *q, *n;
+  cr_queue_foreach_safe(q, n, &gw->pconns) pconn_close(cr_queue_data(q, pconn_t, link));
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    cr_queue_foreach_safe(q, n, &gw->groups[i].tunnels)
+        cr_tunnel_close(cr_queue_data(q, gw_tunnel_t, link)->tunnel, CR_ECLOSED);
+  cr_queue_foreach_safe(q, n, &gw->handshakes) {
+    tunnel_handshake_t *hs = cr_queue_data(q, tunnel_handshake_t, link);
+    cr_stream_close(hs->tls, NULL);
+    handshake_done(hs);
+  }
+}
+
+static void on_drain_deadline(uv_timer_t *t) {
+  gateway_t *gw = t->data;
+  cr_log_warn("drain deadline reached", "connections=%zu", gw->npconns);
+  force_close_all(gw);
+  close_signal_handles(gw);
+}
+
+static void on_drain_check(gateway_t *gw) {
+  if (gw->npconns == 0) {
+    size_t tunnels = 0;
+    for (size_t i = 0; i < gw->conf->ngroups; i++)
+      tunnels += gw->groups[i].ntunnels;
+    if (tunnels == 0) {
+      close_signal_handles(gw);
+      return;
+    }
+  }
+}
+
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+  gateway_t *gw = sig->data;
+  cr_queue_t *q, *n;
+  if (gw->draining) {
+    cr_log_warn("second stop signal: closing now", "signal=%d", signum);
+    force_close_all(gw);
+    close_signal_handles(gw);
+    return;
+  }
+  gw->draining = 1;
+  cr_log_info("draining", "signal=%d deadline_ms=%llu", signum, (unsigned long long)gw->conf->drain_timeout_ms);
+  cr_listener_close(gw->tunnel_listener);
+  cr_listener_close(gw->public_listener);
+  gw->tunnel_listener = gw->public_listener = NULL;
+  /* Idle keep-alive callers go now; those mid-exchange close after their answer. */
+  cr_queue_foreach_safe(q, n, &gw->pconns) {
+    pconn_t *pc = cr_queue_data(q, pconn_t, link);
+    if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
+      pconn_close(pc);
+  }
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    cr_queue_foreach_safe(q, n, &gw->groups[i].tunnels)
+        cr_tunnel_shutdown(cr_queue_data(q, gw_tunnel_t, link)->tunnel, gw->conf->drain_timeout_ms);
+  uv_timer_start(&gw->drain_timer, on_drain_deadline, gw->conf->drain_timeout_ms + 500, 0);
+  on_drain_check(gw);
+}
+
+static int make_tls_contexts(gateway_t *gw) {
+  const cr_conf_gateway_t *c = gw->conf;
+  cr_tls_identity_src_t tid = {c->tunnel.identity.pkcs12.path, c->tunnel.identity.password,
+                               c->tunnel.identity.cert.path, c->tunnel.identity.key.path};
+  cr_tls_identity_src_t pid = {c->public_.identity.pkcs12.path, c->public_.identity.password,
+                               c->public_.identity.cert.path, c->public_.identity.key.path};
+  cr_tls_ctx_opts_t o;
+  char err[1024];
+  int r;
+  memset(&o, 0, sizeof o);
+  o.server = 1;
+  o.ca_file = c->tunnel.client_ca.path;
+  o.identity = &tid;
+  o.tls13_only = 1;
+  o.alpn = CR_TUNNEL_ALPN;
+  o.peer_check = tunnel_peer_check;
+  o.peer_check_arg = gw;
+  if ((r = cr_tls_ctx_new(&o, &gw->tunnel_tls, err, sizeof err)) < 0) {
+    cr_log_error("cannot start", "config=%s key=tunnel reason=\"%s\"", c->path, err);
+    return r;
+  }
+  memset(&o, 0, sizeof o);
+  o.server = 1;
+  o.ca_file = c->public_.client_ca.path;
+  o.identity = &pid;
+  o.alpn = "http/1.1";
+  if ((r = cr_tls_ctx_new(&o, &gw->public_tls, err, sizeof err)) < 0) {
+    cr_log_error("cannot start", "config=%s key=public reason=\"%s\"", c->path, err);
+    return r;
+  }
+  return 0;
+}
+
+int cr_gateway_run(const cr_conf_gateway_t *conf) {
+  gateway_t *gw = cr_calloc(1, sizeof *gw);
+  char err[512];
+  int r, code = 1;
+
+  signal(SIGPIPE, SIG_IGN);
+  gw->conf = conf;
+  uv_loop_init(&gw->loop);
+  cr_queue_init(&gw->handshakes);
+  cr_queue_init(&gw->pconns);
+  gw->groups = cr_calloc(conf->ngroups, sizeof *gw->groups);
+  for (size_t i = 0; i < conf->ngroups; i++) {
+    gw->groups[i].conf = &conf->groups[i];
+    cr_queue_init(&gw->groups[i].tunnels);
+  }
+  if (make_tls_contexts(gw) < 0)
+    goto out;
+  r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
+                    &gw->tunnel_listener, err, sizeof err);
+  if (r < 0) {
+    cr_log_error("cannot start", "config=%s:%d:%d key=tunnel.listen reason=\"%s\"", conf->path,
+                 conf->tunnel.listen.pos.line, conf->tunnel.listen.pos.col, err);
+    goto out;
+  }
+  r = cr_tcp_listen(&gw->loop, conf->public_.listen.host, conf->public_.listen.port, 1024, on_public_connection,
+                    gw, &gw->public_listener, err, sizeof err);
+  if (r < 0) {
+    cr_log_error("cannot start", "config=%s:%d:%d key=public.listen reason=\"%s\"", conf->path,
+                 conf->public_.listen.pos.line, conf->public_.listen.pos.col, err);
+    cr_listener_close(gw->tunnel_listener);
+    goto out;
+  }
+  uv_signal_init(&gw->loop, &gw->sigterm);
+  uv_signal_init(&gw->loop, &gw->sigint);
+  uv_timer_init(&gw->loop, &gw->drain_timer);
+  gw->sigterm.data = gw->sigint.data = gw->drain_timer.data = gw;
+  uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);
+  cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu version=%s",
+              conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
+              cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
+
+  while (uv_run(&gw->loop, UV_RUN_ONCE)) {
+    if (gw->draining)
+      on_drain_check(gw);
+  }
+  cr_log_info("gateway stopped", "");
+  code = 0;
+out:
+  uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
+  if (uv_loop_close(&gw->loop) != 0)
+    cr_log_warn("event loop closed with handles still open", "");
+  cr_tls_ctx_free(gw->tunnel_tls);
+  cr_tls_ctx_free(gw->public_tls);
+  free(gw->groups);
+  free(gw);
+  return code;
+}
