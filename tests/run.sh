@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs dependencies (Debian 12 packages), builds ccrelay with ASan+UBSan, and runs every test
+# through ctest: unit tests, end-to-end tests on 127.0.0.1, then the fuzz targets over their corpora
+# (a clang build). Exit status is non-zero if anything failed.
+#
+#   tests/run.sh              everything
+#   tests/run.sh -L unit      only tests with this ctest label (unit, e2e)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+
+deploy/install-deps.sh
+
+build=${CCRELAY_BUILD_DIR:-$src/build/asan}
+cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Debug -DCCRELAY_SANITIZE=ON >/dev/null
+cmake --build "$build" -j"$(nproc)"
+
+# Sanitizer reports fail the run: LeakSanitizer is on (ASan's default on Linux), UBSan halts.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+status=0
+ctest --test-dir "$build" --output-on-failure --timeout 900 -j2 "$@" || status=1
+
+if [[ $# -eq 0 ]]; then
+  fuzz_build=${CCRELAY_FUZZ_BUILD_DIR:-$src/build/fuzz}
+  CC=clang cmake -S "$src" -B "$fuzz_build" -DCMAKE_BUILD_TYPE=Debug -DCCRELAY_FUZZ=ON >/dev/null
+  cmake --build "$fuzz_build" -j"$(nproc)"
+  ctest --test-dir "$fuzz_build" --output-on-failure -L fuzz || status=1
+fi
+exit $status
