@@ -1191,7 +1191,7 @@ static int root_check(ctx_t *c, const node_t *root, const char *const *keys, siz
       if (!has_nul(root->items[i]) && strcmp(root->items[i]->str, foreign[k]) == 0)
         return fail(c, root->items[i]->pos,
                     sanitize(root->items[i]->str, root->items[i]->len, tmp, sizeof(tmp)),
-                    "unknown key (this looks like a %s configuration)", role);
+                    "unknown key (this looks like %s configuration)", role);
   return map_check(c, root, "", keys, nkeys);
 }
 
@@ -1385,7 +1385,7 @@ static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   const node_t *lim;
 
   if (root_check(c, root, agent_keys, CR_ARRAY_SIZE(agent_keys), gateway_only,
-                 CR_ARRAY_SIZE(gateway_only), "gateway") != 0 ||
+                 CR_ARRAY_SIZE(gateway_only), "a gateway") != 0 ||
       load_log(c, root, &a->log) != 0 || load_agent_gateway(c, root, a) != 0 ||
       load_routes(c, root, a) != 0 ||
       get_map(c, root, "", "limits", OPT, limits_keys, CR_ARRAY_SIZE(limits_keys), &lim) != 0 ||
@@ -1624,7 +1624,7 @@ static int load_services(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
 
 static int load_gateway(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
   if (root_check(c, root, gateway_keys, CR_ARRAY_SIZE(gateway_keys), agent_only_keys,
-                 CR_ARRAY_SIZE(agent_only_keys), "agent") != 0 ||
+                 CR_ARRAY_SIZE(agent_only_keys), "an agent") != 0 ||
       load_log(c, root, &g->log) != 0 || load_tunnel(c, root, g) != 0 ||
       load_public(c, root, g) != 0 || load_groups(c, root, g) != 0 ||
       load_services(c, root, g) != 0 ||

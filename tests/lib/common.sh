@@ -32,6 +32,34 @@ fail() {
   exit 1
 }
 
+# The watchdog signals the test shell, then every process descended from it (found by walking
+# /proc, so nothing outside this test is touched): bash runs its TERM trap only once the foreground
+# command returns, so that command has to be ended too.
+CR_WATCHDOG_PY='import os, signal, sys, time
+time.sleep(float(sys.argv[1]))
+root, me = int(sys.argv[2]), os.getpid()
+kids = {}
+for d in os.listdir("/proc"):
+    if d.isdigit():
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+            kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+tree, todo = [], [root]
+while todo:
+    for c in kids.get(todo.pop(), []):
+        if c != me:
+            tree.append(c)
+            todo.append(c)
+sys.stderr.write("watchdog: test ran longer than %ss\n" % sys.argv[1])
+for p in [root] + tree:
+    try:
+        os.kill(p, signal.SIGTERM)
+    except OSError:
+        pass'
+
 # cr_init NAME [WATCHDOG_SECONDS]: temp dir ($CR_TMP), traps, optional watchdog that SIGTERMs this
 # shell (the EXIT trap then cleans up) when the test overruns.
 cr_init() {
@@ -41,8 +69,7 @@ cr_init() {
   trap 'cr_log "interrupted"; exit 130' INT
   trap 'cr_log "terminated (watchdog or caller)"; exit 124' TERM
   if [[ -n ${2:-} ]]; then
-    "$CR_PY" -c 'import os, signal, sys, time
-time.sleep(float(sys.argv[1])); os.kill(int(sys.argv[2]), signal.SIGTERM)' "$2" "$$" &
+    "$CR_PY" -c "$CR_WATCHDOG_PY" "$2" "$$" &
     CR_WATCHDOG_PID=$!
   fi
 }

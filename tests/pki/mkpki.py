@@ -187,7 +187,7 @@ def build(tmp):
 
     # The on-prem connector identities of the reference document (RSA, as such PKIs issue them).
     o, ou = "ACME Test PKI", "Testing"
-    p.ca("client-ca", "OpenTrust Test CA", kind="rsa", o=o)
+    p.ca("client-ca", "OpenTrust Test CA", o=o)
     for base, cn in (("cms-json-connector", "CMS JSON connector"),
                      ("cms-admin", "CMS Admin"),
                      ("pki-soap-connector", "PKI SOAP connector")):
@@ -199,7 +199,7 @@ def build(tmp):
     p._write("corrupt.p12", os.urandom(1536), 0o600)
 
     # The CA the CMS simulator signs enrolled device certificates with.
-    p.ca("issuing-ca", "ACME Test Issuing CA", kind="rsa", o=o)
+    p.ca("issuing-ca", "ACME Test Issuing CA", o=o)
     return p.written
 
 
@@ -208,11 +208,15 @@ def main(argv):
     args = [a for a in argv[1:] if a != "-v"]
     VERBOSE = len(args) != len(argv) - 1
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: mkpki.py [-v] OUTDIR", file=sys.stderr)
+        print("usage: mkpki.sh [-v] OUTDIR", file=sys.stderr)
         return 2
     outdir = os.path.abspath(args[0])
-    os.makedirs(outdir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".mkpki.", dir=outdir)
+    try:
+        os.makedirs(outdir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".mkpki.", dir=outdir)
+    except OSError as e:
+        print("mkpki: error: %s" % e, file=sys.stderr)
+        return 1
     try:
         written = build(tmp)
         for f in written:
