@@ -319,7 +319,9 @@ static int build_tree(ctx_t *c, const char *data, size_t len, node_t **out) {
 
 static int read_all(const char *path, size_t max, char **data, size_t *len, int *too_big) {
   int fd, err = 0;
-  size_t cap = 4096, n = 0;
+  /* A small limit (a secret) gets its whole buffer at once: a realloc would leave a copy of the
+   * secret in freed memory that nobody wipes. */
+  size_t cap = max < 65536 ? max + 1 : 4096, n = 0;
   char *buf;
 
   *too_big = 0;

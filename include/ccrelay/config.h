@@ -5,7 +5,8 @@
  * Conventions: durations "250ms", "5s", "2m", "1h" (stored in milliseconds); sizes "512", "16KiB",
  * "1MiB", "1GiB" (bytes); paths relative to the config file's directory (stored resolved); secrets
  * from `password_file: PATH` or `password_env: NAME`, never written to logs. Unknown keys are errors
- * with a suggestion of the nearest known key. */
+ * with a suggestion of the nearest known key. Errors about no particular key use "(root)" (the
+ * file itself, its top level, a missing file) or "(syntax)" (YAML the parser rejects) as key. */
 #ifndef CCRELAY_CONFIG_H
 #define CCRELAY_CONFIG_H
 

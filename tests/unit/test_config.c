@@ -487,6 +487,7 @@ static void test_tempdir_files(void **state) {
   assert_string_equal(a.gateway.identity.password, "temp-secret");
   assert_string_equal(a.routes[0].ca.path, ca);
   cr_conf_agent_free(&a);
+  unlink(conf);
   free(conf);
 
   /* A directory where a file is expected. */
@@ -496,6 +497,53 @@ static void test_tempdir_files(void **state) {
   check_err(err, conf, "3:7: gateway.ca", where, "directory");
   unlink(conf);
   free(conf);
+
+  /* Password files: too large to be one, or binary. */
+  {
+    char *big = malloc(5001), *nul, *gconf, *bigp;
+    memset(big, 'p', 5000);
+    big[5000] = '\0';
+    bigp = write_file(dir, "big.pass", big);
+    free(big);
+    conf = write_file(dir, "agent4.yaml",
+                      "gateway:\n  address: g:1\n  ca: ca.pem\n  identity:\n"
+                      "    pkcs12: id.p12\n    password_file: big.pass\n");
+    assert_int_equal(cr_conf_agent_load(conf, &a, err, sizeof(err)), CR_ECONFIG);
+    check_err(err, conf, "6:20: gateway.identity.password_file", "is larger than 4096 bytes",
+              "big password");
+    assert_null(strstr(err, "ppp"));
+    unlink(conf);
+    free(conf);
+    nul = malloc(strlen(dir) + 16);
+    sprintf(nul, "%s/nul.pass", dir);
+    {
+      FILE *f = fopen(nul, "w");
+      assert_non_null(f);
+      fwrite("ab\0cd", 1, 5, f);
+      fclose(f);
+    }
+    conf = write_file(dir, "agent5.yaml",
+                      "gateway:\n  address: g:1\n  ca: ca.pem\n  identity:\n"
+                      "    pkcs12: id.p12\n    password_file: nul.pass\n");
+    assert_int_equal(cr_conf_agent_load(conf, &a, err, sizeof(err)), CR_ECONFIG);
+    check_err(err, conf, "6:20: gateway.identity.password_file", "contains a NUL byte", "nul");
+    unlink(conf);
+    free(conf);
+    unlink(nul);
+    free(nul);
+    /* A config file past the 1 MiB cap is refused before parsing. */
+    big = malloc(1100001);
+    memset(big, '#', 1100000);
+    big[1100000] = '\0';
+    gconf = write_file(dir, "huge.yaml", big);
+    free(big);
+    assert_int_equal(cr_conf_agent_load(gconf, &a, err, sizeof(err)), CR_ECONFIG);
+    check_err(err, gconf, "1:1: (root)", "the file is larger than 1048576 bytes", "huge");
+    unlink(gconf);
+    free(gconf);
+    unlink(bigp);
+    free(bigp);
+  }
 
   /* A file that cannot be read (only meaningful when not root: root reads everything). */
   if (geteuid() != 0) {
