@@ -416,16 +416,45 @@ static char *resolve(const ctx_t *c, const char *p) {
 
 /* ---------------------------------------------------------------- schema helpers */
 
+/* Dotted paths are built by hand rather than snprintf: they are bounded by the schema's depth,
+ * and a cut path in a message is harmless, which the compiler cannot know. */
+static void path_put(char *buf, size_t *o, const char *s) {
+  size_t n = strlen(s);
+  if (n > PATH_LEN - 1 - *o)
+    n = PATH_LEN - 1 - *o;
+  memmove(buf + *o, s, n);
+  *o += n;
+  buf[*o] = '\0';
+}
+
 static const char *join(char *buf, const char *parent, const char *key) {
-  if (parent[0] == '\0')
-    snprintf(buf, PATH_LEN, "%s", key);
+  size_t o = 0;
+  if (buf != parent)
+    path_put(buf, &o, parent);
   else
-    snprintf(buf, PATH_LEN, "%s.%s", parent, key);
+    o = strlen(buf);
+  if (o > 0)
+    path_put(buf, &o, ".");
+  path_put(buf, &o, key);
   return buf;
 }
 
 static const char *join_index(char *buf, const char *parent, size_t i) {
-  snprintf(buf, PATH_LEN, "%s[%zu]", parent, i);
+  char num[24];
+  size_t o = 0, n = sizeof(num) - 1;
+
+  num[n] = '\0';
+  do {
+    num[--n] = (char)('0' + i % 10);
+    i /= 10;
+  } while (i > 0 && n > 1);
+  num[--n] = '[';
+  if (buf != parent)
+    path_put(buf, &o, parent);
+  else
+    o = strlen(buf);
+  path_put(buf, &o, num + n);
+  path_put(buf, &o, "]");
   return buf;
 }
 
