@@ -125,8 +125,9 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;
   (void)suggested;
   if (shared_read_buf_busy) {
-    /* A read callback started another read synchronously: libuv treats len 0 as ENOBUFS for this
-     * turn only. It cannot happen with the current callers; this keeps it safe if it ever does. */
+    /* A read callback started another read synchronously: libuv then reports UV_ENOBUFS, which
+     * read_cb below ignores, so the socket is read again on the next turn. It cannot happen with
+     * the current callers; this keeps it safe if it ever does. */
     *buf = uv_buf_init(NULL, 0);
     return;
   }
@@ -138,8 +139,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   tcp_stream_t *t = h->data;
   if (buf->base == shared_read_buf)
     shared_read_buf_busy = 0;
-  if (nread == 0)
-    return;
+  if (nread == 0 || (nread == UV_ENOBUFS && buf->base == NULL))
+    return; /* EAGAIN, or alloc_cb declined this turn: libuv reads again on the next one */
   if (nread < 0) {
     uv_read_stop(h);
     t->read_cb(&t->base, nread, NULL);
@@ -343,12 +344,17 @@ int cr_tcp_connect(uv_loop_t *loop, const char *host, unsigned port, cr_stream_c
                    cr_stream_t **out) {
   tcp_stream_t *t = tcp_alloc(loop);
   struct addrinfo hints;
+  unsigned char lit[16];
   char portstr[8];
   int r;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_ADDRCONFIG;
+  /* AI_ADDRCONFIG ignores loopback interfaces, so on an IPv4-only host it would refuse "::1" (and
+   * "127.0.0.1" on an IPv6-only one): literals skip it. */
+  hints.ai_flags = uv_inet_pton(AF_INET, host, lit) == 0 || uv_inet_pton(AF_INET6, host, lit) == 0
+                       ? AI_NUMERICHOST
+                       : AI_ADDRCONFIG;
   snprintf(portstr, sizeof portstr, "%u", port);
   snprintf(t->base.peer, sizeof t->base.peer, "%s:%u", host, port);
   t->base.data = data;

@@ -79,27 +79,42 @@ void cr__tls_drain_errors(char *out, size_t outlen) { drain_errors(out, outlen, 
 
 /* ---- global ---- */
 
+static OSSL_PROVIDER *prov_default, *prov_legacy;
+
+/* Runs before OpenSSL's own exit cleanup (atexit order is reversed and OpenSSL registered first):
+ * a provider still referenced then would never be torn down, and leak checkers would say so. */
+static void unload_providers(void) {
+  if (prov_legacy)
+    OSSL_PROVIDER_unload(prov_legacy);
+  if (prov_default)
+    OSSL_PROVIDER_unload(prov_default);
+  prov_legacy = prov_default = NULL;
+}
+
 int cr_tls_global_init(char *err, size_t errlen) {
   static int done;
   if (done)
     return 0;
   /* Loading any provider by hand turns off the implicit default one, so load both. */
-  if (OSSL_PROVIDER_load(NULL, "default") == NULL) {
+  if ((prov_default = OSSL_PROVIDER_load(NULL, "default")) == NULL) {
     char detail[256];
     cr__tls_drain_errors(detail, sizeof detail);
     snprintf(err, errlen, "cannot load OpenSSL's default provider (%s); check the OpenSSL installation", detail);
     return CR_ETLS;
   }
-  if (OSSL_PROVIDER_load(NULL, "legacy") == NULL) {
+  if ((prov_legacy = OSSL_PROVIDER_load(NULL, "legacy")) == NULL) {
     char detail[256];
     cr__tls_drain_errors(detail, sizeof detail);
     snprintf(err, errlen,
              "cannot load OpenSSL's legacy provider, which legacy PKCS#12 files (RC2/3DES) need (%s); "
              "install it (Debian: libssl3, file ossl-modules/legacy.so) or point OPENSSL_MODULES at it",
              detail);
+    OSSL_PROVIDER_unload(prov_default);
+    prov_default = NULL;
     return CR_ETLS;
   }
   notes_index = SSL_get_ex_new_index(0, "ccrelay notes", NULL, NULL, NULL);
+  atexit(unload_providers);
   done = 1;
   return 0;
 }

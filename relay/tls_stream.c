@@ -205,20 +205,35 @@ static void deliver_end(tls_stream_t *t, int status) {
   t->read_cb(&t->base, status, NULL);
 }
 
-/* Describes a fatal OpenSSL failure in t->err: peer alert first (the peer's reason), then ours. */
+/* OpenSSL 3.0 names no TLS 1.3 alert ("unknown"); these are the ones a peer sends us in practice. */
+static const char *alert_text(int desc) {
+  switch (desc) {
+  case 109:
+    return "missing extension";
+  case 115:
+    return "unknown PSK identity";
+  case 116:
+    return "certificate required";
+  case SSL_AD_NO_APPLICATION_PROTOCOL:
+    return "no application protocol";
+  default:
+    return SSL_alert_desc_string_long(desc);
+  }
+}
+
+/* Describes a fatal OpenSSL failure in t->err. The peer's alert is its whole story (our queue only
+ * repeats it); when we sent the alert, our queue says why. */
 static void describe_failure(tls_stream_t *t, const char *what) {
   char queue[320];
   size_t n;
   cr__tls_drain_errors(queue, sizeof queue);
   n = (size_t)snprintf(t->err, sizeof t->err, "%s", what);
   if (t->notes.peer_alert >= 0 && n < sizeof t->err)
-    n += (size_t)snprintf(t->err + n, sizeof t->err - n, "%speer alert: %s", n ? ": " : "",
-                          SSL_alert_desc_string_long(t->notes.peer_alert));
-  else if (t->notes.sent_alert >= 0 && n < sizeof t->err)
-    n += (size_t)snprintf(t->err + n, sizeof t->err - n, "%ssent alert: %s", n ? ": " : "",
-                          SSL_alert_desc_string_long(t->notes.sent_alert));
-  if (queue[0] && n < sizeof t->err)
-    snprintf(t->err + n, sizeof t->err - n, "%s%s", n ? "; " : "", queue);
+    snprintf(t->err + n, sizeof t->err - n, "%speer alert: %s", n ? ": " : "", alert_text(t->notes.peer_alert));
+  else if (n < sizeof t->err)
+    snprintf(t->err + n, sizeof t->err - n, "%s%s%s%s%s", n && queue[0] ? ": " : "", queue,
+             t->notes.sent_alert >= 0 ? (queue[0] || n ? " (we sent alert: " : "(we sent alert: ") : "",
+             t->notes.sent_alert >= 0 ? alert_text(t->notes.sent_alert) : "", t->notes.sent_alert >= 0 ? ")" : "");
 }
 
 static void pump(tls_stream_t *t) {
@@ -277,9 +292,11 @@ static int handshake_status(tls_stream_t *t) {
     cr__tls_drain_errors(queue, sizeof queue);
     if (t->notes.alpn_refused)
       set_err(t, "the client does not offer application protocol '%s'", want ? want : "");
+    else if (want)
+      set_err(t, "the server refused application protocol '%s' (peer alert: no application protocol)", want);
     else
-      set_err(t, "the server refused application protocol '%s' (peer alert: no application protocol)",
-              want ? want : "");
+      set_err(t, "the server requires an application protocol (ALPN) and this client offers none "
+                 "(peer alert: no application protocol)");
     return CR_ETLS_ALPN;
   }
   if (vr != X509_V_OK) {
@@ -424,7 +441,8 @@ static int tls_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
 static int tls_read_stop(cr_stream_t *s) {
   tls_stream_t *t = (tls_stream_t *)s;
   t->reading = 0;
-  lower_read_stop(t);
+  if (t->established)
+    lower_read_stop(t); /* the handshake keeps reading whatever the user says */
   if (t->idle_init && !t->hs_report)
     uv_idle_stop(&t->idle);
   return 0;

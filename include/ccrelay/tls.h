@@ -43,7 +43,8 @@ typedef int (*cr_tls_peer_check_cb)(X509 *leaf, void *arg, char *why, size_t why
 typedef struct cr_tls_ctx_opts {
   int server;                          /* 1: accepting side */
   const char *ca_file;                 /* PEM roots the peer must chain to. Client: required.
-                                          Server: if set, a client certificate is required. */
+                                          Server: if set, a client certificate is required;
+                                          if NULL, none is asked for. */
   const cr_tls_identity_src_t *identity; /* server: required; client: optional (mTLS) */
   int tls13_only;                      /* the tunnel uses TLS 1.3 only; others allow 1.2 */
   const char *alpn;                    /* one protocol id ("ccrelay/1", "http/1.1"), or NULL */
@@ -68,7 +69,11 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
 
 /* status 0: handshake done, stream usable. Otherwise CR_ETLS_VERIFY (peer certificate rejected;
  * cr_tls_stream_error says why, e.g. "certificate has expired"), CR_ETLS_ALPN, CR_ETLS, or a
- * transport error; the caller then closes the stream. Fires once; never after close. */
+ * transport error; the caller then closes the stream. Fires once; never after close.
+ * Before it reported 0, read_start, write and shutdown return UV_ENOTCONN.
+ * TLS 1.3: a client's handshake completes when it sends Finished, so a server that then refuses
+ * the client's certificate is heard on the client's first read (CR_ETLS, "peer alert: ...").
+ * Returns 0, or an error (cb then never fires): UV_EINVAL for a client without server_name. */
 typedef void (*cr_tls_handshake_cb)(cr_stream_t *tls, int status);
 int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
 
