@@ -25,7 +25,13 @@ CR_PIDS=()
 declare -A CR_PID_OF=()
 declare -A CR_LOG_OF=()
 
-cr_log() { printf '[%s] %s\n' "$CR_TEST_NAME" "$*" >&2; }
+CR_T0=$EPOCHREALTIME
+
+# cr_log MSG: "[test +seconds] MSG" on stderr.
+cr_log() {
+  local us=$((${EPOCHREALTIME/./} - ${CR_T0/./}))
+  printf '[%s +%d.%02ds] %s\n' "$CR_TEST_NAME" $((us / 1000000)) $((us % 1000000 / 10000)) "$*" >&2
+}
 
 fail() {
   printf 'FAIL: %s: %s\n' "$CR_TEST_NAME" "$*" >&2
@@ -126,7 +132,21 @@ log_of() { echo "${CR_LOG_OF[$1]}"; }
 
 alive() { kill -0 "$1" 2>/dev/null; }
 
-# stop_pid PID [GRACE_SECONDS=5]: SIGTERM, wait up to GRACE, then SIGKILL. Returns the exit status.
+# wait_exit NAME [TIMEOUT_SECONDS=10]: wait for NAME to exit by itself; returns its exit status
+# (fails the test if it is still running after TIMEOUT).
+wait_exit() {
+  local pid=${CR_PID_OF[$1]:-} timeout=${2:-10} i rc=0
+  [[ -n $pid ]] || fail "wait_exit: no process named $1"
+  for ((i = 0; i < timeout * 20; i++)); do
+    alive "$pid" || break
+    sleep 0.05
+  done
+  alive "$pid" && fail "$1 (pid $pid) still running after ${timeout}s"
+  wait "$pid" 2>/dev/null || rc=$?
+  return "$rc"
+}
+
+# stop_pid PID [GRACE_SECONDS=5]: SIGTERM, wait up to GRACE, then SIGKILL; reaps it.
 stop_pid() {
   local pid=$1 grace=${2:-5} i
   alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }

@@ -19,7 +19,7 @@ VERSION = "cms-sim 1"
 CONNECTOR_PATH = "/connector/mdm.cgi"
 REQUIRED_FIELDS = ("cn", "mail", "mobileserial", "o")
 KEY_FORMATS = ("pkcs12", "pem")
-KEY_TYPES = ("rsa-2048", "ec-p256")
+KEY_TYPES = ("ec-p256", "rsa-2048")
 
 
 class ApiError(Exception):
@@ -119,7 +119,7 @@ class CmsHandler(simlib.SimHandler):
         from cryptography.hazmat.primitives.asymmetric import ec, rsa
         csr = opt_str(doc, "csr")
         key_format = opt_str(doc, "key_format", choices=KEY_FORMATS) or "pkcs12"
-        key_type = opt_str(doc, "key_type", choices=KEY_TYPES) or "rsa-2048"
+        key_type = opt_str(doc, "key_type", choices=KEY_TYPES) or "ec-p256"
         if csr is not None:
             try:
                 return simlib.load_csr(csr), None, {}

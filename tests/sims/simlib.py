@@ -313,6 +313,8 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
         except BadRequest as e:
             self.close_connection = True
+            if self.body is not None:
+                self.body.done = True  # unreadable: answer without draining it
             if not self.responded:
                 self.send_json_error(400, "bad_request", str(e))
         except DropConnection:
@@ -390,10 +392,15 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
         # BaseHTTPRequestHandler's own errors (malformed request line, bad version, ...): JSON too.
         self.close_connection = True
         self.responded = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.1"  # garbage is not HTTP/0.9: answer with a status line
         try:
             self.send_json_error(code, "bad_request", message or self.responses.get(code, ("",))[0])
         except OSError:
             pass
+
+    def version_string(self):
+        return self.server_version
 
     def log_request(self, code="-", size="-"):
         self.server.logs.diag('%s "%s" %s' % (self.client_address[0], _printable(self.requestline),

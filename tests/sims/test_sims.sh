@@ -82,11 +82,12 @@ assert_contains "$info" "pbeWithSHA1And3-KeyTripleDES-CBC" "legacy p12"
 p12info cms-json-connector-legacy.p12 cms-json-connector -nokeys >/dev/null &&
   fail "legacy p12 opened without the legacy provider"
 openssl pkcs12 -in "$P/corrupt.p12" -noout -passin pass:x >/dev/null 2>&1 && fail "corrupt.p12 parsed"
-# Rerunning overwrites cleanly.
-bash "$CR_SRC/tests/pki/mkpki.sh" "$P" || fail "mkpki.sh rerun failed"
-assert_eq "$(verify client-ca cms-json-connector)" "$P/cms-json-connector.pem: OK" "after rerun"
+# Rerunning overwrites cleanly: checked on a copy, in the background while the rest runs.
+cp -a "$P" "$T/pki-rerun"
+start_bg mkpki-rerun bash "$CR_SRC/tests/pki/mkpki.sh" "$T/pki-rerun"
 
 # ---- CMS simulator ------------------------------------------------------------------------------
+cr_log "CMS simulator"
 start_cms_sim
 start_pki_sim
 cr_log "cms-sim on $CMS_PORT, pki-sim on $PKI_PORT"
@@ -134,7 +135,8 @@ assert_eq "$(openssl x509 -in "$T/dev2.pem" -noout -pubkey)" "$(openssl pkey -in
 assert_contains "$(openssl x509 -in "$T/dev2.pem" -noout -ext extendedKeyUsage)" "E-mail Protection"
 
 # Renew, status, revoke.
-assert_eq "$(cms '{"action":"renew","serial":"'"$serial"'","key_format":"pem"}')" 200 "renew"
+cr_log "Renew, status, revoke"
+assert_eq "$(cms '{"action":"renew","serial":"'"$serial"'","key_format":"pem","key_type":"rsa-2048"}')" 200 "renew"
 out=$(cat "$T/out")
 assert_eq "$(json_get "$out" renewed_from)" "$serial"
 assert_contains "$(json_get "$out" private_key)" "BEGIN PRIVATE KEY"
@@ -149,6 +151,7 @@ assert_eq "$(json_get "$(cat "$T/out")" state)" "revoked"
 assert_eq "$(cms '{"action":"revoke","serial":"ABCDEF"}')" 404 "revoke unknown serial"
 
 # Errors.
+cr_log "Errors"
 assert_eq "$(cms '{"action":')" 400 "invalid JSON"
 assert_eq "$(json_get "$(cat "$T/out")" error)" "invalid_json"
 assert_eq "$(cms '{"action":"enroll","datasource":{"cn":"x","o":"y"}}')" 400 "missing fields"
@@ -167,6 +170,7 @@ assert_eq "$(curl_status "$T/out" "${CMS_ID[@]}" "${JSON[@]}" -d '{}' "https://l
 assert_eq "$(curl_status "$T/out" "${CMS_ID[@]}" -d '{"action":"test"}' "$MDM")" 415 "form content type"
 
 # Client identities: right CA but wrong CN -> 403; another CA or none -> TLS refused.
+cr_log "Client identities"
 assert_eq "$(curl_status "$T/out" --cacert "$P/upstream-ca.pem" --cert "$P/cms-admin.pem" \
   --key "$P/cms-admin.key" "${JSON[@]}" -d '{"action":"test"}' "$MDM")" 403 "CMS Admin identity"
 assert_eq "$(json_get "$(cat "$T/out")" error)" "forbidden"
@@ -180,6 +184,7 @@ assert_eq "$(curl_status "$T/out" --cacert "$P/upstream-ca.pem" --cert-type P12 
   -d '{"action":"test"}' "$MDM")" 200 "PKCS#12 identity"
 
 # Test-only endpoints, keep-alive.
+cr_log "Test-only endpoints"
 B=https://127.0.0.1:$CMS_PORT/test
 want=$("$CR_PY" "$CR_SIMS/simlib.py" pattern 2500000 | sha256sum | cut -d' ' -f1)
 assert_eq "$(curl_status "$T/big" "${CMS_ID[@]}" -D "$T/big.h" "$B/big?bytes=2500000")" 200 "big"
@@ -215,7 +220,38 @@ assert_file_contains "$CR_TMP/cms.requests" '"GET /test/echo-headers HTTP/1.1" .
 n=$(request_count cms)
 ((n >= 30)) || fail "cms request log has only $n lines"
 
+# HTTP/1.1 framing on a raw socket (plain HTTP sim): pipelining, chunk extensions and trailers,
+cr_log "HTTP/1.1 framing"
+# refused ambiguous framing, a bad chunk answered 400 and closed.
+start_sim raw cms_sim.py --plain
+"$CR_PY" - "$SIM_PORT" <<'PY' || fail "raw HTTP/1.1 framing checks"
+import socket, sys
+def talk(data):
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
+    s.sendall(data)
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return out
+        out += d
+abc = b"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+r = talk(b"POST /test/sha256 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"1;ext=1\r\na\r\n2\r\nbc\r\n0\r\nX-Trailer: y\r\n\r\n"
+         b"POST /test/sha256 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+         b"GET /test/status?code=204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+assert r.count(abc) == 2 and r.count(b"HTTP/1.1 200 ") == 2 and b"HTTP/1.1 204 " in r, r
+for bad in (b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+            b"Content-Length: 1, 2\r\n\r\nab",
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n",
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"):
+    r = talk(b"POST /test/sha256 HTTP/1.1\r\nHost: x\r\n" + bad)
+    assert r.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in r, (bad, r)
+PY
+stop_bg raw
+
 # ---- PKI simulator --------------------------------------------------------------------------------
+cr_log "PKI simulator"
 PKI_ID=(--cacert "$P/upstream-ca.pem" --cert "$P/pki-soap-connector.pem" --key "$P/pki-soap-connector.key")
 PS=https://localhost:$PKI_PORT/policyService
 NS=urn:ccrelay:sim:opentrust-pki:policyService
@@ -266,6 +302,7 @@ assert_contains "$(cat "$T/out")" "<faultcode>soap:Client</faultcode>"
 assert_file_contains "$CR_TMP/pki.requests" '"POST /policyService HTTP/1.1" cn="PKI SOAP connector"'
 
 # ---- nginx upstream --------------------------------------------------------------------------------
+cr_log "nginx upstream"
 start_nginx_upstream
 NG=https://localhost:$NGINX_PORT
 assert_eq "$(curl_status "$T/out" "${CMS_ID[@]}" "${JSON[@]}" -d '{"action":"test"}' "$NG/connector/mdm.cgi")" 200 "nginx connector"
@@ -285,7 +322,15 @@ code=$(curl_status "$T/out" --cacert "$P/upstream-ca.pem" --cert "$P/agent-other
 [[ $code == 400 || $code == 000 ]] || fail "nginx accepted a client cert from another CA ($code)"
 assert_file_contains "$NGINX_DIR/access.log" '"GET /echo HTTP/1.1" 200'
 
+# ---- mkpki rerun -----------------------------------------------------------------------------------
+wait_exit mkpki-rerun 20 || fail "mkpki.sh rerun failed: $(cat "$(log_of mkpki-rerun)")"
+cmp -s "$P/client-ca.pem" "$T/pki-rerun/client-ca.pem" && fail "mkpki.sh rerun did not overwrite"
+[[ -z $(find "$T/pki-rerun" -name '.mkpki.*') ]] || fail "mkpki rerun left its temp dir behind"
+assert_eq "$(openssl verify -CAfile "$T/pki-rerun/client-ca.pem" "$T/pki-rerun/cms-json-connector.pem" 2>&1)" \
+  "$T/pki-rerun/cms-json-connector.pem: OK" "after rerun"
+
 # ---- shutdown by PID ----------------------------------------------------------------------------------
+cr_log "shutdown by PID"
 pids=("${CR_PIDS[@]}")
 stop_all
 for pid in "${pids[@]}"; do
