@@ -1,0 +1,793 @@
+/* Tunnel tests: a gateway tunnel and an agent tunnel in one process, over real TCP on 127.0.0.1 and
+ * a real libuv loop. Every wait is bounded in time, and every test ends with uv_loop_close() == 0. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ccrelay/alloc.h"
+#include "ccrelay/common.h"
+#include "ccrelay/error.h"
+#include "ccrelay/http_msg.h"
+#include "ccrelay/stream.h"
+#include "ccrelay/tunnel.h"
+
+#define MAX_STREAMS 1100
+#define CHUNK 16384
+#define BULK_SIZE (32u * 1024 * 1024)
+#define TEST_STREAM_WINDOW (256 * 1024)
+#define TEST_HIGH_WATER (64 * 1024)
+
+enum { GW = 0, AG = 1 };
+
+typedef enum {
+  MODE_ECHO,     /* agent: read the body, then answer 200 with "ok:<n>" */
+  MODE_HOLD,     /* agent: keep the stream, answer nothing until the test says so */
+  MODE_BULK,     /* agent: answer 200 at once and stream BULK_SIZE bytes; both sides consume slowly */
+  MODE_HEADERS,  /* agent: check the mapped request head, answer 201 with headers and no body */
+  MODE_NOCONSUME /* agent: never consume (backpressure) */
+} mode_t_;
+
+typedef struct ctx ctx_t;
+
+typedef struct sst {
+  ctx_t *c;
+  cr_tstream_t *ts;
+  int side;
+  int closed, close_err, ended, got_head, status;
+  size_t rx, consumed, tx, tx_goal;
+  int paused, writable_calls, bad_pattern;
+  size_t max_outstanding; /* largest tx - peer consumed seen when writing */
+  struct sst *peer;       /* bulk: the other side's state of the same stream */
+  char body[128];
+  size_t bodylen;
+  cr_http_msg_t head; /* agent: copy of the request head; gateway: copy of the response head */
+  int has_head;
+} sst_t;
+
+struct ctx {
+  uv_loop_t loop;
+  uv_timer_t ticker;  /* keeps UV_RUN_ONCE from blocking forever */
+  uv_timer_t consumer; /* slow consumer in MODE_BULK */
+  cr_listener_t *lis;
+  cr_tunnel_t *gw, *ag;
+  cr_tunnel_opts_t gw_opts, ag_opts;
+  int closed[2], err[2];
+  int open[2];          /* streams told about and not yet closed, per side */
+  int goaways[2];
+  int in_api;           /* set around cr_* calls: on_close must never fire inside one */
+  mode_t_ mode;
+  sst_t gws[MAX_STREAMS];
+  size_t ngw;
+  sst_t *ags[MAX_STREAMS];
+  size_t nag;
+  int done_ok[2]; /* streams closed with 0 */
+};
+
+#define RUN_UNTIL(c, cond, ms)                                                      \
+  do {                                                                              \
+    uv_update_time(&(c)->loop);                                                     \
+    uint64_t dl_ = uv_now(&(c)->loop) + (ms);                                       \
+    while (!(cond) && uv_now(&(c)->loop) < dl_)                                     \
+      uv_run(&(c)->loop, UV_RUN_ONCE);                                              \
+    assert_true(cond);                                                              \
+  } while (0)
+
+static unsigned char pattern(size_t i, int dir) {
+  return (unsigned char)(i ^ (i >> 8) ^ (i >> 16) ^ (i >> 24) ^ (size_t)(dir * 0x5a));
+}
+
+/* ---- stream callbacks (both sides) ---- */
+
+static void pump(sst_t *s);
+
+static void s_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+  sst_t *s = cr_tstream_data(ts);
+  s->got_head++;
+  s->status = head->status;
+  cr_http_msg_copy(&s->head, head);
+  s->has_head = 1;
+}
+
+static void s_on_data(cr_tstream_t *ts, const char *data, size_t len) {
+  sst_t *s = cr_tstream_data(ts);
+  if (s->c->mode == MODE_BULK) {
+    for (size_t i = 0; i < len; i++)
+      if ((unsigned char)data[i] != pattern(s->rx + i, s->side == GW ? AG : GW))
+        s->bad_pattern = 1;
+  } else if (s->bodylen + len < sizeof s->body) {
+    memcpy(s->body + s->bodylen, data, len);
+    s->bodylen += len;
+  }
+  s->rx += len;
+  /* bulk and no-consume modes consume later (or never): that is the backpressure under test */
+  if (s->c->mode != MODE_BULK && !(s->c->mode == MODE_NOCONSUME && s->side == AG)) {
+    cr_tstream_consume(ts, len);
+    s->consumed += len;
+  }
+}
+
+static void agent_answer(sst_t *s) {
+  cr_http_msg_t resp;
+  char body[64];
+  int n = snprintf(body, sizeof body, "ok:%zu", s->rx);
+  cr_http_msg_init(&resp, 0);
+  resp.status = 200;
+  resp.content_length = n;
+  cr_http_msg_add_header(&resp, "Content-Type", 12, "text/plain", 10);
+  assert_int_equal(cr_tstream_respond(s->ts, &resp, 1), 0);
+  assert_int_equal(cr_tstream_write(s->ts, body, (size_t)n), 0);
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+  cr_http_msg_free(&resp);
+}
+
+static void s_on_end(cr_tstream_t *ts) {
+  sst_t *s = cr_tstream_data(ts);
+  s->ended++;
+  if (s->side == AG && s->c->mode == MODE_ECHO)
+    agent_answer(s);
+  if (s->side == AG && s->c->mode == MODE_HEADERS) {
+    cr_http_msg_t resp;
+    cr_http_msg_init(&resp, 0);
+    resp.status = 201;
+    resp.content_length = 0;
+    cr_http_msg_add_header(&resp, "X-Resp", 6, "yes", 3);
+    cr_http_msg_add_header(&resp, "Set-Cookie", 10, "a=1", 3);
+    cr_http_msg_add_header(&resp, "Set-Cookie", 10, "b=2", 3);
+    cr_http_msg_add_header(&resp, "Connection", 10, "close", 5);
+    assert_int_equal(cr_tstream_respond(s->ts, &resp, 0), 0);
+    assert_int_equal(cr_tstream_write(s->ts, "x", 1), CR_EPROTO); /* ended with the head */
+    cr_http_msg_free(&resp);
+  }
+}
+
+static void s_on_writable(cr_tstream_t *ts) {
+  sst_t *s = cr_tstream_data(ts);
+  s->writable_calls++;
+  s->paused = 0;
+  if (s->tx_goal)
+    pump(s);
+}
+
+static void s_on_close(cr_tstream_t *ts, int error) {
+  sst_t *s = cr_tstream_data(ts);
+  assert_int_equal(s->c->in_api, 0);
+  assert_int_equal(s->closed, 0);
+  s->closed = 1;
+  s->close_err = error;
+  s->ts = NULL;
+  s->c->open[s->side]--;
+  if (error == 0)
+    s->c->done_ok[s->side]++;
+}
+
+static const cr_tstream_callbacks_t stream_cbs = {
+    .on_head = s_on_head, .on_data = s_on_data, .on_end = s_on_end, .on_writable = s_on_writable,
+    .on_close = s_on_close};
+
+static void pump(sst_t *s) {
+  static char chunk[CHUNK];
+  int dir = s->side;
+  while (s->tx < s->tx_goal) {
+    size_t n = CR_MIN(CHUNK, s->tx_goal - s->tx);
+    for (size_t i = 0; i < n; i++)
+      chunk[i] = (char)pattern(s->tx + i, dir);
+    int r = cr_tstream_write(s->ts, chunk, n);
+    assert_true(r == 0 || r == 1);
+    s->tx += n;
+    if (s->peer) {
+      size_t out = s->tx - s->peer->consumed;
+      if (out > s->max_outstanding)
+        s->max_outstanding = out;
+    }
+    if (r == 1) {
+      s->paused = 1;
+      return;
+    }
+  }
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+}
+
+/* ---- tunnel callbacks ---- */
+
+static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head) {
+  ctx_t *c = cr_tunnel_data(t);
+  sst_t *s = cr_calloc(1, sizeof *s);
+  assert_true(c->nag < MAX_STREAMS);
+  c->ags[c->nag++] = s;
+  s->c = c;
+  s->ts = ts;
+  s->side = AG;
+  cr_http_msg_init(&s->head, 0);
+  cr_http_msg_copy(&s->head, head);
+  s->has_head = 1;
+  c->open[AG]++;
+  cr_tstream_set_callbacks(ts, &stream_cbs, s);
+  if (c->mode == MODE_BULK) {
+    cr_http_msg_t resp;
+    cr_http_msg_init(&resp, 0);
+    resp.status = 200;
+    assert_int_equal(cr_tstream_respond(ts, &resp, 1), 0);
+    cr_http_msg_free(&resp);
+    s->peer = &c->gws[0];
+    c->gws[0].peer = s;
+    s->tx_goal = BULK_SIZE;
+    pump(s);
+  }
+}
+
+static void on_goaway(cr_tunnel_t *t) {
+  ctx_t *c = cr_tunnel_data(t);
+  c->goaways[t == c->gw ? GW : AG]++;
+}
+
+static void on_tunnel_close(cr_tunnel_t *t, int error) {
+  ctx_t *c = cr_tunnel_data(t);
+  int side = t == c->gw ? GW : AG;
+  assert_int_equal(c->in_api, 0);
+  assert_int_equal(c->open[side], 0); /* every stream was told first */
+  c->closed[side] = 1;
+  c->err[side] = error;
+}
+
+static const cr_tunnel_callbacks_t gw_cbs = {.on_goaway = on_goaway, .on_close = on_tunnel_close};
+static const cr_tunnel_callbacks_t ag_cbs = {.on_stream = ag_on_stream, .on_goaway = on_goaway,
+                                             .on_close = on_tunnel_close};
+
+static void on_accept(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  ctx_t *c = arg;
+  assert_null(c->gw);
+  c->gw = cr_tunnel_new(conn, &c->gw_opts, &gw_cbs, c);
+  assert_int_equal(cr_tunnel_start(c->gw), 0);
+  cr_listener_close(l);
+  c->lis = NULL;
+}
+
+static void on_connect(cr_stream_t *s, int status) {
+  ctx_t *c = s->data;
+  assert_int_equal(status, 0);
+  c->ag = cr_tunnel_new(s, &c->ag_opts, &ag_cbs, c);
+  assert_int_equal(cr_tunnel_start(c->ag), 0);
+}
+
+static void tick(uv_timer_t *h) { (void)h; }
+
+/* Runs the loop for ms milliseconds. */
+static void spin(ctx_t *c, uint64_t ms) {
+  uv_update_time(&c->loop);
+  uint64_t until = uv_now(&c->loop) + ms;
+  while (uv_now(&c->loop) < until)
+    uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+static ctx_t *pair_new(mode_t_ mode, const cr_tunnel_opts_t *gw_opts, const cr_tunnel_opts_t *ag_opts) {
+  ctx_t *c = cr_calloc(1, sizeof *c);
+  cr_stream_t *dial;
+  char err[256];
+  c->mode = mode;
+  if (gw_opts)
+    c->gw_opts = *gw_opts;
+  if (ag_opts)
+    c->ag_opts = *ag_opts;
+  c->gw_opts.role = CR_TUNNEL_GATEWAY;
+  c->ag_opts.role = CR_TUNNEL_AGENT;
+  assert_int_equal(uv_loop_init(&c->loop), 0);
+  uv_timer_init(&c->loop, &c->ticker);
+  uv_timer_start(&c->ticker, tick, 5, 5);
+  uv_timer_init(&c->loop, &c->consumer);
+  assert_int_equal(cr_tcp_listen(&c->loop, "127.0.0.1", 0, 16, on_accept, c, &c->lis, err, sizeof err), 0);
+  assert_int_equal(cr_tcp_connect(&c->loop, "127.0.0.1", cr_listener_port(c->lis), on_connect, c, &dial), 0);
+  RUN_UNTIL(c, c->gw && c->ag, 1000);
+  return c;
+}
+
+static void pair_free(ctx_t *c) {
+  if (c->gw && !c->closed[GW])
+    cr_tunnel_close(c->gw, 0);
+  if (c->ag && !c->closed[AG])
+    cr_tunnel_close(c->ag, 0);
+  RUN_UNTIL(c, c->closed[GW] && c->closed[AG], 2000);
+  uv_close((uv_handle_t *)&c->ticker, NULL);
+  uv_close((uv_handle_t *)&c->consumer, NULL);
+  for (int i = 0; i < 100 && uv_run(&c->loop, UV_RUN_NOWAIT) != 0; i++)
+    ;
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+  for (size_t i = 0; i < c->nag; i++) {
+    cr_http_msg_free(&c->ags[i]->head);
+    free(c->ags[i]);
+  }
+  for (size_t i = 0; i < c->ngw; i++)
+    cr_http_msg_free(&c->gws[i].head);
+  free(c);
+}
+
+static void request_head(cr_http_msg_t *m, const char *method, const char *target, int64_t clen) {
+  cr_http_msg_init(m, 0);
+  cr_http_msg_set_method(m, method, strlen(method));
+  cr_http_msg_set_target(m, target, strlen(target));
+  cr_http_msg_add_header(m, "Host", 4, "svc.example.test", 16);
+  m->content_length = clen;
+}
+
+static sst_t *gw_open(ctx_t *c, const cr_http_msg_t *head, int has_body, int *err) {
+  sst_t *s = &c->gws[c->ngw];
+  assert_true(c->ngw < MAX_STREAMS);
+  memset(s, 0, sizeof *s);
+  s->c = c;
+  s->side = GW;
+  cr_http_msg_init(&s->head, 0);
+  c->in_api = 1;
+  s->ts = cr_tunnel_open_stream(c->gw, head, has_body, &stream_cbs, s, err);
+  c->in_api = 0;
+  if (s->ts == NULL) {
+    cr_http_msg_free(&s->head);
+    return NULL;
+  }
+  c->ngw++;
+  c->open[GW]++;
+  return s;
+}
+
+/* ---- tests ---- */
+
+static void test_post_roundtrip(void **state) {
+  ctx_t *c = pair_new(MODE_ECHO, NULL, NULL);
+  cr_http_msg_t req;
+  int err = -1;
+  request_head(&req, "POST", "/connector/mdm.cgi", 11);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  assert_int_equal(err, 0);
+  assert_int_equal(cr_tunnel_nstreams(c->gw), 1);
+  assert_int_equal(cr_tstream_write(s->ts, "hello ", 6), 0);
+  assert_int_equal(cr_tstream_write(s->ts, "world", 5), 0);
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+  RUN_UNTIL(c, s->closed && c->nag == 1 && c->ags[0]->closed, 1000);
+  assert_int_equal(s->close_err, 0);
+  assert_int_equal(s->status, 200);
+  assert_int_equal(s->ended, 1);
+  assert_int_equal(s->bodylen, 5);
+  assert_memory_equal(s->body, "ok:11", 5);
+  assert_int_equal(s->head.content_length, 5);
+  assert_string_equal(cr_http_msg_get(&s->head, "content-type"), "text/plain");
+  sst_t *a = c->ags[0];
+  assert_int_equal(a->close_err, 0);
+  assert_int_equal(a->bodylen, 11);
+  assert_memory_equal(a->body, "hello world", 11);
+  assert_string_equal(a->head.method, "POST");
+  assert_int_equal(cr_tunnel_nstreams(c->gw), 0);
+  assert_int_equal(cr_tunnel_nstreams(c->ag), 0);
+  assert_true(cr_tunnel_usable(c->gw));
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_1000_concurrent(void **state) {
+  ctx_t *c = pair_new(MODE_ECHO, NULL, NULL);
+  cr_http_msg_t req;
+  char body[32];
+  int err;
+  for (int i = 0; i < 1000; i++) {
+    int n = snprintf(body, sizeof body, "request %d", i);
+    request_head(&req, "POST", "/policyService", n);
+    sst_t *s = gw_open(c, &req, 1, &err);
+    assert_non_null(s);
+    assert_int_equal(cr_tstream_write(s->ts, body, (size_t)n), 0);
+    assert_int_equal(cr_tstream_end(s->ts), 0);
+    cr_http_msg_free(&req);
+  }
+  assert_int_equal(cr_tunnel_nstreams(c->gw), 1000);
+  RUN_UNTIL(c, c->done_ok[GW] == 1000 && c->done_ok[AG] == 1000, 1800);
+  for (int i = 0; i < 1000; i++) {
+    char want[32];
+    int n = snprintf(body, sizeof body, "request %d", i);
+    int m = snprintf(want, sizeof want, "ok:%d", n);
+    assert_int_equal(c->gws[i].status, 200);
+    assert_int_equal(c->gws[i].bodylen, (size_t)m);
+    assert_memory_equal(c->gws[i].body, want, (size_t)m);
+  }
+  assert_int_equal(c->nag, 1000);
+  assert_int_equal(cr_tunnel_nstreams(c->gw), 0);
+  assert_int_equal(cr_tunnel_nstreams(c->ag), 0);
+  pair_free(c);
+}
+
+static void slow_consume(uv_timer_t *h) {
+  ctx_t *c = h->data;
+  sst_t *rx[2] = {&c->gws[0], c->nag ? c->ags[0] : NULL};
+  for (int i = 0; i < 2; i++) {
+    sst_t *s = rx[i];
+    if (s == NULL || s->ts == NULL)
+      continue;
+    size_t n = CR_MIN(s->rx - s->consumed, (size_t)128 * 1024);
+    if (n) {
+      s->consumed += n;
+      cr_tstream_consume(s->ts, n);
+    }
+  }
+}
+
+static void test_bulk_32mib_both_ways(void **state) {
+  cr_tunnel_opts_t o = {.stream_window = TEST_STREAM_WINDOW, .send_high_water = TEST_HIGH_WATER};
+  ctx_t *c = pair_new(MODE_BULK, &o, &o);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "PUT", "/bulk", BULK_SIZE);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  cr_http_msg_free(&req);
+  s->tx_goal = BULK_SIZE;
+  c->consumer.data = c;
+  uv_timer_start(&c->consumer, slow_consume, 1, 1);
+  pump(s);
+  RUN_UNTIL(c, s->closed && c->nag == 1 && c->ags[0]->closed, 1900);
+  sst_t *a = c->ags[0];
+  assert_int_equal(s->close_err, 0);
+  assert_int_equal(a->close_err, 0);
+  assert_int_equal(s->rx, BULK_SIZE);
+  assert_int_equal(a->rx, BULK_SIZE);
+  assert_int_equal(s->bad_pattern, 0);
+  assert_int_equal(a->bad_pattern, 0);
+  assert_int_equal(s->ended, 1);
+  assert_int_equal(a->ended, 1);
+  assert_int_equal(a->head.content_length, BULK_SIZE);
+  /* window + high water + one producer chunk is all a sender may ever have ahead of its reader */
+  size_t bound = TEST_STREAM_WINDOW + TEST_HIGH_WATER + CHUNK;
+  assert_true(s->max_outstanding <= bound);
+  assert_true(a->max_outstanding <= bound);
+  assert_true(s->max_outstanding > TEST_STREAM_WINDOW / 2); /* the bound was actually exercised */
+  assert_true(s->writable_calls > 0);
+  assert_true(a->writable_calls > 0);
+  pair_free(c);
+}
+
+static void test_backpressure_no_consume(void **state) {
+  cr_tunnel_opts_t o = {.stream_window = 64 * 1024, .send_high_water = 32 * 1024};
+  ctx_t *c = pair_new(MODE_NOCONSUME, &o, &o);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "POST", "/slow", -1);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  cr_http_msg_free(&req);
+  s->tx_goal = 4 * 1024 * 1024;
+  pump(s);
+  assert_int_equal(s->paused, 1);
+  RUN_UNTIL(c, c->nag == 1 && c->ags[0]->rx >= 64 * 1024, 1000);
+  spin(c, 30);
+  /* the reader never consumes: once the window is used up, the writer stays parked and nothing
+   * more arrives */
+  int calls = s->writable_calls;
+  size_t tx = s->tx;
+  spin(c, 150);
+  sst_t *a = c->ags[0];
+  assert_int_equal(a->rx, 64 * 1024);
+  assert_int_equal(s->paused, 1);
+  assert_int_equal(s->writable_calls, calls);
+  assert_int_equal(s->tx, tx);
+  assert_true(s->tx <= 64 * 1024 + 32 * 1024 + CHUNK);
+  /* consuming reopens the window and wakes the writer */
+  size_t before = s->tx;
+  a->consumed = a->rx;
+  cr_tstream_consume(a->ts, a->rx);
+  RUN_UNTIL(c, s->writable_calls > 0 && s->tx > before, 1000);
+  pair_free(c);
+}
+
+static void test_reset_by_gateway(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "POST", "/x", -1);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  c->in_api = 1;
+  cr_tstream_reset(s->ts);
+  cr_tstream_reset(s->ts); /* twice is harmless */
+  c->in_api = 0;
+  assert_int_equal(s->closed, 0);
+  RUN_UNTIL(c, s->closed && c->ags[0]->closed, 1000);
+  assert_int_equal(s->close_err, CR_ECANCELED);
+  assert_int_equal(c->ags[0]->close_err, UV_ECONNRESET);
+
+  /* reset before the HEADERS ever left: still exactly one on_close, later */
+  sst_t *s2 = gw_open(c, &req, 0, &err);
+  assert_non_null(s2);
+  c->in_api = 1;
+  cr_tstream_reset(s2->ts);
+  c->in_api = 0;
+  RUN_UNTIL(c, s2->closed, 1000);
+  assert_int_equal(s2->close_err, CR_ECANCELED);
+
+  /* the tunnel is still fine */
+  assert_true(cr_tunnel_usable(c->gw));
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_reset_by_agent(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "GET", "/y", -1);
+  sst_t *s = gw_open(c, &req, 0, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  sst_t *a = c->ags[0];
+  c->in_api = 1;
+  cr_tstream_reset(a->ts);
+  c->in_api = 0;
+  assert_int_equal(a->closed, 0);
+  assert_int_equal(cr_tstream_write(a->ts, "x", 1), CR_ECLOSED);
+  RUN_UNTIL(c, s->closed && a->closed, 1000);
+  assert_int_equal(a->close_err, CR_ECANCELED);
+  assert_int_equal(s->close_err, UV_ECONNRESET);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_ping_ok_then_timeout(void **state) {
+  cr_tunnel_opts_t g = {.ping_interval_ms = 50, .ping_timeout_ms = 100};
+  cr_tunnel_opts_t a = {.ping_interval_ms = 0};
+  ctx_t *c = pair_new(MODE_HOLD, &g, &a);
+  cr_http_msg_t req;
+  int err;
+  /* a live peer answers every PING: nothing happens for several intervals */
+  spin(c, 300);
+  assert_int_equal(c->closed[GW], 0);
+  request_head(&req, "GET", "/z", -1);
+  sst_t *s = gw_open(c, &req, 0, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  /* the agent stops reading: PINGs go unanswered */
+  cr_stream_read_stop(cr_tunnel_transport(c->ag));
+  uv_update_time(&c->loop);
+  uint64_t t0 = uv_now(&c->loop);
+  RUN_UNTIL(c, c->closed[GW], 1000);
+  uint64_t took = uv_now(&c->loop) - t0;
+  assert_int_equal(c->err[GW], UV_ETIMEDOUT);
+  assert_true(took >= 90 && took <= 400);
+  assert_int_equal(s->close_err, CR_ECLOSED);
+  assert_int_equal(c->closed[AG], 0);
+  c->in_api = 1;
+  cr_tunnel_close(c->ag, CR_ECLOSED);
+  c->in_api = 0;
+  RUN_UNTIL(c, c->closed[AG], 1000);
+  assert_int_equal(c->err[AG], CR_ECLOSED);
+  assert_int_equal(c->ags[0]->close_err, CR_ECLOSED);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_goaway_drain(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "GET", "/drain", -1);
+  for (int i = 0; i < 3; i++)
+    assert_non_null(gw_open(c, &req, 0, &err));
+  RUN_UNTIL(c, c->nag == 3, 1000);
+  c->in_api = 1;
+  cr_tunnel_shutdown(c->ag, 1000);
+  c->in_api = 0;
+  assert_false(cr_tunnel_usable(c->ag));
+  RUN_UNTIL(c, c->goaways[GW] == 1, 1000);
+  assert_false(cr_tunnel_usable(c->gw));
+  assert_null(gw_open(c, &req, 0, &err));
+  assert_int_equal(err, CR_ENO_TUNNEL);
+  /* streams in flight still finish */
+  for (int i = 0; i < 3; i++)
+    agent_answer(c->ags[i]);
+  RUN_UNTIL(c, c->closed[GW] && c->closed[AG], 1000);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(c->gws[i].close_err, 0);
+    assert_int_equal(c->gws[i].status, 200);
+    assert_int_equal(c->ags[i]->close_err, 0);
+  }
+  assert_int_equal(c->err[GW], 0);
+  assert_int_equal(c->err[AG], 0);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_goaway_deadline(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "GET", "/stuck", -1);
+  for (int i = 0; i < 2; i++)
+    assert_non_null(gw_open(c, &req, 0, &err));
+  RUN_UNTIL(c, c->nag == 2, 1000);
+  uv_update_time(&c->loop);
+  uint64_t t0 = uv_now(&c->loop);
+  cr_tunnel_shutdown(c->ag, 100);
+  RUN_UNTIL(c, c->closed[GW] && c->closed[AG], 1000);
+  assert_true(uv_now(&c->loop) - t0 >= 90);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(c->gws[i].close_err, CR_ECLOSED);
+    assert_int_equal(c->ags[i]->close_err, CR_ECLOSED);
+  }
+  assert_int_equal(c->err[AG], 0);
+  assert_int_equal(c->err[GW], 0); /* EOF after GOAWAY is a normal end */
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_transport_eof(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "POST", "/eof", -1);
+  sst_t *s1 = gw_open(c, &req, 1, &err);
+  sst_t *s2 = gw_open(c, &req, 0, &err);
+  assert_non_null(s1);
+  assert_non_null(s2);
+  RUN_UNTIL(c, c->nag == 2, 1000);
+  spin(c, 30); /* let SETTINGS ACKs go out: after the shutdown below the agent cannot write */
+  /* the agent's side of the connection ends without GOAWAY */
+  assert_int_equal(cr_stream_shutdown(cr_tunnel_transport(c->ag), NULL, NULL), 0);
+  RUN_UNTIL(c, c->closed[GW] && c->closed[AG], 1000);
+  assert_int_equal(c->err[GW], UV_EOF);
+  assert_int_equal(c->err[AG], UV_EOF);
+  assert_int_equal(s1->close_err, CR_ECLOSED);
+  assert_int_equal(s2->close_err, CR_ECLOSED);
+  assert_int_equal(c->ags[0]->close_err, CR_ECLOSED);
+  assert_int_equal(c->ags[1]->close_err, CR_ECLOSED);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_close_is_deferred(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  request_head(&req, "POST", "/abort", -1);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  c->in_api = 1;
+  cr_tunnel_close(c->gw, CR_EPROTO);
+  cr_tunnel_close(c->gw, CR_EPROTO);
+  assert_false(cr_tunnel_usable(c->gw));
+  assert_int_equal(cr_tstream_write(s->ts, "late", 4), CR_ECLOSED);
+  cr_tstream_reset(s->ts);
+  c->in_api = 0;
+  assert_int_equal(s->closed, 0);
+  assert_int_equal(c->closed[GW], 0);
+  RUN_UNTIL(c, c->closed[GW] && c->closed[AG], 1000);
+  assert_int_equal(c->err[GW], CR_EPROTO);
+  assert_int_equal(s->close_err, CR_ECANCELED);
+  assert_int_equal(c->err[AG], UV_EOF);
+  assert_int_equal(c->ags[0]->close_err, CR_ECLOSED);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_header_mapping(void **state) {
+  ctx_t *c = pair_new(MODE_HEADERS, NULL, NULL);
+  cr_http_msg_t req;
+  int err;
+  cr_http_msg_init(&req, 0);
+  cr_http_msg_set_method(&req, "PUT", 3);
+  cr_http_msg_set_target(&req, "/a/b?c=d&e=%20", 14);
+  cr_http_msg_add_header(&req, "Host", 4, "cms.example.test:8443", 21);
+  cr_http_msg_add_header(&req, "SOAPAction", 10, "\"urn:enroll\"", 12);
+  cr_http_msg_add_header(&req, "X-Multi", 7, "a", 1);
+  cr_http_msg_add_header(&req, "X-Multi", 7, "b", 1);
+  /* defensively dropped even though callers strip them first */
+  cr_http_msg_add_header(&req, "Connection", 10, "keep-alive", 10);
+  cr_http_msg_add_header(&req, "Keep-Alive", 10, "timeout=5", 9);
+  cr_http_msg_add_header(&req, "Transfer-Encoding", 17, "chunked", 7);
+  cr_http_msg_add_header(&req, "Content-Length", 14, "999", 3);
+  cr_http_msg_add_header(&req, "TE", 2, "trailers", 8);
+  req.content_length = 5;
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  assert_int_equal(cr_tstream_write(s->ts, "abcde", 5), 0);
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+  RUN_UNTIL(c, s->closed && c->nag == 1 && c->ags[0]->closed, 1000);
+  const cr_http_msg_t *h = &c->ags[0]->head;
+  assert_string_equal(h->method, "PUT");
+  assert_string_equal(h->target, "/a/b?c=d&e=%20");
+  assert_int_equal(h->status, 0);
+  assert_int_equal(h->version_minor, 1);
+  assert_int_equal(h->content_length, 5);
+  assert_string_equal(cr_http_msg_get(h, "Host"), "cms.example.test:8443");
+  assert_int_equal(cr_http_msg_count(h, "host"), 1);
+  assert_string_equal(cr_http_msg_get(h, "soapaction"), "\"urn:enroll\"");
+  assert_string_equal(cr_http_msg_find(h, "soapaction")->name, "soapaction"); /* lower-cased */
+  assert_int_equal(cr_http_msg_count(h, "x-multi"), 2);
+  assert_string_equal(cr_http_msg_get(h, "te"), "trailers");
+  assert_null(cr_http_msg_get(h, "connection"));
+  assert_null(cr_http_msg_get(h, "keep-alive"));
+  assert_null(cr_http_msg_get(h, "transfer-encoding"));
+  assert_null(cr_http_msg_get(h, "content-length")); /* carried by content_length only */
+  assert_int_equal(c->ags[0]->rx, 5);
+  assert_int_equal(s->close_err, 0);
+  assert_int_equal(s->status, 201);
+  assert_int_equal(s->head.content_length, 0);
+  assert_int_equal(s->head.version_minor, 1);
+  assert_string_equal(cr_http_msg_get(&s->head, "x-resp"), "yes");
+  assert_int_equal(cr_http_msg_count(&s->head, "set-cookie"), 2);
+  assert_null(cr_http_msg_get(&s->head, "connection"));
+  assert_int_equal(s->ended, 1);
+
+  /* a request without Host cannot be mapped */
+  cr_http_msg_t bad;
+  cr_http_msg_init(&bad, 0);
+  cr_http_msg_set_method(&bad, "GET", 3);
+  cr_http_msg_set_target(&bad, "/", 1);
+  assert_null(gw_open(c, &bad, 0, &err));
+  assert_int_equal(err, CR_EPROTO);
+  cr_http_msg_free(&bad);
+
+  /* CONNECT carries only :authority */
+  cr_http_msg_init(&bad, 0);
+  cr_http_msg_set_method(&bad, "CONNECT", 7);
+  cr_http_msg_set_target(&bad, "cms.internal:443", 16);
+  c->mode = MODE_HOLD;
+  sst_t *cs = gw_open(c, &bad, 1, &err);
+  assert_non_null(cs);
+  RUN_UNTIL(c, c->nag == 2, 1000);
+  assert_string_equal(c->ags[1]->head.method, "CONNECT");
+  assert_string_equal(c->ags[1]->head.target, "cms.internal:443");
+  assert_string_equal(cr_http_msg_get(&c->ags[1]->head, "host"), "cms.internal:443");
+  cr_http_msg_free(&bad);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+static void test_oversized_head_refused(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req;
+  char name[16], value[1001];
+  int err;
+  memset(value, 'v', 1000);
+  value[1000] = '\0';
+  request_head(&req, "GET", "/big", -1);
+  req.max_headers = 200;
+  /* HPACK indexes the repeated value, so the block is small on the wire but > 64 KiB decoded */
+  for (int i = 0; i < 70; i++) {
+    int n = snprintf(name, sizeof name, "x-h%d", i % 2);
+    assert_int_equal(cr_http_msg_add_header(&req, name, (size_t)n, value, 1000), 0);
+  }
+  sst_t *s = gw_open(c, &req, 0, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, s->closed, 1000);
+  assert_true(s->close_err == UV_ECONNRESET || s->close_err == CR_EPROTO);
+  assert_int_equal(c->nag, 0);
+  /* the tunnel survives and serves the next request */
+  cr_http_msg_free(&req);
+  request_head(&req, "GET", "/small", -1);
+  s = gw_open(c, &req, 0, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_post_roundtrip),
+      cmocka_unit_test(test_1000_concurrent),
+      cmocka_unit_test(test_bulk_32mib_both_ways),
+      cmocka_unit_test(test_backpressure_no_consume),
+      cmocka_unit_test(test_reset_by_gateway),
+      cmocka_unit_test(test_reset_by_agent),
+      cmocka_unit_test(test_ping_ok_then_timeout),
+      cmocka_unit_test(test_goaway_drain),
+      cmocka_unit_test(test_goaway_deadline),
+      cmocka_unit_test(test_transport_eof),
+      cmocka_unit_test(test_close_is_deferred),
+      cmocka_unit_test(test_header_mapping),
+      cmocka_unit_test(test_oversized_head_refused),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
