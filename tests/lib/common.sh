@@ -268,6 +268,7 @@ start_cms_sim() {
   start_sim "$name" cms_sim.py --cert "$CR_PKI/cms-server.pem" --key "$CR_PKI/cms-server.key" \
     --client-ca "$CR_PKI/client-ca.pem" --require-cn "CMS JSON connector" \
     --issuer-cert "$CR_PKI/issuing-ca.pem" --issuer-key "$CR_PKI/issuing-ca.key" "$@"
+  # shellcheck disable=SC2034  # for the caller
   CMS_PORT=$SIM_PORT
 }
 
@@ -279,6 +280,7 @@ start_pki_sim() {
   start_sim "$name" pki_sim.py --cert "$CR_PKI/pki-server.pem" --key "$CR_PKI/pki-server.key" \
     --client-ca "$CR_PKI/client-ca.pem" --require-cn "PKI SOAP connector" \
     --issuer-cert "$CR_PKI/issuing-ca.pem" --issuer-key "$CR_PKI/issuing-ca.key" "$@"
+  # shellcheck disable=SC2034  # for the caller
   PKI_PORT=$SIM_PORT
 }
 

@@ -1,8 +1,10 @@
 #!/bin/bash
+# shellcheck disable=SC2119  # helpers with optional arguments are called without any
 # Self-test of the e2e tooling: the test PKI, the CMS and PKI simulators, the nginx upstream and the
 # helpers of tests/lib/common.sh. Run by hand:  bash tests/sims/test_sims.sh   (KEEP_TMP=1 keeps the
 # temp dir). Prints PASS or FAIL; exit status 0 only on PASS. Needs openssl, curl, nginx.
 set -euo pipefail
+# shellcheck source=tests/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
 cr_init test_sims 30
 
