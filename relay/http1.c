@@ -196,6 +196,8 @@ static int on_header_field_complete(llhttp_t *ll) {
   if (p->state == S_TRAILER)
     return 0;
   p->name_len = p->field.len;
+  if (p->name_len == 0) /* strict llhttp still takes ": value" as a field with no name */
+    return cb_fail(p, CR_EHTTP_PARSE, "empty header field name");
   if (name_is(p, "host", 4)) {
     if (++p->nhost > 1 && p->type == CR_HTTP1_REQUEST)
       return cb_fail(p, CR_EHTTP_PARSE, "more than one Host header");

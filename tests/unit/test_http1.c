@@ -462,6 +462,7 @@ static const struct {
     {"junk instead of CRLF after chunk data",
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\naXX0\r\n\r\n", "line ending is not CRLF"},
     {"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size line"},
+    {"empty header name", "GET / HTTP/1.1\r\nHost: a\r\n: nameless\r\n\r\n", "empty header field name"},
     {"space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", "invalid character in a header name"},
     {"HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
      "unsupported HTTP version (only HTTP/1.0 and HTTP/1.1)"},
