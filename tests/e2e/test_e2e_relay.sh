@@ -43,7 +43,7 @@ write_agent_conf "$CR_TMP/agent.yaml" "$routes"
 "$CCRELAY_BIN" check -c "$CR_TMP/agent.yaml" >/dev/null || fail "check refused the test agent config"
 
 # No agent yet: 503 with Retry-After.
-st=$(relay_curl "$CR_TMP/r0" cms.example.com /connector/mdm.cgi -D "$CR_TMP/r0.h" -d '{"action":"test"}')
+st=$(relay_curl "$CR_TMP/r0" cms.example.com /connector/mdm.cgi -D "$CR_TMP/r0.h" -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 503 "no agent connected"
 assert_file_contains "$CR_TMP/r0.h" '^[Rr]etry-[Aa]fter: [0-9]+' "503 carries Retry-After"
 assert_file_contains "$CR_TMP/r0" '"error":"no_tunnel"'
@@ -71,7 +71,7 @@ assert_contains "$subject" "CN=alice" "enrolled subject"
 assert_contains "$subject" "O=ACME Ltd" "enrolled subject"
 
 # JSON error from the CMS passes through untouched.
-st=$(relay_curl "$CR_TMP/e1" cms.example.com /connector/mdm.cgi -d '{"action":"enroll"}')
+st=$(relay_curl "$CR_TMP/e1" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"enroll"}')
 assert_eq "$st" 400 "CMS error status passes through"
 
 # --- SOAP policyService ----------------------------------------------------------------------
@@ -88,7 +88,7 @@ assert_eq "$st" 500 "SOAP fault status passes through"
 assert_file_contains "$CR_TMP/s2" 'faultcode'
 
 # --- legacy PKCS#12 identity (RC2-40/3DES) as a route's client identity ------------------------
-st=$(relay_curl "$CR_TMP/l1" cms.example.com /legacy/connector/mdm.cgi -d '{"action":"test"}')
+st=$(relay_curl "$CR_TMP/l1" cms.example.com /legacy/connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
 # The sim serves /connector/mdm.cgi only; a 404 from the *sim* proves the legacy identity passed mTLS.
 assert_eq "$st" 404 "legacy identity reaches the CMS"
 assert_file_contains "$CR_TMP/l1" '"error": ?"not_found"'
@@ -149,7 +149,7 @@ assert_eq "$st" "2001 2010 " "two calls, one connection"
 
 # --- agent stopped: 503; gateway restart: back within 5 s ------------------------------------
 stop_ccrelay agent
-st=$(relay_curl "$CR_TMP/r503" cms.example.com /connector/mdm.cgi -D "$CR_TMP/r503.h" -d '{"action":"test"}')
+st=$(relay_curl "$CR_TMP/r503" cms.example.com /connector/mdm.cgi -D "$CR_TMP/r503.h" -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 503 "agent stopped"
 assert_file_contains "$CR_TMP/r503.h" '^[Rr]etry-[Aa]fter:'
 
@@ -159,7 +159,7 @@ start_gateway gateway2
 t0=$(date +%s%N)
 ok=0
 for ((i = 0; i < 100; i++)); do
-  st=$(relay_curl "$CR_TMP/rr" cms.example.com /connector/mdm.cgi -d '{"action":"test"}')
+  st=$(relay_curl "$CR_TMP/rr" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
   if [[ $st == 200 ]]; then ok=1; break; fi
   sleep 0.05
 done

@@ -21,7 +21,7 @@ raw() { # raw NAME: send stdin to the gateway, echo the status
 }
 
 # A well-formed request works (so the 400s below are about the vectors, not the plumbing).
-st=$(printf 'POST /connector/mdm.cgi HTTP/1.1\r\nHost: cms.example.com\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{"action":"test"}' | raw ok)
+st=$(printf 'POST /connector/mdm.cgi HTTP/1.1\r\nHost: cms.example.com\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{"action":"test"}' | raw ok)
 assert_eq "$st" 200 "well-formed request"
 before=$(request_count cms)
 

@@ -27,13 +27,13 @@ wait_for_log nogroup 'msg="tunnel dial failed".*step=tls' 10
 stop_ccrelay nogroup
 assert_file_lacks "$(log_of gateway)" 'msg="tunnel up"' "no refused agent got a tunnel"
 
-st=$(relay_curl "$CR_TMP/r" cms.example.com /connector/mdm.cgi -d '{"action":"test"}')
+st=$(relay_curl "$CR_TMP/r" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 503 "refused agents serve nothing"
 
 # And the real agent is admitted.
 write_agent_conf "$CR_TMP/agent.yaml" "$route"
 start_agent agent "$CR_TMP/agent.yaml" 1
-st=$(relay_curl "$CR_TMP/ok" cms.example.com /connector/mdm.cgi -d '{"action":"test"}')
+st=$(relay_curl "$CR_TMP/ok" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 200 "admitted agent"
 
 stop_ccrelay agent

@@ -40,7 +40,7 @@ start_agent agent "$CR_TMP/agent.yaml" 1
 
 check_502() { # PATH REASON_REGEX
   local st
-  st=$(relay_curl "$CR_TMP/out" cms.example.com "$1" -d '{"action":"test"}')
+  st=$(relay_curl "$CR_TMP/out" cms.example.com "$1" -H 'Content-Type: application/json' -d '{"action":"test"}')
   assert_eq "$st" 502 "upstream $1"
   assert_file_contains "$CR_TMP/out" '"error":"upstream_failed"' "JSON error body for $1"
   wait_for_log agent "msg=\"upstream failed\".*reason=\"[^\"]*$2" 5
