@@ -5,7 +5,12 @@
  * On top of llhttp the request parser refuses: a missing Host (HTTP/1.1), more than one Host,
  * Transfer-Encoding in an HTTP/1.0 message, Transfer-Encoding other than a final "chunked",
  * Content-Length together with Transfer-Encoding, conflicting or repeated Content-Length, obs-fold
- * continuation lines, bare CR or LF line endings, and heads over the size limit. */
+ * continuation lines, bare CR or LF line endings, and heads over the size limit. Also refused: control
+ * bytes (other than HTAB) anywhere in a head, an empty header name, versions other than HTTP/1.0 and
+ * 1.1, and CONNECT (we never tunnel over HTTP/1). The response parser applies the same framing rules
+ * (all but the Host ones), skips 1xx interim responses (never delivered) and refuses a 101. An
+ * Upgrade request is delivered as a plain request; the connection stays HTTP. Trailers are checked the
+ * same way as heads, then discarded. */
 #ifndef CCRELAY_HTTP1_H
 #define CCRELAY_HTTP1_H
 
@@ -52,7 +57,8 @@ void cr_http1_parser_resume(cr_http1_parser_t *p);
 int cr_http1_parse_eof(cr_http1_parser_t *p);
 /* Response parser only: the next response answers a HEAD (or is otherwise bodiless). */
 void cr_http1_parser_expect_no_body(cr_http1_parser_t *p);
-/* Prose for the last parse error ("obs-fold header continuation"), or "". */
+/* Prose for the last parse error ("obs-fold header continuation is not allowed"), or "". Each kind of
+ * refusal has its own fixed text, whichever layer caught it. */
 const char *cr_http1_parser_error(const cr_http1_parser_t *p);
 /* 1 while a message is partly received (head or body). */
 int cr_http1_parser_in_message(const cr_http1_parser_t *p);

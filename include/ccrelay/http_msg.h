@@ -35,7 +35,8 @@ typedef struct cr_http_msg {
   cr_http_msg_block_t *blocks; /* string storage; pointers into it stay valid until reset/free */
 } cr_http_msg_t;
 
-/* max_headers bounds cr_http_msg_add_header (0 means 100). */
+/* max_headers bounds cr_http_msg_add_header (0 means 100). A new or reset message has no method,
+ * target or headers, status 0, version_minor 1, content_length -1, chunked 0, keep_alive 1. */
 void cr_http_msg_init(cr_http_msg_t *m, size_t max_headers);
 /* Empties the message, keeping its memory for reuse. */
 void cr_http_msg_reset(cr_http_msg_t *m);
