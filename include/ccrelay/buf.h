@@ -20,7 +20,7 @@ void cr_buf_free(cr_buf_t *b);
 /* 0 or CR_ELIMIT. */
 int cr_buf_append(cr_buf_t *b, const void *data, size_t n);
 int cr_buf_appendf(cr_buf_t *b, const char *fmt, ...) CR_PRINTF(2, 3);
-int cr_buf_vappendf(cr_buf_t *b, const char *fmt, va_list ap);
+int cr_buf_vappendf(cr_buf_t *b, const char *fmt, va_list ap) CR_PRINTF(2, 0);
 /* Ensures room for n more bytes and returns where they go; the caller then calls cr_buf_commit. */
 char *cr_buf_reserve(cr_buf_t *b, size_t n, int *err);
 void cr_buf_commit(cr_buf_t *b, size_t n);
