@@ -140,7 +140,6 @@ struct cr_upstream_req {
   unsigned send_done : 1;     /* every byte handed to the stream */
   unsigned resp_done : 1;     /* the final response is complete */
   unsigned resp_keep_alive : 1;
-  unsigned interim : 1;       /* parsing a 1xx response */
   unsigned paused : 1;
   unsigned want_writable : 1; /* a write returned 1; on_writable is owed */
   unsigned canceled : 1;
@@ -521,13 +520,6 @@ static int on_parser_head(void *ud, cr_http_msg_t *m) {
   cr_upstream_req_t *r = c->req;
   if (r == NULL)
     return CR_ECANCELED;
-  if (m->status < 200) {
-    /* 101 would switch protocols we never asked for; other 1xx are informational. */
-    if (m->status == 101)
-      return CR_EPROTO;
-    r->interim = 1;
-    return 0;
-  }
   r->state = REQ_BODY;
   r->resp_keep_alive = m->keep_alive;
   r->cb_depth++;
@@ -548,8 +540,6 @@ static int on_parser_body(void *ud, const char *data, size_t len) {
   cr_upstream_req_t *r = c->req;
   if (r == NULL)
     return CR_ECANCELED;
-  if (r->interim)
-    return 0; /* a 1xx has no body; nothing to deliver */
   r->cb_depth++;
   if (r->cbs.on_body)
     r->cbs.on_body(r, data, len);
@@ -568,12 +558,6 @@ static int on_parser_end(void *ud) {
   cr_upstream_req_t *r = c->req;
   if (r == NULL)
     return CR_ECANCELED;
-  if (r->interim) {
-    r->interim = 0;
-    if (r->is_head)
-      cr_http1_parser_expect_no_body(c->parser);
-    return 0;
-  }
   r->resp_done = 1;
   /* Stop here: on_end is delivered after the parser returns, once the connection is settled. */
   c->parser_paused = 1;
@@ -613,8 +597,6 @@ static void parse_failed(cr_upstream_req_t *r, int rc) {
   if (rc == CR_EHTTP_TOO_LARGE)
     req_fail(r, CR_EHTTP_PARSE, "response head from %s exceeds %zu bytes", r->u->who,
              r->u->limits.max_head_size);
-  else if (rc == CR_EPROTO)
-    req_fail(r, CR_EHTTP_PARSE, "%s %s failed: unexpected 101 Switching Protocols", phase_of(r), r->u->who);
   else
     req_fail(r, CR_EHTTP_PARSE, "%s %s failed: malformed response: %s", phase_of(r), r->u->who,
              why && *why ? why : cr_strerror(rc));

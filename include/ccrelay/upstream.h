@@ -31,6 +31,8 @@ typedef struct cr_upstream_opts {
   unsigned max_idle;            /* pooled connections kept */
   size_t max_header_size;       /* response head limit */
 } cr_upstream_opts_t;
+/* Zero timeouts mean the defaults (connect 5 s, response 30 s, idle 60 s); max_header_size 0 means
+ * 16 KiB; max_idle 0 means no pooling (every connection closes after its exchange). */
 
 /* Builds the TLS context (loading the identity). 0, or an error with prose in err. */
 int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream_t **out, char *err,
@@ -67,11 +69,17 @@ typedef struct cr_upstream_req_callbacks {
 cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, const cr_http_msg_t *head, int has_body,
                                        const cr_upstream_req_callbacks_t *cbs, void *data);
 /* Request body bytes (copied). 0 below the high-water mark, 1 when the caller should pause until
- * on_writable, or a negative error. */
+ * on_writable, or a negative error: CR_EPROTO past the head's Content-Length, UV_EINVAL after the
+ * end, CR_ELIMIT when the caller kept writing far beyond the high-water mark. Once on_error is due
+ * the bytes are dropped and 0 is returned (on_error follows). Writing exactly Content-Length bytes
+ * ends the body by itself. */
 int cr_upstream_req_write(cr_upstream_req_t *r, const char *data, size_t len);
-/* The request body is complete. */
+/* The request body is complete (a no-op when it already is). CR_EPROTO when fewer bytes than the
+ * Content-Length were written: the exchange cannot go on; cancel it. */
 int cr_upstream_req_end(cr_upstream_req_t *r);
-/* Stops (1) or resumes (0) delivery of response bytes. */
+/* Stops (1) or resumes (0) delivery of response bytes. Effective at once, also from inside on_head
+ * or on_body; bytes already received are held and delivered after resume, on a later loop turn.
+ * The response timeout does not run while paused. */
 void cr_upstream_req_pause(cr_upstream_req_t *r, int paused);
 /* Abandons the exchange: no callback fires afterwards; its connection is closed, not pooled. */
 void cr_upstream_req_cancel(cr_upstream_req_t *r);
