@@ -432,8 +432,12 @@ static void idle_cb(uv_idle_t *h) {
   if (flush(t, 0) || t->closing)
     return; /* keep the idle handle running: more to send next turn, or the close to finish */
   uv_idle_stop(&t->idle);
-  if (!nghttp2_session_want_read(t->session) && !nghttp2_session_want_write(t->session))
-    request_close(t, t->goaway_sent && t->nstreams == 0 ? 0 : CR_EPROTO, 0);
+  if (!nghttp2_session_want_read(t->session) && !nghttp2_session_want_write(t->session)) {
+    /* nghttp2 is done with the connection: after our GOAWAY that is the normal end, otherwise it
+     * terminated the session on a protocol error */
+    int err = t->goaway_sent && t->nstreams == 0 ? 0 : CR_EPROTO;
+    request_close(t, err, err == 0);
+  }
 }
 
 /* ---- transport input ---- */
@@ -633,13 +637,14 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (cr_http_msg_get(&t->rx, "Host") != NULL)
       return rx_reject(t, ts, NGHTTP2_PROTOCOL_ERROR, "repeated host");
     n = "Host";
+    namelen = 4;
   } else {
     /* nghttp2 already refuses these; dropping them again costs nothing */
     cr_http_header_t h = {.name = n, .value = v, .name_len = namelen, .value_len = valuelen};
     if (skip_on_send(&h))
       return 0;
   }
-  if (cr_http_msg_add_header(&t->rx, n, n == (const char *)name ? namelen : 4, v, valuelen) < 0)
+  if (cr_http_msg_add_header(&t->rx, n, namelen, v, valuelen) < 0)
     return rx_reject(t, ts, NGHTTP2_REFUSED_STREAM, "too many headers");
   return 0;
 }
@@ -1069,7 +1074,8 @@ int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body
   nghttp2_data_provider prd;
   size_t n = 0;
   int r;
-  if (t->role != CR_TUNNEL_AGENT || ts->responded || head->status < 100 || head->status > 999)
+  /* interim (1xx) responses are not part of the contract: a head sent here is the final one */
+  if (t->role != CR_TUNNEL_AGENT || ts->responded || head->status < 200 || head->status > 999)
     return CR_EPROTO;
   if (t->closing || ts->local_reset)
     return CR_ECLOSED;

@@ -16,7 +16,11 @@
  * already be stripped of hop-by-hop headers (cr_http_msg_strip_hop_by_hop); the message's
  * content_length, when >= 0, travels as content-length. On receipt, the head is rebuilt into a
  * cr_http_msg_t with a Host header from :authority, content_length from content-length (else -1),
- * version_minor 1. Pseudo-headers that are missing, repeated or unknown reset the stream. */
+ * version_minor 1. Pseudo-headers that are missing, repeated or unknown reset the stream.
+ * A CONNECT request travels as :method and :authority only (its authority-form target, else Host)
+ * and arrives with target and Host both set to that authority. A received head whose header list
+ * exceeds 64 KiB (RFC 9113 accounting) or 256 fields is refused with RST_STREAM; the agent's owner
+ * never sees such a stream, the gateway's gets on_close(CR_EPROTO) for a bad response head. */
 #ifndef CCRELAY_TUNNEL_H
 #define CCRELAY_TUNNEL_H
 
@@ -37,7 +41,8 @@ typedef enum {
 } cr_tunnel_role_t;
 
 typedef struct cr_tstream_callbacks {
-  /* Gateway side: the response head arrived (status and headers). Not used on the agent side. */
+  /* Gateway side: the final response head arrived (status and headers; 1xx heads are skipped).
+   * head is valid only during the call. Not used on the agent side. */
   void (*on_head)(cr_tstream_t *ts, const cr_http_msg_t *head);
   /* Body bytes, valid only during the call. The receiver calls cr_tstream_consume(ts, n) once it
    * has passed n bytes on; until then they count against the window. */
@@ -55,7 +60,8 @@ typedef struct cr_tstream_callbacks {
 
 typedef struct cr_tunnel_callbacks {
   /* Agent side: a new stream with its complete request head. The callee must call
-   * cr_tstream_set_callbacks() before returning, then respond (or reset) whenever it likes. */
+   * cr_tstream_set_callbacks() before returning, then respond (or reset) whenever it likes.
+   * head is valid only during the call: copy what must outlive it (cr_http_msg_copy). */
   void (*on_stream)(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head);
   /* The peer sent GOAWAY: no new streams will be accepted on this tunnel. Optional. */
   void (*on_goaway)(cr_tunnel_t *t);
@@ -67,7 +73,7 @@ typedef struct cr_tunnel_callbacks {
 typedef struct cr_tunnel_opts {
   cr_tunnel_role_t role;
   uint64_t ping_interval_ms;   /* 0 disables PING */
-  uint64_t ping_timeout_ms;
+  uint64_t ping_timeout_ms;    /* 0 means ping_interval_ms */
   uint32_t stream_window;      /* receive window per stream (0 means 256 KiB) */
   uint32_t connection_window;  /* receive window for the connection (0 means 16 MiB) */
   size_t send_high_water;      /* per-stream send buffer mark (0 means 64 KiB) */
@@ -100,11 +106,14 @@ cr_tstream_t *cr_tunnel_open_stream(cr_tunnel_t *t, const cr_http_msg_t *head, i
 
 /* Agent side: installs callbacks for a stream received in on_stream. */
 void cr_tstream_set_callbacks(cr_tstream_t *ts, const cr_tstream_callbacks_t *cbs, void *data);
-/* Agent side: sends the response head; has_body 0 ends the stream with it. 0 or an error. */
+/* Agent side: sends the final response head (status 200..999); has_body 0 ends the stream with it.
+ * Body bytes written before this are sent after it. 0 or an error. */
 int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body);
 
 /* Queues body bytes (copied). Returns 0 while the send buffer is below its high-water mark, 1 when
- * the producer should pause until on_writable, or a negative error (stream closed or already ended). */
+ * the producer should pause until on_writable, or a negative error: CR_ECLOSED (stream reset or
+ * tunnel closing), CR_EPROTO (already ended), CR_ELIMIT (the producer kept writing after 1 until the
+ * hard cap of 4 x high water + 64 KiB; nothing of this call was queued). */
 int cr_tstream_write(cr_tstream_t *ts, const char *data, size_t len);
 /* Ends our side after the queued bytes (END_STREAM). */
 int cr_tstream_end(cr_tstream_t *ts);
