@@ -1103,8 +1103,8 @@ int cr_tstream_write(cr_tstream_t *ts, const char *data, size_t len) {
   if (ts->ended_local)
     return CR_EPROTO;
   if (len) {
-    if (ts->soff && ts->sbuf.len + len > ts->sbuf.cap) {
-      /* reclaim the sent prefix before growing */
+    if (ts->soff && (ts->sbuf.len + len > ts->sbuf.cap || ts->sbuf.len + len > ts->sbuf.max)) {
+      /* reclaim the sent prefix before growing (or before the cap counts it) */
       memmove(ts->sbuf.base, ts->sbuf.base + ts->soff, send_pending(ts));
       ts->sbuf.len -= ts->soff;
       ts->soff = 0;

@@ -471,11 +471,25 @@ static void test_backpressure_no_consume(void **state) {
   assert_int_equal(s->writable_calls, calls);
   assert_int_equal(s->tx, tx);
   assert_true(s->tx <= 64 * 1024 + 32 * 1024 + CHUNK);
-  /* consuming reopens the window and wakes the writer */
-  size_t before = s->tx;
+  /* a producer that ignores 1 is still served up to the hard cap, then refused without loss */
+  static char more[CHUNK];
+  int r = 1;
+  for (int i = 0; i < 100 && r == 1; i++) {
+    for (size_t j = 0; j < CHUNK; j++)
+      more[j] = (char)pattern(s->tx + j, GW);
+    r = cr_tstream_write(s->ts, more, CHUNK);
+    if (r == 1)
+      s->tx += CHUNK;
+  }
+  assert_int_equal(r, CR_ELIMIT);
+  assert_true(s->tx - 64 * 1024 <= 4 * 32 * 1024 + 64 * 1024); /* buffered beyond the window */
+  /* consuming reopens the window and wakes the writer; everything arrives */
+  c->mode = MODE_HOLD; /* from now on the agent consumes as it receives */
   a->consumed = a->rx;
   cr_tstream_consume(a->ts, a->rx);
-  RUN_UNTIL(c, s->writable_calls > 0 && s->tx > before, 1000);
+  RUN_UNTIL(c, s->writable_calls > calls, 1000);
+  RUN_UNTIL(c, a->ended == 1, 1000);
+  assert_int_equal(a->rx, s->tx_goal);
   pair_free(c);
 }
 
