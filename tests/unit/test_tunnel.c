@@ -587,11 +587,16 @@ static void test_goaway_drain(void **state) {
   for (int i = 0; i < 3; i++)
     assert_non_null(gw_open(c, &req, 0, &err));
   RUN_UNTIL(c, c->nag == 3, 1000);
+  /* opened in the same turn as the agent's GOAWAY: beyond its last_stream_id, so never processed */
+  sst_t *late = gw_open(c, &req, 0, &err);
+  assert_non_null(late);
   c->in_api = 1;
   cr_tunnel_shutdown(c->ag, 1000);
   c->in_api = 0;
   assert_false(cr_tunnel_usable(c->ag));
-  RUN_UNTIL(c, c->goaways[GW] == 1, 1000);
+  RUN_UNTIL(c, c->goaways[GW] == 1 && late->closed, 1000);
+  assert_int_equal(late->close_err, CR_ECLOSED);
+  assert_int_equal(c->nag, 3);
   assert_false(cr_tunnel_usable(c->gw));
   assert_null(gw_open(c, &req, 0, &err));
   assert_int_equal(err, CR_ENO_TUNNEL);
