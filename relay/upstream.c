@@ -963,10 +963,6 @@ cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, const cr_http_msg_t *he
   r->data = data;
   r->state = REQ_CONNECT;
   r->in_api++;
-  if (u->freeing) {
-    req_fail(r, CR_ECANCELED, "upstream %s is shutting down", u->name);
-    goto out;
-  }
   rc = build_head(r, head, has_body);
   if (rc < 0) {
     req_fail(r, rc, "request to %s not sent: its head cannot be serialised (%s)", u->who, cr_strerror(rc));

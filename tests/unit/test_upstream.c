@@ -236,6 +236,13 @@ static void respond(sconn_t *sc) {
     return;
   } else if (strcmp(t, "/stall") == 0) {
     send_str(sc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+  } else if (strcmp(t, "/garbage") == 0) {
+    send_str(sc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nno colon here\r\n\r\nhello");
+  } else if (strcmp(t, "/cut") == 0) {
+    send_str(sc, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    cr_stream_shutdown(sc->s, shutdown_then_close, sc);
+    sc->state = SC_DONE;
+    return;
   } else if (strcmp(t, "/extra") == 0) {
     send_str(sc, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n");
   } else {
@@ -529,7 +536,7 @@ static void cb_body(cr_upstream_req_t *r, const char *data, size_t len) {
     t->req = NULL;
     return;
   }
-  if (t->pause_at_first_body && t->bodies % 5 == 1) {
+  if (t->pause_at_first_body && t->bodies % 20 == 1) {
     t->paused = 1;
     cr_upstream_req_pause(r, 1);
     uv_timer_start(&t->t, on_resume, 30, 0);
@@ -559,6 +566,7 @@ static void cb_error(cr_upstream_req_t *r, int err, const char *detail) {
   t->errors++;
   t->err = err;
   snprintf(t->detail, sizeof t->detail, "%s", detail);
+  print_message("  on_error %s: %s\n", cr_err_name(err), detail);
   t->req = NULL;
 }
 
@@ -805,7 +813,7 @@ static void expect_verify_failure(const char *cert, const char *why) {
 static void test_tls_verify_failures(void **state) {
   expect_verify_failure("expired", "expired");
   expect_verify_failure("unknownca", "issuer");
-  expect_verify_failure("wronghost", "localhost");
+  expect_verify_failure("wronghost", "mismatch");
 }
 
 static void test_response_timeouts(void **state) {
@@ -974,6 +982,27 @@ static void test_cancel_connect_and_handshake(void **state) {
   tc_free(s);
 }
 
+static void test_bad_responses(void **state) {
+  tc_t *t = tc_new(SRV_TLS, "server");
+  size_t idle, busy;
+  tc_upstream(t, t->srv.port, 2000, 2000, 5000);
+  start(t, "GET", "/garbage", 0, -1);
+  wait_done(t, 1500);
+  assert_int_equal(t->errors, 1);
+  assert_int_equal(t->err, CR_EHTTP_PARSE);
+  assert_non_null(strstr(t->detail, "waiting for response head from 127.0.0.1:"));
+  start(t, "GET", "/cut", 0, -1);
+  wait_done(t, 1500);
+  assert_int_equal(t->heads, 1);
+  assert_int_equal(t->errors, 1);
+  assert_int_equal(t->err, UV_EOF);
+  assert_non_null(strstr(t->detail, "reading response body from 127.0.0.1:"));
+  assert_int_equal(t->body.len, 10);
+  cr_upstream_stats(t->u, &idle, &busy);
+  assert_int_equal(idle + busy, 0);
+  tc_free(t);
+}
+
 static void test_bad_head_is_deferred_error(void **state) {
   tc_t *t = tc_new(SRV_TLS, "server");
   cr_http_msg_t m;
@@ -1061,6 +1090,7 @@ int main(void) {
       cmocka_unit_test(test_handshake_timeout),
       cmocka_unit_test(test_cancel_each_phase),
       cmocka_unit_test(test_cancel_connect_and_handshake),
+      cmocka_unit_test(test_bad_responses),
       cmocka_unit_test(test_bad_head_is_deferred_error),
       cmocka_unit_test(test_idle_connection_closed),
       cmocka_unit_test(test_idle_timeout),
