@@ -17,7 +17,7 @@
 
 #define PKI_PASS "s3cret-pass"
 
-static char pki_dir[256];
+static char pki_dir[64];
 
 /* Path of a file in the PKI directory; a few buffers rotate so several can be used in one call. */
 static const char *pki(const char *name) {
