@@ -338,9 +338,12 @@ static int pconn_send(pconn_t *pc, const char *prefix, size_t plen, const char *
   w->pc = pc;
   w->consume = consume;
   w->len = plen + len + slen;
-  memcpy(w->data, prefix, plen);
-  memcpy(w->data + plen, data, len);
-  memcpy(w->data + plen + len, suffix, slen);
+  if (plen)
+    memcpy(w->data, prefix, plen);
+  if (len)
+    memcpy(w->data + plen, data, len);
+  if (slen)
+    memcpy(w->data + plen + len, suffix, slen);
   buf = uv_buf_init(w->data, (unsigned)w->len);
   r = cr_stream_write(pc->s, &buf, 1, pconn_write_done, w);
   if (r < 0) {
