@@ -317,6 +317,10 @@ static void test_mtls_echo_1mib(void **state) {
   assert_memory_equal(pr->cli.rx, data, MIB);
   assert_int_equal(pr->cli.writes_done, 3);
   assert_int_equal(cr_stream_write_queue_size(pr->cli.tls), 0);
+  /* An empty write still completes, once. */
+  assert_int_equal(cr_stream_write(pr->cli.tls, &bufs[1], 1, wrote, NULL), 0);
+  run_for(pr, 20);
+  assert_int_equal(pr->cli.writes_done, 4);
 
   /* close_notify both ways: the client ends, the server sees EOF and ends too. */
   assert_int_equal(cr_stream_shutdown(pr->cli.tls, on_shutdown, NULL), 0);
@@ -603,6 +607,19 @@ static void test_identity_pem(void **state) {
   src.key = pki("client.pem");
   assert_int_equal(cr_tls_identity_load(&src, &id, err, sizeof err), CR_ETLS);
   assert_non_null(strstr(err, pki("client.pem")));
+
+  /* An encrypted key: the password opens it; without one it fails at once (never a tty prompt). */
+  src.key = pki("client_enc.key");
+  src.password = PKI_PASS;
+  assert_int_equal(cr_tls_identity_load(&src, &id, err, sizeof err), 0);
+  cr_tls_identity_free(&id);
+  src.password = NULL;
+  assert_int_equal(cr_tls_identity_load(&src, &id, err, sizeof err), CR_ETLS);
+  assert_non_null(strstr(err, "password_file"));
+  src.password = "Zq9-not-it";
+  assert_int_equal(cr_tls_identity_load(&src, &id, err, sizeof err), CR_ETLS);
+  assert_non_null(strstr(err, pki("client_enc.key")));
+  assert_null(strstr(err, "Zq9-not-it"));
 }
 
 static void test_ctx_errors(void **state) {

@@ -130,7 +130,7 @@ static PKCS12 *pki_p12_md2(X509 *cert, EVP_PKEY *key) {
 }
 
 /* Files: ca, server (localhost + 127.0.0.1), client (CN=agent-1), stranger (CN=stranger-agent),
- * expired, wronghost, unknown (from another CA) as .pem/.key; ca_empty.pem; client.p12 (modern),
+ * expired, wronghost, unknown (from another CA) as .pem/.key; client_enc.key (encrypted); ca_empty.pem; client.p12 (modern),
  * client_legacy_api.p12 and client_legacy_cli.p12 (RC2-40/3DES), md2.p12, corrupt.p12. */
 static int pki_make(void) {
   EVP_PKEY *cak, *ca2k, *k[7];
@@ -161,6 +161,10 @@ static int pki_make(void) {
     rc = pki_write_pem(names[i], c[i], k[i]);
   if ((f = fopen(pki("ca_empty.pem"), "w")) != NULL) {
     fputs("# no certificates here\n", f);
+    fclose(f);
+  }
+  if ((f = fopen(pki("client_enc.key"), "w")) != NULL) {
+    PEM_write_PrivateKey(f, k[1], EVP_aes_256_cbc(), NULL, 0, NULL, (void *)PKI_PASS);
     fclose(f);
   }
   chain = sk_X509_new_null();
