@@ -1,6 +1,5 @@
 /* TLS contexts and identities: provider setup, PKCS#12 and PEM loading, the SSL_CTX policy, and the
  * callbacks (verify, ALPN, alerts) that report into each connection's notes (tls_internal.h). */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +26,7 @@ struct cr_tls_ctx {
   unsigned refs;
   int server;
   char *alpn;
+  int alpn_required;
   cr_tls_peer_check_cb peer_check;
   void *peer_check_arg;
 };
@@ -486,6 +486,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   ctx->refs = 1;
   ctx->server = opts->server;
   ctx->alpn = opts->alpn ? cr_strdup(opts->alpn) : NULL;
+  ctx->alpn_required = opts->alpn_required;
   ctx->peer_check = opts->peer_check;
   ctx->peer_check_arg = opts->peer_check_arg;
   SSL_CTX_set_app_data(sc, ctx);
@@ -547,7 +548,8 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   if (ctx->alpn) {
     if (opts->server) {
       SSL_CTX_set_alpn_select_cb(sc, alpn_select_cb, ctx);
-      SSL_CTX_set_client_hello_cb(sc, client_hello_cb, ctx);
+      if (opts->alpn_required)
+        SSL_CTX_set_client_hello_cb(sc, client_hello_cb, ctx);
     } else {
       unsigned char wire[256];
       size_t n = strlen(ctx->alpn);
@@ -593,3 +595,4 @@ SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes) {
 int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx) { return ctx->server; }
 
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx) { return ctx->alpn; }
+int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx) { return ctx->alpn_required; }

@@ -42,6 +42,7 @@ typedef struct tls_stream {
   int hs_result;         /* handshake outcome waiting for the idle callback to report it */
   unsigned pending_closes;
   unsigned hs_started : 1;
+  unsigned hs_finished : 1;
   unsigned hs_report : 1; /* hs_result is waiting */
   unsigned established : 1;
   unsigned reading : 1;    /* the user wants data */
@@ -322,6 +323,10 @@ static int check_alpn(tls_stream_t *t) {
   }
   if (want == NULL || strcmp(t->alpn, want) == 0)
     return 0;
+  /* A peer that does not speak ALPN at all is fine for HTTP/1.1 (RFC 7301: no ALPN, no opinion);
+   * only the tunnel insists. A different protocol is always refused. */
+  if (t->alpn[0] == '\0' && !cr__tls_ctx_alpn_required(t->ctx))
+    return 0;
   if (cr__tls_ctx_is_server(t->ctx))
     set_err(t, "the client offered no application protocol; this port speaks only '%s'", want);
   else
@@ -334,6 +339,7 @@ static int check_alpn(tls_stream_t *t) {
  * next loop turn (a failure found that early is returned directly instead). */
 static int handshake_finish(tls_stream_t *t, int status, int sync) {
   cr_tls_handshake_cb cb;
+  t->hs_finished = 1;
   if (status < 0) {
     lower_read_stop(t);
     if (sync) {
@@ -413,7 +419,7 @@ static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
     t->lower_reading = 0; /* the lower stream reports an end once and stops */
   }
   if (!t->established) {
-    if (t->hs_started && t->hs_cb && !t->fatal)
+    if (t->hs_started && !t->hs_finished)
       handshake_step(t, 0);
     return;
   }

@@ -48,6 +48,8 @@ typedef struct cr_tls_ctx_opts {
   const cr_tls_identity_src_t *identity; /* server: required; client: optional (mTLS) */
   int tls13_only;                      /* the tunnel uses TLS 1.3 only; others allow 1.2 */
   const char *alpn;                    /* one protocol id ("ccrelay/1", "http/1.1"), or NULL */
+  int alpn_required;                   /* 1: a peer that negotiates no ALPN is refused (the tunnel);
+                                          0: no ALPN is accepted as the default protocol (HTTP/1.1) */
   cr_tls_peer_check_cb peer_check;     /* server only, optional */
   void *peer_check_arg;
 } cr_tls_ctx_opts_t;

@@ -66,6 +66,9 @@ static void id_pem_free(cr_tls_identity_src_t *src) {
   free((char *)src->key);
 }
 
+/* Contexts made below insist on ALPN unless a test turns this off (HTTP/1.1 upstreams and callers). */
+static int alpn_required = 1;
+
 static cr_tls_ctx_t *server_ctx(const char *cert, int require_client, const char *alpn, int tls13_only,
                                 cr_tls_peer_check_cb check) {
   cr_tls_identity_src_t id = id_pem(cert);
@@ -77,6 +80,7 @@ static cr_tls_ctx_t *server_ctx(const char *cert, int require_client, const char
   o.identity = &id;
   o.ca_file = require_client ? pki("ca.pem") : NULL;
   o.alpn = alpn;
+  o.alpn_required = alpn_required;
   o.tls13_only = tls13_only;
   o.peer_check = check;
   r = cr_tls_ctx_new(&o, &ctx, err, sizeof err);
@@ -102,6 +106,7 @@ static cr_tls_ctx_t *client_ctx(const char *identity, const char *alpn) {
   o.ca_file = pki("ca.pem");
   o.identity = identity ? &id : NULL;
   o.alpn = alpn;
+  o.alpn_required = alpn_required;
   r = cr_tls_ctx_new(&o, &ctx, err, sizeof err);
   if (r != 0)
     fail_msg("client ctx: %s", err);
@@ -432,6 +437,29 @@ static void test_alpn_not_offered(void **state) {
   pair_finish(pr);
 }
 
+/* HTTP/1.1 peers that do not speak ALPN at all are accepted when ALPN is not required. */
+static void test_alpn_optional_for_http1(void **state) {
+  pair_t *pr;
+  (void)state;
+  alpn_required = 0;
+  pr = pair_start(server_ctx("server", 0, "http/1.1", 0, NULL), client_ctx(NULL, NULL), "localhost");
+  assert_true(run_until(pr, both_hs));
+  assert_int_equal(pr->srv.hs_status, 0);
+  assert_int_equal(pr->cli.hs_status, 0);
+  pair_finish(pr);
+  pr = pair_start(server_ctx("server", 0, NULL, 0, NULL), client_ctx(NULL, "http/1.1"), "localhost");
+  assert_true(run_until(pr, both_hs));
+  assert_int_equal(pr->srv.hs_status, 0);
+  assert_int_equal(pr->cli.hs_status, 0);
+  pair_finish(pr);
+  /* A different protocol is still refused. */
+  pr = pair_start(server_ctx("server", 0, "http/1.1", 0, NULL), client_ctx(NULL, "ccrelay/1"), "localhost");
+  assert_true(run_until(pr, both_hs));
+  assert_int_equal(pr->srv.hs_status, CR_ETLS_ALPN);
+  pair_finish(pr);
+  alpn_required = 1;
+}
+
 static int refuse_strangers(X509 *leaf, void *arg, char *why, size_t whylen) {
   char cn[64];
   (void)arg;
@@ -687,6 +715,7 @@ int main(void) {
       cmocka_unit_test(test_client_cert_required_tls12),
       cmocka_unit_test(test_alpn_mismatch),
       cmocka_unit_test(test_alpn_not_offered),
+      cmocka_unit_test(test_alpn_optional_for_http1),
       cmocka_unit_test(test_peer_check),
       cmocka_unit_test(test_tls13_only_refuses_tls12),
       cmocka_unit_test(test_truncation),
