@@ -336,15 +336,25 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
 
 /* ---------- tunnel slots ---------- */
 
+static void slot_failed(slot_t *sl, const char *what, int err, const char *detail);
+
 static void on_tunnel_close(cr_tunnel_t *t, int error) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
-  uint64_t up_for = now_ms(a) - sl->up_since;
+  uint64_t up_for;
   sl->tunnel = NULL;
+  if (sl->state != SLOT_UP) {
+    /* Closed before the gateway's SETTINGS: the gateway refused us (TLS 1.3 reports a refused client
+     * certificate only after the handshake), or the dial deadline passed. */
+    slot_failed(sl, "tls", error ? error : CR_ECLOSED, cr_tunnel_error_detail(t));
+    return;
+  }
+  up_for = now_ms(a) - sl->up_since;
   a->tunnels_up--;
   cr_log(a->draining ? CR_LOG_INFO : CR_LOG_WARN, "tunnel down",
-         "slot=%u gateway=%s:%u reason=\"%s\" up_ms=%llu tunnels_up=%zu", sl->index, a->conf->gateway.host,
-         a->conf->gateway.port, error ? cr_strerror(error) : "closed", (unsigned long long)up_for, a->tunnels_up);
+         "slot=%u gateway=%s:%u reason=\"%s%s%s\" up_ms=%llu tunnels_up=%zu", sl->index, a->conf->gateway.host,
+         a->conf->gateway.port, error ? cr_strerror(error) : "closed", cr_tunnel_error_detail(t)[0] ? ": " : "",
+         cr_tunnel_error_detail(t), (unsigned long long)up_for, a->tunnels_up);
   if (up_for >= STABLE_TUNNEL_MS)
     sl->backoff_ms = 0;
   if (a->draining) {
@@ -354,6 +364,19 @@ static void on_tunnel_close(cr_tunnel_t *t, int error) {
   slot_schedule(sl);
 }
 
+static void on_tunnel_ready(cr_tunnel_t *t) {
+  slot_t *sl = cr_tunnel_data(t);
+  agent_t *a = sl->agent;
+  uv_timer_stop(&sl->timer);
+  sl->state = SLOT_UP;
+  sl->up_since = now_ms(a);
+  a->tunnels_up++;
+  cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s attempts=%u tunnels_up=%zu", sl->index,
+              a->conf->gateway.host, a->conf->gateway.port, cr_tunnel_transport(t)->peer, sl->failures + 1,
+              a->tunnels_up);
+  sl->failures = 0;
+}
+
 static void on_tunnel_goaway(cr_tunnel_t *t) {
   slot_t *sl = cr_tunnel_data(t);
   cr_log_info("gateway sent GOAWAY", "slot=%u", sl->index);
@@ -361,6 +384,7 @@ static void on_tunnel_goaway(cr_tunnel_t *t) {
 
 static const cr_tunnel_callbacks_t tunnel_cbs = {
     .on_stream = on_stream,
+    .on_ready = on_tunnel_ready,
     .on_goaway = on_tunnel_goaway,
     .on_close = on_tunnel_close,
 };
@@ -368,8 +392,8 @@ static const cr_tunnel_callbacks_t tunnel_cbs = {
 static void slot_failed(slot_t *sl, const char *what, int err, const char *detail) {
   agent_t *a = sl->agent;
   sl->failures++;
-  /* Repeated identical failures are logged at debug after the first few, so a long outage does not
-   * flood the log; the first line and every 20th keep it visible. */
+  /* Repeated failures are logged at debug after the third, so a long outage does not flood the log;
+   * every 20th stays visible. */
   cr_log(sl->failures <= 3 || sl->failures % 20 == 0 ? CR_LOG_WARN : CR_LOG_DEBUG, "tunnel dial failed",
          "slot=%u gateway=%s:%u step=%s reason=\"%s%s%s\" attempt=%u", sl->index, a->conf->gateway.host,
          a->conf->gateway.port, what, cr_strerror(err), detail && detail[0] ? ": " : "", detail ? detail : "",
@@ -395,28 +419,16 @@ static void on_handshake(cr_stream_t *tls, int status) {
     slot_failed(sl, "tls", status, cr_tls_stream_error(tls));
     return;
   }
-  uv_timer_stop(&sl->timer);
   sl->conn = NULL;
   memset(&opts, 0, sizeof opts);
   opts.role = CR_TUNNEL_AGENT;
   opts.ping_interval_ms = a->conf->gateway.ping_interval_ms;
   opts.ping_timeout_ms = a->conf->gateway.ping_timeout_ms;
+  /* The dial deadline keeps running until the gateway's SETTINGS arrive (on_tunnel_ready). */
   sl->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, sl);
-  sl->state = SLOT_UP;
-  sl->up_since = now_ms(a);
-  a->tunnels_up++;
   r = cr_tunnel_start(sl->tunnel);
-  if (r < 0) {
+  if (r < 0)
     cr_tunnel_close(sl->tunnel, r);
-    return;
-  }
-  if (sl->failures > 0 || sl->index == 0)
-    cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s after_attempts=%u", sl->index, a->conf->gateway.host,
-                a->conf->gateway.port, tls->peer, sl->failures + 1);
-  else
-    cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s", sl->index, a->conf->gateway.host,
-                a->conf->gateway.port, tls->peer);
-  sl->failures = 0;
 }
 
 static void on_connected(cr_stream_t *s, int status) {
@@ -440,6 +452,10 @@ static void on_connected(cr_stream_t *s, int status) {
 static void on_dial_timeout(uv_timer_t *t) {
   slot_t *sl = t->data;
   char detail[96];
+  if (sl->tunnel) { /* TLS done, but the gateway never sent its SETTINGS */
+    cr_tunnel_close(sl->tunnel, UV_ETIMEDOUT);
+    return;
+  }
   snprintf(detail, sizeof detail, "not connected within %llu ms",
            (unsigned long long)sl->agent->conf->gateway.connect_timeout_ms);
   slot_failed(sl, sl->state == SLOT_HANDSHAKE ? "tls" : "connect", UV_ETIMEDOUT, detail);
@@ -577,6 +593,7 @@ static int build_tunnel_tls(agent_t *a) {
   o.identity = &id;
   o.tls13_only = 1;
   o.alpn = CR_TUNNEL_ALPN;
+  o.alpn_required = 1;
   if (cr_tls_ctx_new(&o, &a->tunnel_tls, err, sizeof err) < 0) {
     cr_log_error("cannot start", "config=%s key=gateway reason=\"%s\"", c->path, err);
     return -1;

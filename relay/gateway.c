@@ -950,6 +950,7 @@ static int make_tls_contexts(gateway_t *gw) {
   o.identity = &tid;
   o.tls13_only = 1;
   o.alpn = CR_TUNNEL_ALPN;
+  o.alpn_required = 1;
   o.peer_check = tunnel_peer_check;
   o.peer_check_arg = gw;
   if ((r = cr_tls_ctx_new(&o, &gw->tunnel_tls, err, sizeof err)) < 0) {

@@ -33,6 +33,7 @@
 #include "ccrelay/error.h"
 #include "ccrelay/log.h"
 #include "ccrelay/queue.h"
+#include "ccrelay/tls.h"
 
 #define OUTBUF_SIZE (64 * 1024)          /* one transport write at most this big */
 #define WRITE_QUEUE_LIMIT (256 * 1024)   /* stop pulling frames while this much is unwritten */
@@ -86,6 +87,8 @@ struct cr_tstream {
 
 struct cr_tunnel {
   cr_stream_t *transport;
+  char error_detail[256]; /* why the transport failed (TLS alert, verify reason), kept past its close */
+  int ready;               /* the peer's first SETTINGS arrived */
   uv_loop_t *loop;
   cr_tunnel_role_t role;
   cr_tunnel_opts_t opts;
@@ -176,6 +179,8 @@ static void request_close(cr_tunnel_t *t, int err, int graceful) {
     return;
   t->closing = 1;
   t->close_err = err;
+  if (err != 0 && cr_stream_is_tls(t->transport))
+    snprintf(t->error_detail, sizeof t->error_detail, "%s", cr_tls_stream_error(t->transport));
   t->graceful = graceful && !t->transport_failed;
   if (t->reading) {
     cr_stream_read_stop(t->transport);
@@ -708,6 +713,13 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
       ts->rst_code = frame->rst_stream.error_code;
     }
     break;
+  case NGHTTP2_SETTINGS:
+    if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !t->ready) {
+      t->ready = 1;
+      if (t->cbs.on_ready)
+        t->cbs.on_ready(t);
+    }
+    break;
   case NGHTTP2_PING:
     if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
       t->ping_outstanding = 0;
@@ -981,6 +993,8 @@ int cr_tunnel_start(cr_tunnel_t *t) {
   schedule_flush(t);
   return 0;
 }
+
+const char *cr_tunnel_error_detail(const cr_tunnel_t *t) { return t->error_detail; }
 
 void *cr_tunnel_data(const cr_tunnel_t *t) { return t->data; }
 

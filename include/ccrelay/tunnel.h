@@ -63,6 +63,10 @@ typedef struct cr_tunnel_callbacks {
    * cr_tstream_set_callbacks() before returning, then respond (or reset) whenever it likes.
    * head is valid only during the call: copy what must outlive it (cr_http_msg_copy). */
   void (*on_stream)(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head);
+  /* The peer's first SETTINGS frame arrived: it accepted the connection. Optional. On TLS 1.3 a
+   * client's handshake completes before the server has judged the client's certificate, so the
+   * agent counts a tunnel as up only from here. */
+  void (*on_ready)(cr_tunnel_t *t);
   /* The peer sent GOAWAY: no new streams will be accepted on this tunnel. Optional. */
   void (*on_goaway)(cr_tunnel_t *t);
   /* The tunnel is finished (transport error or EOF, ping timeout, protocol error, shutdown
@@ -87,6 +91,9 @@ cr_tunnel_t *cr_tunnel_new(cr_stream_t *transport, const cr_tunnel_opts_t *opts,
 /* Sends the preface/SETTINGS and starts reading. 0 or an error (then close the tunnel). */
 int cr_tunnel_start(cr_tunnel_t *t);
 void *cr_tunnel_data(const cr_tunnel_t *t);
+/* Prose on why the transport failed (e.g. the TLS alert the peer sent), or "". Valid until the
+ * tunnel is freed, so also during on_close. */
+const char *cr_tunnel_error_detail(const cr_tunnel_t *t);
 /* The transport (for peer address and certificate), owned by the tunnel. */
 cr_stream_t *cr_tunnel_transport(const cr_tunnel_t *t);
 /* Streams open on this tunnel right now. */
