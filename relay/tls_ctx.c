@@ -300,6 +300,10 @@ static int load_pem(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, ch
 int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err, size_t errlen) {
   int r;
   memset(out, 0, sizeof *out);
+  /* A config check loads identities without making a context: legacy files still need the provider. */
+  r = cr_tls_global_init(err, errlen);
+  if (r < 0)
+    return r;
   r = src->pkcs12 ? load_pkcs12(src, out, err, errlen) : load_pem(src, out, err, errlen);
   if (r < 0)
     return r;
