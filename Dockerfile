@@ -15,7 +15,6 @@ WORKDIR /src
 COPY CMakeLists.txt ./
 COPY include ./include
 COPY relay ./relay
-COPY tests/CMakeLists.txt ./tests/CMakeLists.txt
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCCRELAY_TESTS=OFF \
  && cmake --build /build -j"$(nproc)" \
  && strip /build/ccrelay
