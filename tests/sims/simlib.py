@@ -240,6 +240,9 @@ class SimServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         # The TLS handshake happens here, in the connection's own thread, so a slow or silent
         # client cannot stall the accept loop.
         conn = request
+        # Head and body leave in separate writes: without TCP_NODELAY, Nagle holds the body until
+        # the peer's delayed ACK (~40 ms), which would show up as relay latency in the tests.
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self.ssl_ctx is not None:
                 request.settimeout(10)
