@@ -16,6 +16,9 @@ start_cms_sim
 start_pki_sim
 start_nginx_upstream
 
+# mTLS on every hop: the console presents a certificate too (the CMS admin identity stands in for it).
+GW_PUBLIC_CLIENT_CA=$CR_PKI/client-ca.pem
+RELAY_CLIENT=cms-admin
 write_gateway_conf "$CR_TMP/gateway.yaml"
 routes="$(cms_route cms-json "$CMS_PORT")
 $(pki_route pki-soap "$PKI_PORT")
@@ -36,6 +39,10 @@ write_agent_conf "$CR_TMP/agent.yaml" "$routes"
 "$CCRELAY_BIN" check -c "$CR_TMP/agent.yaml" >/dev/null || fail "check refused the test agent config"
 
 start_gateway
+# A caller without a certificate is refused at the TLS handshake.
+st=$(RELAY_CLIENT='' relay_curl "$CR_TMP/nocert" cms.example.com /connector/mdm.cgi -d '{}')
+assert_eq "$st" 000 "caller without a client certificate"
+
 # No agent yet: 503 with Retry-After.
 st=$(relay_curl "$CR_TMP/r0" cms.example.com /connector/mdm.cgi -D "$CR_TMP/r0.h" -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 503 "no agent connected"
@@ -139,6 +146,7 @@ assert_file_contains "$(log_of agent)" 'msg="no route".*target="/admin/secret"'
 
 # --- keep-alive: several calls on one caller connection ---------------------------------------
 st=$(curl -sS --max-time 10 -o /dev/null -o /dev/null -w '%{http_code}%{num_connects}\n' --cacert "$CR_PKI/public-ca.pem" \
+  --cert "$CR_PKI/cms-admin.pem" --key "$CR_PKI/cms-admin.key" \
   --resolve "cms.example.com:$GW_PUBLIC_PORT:127.0.0.1" \
   "https://cms.example.com:$GW_PUBLIC_PORT/test/status?code=200" "https://cms.example.com:$GW_PUBLIC_PORT/test/status?code=201" |
   tr '\n' ' ')

@@ -8,6 +8,7 @@
 #   start_agent [NAME=agent] [CONF] [N=1]   start and wait until N tunnels are up
 #   stop_ccrelay NAME                       SIGTERM, wait; fails on a non-zero exit or a sanitizer report
 #   relay_curl OUT HOST PATH CURL_ARGS...   HTTPS call to the gateway's public side as HOST; echoes status
+#   GW_PUBLIC_CLIENT_CA=FILE                callers must present a certificate (set before write_gateway_conf)
 
 CCRELAY_BIN=${CCRELAY_BIN:-$CR_SRC/build/asan/ccrelay}
 [[ -x $CCRELAY_BIN ]] || fail "ccrelay binary not found at $CCRELAY_BIN (build first, or set CCRELAY_BIN)"
@@ -30,7 +31,8 @@ tunnel:
 public:
   listen: 127.0.0.1:$GW_PUBLIC_PORT
   identity: { cert: $CR_PKI/public.pem, key: $CR_PKI/public.key }
-  request_timeout: 20s
+  request_timeout: 20s${GW_PUBLIC_CLIENT_CA:+
+  client_ca: $GW_PUBLIC_CLIENT_CA}
 groups:
   - name: acme
     agents: [acme-agent-1]
@@ -147,9 +149,12 @@ stop_ccrelay() {
   CR_PIDS=("${keep[@]}")
 }
 
+# With RELAY_CLIENT set to a PEM base name in $CR_PKI (e.g. cms-admin), the call presents that
+# certificate (for gateways whose public side requires one: GW_PUBLIC_CLIENT_CA).
 relay_curl() {
-  local out=$1 host=$2 path=$3
+  local out=$1 host=$2 path=$3 cert=()
   shift 3
+  [[ -z ${RELAY_CLIENT:-} ]] || cert=(--cert "$CR_PKI/$RELAY_CLIENT.pem" --key "$CR_PKI/$RELAY_CLIENT.key")
   curl_status "$out" --cacert "$CR_PKI/public-ca.pem" --resolve "$host:$GW_PUBLIC_PORT:127.0.0.1" \
-    "https://$host:$GW_PUBLIC_PORT$path" "$@"
+    "${cert[@]}" "https://$host:$GW_PUBLIC_PORT$path" "$@"
 }
