@@ -613,8 +613,8 @@ static int on_req_end(void *ud) {
   x->req_ended = 1;
   if (x->ts)
     cr_tstream_end(x->ts);
-  pconn_try_finish(pc);
-  /* One exchange at a time: whatever follows waits until this one is answered. */
+  /* One exchange at a time: whatever follows waits until this one is answered. pconn_feed checks
+   * for an already finished exchange once the parser has returned (never from inside it). */
   return CR_HTTP1_PAUSE;
 }
 
@@ -751,6 +751,10 @@ static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
     pconn_bad_request(pc, (int)n);
     return;
   }
+  if (pc->state == PC_EXCHANGE && pc->x->req_ended && (size_t)n == len) {
+    pconn_try_finish(pc);
+    return;
+  }
   if ((size_t)n < len && pc->state != PC_CLOSING) {
     /* Paused after a complete request: hold the rest (a pipelined request) until it is answered. */
     if (cr_buf_append(&pc->pending, data + n, len - (size_t)n) < 0) {
@@ -761,6 +765,7 @@ static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
       cr_stream_read_stop(pc->s);
       pc->reading = 0;
     }
+    pconn_try_finish(pc);
   }
 }
 

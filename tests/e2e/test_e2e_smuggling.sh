@@ -23,6 +23,13 @@ raw() { # raw NAME: send stdin to the gateway, echo the status
 # A well-formed request works (so the 400s below are about the vectors, not the plumbing).
 st=$(printf 'POST /connector/mdm.cgi HTTP/1.1\r\nHost: cms.example.com\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n{"action":"test"}' | raw ok)
 assert_eq "$st" 200 "well-formed request"
+
+# Pipelined requests on one connection are answered in order, one exchange at a time.
+st=$(printf 'GET /test/status?code=201 HTTP/1.1\r\nHost: cms.example.com\r\n\r\nGET /test/status?code=202 HTTP/1.1\r\nHost: cms.example.com\r\n\r\nGET /test/status?code=203 HTTP/1.1\r\nHost: cms.example.com\r\nConnection: close\r\n\r\n' | raw pipelined)
+assert_eq "$st" "201 202 203" "pipelined requests"
+# A request answered by the gateway itself (no route to a service) keeps the connection usable.
+st=$(printf 'POST /x HTTP/1.1\r\nHost: nowhere.example.com\r\nContent-Length: 5\r\n\r\nhelloGET /test/status?code=204 HTTP/1.1\r\nHost: cms.example.com\r\nConnection: close\r\n\r\n' | raw local)
+assert_eq "$st" "404 204" "local answer, then the next request"
 before=$(request_count cms)
 
 declare -A vectors=(

@@ -1,9 +1,11 @@
-"""Send raw bytes to an HTTPS server and print the status code of the first response ("000" if none).
+"""Send raw bytes to an HTTPS server and print the status codes of the responses, space-separated
+("000" if none).
 
 usage: rawhttps.py HOST PORT CAFILE SERVER_NAME  < request-bytes
 Reads until the server closes or 5 s pass. Used to send requests curl refuses to build
 (request-smuggling vectors, bare CR line endings, obs-fold).
 """
+import re
 import socket
 import ssl
 import sys
@@ -26,9 +28,10 @@ def main():
     except (socket.timeout, ssl.SSLError, ConnectionResetError):
         pass
     s.close()
-    line = got.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = line.split(" ")
-    print(parts[1] if len(parts) > 1 and line.startswith("HTTP/") else "000")
+    # Status lines at the start of the stream or right after a previous message's end; bodies here
+    # are small JSON, so a status-line pattern cannot appear inside them.
+    codes = re.findall(rb"(?:^|\n)HTTP/1\.[01] (\d{3}) ", got)
+    print(" ".join(c.decode() for c in codes) if codes else "000")
     sys.stderr.write(got.decode("latin-1", "replace")[:2000])
 
 
