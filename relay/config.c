@@ -892,6 +892,45 @@ static int get_file(ctx_t *c, const node_t *m, const char *path, const char *key
   return 0;
 }
 
+/* A directory named by the config, resolved and checked to exist; out stays as it was when the key
+ * is absent, so the caller's default survives. */
+static int get_dir(ctx_t *c, const node_t *m, const char *path, const char *key, char **out,
+                   cr_conf_pos_t *pos) {
+  const node_t *v = map_get(m, key);
+  char kp[PATH_LEN];
+  struct stat st;
+  char *abs;
+  size_t n;
+
+  if (v == NULL)
+    return 0;
+  join(kp, path, key);
+  if (scalar_str(c, v, kp, REQ) != 0)
+    return CR_ECONFIG;
+  abs = resolve(c, v->str);
+  if (stat(abs, &st) != 0) {
+    int e = errno;
+    if (e == ENOENT || e == ENOTDIR)
+      fail(c, v->pos, kp, "no such directory: %s", abs);
+    else
+      fail(c, v->pos, kp, "cannot access %s: %s", abs, strerror(e));
+    free(abs);
+    return CR_ECONFIG;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    fail(c, v->pos, kp, "%s is not a directory", abs);
+    free(abs);
+    return CR_ECONFIG;
+  }
+  /* The store names files inside it: "dir/" would print as "dir//abc.pem". */
+  for (n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
+    abs[n - 1] = '\0';
+  free(*out);
+  *out = abs;
+  *pos = v->pos;
+  return 0;
+}
+
 static int valid_env_name(const char *s) {
   if (!isalpha((unsigned char)*s) && *s != '_')
     return 0;
@@ -1228,7 +1267,8 @@ static int root_check(ctx_t *c, const node_t *root, const char *const *keys, siz
 
 /* ---------------------------------------------------------------- agent */
 
-static const char *const agent_keys[] = {"log", "gateway", "routes", "limits", "drain_timeout"};
+static const char *const agent_keys[] = {"log",    "gateway",       "routes",
+                                         "limits", "drain_timeout", "trust_store"};
 static const char *const agent_only_keys[] = {"routes"};
 static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca",
                                             "identity",      "connections",  "connect_timeout",
@@ -1415,10 +1455,12 @@ static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   static const char *const gateway_only[] = {"tunnel", "public", "groups", "services"};
   const node_t *lim;
 
+  a->trust_store = cr_strdup(CR_CONF_TRUST_STORE_DEFAULT);
   if (root_check(c, root, agent_keys, CR_ARRAY_SIZE(agent_keys), gateway_only,
                  CR_ARRAY_SIZE(gateway_only), "a gateway") != 0 ||
       load_log(c, root, &a->log) != 0 || load_agent_gateway(c, root, a) != 0 ||
       load_routes(c, root, a) != 0 ||
+      get_dir(c, root, "", "trust_store", &a->trust_store, &a->trust_store_pos) != 0 ||
       get_map(c, root, "", "limits", OPT, limits_keys, CR_ARRAY_SIZE(limits_keys), &lim) != 0 ||
       get_size(c, lim, "limits", "max_header_size", r_header_size, &a->max_header_size) != 0 ||
       get_duration(c, root, "", "drain_timeout", r_drain, &a->drain_timeout_ms, NULL) != 0)
@@ -1442,6 +1484,7 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
   if (a == NULL)
     return;
   free(a->path);
+  free(a->trust_store);
   free(a->gateway.host);
   free(a->gateway.server_name);
   free(a->gateway.ca.path);

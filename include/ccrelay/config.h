@@ -78,9 +78,18 @@ typedef struct cr_conf_route {
   int soap;                     /* routes[].soap (false): failures answered as SOAP 1.1 Faults */
 } cr_conf_route_t;
 
+/* Where the agent's trusted roots and CRLs live unless trust_store says otherwise. */
+#define CR_CONF_TRUST_STORE_DEFAULT "/var/lib/ccrelay/trust"
+
 typedef struct cr_conf_agent {
   char *path; /* the config file as given */
   cr_conf_log_t log;
+  /* trust_store: DIR (CR_CONF_TRUST_STORE_DEFAULT). Never NULL after a load. When given it is
+   * resolved against the config's directory and must exist as a directory at load (`check` catches
+   * a typo); when defaulted it is kept unchecked, so a fresh install loads and the agent (or
+   * `ccrelay trust`) reports a missing store itself. Permissions are the trust store's to judge. */
+  char *trust_store;
+  cr_conf_pos_t trust_store_pos;  /* line 0 when defaulted */
   struct {
     char *host;                   /* gateway.address: host:port; required */
     unsigned port;

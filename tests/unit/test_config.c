@@ -270,6 +270,10 @@ static void test_agent_full(void **state) {
 
   assert_true(a.max_header_size == 32768);
   assert_true(a.drain_timeout_ms == 0);
+  data_path(want, sizeof(want), "files"); /* "./files/" */
+  assert_string_equal(a.trust_store, want);
+  assert_int_equal(a.trust_store_pos.line, 52);
+  assert_int_equal(a.trust_store_pos.col, 14);
   cr_conf_agent_free(&a);
   assert_null(a.routes);
   cr_conf_agent_free(&a); /* twice is harmless */
@@ -313,6 +317,9 @@ static void test_agent_defaults(void **state) {
   assert_int_equal(r->soap, 0);
   assert_true(a.max_header_size == 16384);
   assert_true(a.drain_timeout_ms == 10000);
+  /* Defaulted, the store is neither resolved nor required to exist. */
+  assert_string_equal(a.trust_store, "/var/lib/ccrelay/trust");
+  assert_int_equal(a.trust_store_pos.line, 0);
   cr_conf_agent_free(&a);
 }
 
@@ -703,6 +710,13 @@ static void test_agent_errors(void **state) {
             "14:24: routes[0].upstream.identity.password_file", want);
   snprintf(want, sizeof(want), "%s is a directory", data_dir);
   agent_err("gateway:\n  address: g:1\n  ca: .\n", "3:7: gateway.ca", "is a directory");
+  snprintf(want, sizeof(want), "no such directory: %s/nope", data_dir);
+  agent_err(GW ROUTE UP "trust_store: nope\n", "15:14: trust_store", want);
+  agent_err(GW ROUTE UP "trust_store: /nonexistent/trust\n", "15:14: trust_store",
+            "no such directory: /nonexistent/trust");
+  snprintf(want, sizeof(want), "%s/files/ca.pem is not a directory", data_dir);
+  agent_err(GW ROUTE UP "trust_store: files/ca.pem\n", "15:14: trust_store", want);
+  agent_err(GW ROUTE UP "trust_store:\n", "15:13: trust_store", "expected a string, got an empty value");
 
   /* duplicates */
   agent_err("gateway:\n  address: g:1\n  ca: files/ca.pem\n  ca: files/ca.pem\n", "4:3: gateway.ca",
