@@ -22,7 +22,10 @@
   XX(NO_TUNNEL, "no live tunnel")                                                   \
   XX(REFUSED, "refused by peer")                                                    \
   XX(CANCELED, "operation canceled")                                                \
-  XX(CLOSED, "connection closed")
+  XX(CLOSED, "connection closed")                                                   \
+  XX(NO_CERT, "no certificate found")                                               \
+  XX(TRUST_REFUSED, "refused by the trust store's rules")                           \
+  XX(AMBIGUOUS, "ambiguous fingerprint prefix")
 
 #define CR_ERR_BASE (-20000)
 
