@@ -35,6 +35,7 @@
 #define MS_PER_S UINT64_C(1000)
 #define MS_PER_M (60 * MS_PER_S)
 #define MS_PER_H (60 * MS_PER_M)
+#define MS_PER_D (24 * MS_PER_H)
 
 /* ---------------------------------------------------------------- tree */
 
@@ -724,7 +725,7 @@ static const char *duration_reason(const char *s, uint64_t *ms) {
   static const struct {
     const char *name;
     uint64_t mult;
-  } units[] = {{"ms", 1}, {"s", MS_PER_S}, {"m", MS_PER_M}, {"h", MS_PER_H}};
+  } units[] = {{"ms", 1}, {"s", MS_PER_S}, {"m", MS_PER_M}, {"h", MS_PER_H}, {"d", MS_PER_D}};
   uint64_t x;
   const char *unit, *why;
   size_t i;
@@ -732,7 +733,7 @@ static const char *duration_reason(const char *s, uint64_t *ms) {
   if ((why = digits_then_unit(s, &x, &unit)) != NULL)
     return why;
   if (*unit == '\0')
-    return "missing unit (ms, s, m or h)";
+    return "missing unit (ms, s, m, h or d)";
   for (i = 0; i < CR_ARRAY_SIZE(units); i++) {
     if (strcmp(unit, units[i].name) == 0) {
       if (x > UINT64_MAX / units[i].mult)
@@ -741,7 +742,7 @@ static const char *duration_reason(const char *s, uint64_t *ms) {
       return NULL;
     }
   }
-  return "unknown unit (use ms, s, m or h)";
+  return "unknown unit (use ms, s, m, h or d)";
 }
 
 /* NULL, or why s is not a size. */
@@ -785,7 +786,10 @@ int cr_conf_parse_size(const char *s, uint64_t *bytes) {
 }
 
 static const char *fmt_duration(uint64_t ms, char *buf, size_t len) {
-  if (ms != 0 && ms % MS_PER_H == 0)
+  /* A day is named only past one: "between 1ms and 24h" reads better than "and 1d". */
+  if (ms > MS_PER_D && ms % MS_PER_D == 0)
+    snprintf(buf, len, "%" PRIu64 "d", ms / MS_PER_D);
+  else if (ms != 0 && ms % MS_PER_H == 0)
     snprintf(buf, len, "%" PRIu64 "h", ms / MS_PER_H);
   else if (ms != 0 && ms % MS_PER_M == 0)
     snprintf(buf, len, "%" PRIu64 "m", ms / MS_PER_M);
@@ -942,40 +946,45 @@ static int valid_env_name(const char *s) {
 
 static const char *const identity_keys[] = {"pkcs12", "password_file", "password_env", "cert", "key"};
 
-static int read_password_file(ctx_t *c, const node_t *m, const char *path, cr_conf_identity_t *id) {
+/* Reads the secret in the file m[key] names into *out; what ("password", "token") names it in
+ * messages, which never show the secret itself. */
+static int read_secret_file(ctx_t *c, const node_t *m, const char *path, const char *key,
+                            const char *what, char **out, cr_conf_pos_t *pos) {
   cr_conf_file_t f = {0};
   char kp[PATH_LEN];
   char *data = NULL;
   size_t len = 0;
   int too_big, rc;
 
-  if (get_file(c, m, path, "password_file", REQ, &f) != 0)
+  if (get_file(c, m, path, key, REQ, &f) != 0)
     return CR_ECONFIG;
-  join(kp, path, "password_file");
+  join(kp, path, key);
   rc = read_all(f.path, MAX_SECRET_SIZE, &data, &len, &too_big);
   if (rc != 0) {
     if (too_big)
-      fail(c, f.pos, kp, "%s is larger than %d bytes; is it really a password file?", f.path,
-           MAX_SECRET_SIZE);
+      fail(c, f.pos, kp, "%s is larger than %d bytes; is it really a %s file?", f.path,
+           MAX_SECRET_SIZE, what);
     else
       fail(c, f.pos, kp, "cannot read %s: %s", f.path, strerror(-rc));
     free(f.path);
     return CR_ECONFIG;
   }
   if (memchr(data, '\0', len) != NULL) {
-    fail(c, f.pos, kp, "%s contains a NUL byte; a password is text", f.path);
+    fail(c, f.pos, kp, "%s contains a NUL byte; a %s is text", f.path, what);
     cr_wipe(data, len);
     free(data);
     free(f.path);
     return CR_ECONFIG;
   }
-  /* Editors and `echo` end the file with a newline that is not part of the password. */
+  /* Editors and `echo` end the file with a newline that is not part of the secret. */
   if (len > 0 && data[len - 1] == '\n') {
     data[--len] = '\0';
     if (len > 0 && data[len - 1] == '\r')
       data[--len] = '\0';
   }
-  id->password = cr_strndup(data, len);
+  *out = cr_strndup(data, len);
+  if (pos != NULL)
+    *pos = f.pos;
   cr_wipe(data, len);
   free(data);
   free(f.path);
@@ -1012,7 +1021,7 @@ static int get_identity(ctx_t *c, const node_t *m, const char *path, const char 
     return fail(c, pe->pos, join(kp, ip, "password_env"),
                 "give password_file or password_env, not both");
   if (pf != NULL)
-    return read_password_file(c, v, ip, id);
+    return read_secret_file(c, v, ip, "password_file", "password", &id->password, NULL);
   if (pe != NULL) {
     const char *val;
     join(kp, ip, "password_env");
@@ -1267,14 +1276,19 @@ static int root_check(ctx_t *c, const node_t *root, const char *const *keys, siz
 
 /* ---------------------------------------------------------------- agent */
 
-static const char *const agent_keys[] = {"log",    "gateway",       "routes",
-                                         "limits", "drain_timeout", "trust_store"};
+static const char *const agent_keys[] = {"log",         "gateway",    "routes",
+                                         "limits",      "drain_timeout", "trust_store",
+                                         "revocation",  "expiry_warning", "admin",
+                                         "remote_trust"};
+static const char *const agent_admin_keys[] = {"listen"};
+/* In cr_conf_revocation_t order. */
+static const char *const revocation_names[] = {"off", "soft", "hard"};
 static const char *const agent_only_keys[] = {"routes"};
 static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca",
                                             "identity",      "connections",  "connect_timeout",
                                             "ping_interval", "ping_timeout", "reconnect_min",
                                             "reconnect_max"};
-static const char *const route_keys[] = {"name", "match", "upstream", "soap"};
+static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation"};
 static const char *const match_keys[] = {"host", "path_prefix", "methods", "header"};
 static const char *const header_keys[] = {"name", "value"};
 static const char *const upstream_keys[] = {"url",          "server_name",     "ca",
@@ -1296,6 +1310,7 @@ static const range_t r_handshake = {10 * MS_PER_S, 1, MS_PER_H};
 static const range_t r_header_timeout = {10 * MS_PER_S, 1, MS_PER_H};
 static const range_t r_pub_idle = {60 * MS_PER_S, 1, 24 * MS_PER_H};
 static const range_t r_request = {60 * MS_PER_S, 1, 24 * MS_PER_H};
+static const range_t r_expiry_warning = {30 * MS_PER_D, 0, 3650 * MS_PER_D};
 
 static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   const node_t *m, *v;
@@ -1406,7 +1421,7 @@ static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_
     return fail(c, v->pos, kp, "bad URL '%s': %s", sanitize(v->str, v->len, tmp, sizeof(tmp)), why);
   r->upstream_url = cr_strdup(v->str);
   if (get_host(c, m, up, "server_name", OPT, &r->server_name) != 0 ||
-      get_file(c, m, up, "ca", REQ, &r->ca) != 0 ||
+      get_file(c, m, up, "ca", OPT, &r->ca) != 0 ||
       get_identity(c, m, up, "identity", &r->identity) != 0 ||
       get_duration(c, m, up, "connect_timeout", r_up_connect, &r->connect_timeout_ms, NULL) ||
       get_duration(c, m, up, "response_timeout", r_up_response, &r->response_timeout_ms, NULL) ||
@@ -1431,6 +1446,7 @@ static int load_routes(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
     const node_t *m = list->items[i];
     cr_conf_route_t *r = &a->routes[i];
     cr_conf_pos_t name_pos = {0, 0};
+    int rev;
     join_index(rp, "routes", i);
     if (map_check(c, m, rp, route_keys, CR_ARRAY_SIZE(route_keys)) != 0)
       return CR_ECONFIG;
@@ -1445,15 +1461,22 @@ static int load_routes(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
                     a->routes[j].pos.line, a->routes[j].pos.col);
       }
     if (load_match(c, m, rp, r) != 0 || load_upstream(c, m, rp, r) != 0 ||
-        get_bool(c, m, rp, "soap", 0, &r->soap) != 0)
+        get_bool(c, m, rp, "soap", 0, &r->soap) != 0 ||
+        get_enum(c, m, rp, "revocation", revocation_names, CR_ARRAY_SIZE(revocation_names), -1,
+                 &rev) != 0)
       return CR_ECONFIG;
+    /* The global value is filled in once it is known (load_agent). */
+    r->revocation_set = rev >= 0;
+    r->revocation = rev >= 0 ? (cr_conf_revocation_t)rev : CR_REVOCATION_OFF;
   }
   return 0;
 }
 
 static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   static const char *const gateway_only[] = {"tunnel", "public", "groups", "services"};
-  const node_t *lim;
+  const node_t *lim, *adm;
+  int rev;
+  size_t i;
 
   a->trust_store = cr_strdup(CR_CONF_TRUST_STORE_DEFAULT);
   if (root_check(c, root, agent_keys, CR_ARRAY_SIZE(agent_keys), gateway_only,
@@ -1463,8 +1486,19 @@ static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
       get_dir(c, root, "", "trust_store", &a->trust_store, &a->trust_store_pos) != 0 ||
       get_map(c, root, "", "limits", OPT, limits_keys, CR_ARRAY_SIZE(limits_keys), &lim) != 0 ||
       get_size(c, lim, "limits", "max_header_size", r_header_size, &a->max_header_size) != 0 ||
-      get_duration(c, root, "", "drain_timeout", r_drain, &a->drain_timeout_ms, NULL) != 0)
+      get_duration(c, root, "", "drain_timeout", r_drain, &a->drain_timeout_ms, NULL) != 0 ||
+      get_enum(c, root, "", "revocation", revocation_names, CR_ARRAY_SIZE(revocation_names),
+               CR_REVOCATION_OFF, &rev) != 0 ||
+      get_duration(c, root, "", "expiry_warning", r_expiry_warning, &a->expiry_warning_ms, NULL) ||
+      get_map(c, root, "", "admin", OPT, agent_admin_keys, CR_ARRAY_SIZE(agent_admin_keys),
+              &adm) != 0 ||
+      (adm != NULL && get_listen(c, adm, "admin", "listen", &a->admin_listen) != 0) ||
+      get_bool(c, root, "", "remote_trust", 0, &a->remote_trust) != 0)
     return CR_ECONFIG;
+  a->revocation = (cr_conf_revocation_t)rev;
+  for (i = 0; i < a->nroutes; i++)
+    if (!a->routes[i].revocation_set)
+      a->routes[i].revocation = a->revocation;
   return 0;
 }
 
@@ -1485,6 +1519,7 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
     return;
   free(a->path);
   free(a->trust_store);
+  free(a->admin_listen.host);
   free(a->gateway.host);
   free(a->gateway.server_name);
   free(a->gateway.ca.path);
@@ -1556,8 +1591,9 @@ int cr_conf_agent_load(const char *path, cr_conf_agent_t *out, char *err, size_t
 
 /* ---------------------------------------------------------------- gateway */
 
-static const char *const gateway_keys[] = {"log", "tunnel", "public", "groups", "services",
-                                           "drain_timeout"};
+static const char *const gateway_keys[] = {"log",      "tunnel",        "public", "groups",
+                                           "services", "drain_timeout", "admin"};
+static const char *const gateway_admin_keys[] = {"listen", "token_file"};
 static const char *const tunnel_keys[] = {"listen",        "identity",     "client_ca",
                                           "handshake_timeout", "ping_interval", "ping_timeout"};
 static const char *const public_keys[] = {"listen",          "identity",     "client_ca",
@@ -1696,13 +1732,51 @@ static int load_services(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
   return 0;
 }
 
+/* The admin endpoint changes trust on agents: it exists only with a token to authenticate its
+ * callers, and a guessable token is refused. */
+static int load_gateway_admin(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
+  const node_t *m;
+  char kp[PATH_LEN];
+  const char *t;
+  size_t n;
+
+  if (get_map(c, root, "", "admin", OPT, gateway_admin_keys, CR_ARRAY_SIZE(gateway_admin_keys),
+              &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL)
+    return 0;
+  if (get_listen(c, m, "admin", "listen", &g->admin_listen) != 0)
+    return CR_ECONFIG;
+  if (map_get(m, "token_file") == NULL)
+    return fail(c, m->pos, "admin.token_file",
+                "missing required key: the admin endpoint authenticates its callers with a bearer "
+                "token read from this file");
+  if (read_secret_file(c, m, "admin", "token_file", "token", &g->admin_token,
+                       &g->admin_token_pos) != 0)
+    return CR_ECONFIG;
+  join(kp, "admin", "token_file");
+  n = strlen(g->admin_token);
+  if (n < CR_CONF_ADMIN_TOKEN_MIN)
+    return fail(c, g->admin_token_pos, kp,
+                "the token is %zu characters long, at least %d are needed "
+                "(e.g. openssl rand -hex 32 > FILE)", n, CR_CONF_ADMIN_TOKEN_MIN);
+  /* It travels in an Authorization header: a space or control character would never match. */
+  for (t = g->admin_token; *t; t++)
+    if ((unsigned char)*t <= 0x20 || (unsigned char)*t == 0x7f)
+      return fail(c, g->admin_token_pos, kp,
+                  "the token contains a space or control character (only its one trailing "
+                  "newline is removed)");
+  return 0;
+}
+
 static int load_gateway(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
   if (root_check(c, root, gateway_keys, CR_ARRAY_SIZE(gateway_keys), agent_only_keys,
                  CR_ARRAY_SIZE(agent_only_keys), "an agent") != 0 ||
       load_log(c, root, &g->log) != 0 || load_tunnel(c, root, g) != 0 ||
       load_public(c, root, g) != 0 || load_groups(c, root, g) != 0 ||
       load_services(c, root, g) != 0 ||
-      get_duration(c, root, "", "drain_timeout", r_drain, &g->drain_timeout_ms, NULL) != 0)
+      get_duration(c, root, "", "drain_timeout", r_drain, &g->drain_timeout_ms, NULL) != 0 ||
+      load_gateway_admin(c, root, g) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -1732,6 +1806,11 @@ void cr_conf_gateway_free(cr_conf_gateway_t *g) {
     free(g->services[i].group);
   }
   free(g->services);
+  free(g->admin_listen.host);
+  if (g->admin_token != NULL) {
+    cr_wipe(g->admin_token, strlen(g->admin_token));
+    free(g->admin_token);
+  }
   memset(g, 0, sizeof(*g));
 }
 

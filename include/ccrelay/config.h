@@ -2,7 +2,7 @@
  * but reading the files they name, so `ccrelay check` costs nothing extra. Every error reads
  * `file:line:col: key: reason` (key is the dotted path, e.g. routes[1].upstream.url).
  *
- * Conventions: durations "250ms", "5s", "2m", "1h" (stored in milliseconds); sizes "512", "16KiB",
+ * Conventions: durations "250ms", "5s", "2m", "1h", "30d" (stored in milliseconds); sizes "512", "16KiB",
  * "1MiB", "1GiB" (bytes); paths relative to the config file's directory (stored resolved); secrets
  * from `password_file: PATH` or `password_env: NAME`, never written to logs. Unknown keys are errors
  * with a suggestion of the nearest known key. Errors about no particular key use "(root)" (the
@@ -52,6 +52,16 @@ typedef struct cr_conf_listen {
 
 /* ---- agent ---- */
 
+/* How certificate revocation lists from the trust store are applied when the agent validates a
+ * chain (upstream server certificates, route identities). A certificate a current CRL lists as
+ * revoked fails under soft and hard alike; they differ only when the CRL is missing or past its
+ * nextUpdate. */
+typedef enum cr_conf_revocation {
+  CR_REVOCATION_OFF = 0, /* "off": CRLs are not consulted */
+  CR_REVOCATION_SOFT,    /* "soft": a missing or stale CRL is logged as a warning and the chain passes */
+  CR_REVOCATION_HARD     /* "hard": fail closed: a missing or stale CRL fails the chain */
+} cr_conf_revocation_t;
+
 typedef struct cr_conf_route {
   char *name; /* routes[].name, required, unique */
   cr_conf_pos_t pos;
@@ -68,7 +78,8 @@ typedef struct cr_conf_route {
   unsigned upstream_port;    /* parsed from url (443 by default) */
   char *upstream_base_path;  /* parsed from url: "" or "/base" without trailing slash; prepended */
   char *server_name;         /* upstream.server_name: verified name and SNI (default: url host) */
-  cr_conf_file_t ca;         /* upstream.ca: PEM roots for the upstream's certificate; required */
+  cr_conf_file_t ca;         /* upstream.ca: PEM roots for the upstream's certificate; optional:
+                                when absent (path NULL) the agent's trust_store verifies it */
   cr_conf_identity_t identity; /* upstream.identity: client identity; required */
   uint64_t connect_timeout_ms;  /* upstream.connect_timeout (5s): TCP + TLS handshake */
   uint64_t response_timeout_ms; /* upstream.response_timeout (30s): request sent -> response head,
@@ -76,6 +87,9 @@ typedef struct cr_conf_route {
   uint64_t idle_timeout_ms;     /* upstream.idle_timeout (60s): pooled connection lifetime idle */
   unsigned max_idle;            /* upstream.max_idle (8): pooled connections kept */
   int soap;                     /* routes[].soap (false): failures answered as SOAP 1.1 Faults */
+  cr_conf_revocation_t revocation; /* routes[].revocation: off|soft|hard; the value in force for this
+                                      route: its own when given, else the agent's revocation */
+  int revocation_set;              /* 1 when the route gave its own revocation */
 } cr_conf_route_t;
 
 /* Where the agent's trusted roots and CRLs live unless trust_store says otherwise. */
@@ -90,6 +104,15 @@ typedef struct cr_conf_agent {
    * `ccrelay trust`) reports a missing store itself. Permissions are the trust store's to judge. */
   char *trust_store;
   cr_conf_pos_t trust_store_pos;  /* line 0 when defaulted */
+  cr_conf_revocation_t revocation; /* revocation: off|soft|hard (off); routes[].revocation overrides */
+  uint64_t expiry_warning_ms;     /* expiry_warning (30d), 0s..3650d: a trusted root, CRL, route
+                                     identity or upstream certificate this close to its notAfter is
+                                     logged as a warning; 0s: never warn */
+  cr_conf_listen_t admin_listen;  /* admin.listen: IP:port serving /healthz, /readyz and /status (JSON);
+                                     optional: host NULL when admin is absent (no listener). It has no
+                                     authentication: keep it on loopback or a private network */
+  int remote_trust;               /* remote_trust (false): the gateway may list, add and remove trust
+                                     anchors in trust_store through the tunnel's control prefix */
   struct {
     char *host;                   /* gateway.address: host:port; required */
     unsigned port;
@@ -127,6 +150,9 @@ typedef struct cr_conf_service {
   cr_conf_pos_t pos;
 } cr_conf_service_t;
 
+/* Shortest admin token accepted: 16 characters (`openssl rand -hex 16` gives 32). */
+#define CR_CONF_ADMIN_TOKEN_MIN 16
+
 typedef struct cr_conf_gateway {
   char *path;
   cr_conf_log_t log;
@@ -153,6 +179,14 @@ typedef struct cr_conf_gateway {
   cr_conf_service_t *services;    /* services: list, at least one */
   size_t nservices;
   uint64_t drain_timeout_ms;      /* drain_timeout (10s) */
+  /* admin: { listen: IP:port, token_file: FILE }, optional (absent: no admin endpoint). The
+   * operator endpoint that drives remote trust management on agents; every call must carry
+   * `Authorization: Bearer <token>`, so listen without token_file is an error. */
+  cr_conf_listen_t admin_listen;  /* admin.listen; host NULL when admin is absent */
+  char *admin_token;              /* admin.token_file's content, one trailing newline (or CRLF)
+                                     removed; at least CR_CONF_ADMIN_TOKEN_MIN characters, no spaces
+                                     or control characters; wiped on free; never printed */
+  cr_conf_pos_t admin_token_pos;  /* admin.token_file's value */
 } cr_conf_gateway_t;
 
 /* Load, parse and validate. 0, or CR_ECONFIG with `file:line:col: key: reason` in err.

@@ -129,10 +129,13 @@ static void test_duration(void **state) {
     uint64_t ms;
   } ok[] = {{"250ms", 250}, {"5s", 5000},       {"2m", 120000},
             {"1h", 3600000}, {"0s", 0},         {"0010s", 10000},
-            {"5124095576030h", UINT64_C(5124095576030) * 3600000}};
+            {"30d", UINT64_C(30) * 86400000},   {"0d", 0},
+            {"5124095576030h", UINT64_C(5124095576030) * 3600000},
+            {"213503982334d", UINT64_C(213503982334) * 86400000}};
   static const char *const bad[] = {"",     "5",    "5x",   "s",    "-1s",  "+1s",
                                     "1.5s", " 5s",  "5 s",  "5S",   "5sec", "1m30s",
-                                    "5124095576031h",   "18446744073709551616ms",
+                                    "30x",  "30D",  "1d12h", "d",   "1dd",  "1day",
+                                    "5124095576031h",   "213503982335d", "18446744073709551616ms",
                                     "99999999999999999999999s"};
   size_t i;
   uint64_t v;
@@ -250,6 +253,8 @@ static void test_agent_full(void **state) {
   assert_true(r->idle_timeout_ms == 3600000);
   assert_int_equal(r->max_idle, 0);
   assert_int_equal(r->soap, 0);
+  assert_int_equal(r->revocation, CR_REVOCATION_SOFT); /* its own, over the global hard */
+  assert_int_equal(r->revocation_set, 1);
 
   r = &a.routes[1];
   assert_string_equal(r->name, "pki-soap");
@@ -263,6 +268,10 @@ static void test_agent_full(void **state) {
   assert_string_equal(r->server_name, "pki.example.internal");
   assert_string_equal(r->identity.password, "env-secret");
   assert_int_equal(r->soap, 1);
+  assert_null(r->ca.path); /* verified against the trust store */
+  assert_int_equal(r->ca.pos.line, 0);
+  assert_int_equal(r->revocation, CR_REVOCATION_HARD); /* the global one */
+  assert_int_equal(r->revocation_set, 0);
   assert_true(r->connect_timeout_ms == 5000);
   assert_true(r->response_timeout_ms == 30000);
   assert_true(r->idle_timeout_ms == 60000);
@@ -274,6 +283,13 @@ static void test_agent_full(void **state) {
   assert_string_equal(a.trust_store, want);
   assert_int_equal(a.trust_store_pos.line, 52);
   assert_int_equal(a.trust_store_pos.col, 14);
+  assert_int_equal(a.revocation, CR_REVOCATION_HARD);
+  assert_true(a.expiry_warning_ms == UINT64_C(7) * 24 * 3600 * 1000);
+  assert_string_equal(a.admin_listen.host, "::1");
+  assert_int_equal(a.admin_listen.port, 9091);
+  assert_int_equal(a.admin_listen.pos.line, 56);
+  assert_int_equal(a.admin_listen.pos.col, 11);
+  assert_int_equal(a.remote_trust, 1);
   cr_conf_agent_free(&a);
   assert_null(a.routes);
   cr_conf_agent_free(&a); /* twice is harmless */
@@ -320,6 +336,14 @@ static void test_agent_defaults(void **state) {
   /* Defaulted, the store is neither resolved nor required to exist. */
   assert_string_equal(a.trust_store, "/var/lib/ccrelay/trust");
   assert_int_equal(a.trust_store_pos.line, 0);
+  assert_int_equal(a.revocation, CR_REVOCATION_OFF);
+  assert_int_equal(r->revocation, CR_REVOCATION_OFF);
+  assert_int_equal(r->revocation_set, 0);
+  assert_non_null(r->ca.path); /* agent-min still names one */
+  assert_true(a.expiry_warning_ms == UINT64_C(30) * 24 * 3600 * 1000);
+  assert_null(a.admin_listen.host);
+  assert_int_equal(a.admin_listen.port, 0);
+  assert_int_equal(a.remote_trust, 0);
   cr_conf_agent_free(&a);
 }
 
@@ -377,7 +401,14 @@ static void test_gateway_full(void **state) {
   assert_int_equal(g.services[1].group_index, 1);
   assert_int_equal(g.services[2].group_index, 0);
   assert_true(g.drain_timeout_ms == 60000);
+  assert_string_equal(g.admin_listen.host, "127.0.0.1");
+  assert_int_equal(g.admin_listen.port, 9090);
+  assert_int_equal(g.admin_listen.pos.line, 40);
+  assert_string_equal(g.admin_token, "0123456789abcdef-token"); /* CRLF removed */
+  assert_int_equal(g.admin_token_pos.line, 41);
+  assert_int_equal(g.admin_token_pos.col, 15);
   cr_conf_gateway_free(&g);
+  assert_null(g.admin_token);
 }
 
 static void test_gateway_defaults(void **state) {
@@ -405,6 +436,9 @@ static void test_gateway_defaults(void **state) {
   assert_true(g.public_.max_header_size == 16384);
   assert_int_equal(g.public_.max_connections, 10000);
   assert_true(g.drain_timeout_ms == 10000);
+  assert_null(g.admin_listen.host);
+  assert_null(g.admin_token);
+  assert_int_equal(g.admin_token_pos.line, 0);
   cr_conf_gateway_free(&g);
 }
 
@@ -660,9 +694,9 @@ static void test_agent_errors(void **state) {
 
   /* durations and sizes */
   agent_err(GW "  connect_timeout: 5\n", "7:20: gateway.connect_timeout",
-            "bad duration '5': missing unit (ms, s, m or h)");
+            "bad duration '5': missing unit (ms, s, m, h or d)");
   agent_err(GW "  ping_interval: 5sec\n", "7:18: gateway.ping_interval",
-            "bad duration '5sec': unknown unit (use ms, s, m or h)");
+            "bad duration '5sec': unknown unit (use ms, s, m, h or d)");
   agent_err(GW "  ping_timeout: 99999999999999999999h\n", "7:17: gateway.ping_timeout",
             "out of range");
   agent_err(GW "  ping_timeout: {}\n", "7:17: gateway.ping_timeout",
@@ -785,6 +819,136 @@ static void test_agent_errors(void **state) {
             "10:22: routes[0].match.header.name", "not a valid header name");
   agent_err(GW "routes:\n  - name: 'r 1'\n", "8:11: routes[0].name",
             "may contain only letters, digits");
+}
+
+/* ---------------------------------------------------------------- trust, revocation, admin */
+
+static void test_route_revocation_override(void **state) {
+  cr_conf_agent_t a;
+  char err[1024] = "";
+  const char *yaml = "revocation: hard\n" GW ROUTE UP "    revocation: 'off'\n"
+                     "  - name: r2\n" UP "  - name: r3\n" UP "    revocation: hard\n";
+
+  if (cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_int_equal(a.revocation, CR_REVOCATION_HARD);
+  assert_int_equal(a.nroutes, 3);
+  assert_int_equal(a.routes[0].revocation, CR_REVOCATION_OFF);
+  assert_int_equal(a.routes[0].revocation_set, 1);
+  assert_int_equal(a.routes[1].revocation, CR_REVOCATION_HARD);
+  assert_int_equal(a.routes[1].revocation_set, 0);
+  /* Set to the same value as the global: still the route's own. */
+  assert_int_equal(a.routes[2].revocation, CR_REVOCATION_HARD);
+  assert_int_equal(a.routes[2].revocation_set, 1);
+  cr_conf_agent_free(&a);
+
+  /* A global soft reaches routes without their own; the order of keys in the file is free. */
+  yaml = GW ROUTE UP "    revocation: hard\n  - name: r2\n" UP "revocation: soft\n";
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_int_equal(a.routes[0].revocation, CR_REVOCATION_HARD);
+  assert_int_equal(a.routes[1].revocation, CR_REVOCATION_SOFT);
+  cr_conf_agent_free(&a);
+}
+
+static void test_trust_errors(void **state) {
+  /* revocation */
+  agent_err(GW ROUTE UP "revocation: strict\n", "15:13: revocation",
+            "'strict' is not one of: off, soft, hard");
+  agent_err(GW ROUTE UP "revocation: [hard]\n", "15:13: revocation", "expected a string, got a list");
+  agent_err(GW ROUTE UP "    revocation: HARD\n", "15:17: routes[0].revocation",
+            "'HARD' is not one of: off, soft, hard");
+  agent_err(GW ROUTE UP "    revocation:\n", "15:16: routes[0].revocation",
+            "expected a string, got an empty value");
+  agent_err(GW ROUTE UP "    revokation: soft\n", "15:5: routes[0].revokation",
+            "unknown key (did you mean 'revocation'?)");
+
+  /* expiry_warning */
+  agent_err(GW ROUTE UP "expiry_warning: 30x\n", "15:17: expiry_warning",
+            "bad duration '30x': unknown unit (use ms, s, m, h or d)");
+  agent_err(GW ROUTE UP "expiry_warning: 30\n", "15:17: expiry_warning",
+            "missing unit (ms, s, m, h or d)");
+  agent_err(GW ROUTE UP "expiry_warning: 3651d\n", "15:17: expiry_warning",
+            "value out of range: 3651d is not between 0ms and 3650d");
+
+  /* admin (agent): listen only, an IP address */
+  agent_err(GW ROUTE UP "admin: {}\n", "15:8: admin.listen", "missing required key");
+  agent_err(GW ROUTE UP "admin: 9091\n", "15:8: admin", "expected a mapping, got a plain scalar");
+  agent_err(GW ROUTE UP "admin:\n  listen: localhost:9091\n", "16:11: admin.listen",
+            "bad listen address 'localhost:9091': the host must be an IP address");
+  agent_err(GW ROUTE UP "admin:\n  listen: 127.0.0.1\n", "16:11: admin.listen", "missing port");
+  agent_err(GW ROUTE UP "admin:\n  listen: 127.0.0.1:9091\n  token_file: files/admin.token\n",
+            "17:3: admin.token_file", "unknown key");
+  agent_err(GW ROUTE UP "admn:\n  listen: 127.0.0.1:9091\n", "15:1: admn",
+            "unknown key (did you mean 'admin'?)");
+
+  /* remote_trust */
+  agent_err(GW ROUTE UP "remote_trust: yes\n", "15:15: remote_trust",
+            "expected a boolean (true or false)");
+  agent_err(GW ROUTE UP "remote_trusted: true\n", "15:1: remote_trusted",
+            "did you mean 'remote_trust'?");
+
+  /* upstream.ca is optional, but when given it must still exist */
+  agent_err(GW ROUTE "    upstream:\n      url: https://u\n      ca: files/none.pem\n"
+                     "      identity: {pkcs12: files/conn.p12}\n",
+            "11:11: routes[0].upstream.ca", "no such file");
+}
+
+/* The gateway's admin endpoint exists only with a usable bearer token. */
+static void test_gateway_admin(void **state) {
+  char err[1024], want[PATH_MAX + 64];
+  cr_conf_gateway_t g;
+  const char *yaml;
+#define SVC "services:\n  - host: a.example\n    group: acme\n"
+
+  /* Absent, or present but empty (every line commented out): no endpoint. */
+  yaml = TUN PUBID GROUPS SVC "admin:\n";
+  assert_int_equal(cr_conf_gateway_load_mem(inline_name, yaml, strlen(yaml), &g, err, sizeof(err)),
+                   0);
+  assert_null(g.admin_listen.host);
+  assert_null(g.admin_token);
+  cr_conf_gateway_free(&g);
+
+  yaml = TUN PUBID GROUPS SVC "admin: {listen: '[::1]:9090', token_file: files/admin.token}\n";
+  assert_int_equal(cr_conf_gateway_load_mem(inline_name, yaml, strlen(yaml), &g, err, sizeof(err)),
+                   0);
+  assert_string_equal(g.admin_listen.host, "::1");
+  assert_int_equal(g.admin_listen.port, 9090);
+  assert_string_equal(g.admin_token, "0123456789abcdef-token");
+  cr_conf_gateway_free(&g);
+
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n", "15:3: admin.token_file",
+              "missing required key: the admin endpoint authenticates its callers with a bearer token");
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  token_file: files/admin.token\n", "15:3: admin.listen",
+              "missing required key");
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  listen: 9090\n  token_file: files/admin.token\n",
+              "15:11: admin.listen", "bad listen address '9090'");
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n  token_fle: x\n",
+              "16:3: admin.token_fle", "did you mean 'token_file'?");
+  snprintf(want, sizeof(want), "no such file: %s/files/none.token", data_dir);
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n  token_file: files/none.token\n",
+              "16:15: admin.token_file", want);
+  gateway_err(TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n  token_file: files/empty.pass\n",
+              "16:15: admin.token_file", "the token is 0 characters long, at least 16 are needed");
+  gateway_err(TUN PUBID GROUPS SVC "admin: [127.0.0.1:9090]\n", "14:8: admin",
+              "expected a mapping, got a list");
+
+  /* A bad token is described, never shown. */
+  yaml = TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n  token_file: files/short.token\n";
+  assert_int_equal(cr_conf_gateway_load_mem(inline_name, yaml, strlen(yaml), &g, err, sizeof(err)),
+                   CR_ECONFIG);
+  check_err(err, inline_name, "16:15: admin.token_file",
+            "the token is 11 characters long, at least 16 are needed", "short token");
+  assert_null(strstr(err, "short-token"));
+  assert_null(g.admin_token);
+  yaml = TUN PUBID GROUPS SVC "admin:\n  listen: 127.0.0.1:9090\n  token_file: files/space.token\n";
+  assert_int_equal(cr_conf_gateway_load_mem(inline_name, yaml, strlen(yaml), &g, err, sizeof(err)),
+                   CR_ECONFIG);
+  check_err(err, inline_name, "16:15: admin.token_file", "the token contains a space or control character",
+            "spaced token");
+  assert_null(strstr(err, "abcdef"));
+#undef SVC
 }
 
 /* ---------------------------------------------------------------- errors: YAML itself */
@@ -964,6 +1128,9 @@ int main(void) {
       T(test_password_file_newlines),
       T(test_password_never_in_errors),
       T(test_agent_errors),
+      T(test_route_revocation_override),
+      T(test_trust_errors),
+      T(test_gateway_admin),
       T(test_yaml_errors),
       T(test_gateway_errors),
       T(test_load_file_errors),
