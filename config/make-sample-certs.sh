@@ -2,7 +2,8 @@
 # Generates the throwaway certificates, keys, PKCS#12 files and password files that the sample
 # configurations (config/agent.yaml, config/gateway.yaml) name, so that
 #   ccrelay check -c config/agent.yaml && ccrelay check -c config/gateway.yaml
-# pass on a fresh checkout. Output goes to config/certs/ and config/secrets/ (both gitignored).
+# pass on a fresh checkout. Output goes to config/certs/ and config/secrets/, and the agent's sample
+# trust store (agent.yaml: trust_store) to config/trust/ (all three gitignored).
 #
 # THESE ARE FOR TRYING THE SAMPLES ONLY: every key is created here, in the clear, on this machine.
 # In production the tunnel CA is yours, and the connector identities come from your CMS and PKI.
@@ -13,6 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 certs=$here/certs
 secrets=$here/secrets
+trust=$here/trust
 days=365
 
 force=0
@@ -23,8 +25,30 @@ case "${1:-}" in
 esac
 
 command -v openssl >/dev/null || { echo "make-sample-certs: openssl not found" >&2; exit 1; }
+
+# The trust store holds the upstream CA, which issued the CMS and PKI server certificates and the
+# connector identities, so both routes' identities chain to it and pki-soap (no upstream.ca)
+# verifies its server against it. Files are laid out as `ccrelay trust add` writes them: one PEM
+# per certificate named by the lower-case hex SHA-256 of its DER; the directory 0700 (the agent
+# refuses a group- or world-writable store), the files 0644. Stale entries of a previous run go.
+mktrust() {
+  local fp
+  mkdir -p "$trust"
+  chmod 700 "$trust"
+  rm -f "$trust"/*.pem
+  fp=$(openssl x509 -in "$certs/upstream-ca.pem" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
+  openssl x509 -in "$certs/upstream-ca.pem" -out "$trust/$fp.pem"
+  chmod 644 "$trust/$fp.pem"
+  echo "make-sample-certs: trust store $trust holds the upstream CA as $fp.pem"
+}
+
 if [ "$force" = 0 ] && [ -e "$certs/tunnel-ca.pem" ]; then
   echo "make-sample-certs: $certs already populated (use -f to regenerate)"
+  # A checkout made before the samples had a trust store gets one from the existing CA.
+  if [ ! -d "$trust" ] && [ -e "$certs/upstream-ca.pem" ]; then
+    umask 077
+    mktrust
+  fi
   exit 0
 fi
 
@@ -93,7 +117,12 @@ openssl req -x509 -new -key "$certs/public.key" -subj "/O=ccrelay sample/CN=cms.
   -days "$days" -sha256 -addext "subjectAltName=DNS:cms.example.com,DNS:pki.example.com" \
   -addext "extendedKeyUsage=serverAuth" -out "$certs/public.pem"
 
-# Keys and PKCS#12 files readable by their owner only, as ccrelay will find them in production.
-chmod 600 "$certs"/*.key "$certs"/*.p12 "$secrets"/*.pass
+# The bearer token of the gateway's admin endpoint (gateway.yaml: admin.token_file, commented out).
+openssl rand -hex 32 >"$secrets/gateway-admin.token"
+
+# Keys, PKCS#12 files and secrets readable by their owner only, as ccrelay will find them in
+# production.
+chmod 600 "$certs"/*.key "$certs"/*.p12 "$secrets"/*.pass "$secrets"/*.token
 chmod 644 "$certs"/*.pem
 echo "make-sample-certs: wrote $(ls "$certs" | wc -l) files to $certs and $(ls "$secrets" | wc -l) to $secrets"
+mktrust

@@ -443,8 +443,8 @@ static void test_gateway_defaults(void **state) {
 }
 
 static void test_samples(void **state) {
-  /* The annotated samples parse; their files exist only after config/make-sample-certs.sh, so a
-   * missing-file error is the only one tolerated. */
+  /* The annotated samples parse; their files (and the trust store directory) exist only after
+   * config/make-sample-certs.sh, so a missing file or directory is the only error tolerated. */
   char path[PATH_MAX + 64], err[1024];
   cr_conf_agent_t a;
   cr_conf_gateway_t g;
@@ -458,8 +458,16 @@ static void test_samples(void **state) {
     assert_string_equal(a.routes[0].match_path_prefix, "/connector/mdm.cgi");
     assert_string_equal(a.routes[1].name, "pki-soap");
     assert_int_equal(a.routes[1].soap, 1);
+    /* Both forms are shown: a route's own CA file, and the trust store. */
+    assert_non_null(a.routes[0].ca.path);
+    assert_null(a.routes[1].ca.path);
+    assert_non_null(strstr(a.trust_store, "/config/trust"));
+    assert_int_equal(a.revocation, CR_REVOCATION_OFF);
+    assert_true(a.expiry_warning_ms == UINT64_C(30) * 24 * 3600 * 1000);
+    assert_string_equal(a.admin_listen.host, "127.0.0.1");
+    assert_int_equal(a.remote_trust, 0);
     cr_conf_agent_free(&a);
-  } else if (strstr(err, "no such file") == NULL) {
+  } else if (strstr(err, "no such file") == NULL && strstr(err, "no such directory") == NULL) {
     print_error("%s\n", err);
     fail();
   }
@@ -467,6 +475,7 @@ static void test_samples(void **state) {
   if (cr_conf_gateway_load(path, &g, err, sizeof(err)) == 0) {
     assert_int_equal(g.ngroups, 1);
     assert_int_equal(g.nservices, 2);
+    assert_null(g.admin_listen.host); /* off unless uncommented */
     cr_conf_gateway_free(&g);
   } else if (strstr(err, "no such file") == NULL) {
     print_error("%s\n", err);
