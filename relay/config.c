@@ -1,7 +1,8 @@
 /* Configuration loading. libyaml's event parser feeds a small tree of our own (so we see every
  * node's position, can refuse anchors, aliases and tags at the exact spot, and bound nesting); the
  * tree is then walked against the schema of each role into the plain structs of config.h. The only
- * side effects are reading the config and password files and stat()/access() on the files named. */
+ * side effects are reading the config, password and token files, and stat()/access() on the files
+ * and directories named. */
 #include "ccrelay/config.h"
 
 #include <arpa/inet.h>
@@ -926,7 +927,7 @@ static int get_dir(ctx_t *c, const node_t *m, const char *path, const char *key,
     free(abs);
     return CR_ECONFIG;
   }
-  /* The store names files inside it: "dir/" would print as "dir//abc.pem". */
+  /* Callers join names onto it: a trailing slash kept would print as "dir//name". */
   for (n = strlen(abs); n > 1 && abs[n - 1] == '/'; n--)
     abs[n - 1] = '\0';
   free(*out);

@@ -2,9 +2,10 @@
  * but reading the files they name, so `ccrelay check` costs nothing extra. Every error reads
  * `file:line:col: key: reason` (key is the dotted path, e.g. routes[1].upstream.url).
  *
- * Conventions: durations "250ms", "5s", "2m", "1h", "30d" (stored in milliseconds); sizes "512", "16KiB",
- * "1MiB", "1GiB" (bytes); paths relative to the config file's directory (stored resolved); secrets
- * from `password_file: PATH` or `password_env: NAME`, never written to logs. Unknown keys are errors
+ * Conventions: durations "250ms", "5s", "2m", "1h", "30d" (stored in milliseconds); sizes "512",
+ * "16KiB", "1MiB", "1GiB" (bytes); paths relative to the config file's directory (stored resolved);
+ * secrets from `password_file: PATH` or `password_env: NAME` (the gateway's admin token from
+ * `token_file: PATH`), never written to logs. Unknown keys are errors
  * with a suggestion of the nearest known key. Errors about no particular key use "(root)" (the
  * file itself, its top level, a missing file) or "(syntax)" (YAML the parser rejects) as key. */
 #ifndef CCRELAY_CONFIG_H
@@ -150,7 +151,7 @@ typedef struct cr_conf_service {
   cr_conf_pos_t pos;
 } cr_conf_service_t;
 
-/* Shortest admin token accepted: 16 characters (`openssl rand -hex 16` gives 32). */
+/* Shortest admin token accepted, in characters (`openssl rand -hex 32` makes 64). */
 #define CR_CONF_ADMIN_TOKEN_MIN 16
 
 typedef struct cr_conf_gateway {
