@@ -210,6 +210,13 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
                          STACK_OF(X509) **chain_out, int *x509_err, char *warnings, size_t warnlen, char *err,
                          size_t errlen);
 
+/* Reads what `trust verify` checks: a PEM file (first certificate the leaf, the rest untrusted
+ * intermediates), a DER certificate, or a PKCS#12 identity (its certificate with the key is the
+ * leaf, the others untrusted). The caller frees *leaf and *untrusted (never NULL on success).
+ * Errors as for cr_trust_batch_add_file. */
+int cr_trust_load_chain(const char *path, const char *password, X509 **leaf, STACK_OF(X509) **untrusted, char *err,
+                        size_t errlen);
+
 /* SHA-256 of cert's DER in lower-case hex. */
 void cr_trust_fingerprint(X509 *cert, char out[CR_TRUST_FP_HEX + 1]);
 
