@@ -12,6 +12,7 @@
 #include "ccrelay/gateway.h"
 #include "ccrelay/log.h"
 #include "ccrelay/tls.h"
+#include "ccrelay/trust_cli.h"
 
 static const char usage_text[] =
     "usage: ccrelay <command> [options]\n"
@@ -21,6 +22,8 @@ static const char usage_text[] =
     "  gateway -c FILE   run the gateway: accept agent tunnels and public HTTPS calls\n"
     "  check -c FILE     validate a config file and every file it names (certificates, keys,\n"
     "                    PKCS#12 identities with their passwords); opens no socket\n"
+    "  trust [--store DIR | -c FILE] add|list|list-crls|remove|verify|add-crl ...\n"
+    "                    manage the agent's trusted-root store ('ccrelay trust --help')\n"
     "  version           print the version\n"
     "  help, --help      print this text\n"
     "\n"
@@ -174,6 +177,7 @@ static int cmd_agent(const char *path) {
   }
   cr_log_setup(c.log.level, c.log.format);
   code = cr_agent_run(&c);
+  cr_log_flush();
   cr_conf_agent_free(&c);
   return code;
 }
@@ -188,6 +192,7 @@ static int cmd_gateway(const char *path) {
   }
   cr_log_setup(c.log.level, c.log.format);
   code = cr_gateway_run(&c);
+  cr_log_flush();
   cr_conf_gateway_free(&c);
   return code;
 }
@@ -207,6 +212,8 @@ int cr_cli_main(int argc, char **argv) {
     printf("ccrelay %s (%s)\n", CCRELAY_VERSION, OpenSSL_version(OPENSSL_VERSION));
     return CR_EXIT_OK;
   }
+  if (strcmp(cmd, "trust") == 0)
+    return cr_trust_cli_main(argc - 1, argv + 1);
   if (strcmp(cmd, "agent") != 0 && strcmp(cmd, "gateway") != 0 && strcmp(cmd, "check") != 0)
     return usage_error("unknown command: ", cmd);
   r = parse_config_arg(argc, argv, &path);
