@@ -628,7 +628,10 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_signal_start(&a->sigint, on_stop_signal, SIGINT);
   cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
               conf->gateway.port, conf->gateway.connections, conf->nroutes, CCRELAY_VERSION);
-  while (uv_run(&a->loop, UV_RUN_ONCE)) {
+  for (;;) {
+    cr_log_flush(); /* before the loop may block: lines of the last turn go out now */
+    if (!uv_run(&a->loop, UV_RUN_ONCE))
+      break;
     if (stop_check(a))
       close_handles(a);
   }
@@ -641,6 +644,7 @@ out:
         cr_upstream_free(a->upstreams[i]);
   }
   uv_run(&a->loop, UV_RUN_DEFAULT);
+  cr_log_flush();
   if (uv_loop_close(&a->loop) != 0)
     cr_log_warn("event loop closed with handles still open", "");
   cr_tls_ctx_free(a->tunnel_tls);

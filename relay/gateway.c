@@ -1016,7 +1016,10 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
               cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
 
-  while (uv_run(&gw->loop, UV_RUN_ONCE)) {
+  for (;;) {
+    cr_log_flush(); /* before the loop may block: lines of the last turn go out now */
+    if (!uv_run(&gw->loop, UV_RUN_ONCE))
+      break;
     if (gw->draining)
       on_drain_check(gw);
   }
@@ -1024,6 +1027,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   code = 0;
 out:
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
+  cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
     cr_log_warn("event loop closed with handles still open", "");
   cr_tls_ctx_free(gw->tunnel_tls);

@@ -5,8 +5,29 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <errno.h>
+#include <unistd.h>
 
 static cr_log_level_t min_level = CR_LOG_INFO;
+
+/* Lines wait here until cr_log_flush (once per event-loop turn), so a busy relay pays one write(2)
+ * for many access lines. Warnings and errors, and a full buffer, flush at once. Every line is whole
+ * in the buffer, so lines stay whole when several processes share a pipe. */
+static char pending[64 * 1024];
+static size_t pending_len;
+
+static void append_line(const char *line, cr_log_level_t level) {
+  size_t n = strlen(line);
+  if (pending_len + n > sizeof pending)
+    cr_log_flush();
+  if (n > sizeof pending) {
+    n = sizeof pending;
+  }
+  memcpy(pending + pending_len, line, n);
+  pending_len += n;
+  if (level >= CR_LOG_WARN)
+    cr_log_flush();
+}
 static cr_log_format_t out_format = CR_LOG_LOGFMT;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -120,7 +141,18 @@ void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) {
     snprintf(line, sizeof line, "ts=%s level=%s msg=\"%s\"%s%s\n", ts, level_names[level], qmsg,
              fbuf[0] ? " " : "", fbuf);
   }
-  /* One write per line keeps lines whole when several processes share a terminal or pipe. */
-  fputs(line, stderr);
-  fflush(stderr);
+  append_line(line, level);
+}
+
+void cr_log_flush(void) {
+  size_t off = 0;
+  while (off < pending_len) {
+    ssize_t n = write(STDERR_FILENO, pending + off, pending_len - off);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break; /* stderr is gone or full: dropping log lines beats blocking the relay */
+    off += (size_t)n;
+  }
+  pending_len = 0;
 }

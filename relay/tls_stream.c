@@ -4,7 +4,11 @@
  *
  * Memory: the write BIO's buffer is handed to the lower write as is (no copy) and a fresh empty BIO
  * takes its place; the read BIO is replaced once drained; plaintext is delivered from one static
- * buffer. An idle connection therefore holds no I/O buffer at all. */
+ * buffer. An idle connection therefore holds no I/O buffer at all.
+ *
+ * Batching: user writes are encrypted at once but their ciphertext leaves in one lower write per
+ * loop turn (a prepare handle flushes before the loop blocks), so a response head and body written
+ * separately cost one system call, not two. */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +29,11 @@
  * every connection of the (single-threaded) process. */
 static char plain_buf[16 * 1024];
 
+typedef struct completion {
+  cr_stream_write_cb cb;
+  void *arg;
+} completion_t;
+
 typedef struct tls_stream {
   cr_stream_t base;
   cr_stream_t *lower;
@@ -37,6 +46,12 @@ typedef struct tls_stream {
   cr_stream_read_cb read_cb;
   cr_stream_close_cb close_cb;
   uv_idle_t idle;        /* defers work that must not run inside the caller's call */
+  uv_prepare_t prep;     /* flushes batched writes before the loop next blocks */
+  completion_t *pend;    /* user writes encrypted but not yet handed to the lower stream */
+  unsigned npend;
+  unsigned pend_cap;
+  size_t pend_plain;
+  int flush_err;         /* a failed lower write: pending user writes complete with it */
   size_t write_queued;   /* plaintext bytes whose ciphertext the lower stream has not written */
   int lower_end;         /* the lower stream's UV_EOF or error, once it reported one */
   int hs_result;         /* handshake outcome waiting for the idle callback to report it */
@@ -52,18 +67,20 @@ typedef struct tls_stream {
   unsigned shut : 1;       /* shutdown was called */
   unsigned closing : 1;
   unsigned idle_init : 1;
+  unsigned prep_init : 1;
   unsigned need_name : 1;  /* a client created without a server name */
   char alpn[64];
   char err[512];
 } tls_stream_t;
 
-/* One lower write: the ciphertext it carries and the user write it completes, if any. */
+/* One lower write: the ciphertext it carries and the user writes it completes. */
 typedef struct flush {
   tls_stream_t *t;
   BUF_MEM *mem; /* NULL for an empty write */
-  cr_stream_write_cb cb;
-  void *arg;
   size_t plain;
+  unsigned n;
+  completion_t *items; /* inline_items, or an array for longer batches */
+  completion_t inline_items[4];
 } flush_t;
 
 typedef struct shutdown_req {
@@ -75,6 +92,7 @@ typedef struct shutdown_req {
 static const cr_stream_vtbl_t tls_vtbl;
 
 static void pump(tls_stream_t *t);
+static void prepare_cb(uv_prepare_t *h);
 
 static void set_err(tls_stream_t *t, const char *fmt, ...) CR_PRINTF(2, 3);
 static void set_err(tls_stream_t *t, const char *fmt, ...) {
@@ -91,19 +109,35 @@ static void flush_done(cr_stream_t *lower, int status, void *arg) {
   tls_stream_t *t = f->t;
   (void)lower;
   t->write_queued -= f->plain;
-  if (f->cb)
-    f->cb(&t->base, status, f->arg);
+  for (unsigned i = 0; i < f->n; i++)
+    f->items[i].cb(&t->base, status, f->items[i].arg);
+  if (f->items != f->inline_items)
+    free(f->items);
   BUF_MEM_free(f->mem);
   free(f);
 }
 
-/* Sends what OpenSSL wrote so far as one lower write; cb (optional) then completes a user write of
- * `plain` bytes. The write BIO's buffer travels with the write, a new empty BIO takes its place. */
-static int flush(tls_stream_t *t, cr_stream_write_cb cb, void *arg, size_t plain) {
+/* Completes every pending user write with status (a failed flush, or the stream closed). */
+static void fail_pending(tls_stream_t *t, int status) {
+  while (t->npend > 0) {
+    completion_t c = t->pend[0];
+    memmove(t->pend, t->pend + 1, (t->npend - 1) * sizeof *t->pend);
+    t->npend--;
+    c.cb(&t->base, status, c.arg);
+  }
+  t->write_queued -= t->pend_plain;
+  t->pend_plain = 0;
+}
+
+/* Sends what OpenSSL wrote so far as one lower write, which completes every pending user write. The
+ * write BIO's buffer travels with the write; a new empty BIO takes its place. */
+static int flush(tls_stream_t *t) {
   BUF_MEM *mem = NULL;
   flush_t *f;
   uv_buf_t buf;
   int r;
+  if (t->flush_err)
+    return t->flush_err;
   if (BIO_ctrl_pending(t->wbio) > 0) {
     BIO *fresh = BIO_new(BIO_s_mem());
     if (fresh == NULL)
@@ -112,26 +146,44 @@ static int flush(tls_stream_t *t, cr_stream_write_cb cb, void *arg, size_t plain
     (void)BIO_set_close(t->wbio, BIO_NOCLOSE);
     SSL_set0_wbio(t->ssl, fresh); /* frees the old BIO, not its buffer */
     t->wbio = fresh;
-  } else if (cb == NULL) {
+  } else if (t->npend == 0) {
     return 0;
   }
   f = cr_malloc(sizeof *f);
   f->t = t;
   f->mem = mem;
-  f->cb = cb;
-  f->arg = arg;
-  f->plain = plain;
+  f->plain = t->pend_plain;
+  f->n = t->npend;
+  f->items = f->n <= CR_ARRAY_SIZE(f->inline_items) ? f->inline_items : cr_malloc(f->n * sizeof *f->items);
+  if (f->n)
+    memcpy(f->items, t->pend, f->n * sizeof *f->items);
   buf = uv_buf_init(mem ? mem->data : plain_buf, mem ? (unsigned)mem->length : 0);
   r = cr_stream_write(t->lower, &buf, 1, flush_done, f);
   if (r < 0) {
-    /* The records are gone with the buffer: the session cannot continue. */
+    /* The records are gone with the buffer: the session cannot continue. The pending user writes
+     * complete with the error from the prepare callback, never inside a user call. */
+    if (f->items != f->inline_items)
+      free(f->items);
     BUF_MEM_free(mem);
     free(f);
     t->fatal = 1;
+    t->flush_err = r;
+    if (t->npend && t->prep_init)
+      uv_prepare_start(&t->prep, prepare_cb);
     return r;
   }
-  t->write_queued += plain;
+  t->npend = 0;
+  t->pend_plain = 0;
   return 0;
+}
+
+static void prepare_cb(uv_prepare_t *h) {
+  tls_stream_t *t = h->data;
+  uv_prepare_stop(h);
+  if (t->closing)
+    return;
+  if (flush(t) < 0)
+    fail_pending(t, t->flush_err);
 }
 
 /* ---- deferred work ---- */
@@ -251,7 +303,7 @@ static void pump(tls_stream_t *t) {
     e = SSL_get_error(t->ssl, n);
     if (e == SSL_ERROR_WANT_READ) {
       /* Post-handshake messages (tickets, key updates) may have produced an answer. */
-      if (flush(t, NULL, NULL, 0) < 0) {
+      if (flush(t) < 0) {
         snprintf(t->err, sizeof t->err, "cannot write to the peer");
         deliver_end(t, CR_ETLS);
         return;
@@ -275,12 +327,12 @@ static void pump(tls_stream_t *t) {
     }
     t->fatal = 1;
     describe_failure(t, "");
-    flush(t, NULL, NULL, 0); /* our alert tells the peer why */
+    flush(t); /* our alert tells the peer why */
     deliver_end(t, CR_ETLS);
     return;
   }
   if (!t->closing && !t->fatal)
-    flush(t, NULL, NULL, 0);
+    flush(t);
 }
 
 /* ---- handshake ---- */
@@ -369,7 +421,7 @@ static int handshake_step(tls_stream_t *t, int sync) {
   ERR_clear_error();
   r = SSL_do_handshake(t->ssl);
   if (r == 1) {
-    status = flush(t, NULL, NULL, 0);
+    status = flush(t);
     if (status < 0) {
       set_err(t, "cannot write to the peer: %s", cr_strerror(status));
       return handshake_finish(t, status, sync);
@@ -381,7 +433,7 @@ static int handshake_step(tls_stream_t *t, int sync) {
   }
   e = SSL_get_error(t->ssl, r);
   if (e == SSL_ERROR_WANT_READ) {
-    status = flush(t, NULL, NULL, 0);
+    status = flush(t);
     if (status < 0) {
       set_err(t, "cannot write to the peer: %s", cr_strerror(status));
       return handshake_finish(t, status, sync);
@@ -398,7 +450,7 @@ static int handshake_step(tls_stream_t *t, int sync) {
   }
   t->fatal = 1;
   status = handshake_status(t);
-  flush(t, NULL, NULL, 0); /* our alert, so the peer learns why */
+  flush(t); /* our alert, so the peer learns why */
   return handshake_finish(t, status, sync);
 }
 
@@ -454,6 +506,8 @@ static int tls_read_stop(cr_stream_t *s) {
   return 0;
 }
 
+static void noop_write_cb(cr_stream_t *s, int status, void *arg) {}
+
 static int tls_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
   tls_stream_t *t = (tls_stream_t *)s;
   size_t total = 0, done;
@@ -474,7 +528,22 @@ static int tls_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_s
     }
     total += bufs[i].len;
   }
-  return flush(t, cb, arg, total);
+  if (t->npend == t->pend_cap) {
+    t->pend_cap = t->pend_cap ? t->pend_cap * 2 : 4;
+    t->pend = cr_realloc(t->pend, t->pend_cap * sizeof *t->pend);
+  }
+  t->pend[t->npend].cb = cb ? cb : noop_write_cb;
+  t->pend[t->npend].arg = arg;
+  t->npend++;
+  t->pend_plain += total;
+  t->write_queued += total;
+  if (!t->prep_init) {
+    uv_prepare_init(t->base.loop, &t->prep);
+    t->prep.data = t;
+    t->prep_init = 1;
+  }
+  uv_prepare_start(&t->prep, prepare_cb);
+  return 0;
 }
 
 static void shutdown_done(cr_stream_t *lower, int status, void *arg) {
@@ -498,7 +567,7 @@ static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
     ERR_clear_error();
     SSL_shutdown(t->ssl); /* queues close_notify; the peer's may come later or never */
     ERR_clear_error();
-    r = flush(t, NULL, NULL, 0);
+    r = flush(t);
     if (r < 0)
       return r;
   }
@@ -519,6 +588,8 @@ static void close_step(tls_stream_t *t) {
   if (--t->pending_closes > 0)
     return;
   cb = t->close_cb;
+  fail_pending(t, UV_ECANCELED); /* batched writes that never reached the lower stream */
+  free(t->pend);
   SSL_free(t->ssl);
   cr__tls_ctx_unref(t->ctx);
   if (cb)
@@ -539,6 +610,10 @@ static void tls_close(cr_stream_t *s, cr_stream_close_cb cb) {
   if (t->idle_init) {
     t->pending_closes++;
     uv_close((uv_handle_t *)&t->idle, idle_closed);
+  }
+  if (t->prep_init) {
+    t->pending_closes++;
+    uv_close((uv_handle_t *)&t->prep, idle_closed);
   }
   cr_stream_close(t->lower, lower_closed);
 }

@@ -19,6 +19,10 @@ void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) CR_P
 #define cr_log_warn(msg, ...) cr_log(CR_LOG_WARN, msg, __VA_ARGS__)
 #define cr_log_error(msg, ...) cr_log(CR_LOG_ERROR, msg, __VA_ARGS__)
 
+/* Writes the buffered lines out. Info and debug lines are buffered until this is called (the roles
+ * call it once per event-loop turn and at exit); warnings and errors are written at once. */
+void cr_log_flush(void);
+
 /* Escapes s for use as a quoted logfmt value (backslash and quote escaped, control bytes as \xNN),
  * truncating to fit; returns out. */
 char *cr_log_quote(char *out, size_t outlen, const char *s);
