@@ -1427,7 +1427,7 @@ static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_
       get_duration(c, m, up, "connect_timeout", r_up_connect, &r->connect_timeout_ms, NULL) ||
       get_duration(c, m, up, "response_timeout", r_up_response, &r->response_timeout_ms, NULL) ||
       get_duration(c, m, up, "idle_timeout", r_up_idle, &r->idle_timeout_ms, NULL) ||
-      get_uint(c, m, up, "max_idle", 8, 0, 1024, &r->max_idle) != 0)
+      get_uint(c, m, up, "max_idle", 64, 0, 1024, &r->max_idle) != 0)
     return CR_ECONFIG;
   if (r->server_name == NULL)
     r->server_name = cr_strdup(r->upstream_host);

@@ -86,7 +86,7 @@ typedef struct cr_conf_route {
   uint64_t response_timeout_ms; /* upstream.response_timeout (30s): request sent -> response head,
                                    and between body reads */
   uint64_t idle_timeout_ms;     /* upstream.idle_timeout (60s): pooled connection lifetime idle */
-  unsigned max_idle;            /* upstream.max_idle (8): pooled connections kept */
+  unsigned max_idle;            /* upstream.max_idle (64): pooled connections kept; at least the calls expected in flight, or busy periods pay a TLS handshake per call */
   int soap;                     /* routes[].soap (false): failures answered as SOAP 1.1 Faults */
   cr_conf_revocation_t revocation; /* routes[].revocation: off|soft|hard; the value in force for this
                                       route: its own when given, else the agent's revocation */

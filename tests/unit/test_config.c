@@ -275,7 +275,7 @@ static void test_agent_full(void **state) {
   assert_true(r->connect_timeout_ms == 5000);
   assert_true(r->response_timeout_ms == 30000);
   assert_true(r->idle_timeout_ms == 60000);
-  assert_int_equal(r->max_idle, 8);
+  assert_int_equal(r->max_idle, 64);
 
   assert_true(a.max_header_size == 32768);
   assert_true(a.drain_timeout_ms == 0);
@@ -329,7 +329,7 @@ static void test_agent_defaults(void **state) {
   assert_true(r->connect_timeout_ms == 5000);
   assert_true(r->response_timeout_ms == 30000);
   assert_true(r->idle_timeout_ms == 60000);
-  assert_int_equal(r->max_idle, 8);
+  assert_int_equal(r->max_idle, 64);
   assert_int_equal(r->soap, 0);
   assert_true(a.max_header_size == 16384);
   assert_true(a.drain_timeout_ms == 10000);
