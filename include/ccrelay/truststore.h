@@ -197,7 +197,7 @@ typedef enum {
  * built, leaf first, trust anchor last. CR_ETLS_VERIFY: *x509_err (optional) is the X509_V_ERR_*
  * code and err reads "<X509_verify_cert_error_string> (depth N: SUBJECT)", e.g. "certificate has
  * expired (depth 0: CN=cms.example)", "unable to get local issuer certificate (depth 0: ...)",
- * "certificate revoked (depth 0: ...)", "unsupported certificate purpose (depth 0: ...)".
+ * "certificate revoked (depth 0: ...)", "unsuitable certificate purpose (depth 0: ...)".
  * warnings (optional, may be NULL) receives the errors soft revocation forgave, "" when none;
  * soft applies when the store was built with CR_TRUST_CRL_SOFT. */
 int cr_trust_verify_store(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, int purpose,
