@@ -16,6 +16,7 @@
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
 #include "ccrelay/tls.h"
+#include "ccrelay/truststore.h"
 #include "tls_internal.h"
 
 /* PKCS#12 and PEM files are small; anything larger is not what the user meant to point at. */
@@ -27,6 +28,7 @@ struct cr_tls_ctx {
   int server;
   char *alpn;
   int alpn_required;
+  int crl_soft;
   cr_tls_peer_check_cb peer_check;
   void *peer_check_arg;
 };
@@ -374,6 +376,15 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   cr__tls_notes_t *notes = notes_of(ssl);
   X509 *cert = X509_STORE_CTX_get_current_cert(store);
   char subject[160];
+  if (!preverify_ok && ctx && ctx->crl_soft && cr_trust_crl_soft_error(X509_STORE_CTX_get_error(store))) {
+    if (notes && notes->verify_warn[0] == '\0') {
+      cr_x509_name_oneline(cert ? X509_get_subject_name(cert) : NULL, subject, sizeof subject);
+      snprintf(notes->verify_warn, sizeof notes->verify_warn, "%s (depth %d, subject %s)",
+               X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)),
+               X509_STORE_CTX_get_error_depth(store), subject[0] ? subject : "unknown");
+    }
+    return 1; /* soft revocation: a missing or stale CRL is logged by the caller, not fatal */
+  }
   if (!preverify_ok) {
     if (notes && notes->verify_why[0] == '\0') {
       int e = X509_STORE_CTX_get_error(store);
@@ -466,12 +477,12 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   r = cr_tls_global_init(err, errlen);
   if (r < 0)
     return r;
-  if (opts->server && opts->identity == NULL) {
+  if (opts->server && opts->identity == NULL && opts->identity_loaded == NULL) {
     snprintf(err, errlen, "a TLS server needs an identity (cert and key, or pkcs12)");
     return CR_ECONFIG;
   }
-  if (!opts->server && (opts->ca_file == NULL || *opts->ca_file == '\0')) {
-    snprintf(err, errlen, "a TLS client needs ca_file: the roots its server's certificate must chain to");
+  if (!opts->server && (opts->ca_file == NULL || *opts->ca_file == '\0') && opts->verify_store == NULL) {
+    snprintf(err, errlen, "a TLS client needs ca_file or a trust store: the roots its server's certificate must chain to");
     return CR_ECONFIG;
   }
   if (opts->alpn && (strlen(opts->alpn) == 0 || strlen(opts->alpn) > 255)) {
@@ -491,6 +502,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   ctx->server = opts->server;
   ctx->alpn = opts->alpn ? cr_strdup(opts->alpn) : NULL;
   ctx->alpn_required = opts->alpn_required;
+  ctx->crl_soft = opts->crl_soft;
   ctx->peer_check = opts->peer_check;
   ctx->peer_check_arg = opts->peer_check_arg;
   SSL_CTX_set_app_data(sc, ctx);
@@ -501,6 +513,10 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_info_callback(sc, info_cb);
 
+  if (opts->verify_store && !(opts->ca_file && *opts->ca_file)) {
+    X509_STORE_up_ref(opts->verify_store);
+    SSL_CTX_set_cert_store(sc, opts->verify_store); /* takes the reference just made */
+  }
   if (opts->ca_file && *opts->ca_file) {
     if (!SSL_CTX_load_verify_locations(sc, opts->ca_file, NULL)) {
       cr__tls_drain_errors(detail, sizeof detail);
@@ -531,7 +547,15 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   if (!opts->server || (opts->ca_file && *opts->ca_file))
     SSL_CTX_set_verify(sc, mode, verify_cb);
 
-  if (opts->identity) {
+  if (opts->identity_loaded) {
+    const cr_tls_identity_t *li = opts->identity_loaded;
+    if (!SSL_CTX_use_cert_and_key(sc, li->cert, li->key, li->chain, 1) || !SSL_CTX_check_private_key(sc)) {
+      cr__tls_drain_errors(detail, sizeof detail);
+      snprintf(err, errlen, "cannot use the identity (%s); check that it is a valid certificate and key", detail);
+      cr_tls_ctx_free(ctx);
+      return CR_ETLS;
+    }
+  } else if (opts->identity) {
     cr_tls_identity_t id;
     r = cr_tls_identity_load(opts->identity, &id, err, errlen);
     if (r < 0) {

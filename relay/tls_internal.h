@@ -10,6 +10,7 @@
 
 typedef struct cr__tls_notes {
   char verify_why[320]; /* why the verify callback refused, "" when it did not */
+  char verify_warn[320]; /* what soft revocation forgave, "" when nothing */
   int peer_alert;       /* last fatal alert received, or -1 */
   int sent_alert;       /* last fatal alert we sent, or -1 */
   int alpn_refused;     /* the server found no protocol of ours in the client's offer */

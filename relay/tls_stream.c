@@ -698,6 +698,10 @@ X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
   return cr_stream_is_tls(tls) ? SSL_get0_peer_certificate(((const tls_stream_t *)tls)->ssl) : NULL;
 }
 
+const char *cr_tls_stream_verify_warning(const cr_stream_t *tls) {
+  return cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->notes.verify_warn : "";
+}
+
 const char *cr_tls_stream_alpn(const cr_stream_t *tls) {
   return cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->alpn : "";
 }

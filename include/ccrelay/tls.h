@@ -50,6 +50,13 @@ typedef struct cr_tls_ctx_opts {
   const char *alpn;                    /* one protocol id ("ccrelay/1", "http/1.1"), or NULL */
   int alpn_required;                   /* 1: a peer that negotiates no ALPN is refused (the tunnel);
                                           0: no ALPN is accepted as the default protocol (HTTP/1.1) */
+  X509_STORE *verify_store;            /* client: roots (and CRLs) instead of ca_file, e.g. the trust
+                                          store's; the context takes its own reference */
+  int crl_soft;                        /* with verify_store: a missing or stale CRL is forgiven (the
+                                          stream's cr_tls_stream_verify_warning says what was); a
+                                          revoked certificate never is */
+  const cr_tls_identity_t *identity_loaded; /* instead of identity: an identity already loaded (and
+                                          its chain completed); the context takes references */
   cr_tls_peer_check_cb peer_check;     /* server only, optional */
   void *peer_check_arg;
 } cr_tls_ctx_opts_t;
@@ -83,6 +90,9 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
 const char *cr_tls_stream_error(const cr_stream_t *tls);
 /* The peer's leaf certificate (borrowed, valid until close), or NULL. */
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls);
+/* What soft revocation forgave while verifying the peer ("unable to get certificate CRL (depth 0,
+ * subject ...)"), or "" when nothing was. */
+const char *cr_tls_stream_verify_warning(const cr_stream_t *tls);
 /* Negotiated ALPN protocol, or "" when none. */
 const char *cr_tls_stream_alpn(const cr_stream_t *tls);
 int cr_stream_is_tls(const cr_stream_t *s);
