@@ -605,6 +605,11 @@ void cr__tls_ctx_unref(cr_tls_ctx_t *ctx) {
 
 void cr_tls_ctx_free(cr_tls_ctx_t *ctx) { cr__tls_ctx_unref(ctx); }
 
+cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx) {
+  ctx->refs++;
+  return ctx;
+}
+
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx) { return ctx->ssl_ctx; }
 
 SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes) {

@@ -75,6 +75,9 @@ typedef struct conn conn_t;
 struct cr_upstream {
   uv_loop_t *loop;
   cr_tls_ctx_t *tls;
+  unsigned tls_gen;      /* bumped by cr_upstream_set_tls; connections of older ones are not reused */
+  char peer_subject[256]; /* the upstream's certificate on the latest handshake */
+  time_t peer_not_after;  /* 0 before the first handshake */
   char *name;
   char *host;
   char *server_name;
@@ -112,6 +115,7 @@ struct conn {
   cr_buf_t inflight; /* bytes the stream is writing; valid until on_write_complete */
   cr_buf_t held;     /* response bytes received but not parsed while the request is paused */
   uint64_t idle_since;
+  unsigned tls_gen; /* the upstream's tls_gen when this connection was dialled */
   conn_state_t state;
   unsigned pending_closes;
   unsigned writing : 1;
@@ -420,7 +424,7 @@ static conn_t *pool_take(cr_upstream_t *u) {
 
 static void pool_put(conn_t *c) {
   cr_upstream_t *u = c->u;
-  if (u->freeing || u->max_idle == 0) {
+  if (u->freeing || u->max_idle == 0 || c->tls_gen != u->tls_gen) {
     conn_close(c);
     return;
   }
@@ -711,6 +715,18 @@ static void on_handshake(cr_stream_t *s, int status) {
     return;
   }
   cr_log_debug("upstream connection established", "route=%s peer=%s", u->name, u->hostport);
+  if (cr_tls_stream_verify_warning(s)[0])
+    cr_log_warn("soft revocation: upstream allowed without a usable CRL", "route=%s upstream=%s reason=\"%s\"",
+                u->name, u->hostport, cr_tls_stream_verify_warning(s));
+  {
+    X509 *peer = cr_tls_stream_peer_cert(s);
+    if (peer) {
+      struct tm tm;
+      cr_x509_name_oneline(X509_get_subject_name(peer), u->peer_subject, sizeof u->peer_subject);
+      if (ASN1_TIME_to_tm(X509_get0_notAfter(peer), &tm) == 1)
+        u->peer_not_after = timegm(&tm);
+    }
+  }
   conn_ready(c);
 }
 
@@ -725,6 +741,7 @@ static void on_connect(cr_stream_t *s, int status) {
     return;
   }
   tls = cr_tls_stream_new(s, u->tls, u->server_name);
+  c->tls_gen = u->tls_gen;
   tls->data = c;
   c->s = tls;
   c->state = CONN_HANDSHAKE;
@@ -843,15 +860,19 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
     snprintf(err, errlen, "upstream %s: host and a port in 1..65535 are required", name);
     return CR_ECONFIG;
   }
-  memset(&to, 0, sizeof to);
-  to.server = 0;
-  to.ca_file = opts->ca_file;
-  to.identity = opts->identity;
-  to.alpn = "http/1.1";
-  rc = cr_tls_ctx_new(&to, &tls, tlserr, sizeof tlserr);
-  if (rc < 0) {
-    snprintf(err, errlen, "upstream %s: %s", name, tlserr);
-    return rc;
+  if (opts->tls) {
+    tls = cr_tls_ctx_ref(opts->tls);
+  } else {
+    memset(&to, 0, sizeof to);
+    to.server = 0;
+    to.ca_file = opts->ca_file;
+    to.identity = opts->identity;
+    to.alpn = "http/1.1";
+    rc = cr_tls_ctx_new(&to, &tls, tlserr, sizeof tlserr);
+    if (rc < 0) {
+      snprintf(err, errlen, "upstream %s: %s", name, tlserr);
+      return rc;
+    }
   }
   u = cr_calloc(1, sizeof *u);
   u->loop = loop;
@@ -901,6 +922,23 @@ void cr_upstream_free(cr_upstream_t *u) {
   while (!cr_queue_empty(&u->busy))
     conn_close(cr_queue_data(cr_queue_head(&u->busy), conn_t, link));
   uv_close((uv_handle_t *)&u->defer_timer, on_defer_timer_closed);
+}
+
+void cr_upstream_set_tls(cr_upstream_t *u, cr_tls_ctx_t *tls) {
+  cr_tls_ctx_t *old = u->tls;
+  u->tls = cr_tls_ctx_ref(tls);
+  u->tls_gen++;
+  cr_tls_ctx_free(old); /* connections still using it hold their own reference */
+  while (!cr_queue_empty(&u->idle))
+    conn_close(cr_queue_data(cr_queue_head(&u->idle), conn_t, link));
+}
+
+int cr_upstream_peer_cert(const cr_upstream_t *u, char *subject, size_t subjectlen, time_t *not_after) {
+  if (u->peer_not_after == 0)
+    return UV_ENOENT;
+  snprintf(subject, subjectlen, "%s", u->peer_subject);
+  *not_after = u->peer_not_after;
+  return 0;
 }
 
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy) {

@@ -67,6 +67,8 @@ typedef struct cr_tls_ctx cr_tls_ctx_t;
 int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err, size_t errlen);
 /* Contexts are reference counted: every TLS stream holds one, so freeing while streams live is safe. */
 void cr_tls_ctx_free(cr_tls_ctx_t *ctx);
+/* Another reference (released with cr_tls_ctx_free); returns ctx. */
+cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx);
 /* The underlying SSL_CTX (borrowed), for settings policy does not cover, e.g. a test capping the
  * protocol version. Change it before the first stream is created. */
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx);

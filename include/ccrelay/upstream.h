@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 #include "ccrelay/http_msg.h"
@@ -25,6 +26,9 @@ typedef struct cr_upstream_opts {
   const char *server_name;  /* SNI and the name the certificate must carry */
   const char *ca_file;      /* roots for the upstream's certificate */
   const cr_tls_identity_src_t *identity; /* the route's client identity */
+  cr_tls_ctx_t *tls;        /* instead of ca_file + identity: a client context built by the caller
+                               (e.g. verifying against the trust store); the upstream takes a
+                               reference */
   uint64_t connect_timeout_ms;  /* TCP connect + TLS handshake */
   uint64_t response_timeout_ms; /* request fully sent -> response head; and max gap between body reads */
   uint64_t idle_timeout_ms;     /* pooled connection idle lifetime */
@@ -40,6 +44,16 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
 /* Closes pooled connections and frees u once they are closed. Requests still in flight are
  * canceled (no callbacks). */
 void cr_upstream_free(cr_upstream_t *u);
+/* Replaces the TLS context new connections use (a trust store reload). Requests in flight are not
+ * touched, but no connection made under an older context is reused afterwards: idle ones close now,
+ * busy ones close when their request ends. Sessions of the old context are never resumed, since
+ * they belong to it. Takes a reference to tls. */
+void cr_upstream_set_tls(cr_upstream_t *u, cr_tls_ctx_t *tls);
+
+/* The certificate the upstream presented on the latest successful handshake: its subject (one line)
+ * and notAfter. 0, or UV_ENOENT before the first handshake. */
+int cr_upstream_peer_cert(const cr_upstream_t *u, char *subject, size_t subjectlen, time_t *not_after);
+
 /* Connections: idle in the pool / busy with a request. */
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);
 
