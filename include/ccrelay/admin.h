@@ -35,6 +35,10 @@ void cr_admin_close(cr_admin_t *a);
 
 /* Answers req (once) with status, Content-Type ctype and body (copied); closes the connection after. */
 void cr_admin_respond(cr_admin_req_t *req, int status, const char *ctype, const char *body, size_t len);
+/* Adds a header to the answer cr_admin_respond will send (e.g. WWW-Authenticate on a 401); call
+ * before it. Content-Type, Content-Length and Connection are the listener's. 0, CR_EHTTP_PARSE for
+ * a name or value not valid on the wire, or CR_ELIMIT past 8 headers. */
+int cr_admin_req_add_header(cr_admin_req_t *req, const char *name, const char *value);
 /* The caller's address ("127.0.0.1:53211"), for logs of who asked. */
 const char *cr_admin_req_peer(const cr_admin_req_t *req);
 /* Opaque per-request pointer for the callee. */

@@ -1,0 +1,517 @@
+/* Admin listener tests: a real libuv loop, the listener on 127.0.0.1 and in-process TCP clients
+ * writing raw requests. Every wait is bounded in time, and every test ends with
+ * uv_loop_close() == 0. */
+#define _GNU_SOURCE /* memmem */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ccrelay/admin.h"
+#include "ccrelay/alloc.h"
+#include "ccrelay/buf.h"
+#include "ccrelay/error.h"
+#include "ccrelay/http_msg.h"
+#include "ccrelay/stream.h"
+
+#define MAX_HELD 8
+#define MAX_CLIENTS 8
+
+typedef enum {
+  SRV_SYNC,  /* answer inside on_request: 200 "got <method> <target> <body_len>" */
+  SRV_HOLD,  /* keep the request; the test answers (or closes) later */
+  SRV_AUTH   /* 401 with WWW-Authenticate unless the bearer token is right, else 200 "welcome" */
+} srv_mode_t;
+
+typedef struct ctx ctx_t;
+
+typedef struct client {
+  ctx_t *c;
+  cr_stream_t *s;
+  cr_buf_t rx;
+  char *req;     /* bytes to send once connected */
+  size_t reqlen;
+  char *later;   /* bytes sent after "100 Continue" arrives */
+  size_t laterlen;
+  int connected, eof, err, closed, later_sent;
+  int close_after_send; /* close the connection once the request is written */
+} client_t;
+
+struct ctx {
+  uv_loop_t loop;
+  uv_timer_t ticker; /* keeps UV_RUN_ONCE from blocking forever */
+  cr_admin_t *admin;
+  srv_mode_t mode;
+  int requests, aborts;
+  cr_admin_req_t *held[MAX_HELD];
+  int nheld;
+  size_t last_body_len;
+  int last_body_ok;       /* body bytes matched the expected pattern */
+  char last_peer[64];
+  client_t clients[MAX_CLIENTS];
+  int nclients;
+};
+
+#define RUN_UNTIL(c, cond, ms)                                                      \
+  do {                                                                              \
+    uv_update_time(&(c)->loop);                                                     \
+    uint64_t dl_ = uv_now(&(c)->loop) + (ms);                                       \
+    while (!(cond) && uv_now(&(c)->loop) < dl_)                                     \
+      uv_run(&(c)->loop, UV_RUN_ONCE);                                              \
+    assert_true(cond);                                                              \
+  } while (0)
+
+static const char TOKEN[] = "0123456789abcdef0123456789abcdef";
+
+/* ---------- the server side ---------- */
+
+static int body_pattern_ok(const char *body, size_t len) {
+  for (size_t i = 0; i < len; i++)
+    if (body[i] != (char)('a' + i % 26))
+      return 0;
+  return 1;
+}
+
+static void srv_on_request(cr_admin_req_t *req, const cr_http_msg_t *head, const char *body, size_t body_len,
+                           void *arg) {
+  ctx_t *c = arg;
+  char out[256];
+  c->requests++;
+  c->last_body_len = body_len;
+  c->last_body_ok = body_pattern_ok(body, body_len);
+  snprintf(c->last_peer, sizeof c->last_peer, "%s", cr_admin_req_peer(req));
+  switch (c->mode) {
+  case SRV_SYNC:
+    snprintf(out, sizeof out, "got %s %s %zu", head->method, head->target, body_len);
+    cr_admin_respond(req, 200, "text/plain", out, strlen(out));
+    break;
+  case SRV_HOLD:
+    assert_true(c->nheld < MAX_HELD);
+    cr_admin_req_set_data(req, c);
+    c->held[c->nheld++] = req;
+    break;
+  case SRV_AUTH:
+    if (!cr_admin_bearer_ok(head, TOKEN)) {
+      assert_int_equal(cr_admin_req_add_header(req, "WWW-Authenticate", "Bearer"), 0);
+      assert_int_equal(cr_admin_req_add_header(req, "Bad Name", "x"), CR_EHTTP_PARSE);
+      cr_admin_respond(req, 401, "application/json", "{\"error\":\"unauthorized\"}", 24);
+    } else {
+      cr_admin_respond(req, 200, "text/plain", "welcome", 7);
+    }
+    break;
+  }
+}
+
+static void srv_on_abort(cr_admin_req_t *req, void *arg) {
+  ctx_t *c = arg;
+  c->aborts++;
+  for (int i = 0; i < c->nheld; i++)
+    if (c->held[i] == req)
+      c->held[i] = NULL;
+}
+
+static const cr_admin_callbacks_t srv_cbs = {srv_on_request, srv_on_abort};
+
+static void ticker_cb(uv_timer_t *t) {}
+
+static void ctx_init(ctx_t *c, srv_mode_t mode) {
+  char err[256];
+  memset(c, 0, sizeof *c);
+  c->mode = mode;
+  assert_int_equal(uv_loop_init(&c->loop), 0);
+  uv_timer_init(&c->loop, &c->ticker);
+  uv_timer_start(&c->ticker, ticker_cb, 20, 20);
+  assert_int_equal(cr_admin_listen(&c->loop, "127.0.0.1", 0, &srv_cbs, c, &c->admin, err, sizeof err), 0);
+  assert_true(cr_admin_port(c->admin) > 0);
+}
+
+static void client_closed(cr_stream_t *s) {
+  client_t *cl = s->data;
+  cl->closed = 1;
+}
+
+static void ctx_finish(ctx_t *c) {
+  if (c->admin)
+    cr_admin_close(c->admin);
+  c->admin = NULL;
+  for (int i = 0; i < c->nclients; i++) {
+    client_t *cl = &c->clients[i];
+    if (cl->s && !cl->closed) {
+      cr_stream_close(cl->s, client_closed);
+      cl->s = NULL;
+    }
+  }
+  uv_close((uv_handle_t *)&c->ticker, NULL);
+  for (int i = 0; i < 200 && uv_run(&c->loop, UV_RUN_NOWAIT); i++)
+    ;
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+  for (int i = 0; i < c->nclients; i++) {
+    cr_buf_free(&c->clients[i].rx);
+    free(c->clients[i].req);
+    free(c->clients[i].later);
+  }
+}
+
+/* ---------- raw clients ---------- */
+
+static void client_write_done(cr_stream_t *s, int status, void *arg) {
+  client_t *cl = s->data;
+  if (status < 0)
+    cl->err = status;
+  else if (cl->close_after_send && !cl->closed && arg == NULL) {
+    cr_stream_close(s, client_closed);
+    cl->s = NULL;
+    cl->closed = 1;
+  }
+}
+
+static void client_send(client_t *cl, const char *data, size_t len, void *tag) {
+  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+  assert_int_equal(cr_stream_write(cl->s, &b, 1, client_write_done, tag), 0);
+}
+
+static void client_on_read(cr_stream_t *s, ssize_t n, const char *data) {
+  client_t *cl = s->data;
+  if (n < 0) {
+    if (n == UV_EOF)
+      cl->eof = 1;
+    else
+      cl->err = (int)n;
+    return;
+  }
+  assert_int_equal(cr_buf_append(&cl->rx, data, (size_t)n), 0);
+  assert_int_equal(cr_buf_append(&cl->rx, "", 1), 0); /* keeps rx a C string for the asserts */
+  cl->rx.len--;
+  if (cl->later && !cl->later_sent && cl->rx.len >= 25 &&
+      memmem(cl->rx.base, cl->rx.len, "HTTP/1.1 100 Continue\r\n\r\n", 25) != NULL) {
+    cl->later_sent = 1;
+    client_send(cl, cl->later, cl->laterlen, NULL);
+  }
+}
+
+static void client_connected(cr_stream_t *s, int status) {
+  client_t *cl = s->data;
+  assert_int_equal(status, 0);
+  cl->connected = 1;
+  assert_int_equal(cr_stream_read_start(s, client_on_read), 0);
+  if (cl->reqlen)
+    client_send(cl, cl->req, cl->reqlen, NULL);
+}
+
+/* Starts a client that sends req (copied) once connected. */
+static client_t *client_start(ctx_t *c, const char *req, size_t len) {
+  client_t *cl;
+  assert_true(c->nclients < MAX_CLIENTS);
+  cl = &c->clients[c->nclients++];
+  cl->c = c;
+  cr_buf_init(&cl->rx, 4 * 1024 * 1024);
+  cl->req = cr_malloc(len + 1);
+  memcpy(cl->req, req, len);
+  cl->reqlen = len;
+  assert_int_equal(cr_tcp_connect(&c->loop, "127.0.0.1", cr_admin_port(c->admin), client_connected, cl, &cl->s), 0);
+  cl->s->data = cl;
+  return cl;
+}
+
+static client_t *client_start_str(ctx_t *c, const char *req) { return client_start(c, req, strlen(req)); }
+
+static int rx_has(const client_t *cl, const char *s) {
+  return cl->rx.len && memmem(cl->rx.base, cl->rx.len, s, strlen(s)) != NULL;
+}
+
+static int status_of(const client_t *cl) {
+  int st = 0;
+  const char *p = cl->rx.base;
+  size_t n = cl->rx.len;
+  /* skip a 100 Continue */
+  if (n >= 25 && memcmp(p, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0) {
+    p += 25;
+    n -= 25;
+  }
+  if (n >= 12 && sscanf(p, "HTTP/1.1 %d", &st) == 1)
+    return st;
+  return 0;
+}
+
+static const char *body_of(const client_t *cl) {
+  const char *p = memmem(cl->rx.base, cl->rx.len, "\r\n\r\n", 4);
+  if (p && cl->rx.len >= 25 && memcmp(cl->rx.base, "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0)
+    p = memmem(p + 4, cl->rx.len - (size_t)(p + 4 - cl->rx.base), "\r\n\r\n", 4);
+  return p ? p + 4 : "";
+}
+
+/* ---------- tests ---------- */
+
+static void test_sync_answer(void **state) {
+  ctx_t c;
+  client_t *cl;
+  char want[64];
+  ctx_init(&c, SRV_SYNC);
+  cl = client_start_str(&c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  RUN_UNTIL(&c, cl->eof, 3000);
+  assert_int_equal(status_of(cl), 200);
+  assert_true(rx_has(cl, "Connection: close\r\n"));
+  assert_true(rx_has(cl, "Content-Type: text/plain\r\n"));
+  assert_true(rx_has(cl, "Content-Length: 18\r\n"));
+  assert_true(rx_has(cl, "\r\n\r\ngot GET /healthz 0"));
+  assert_int_equal(c.requests, 1);
+  assert_int_equal(c.aborts, 0);
+  snprintf(want, sizeof want, "127.0.0.1:");
+  assert_memory_equal(c.last_peer, want, strlen(want));
+  ctx_finish(&c);
+}
+
+static void test_async_answer(void **state) {
+  ctx_t c;
+  client_t *a, *b;
+  ctx_init(&c, SRV_HOLD);
+  a = client_start_str(&c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
+  b = client_start_str(&c, "DELETE /two HTTP/1.1\r\nHost: x\r\n\r\n");
+  RUN_UNTIL(&c, c.nheld == 2, 3000);
+  /* Nothing is sent before the callee answers. */
+  for (int i = 0; i < 5; i++)
+    uv_run(&c.loop, UV_RUN_NOWAIT);
+  assert_int_equal(a->rx.len, 0);
+  assert_ptr_equal(cr_admin_req_data(c.held[0]), &c);
+  cr_admin_respond(c.held[1], 202, "application/json", "{\"later\":true}", 14);
+  cr_admin_respond(c.held[1], 500, "text/plain", "twice", 5); /* answered already: ignored */
+  c.held[1] = NULL;
+  RUN_UNTIL(&c, a->eof || b->eof, 3000);
+  cr_admin_respond(c.held[0], 204, NULL, NULL, 0);
+  c.held[0] = NULL;
+  RUN_UNTIL(&c, a->eof && b->eof, 3000);
+  assert_int_equal(status_of(a), 204);
+  assert_true(rx_has(a, "Content-Length: 0\r\n"));
+  assert_int_equal(status_of(b), 202);
+  assert_string_equal(body_of(b), "{\"later\":true}");
+  assert_int_equal(c.aborts, 0);
+  ctx_finish(&c);
+}
+
+static char *pattern(size_t n) {
+  char *p = cr_malloc(n + 1);
+  for (size_t i = 0; i < n; i++)
+    p[i] = (char)('a' + i % 26);
+  p[n] = 0;
+  return p;
+}
+
+static void test_body_collected(void **state) {
+  ctx_t c;
+  client_t *cl, *ch;
+  const size_t n = 300000;
+  char *body = pattern(n);
+  cr_buf_t req, chunked;
+  ctx_init(&c, SRV_SYNC);
+  cr_buf_init(&req, 0);
+  cr_buf_appendf(&req, "POST /trust HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", n);
+  cr_buf_append(&req, body, n);
+  cl = client_start(&c, req.base, req.len);
+  RUN_UNTIL(&c, cl->eof, 3000);
+  assert_int_equal(status_of(cl), 200);
+  assert_string_equal(body_of(cl), "got POST /trust 300000");
+  assert_int_equal(c.last_body_len, n);
+  assert_true(c.last_body_ok);
+
+  /* Chunked, in uneven chunks. */
+  cr_buf_init(&chunked, 0);
+  cr_buf_appendf(&chunked, "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  cr_buf_appendf(&chunked, "%x\r\n", 7);
+  cr_buf_append(&chunked, body, 7);
+  cr_buf_appendf(&chunked, "\r\n%x\r\n", 1000);
+  cr_buf_append(&chunked, body + 7, 1000);
+  cr_buf_appendf(&chunked, "\r\n0\r\n\r\n");
+  ch = client_start(&c, chunked.base, chunked.len);
+  RUN_UNTIL(&c, ch->eof, 3000);
+  assert_string_equal(body_of(ch), "got POST /c 1007");
+  assert_true(c.last_body_ok);
+  assert_int_equal(c.requests, 2);
+  cr_buf_free(&req);
+  cr_buf_free(&chunked);
+  free(body);
+  ctx_finish(&c);
+}
+
+static void test_expect_continue(void **state) {
+  ctx_t c;
+  client_t *cl;
+  char *body = pattern(5000);
+  const char *head = "POST /trust HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+  ctx_init(&c, SRV_SYNC);
+  cl = client_start_str(&c, head);
+  cl->later = body;
+  cl->laterlen = 5000;
+  RUN_UNTIL(&c, cl->eof, 3000);
+  assert_true(cl->later_sent);
+  assert_int_equal(status_of(cl), 200);
+  assert_string_equal(body_of(cl), "got POST /trust 5000");
+  assert_true(c.last_body_ok);
+  ctx_finish(&c);
+}
+
+static void test_body_too_large(void **state) {
+  ctx_t c;
+  client_t *cl, *ch;
+  cr_buf_t req;
+  char *big = pattern(600 * 1024);
+  ctx_init(&c, SRV_SYNC);
+  /* Declared too large: refused at the head, before any body byte. */
+  cl = client_start_str(&c, "POST /trust HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n");
+  RUN_UNTIL(&c, cl->eof, 3000);
+  assert_int_equal(status_of(cl), 413);
+  assert_true(rx_has(cl, "Content-Type: application/json"));
+  assert_true(rx_has(cl, "\"error\":\"body_too_large\""));
+  /* Chunked past 1 MiB: refused when the collected body crosses it. */
+  cr_buf_init(&req, 0);
+  cr_buf_appendf(&req, "POST /trust HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 2; i++) {
+    cr_buf_appendf(&req, "%x\r\n", 600 * 1024);
+    cr_buf_append(&req, big, 600 * 1024);
+    cr_buf_appendf(&req, "\r\n");
+  }
+  cr_buf_appendf(&req, "0\r\n\r\n");
+  ch = client_start(&c, req.base, req.len);
+  RUN_UNTIL(&c, ch->eof || ch->err, 5000);
+  assert_int_equal(status_of(ch), 413);
+  assert_int_equal(c.requests, 0);
+  cr_buf_free(&req);
+  free(big);
+  ctx_finish(&c);
+}
+
+static void test_malformed(void **state) {
+  ctx_t c;
+  client_t *a, *b;
+  cr_buf_t req;
+  ctx_init(&c, SRV_SYNC);
+  a = client_start_str(&c, "GET /x HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n");
+  cr_buf_init(&req, 0);
+  cr_buf_appendf(&req, "GET /x HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; i < 40; i++)
+    cr_buf_appendf(&req, "X-Filler-%d: %0500d\r\n", i, 0);
+  cr_buf_appendf(&req, "\r\n");
+  b = client_start(&c, req.base, req.len);
+  RUN_UNTIL(&c, a->eof && b->eof, 3000);
+  assert_int_equal(status_of(a), 400);
+  assert_true(rx_has(a, "\"error\":\"bad_request\""));
+  assert_int_equal(status_of(b), 400);
+  assert_true(rx_has(b, "\"error\":\"header_too_large\""));
+  assert_int_equal(c.requests, 0);
+  cr_buf_free(&req);
+  ctx_finish(&c);
+}
+
+static void test_caller_abort(void **state) {
+  ctx_t c;
+  client_t *cl;
+  ctx_init(&c, SRV_HOLD);
+  cl = client_start_str(&c, "GET /agents/x/status HTTP/1.1\r\nHost: x\r\n\r\n");
+  RUN_UNTIL(&c, c.nheld == 1, 3000);
+  cr_stream_close(cl->s, client_closed);
+  cl->s = NULL;
+  RUN_UNTIL(&c, c.aborts == 1, 3000);
+  assert_null(c.held[0]);
+  /* A caller gone before its request was complete is no abort: on_request never saw it. */
+  cl = client_start_str(&c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+  cl->close_after_send = 1;
+  RUN_UNTIL(&c, cl->closed, 3000);
+  for (int i = 0; i < 10; i++)
+    uv_run(&c.loop, UV_RUN_NOWAIT);
+  assert_int_equal(c.requests, 1);
+  assert_int_equal(c.aborts, 1);
+  ctx_finish(&c);
+}
+
+static void test_close_in_flight(void **state) {
+  ctx_t c;
+  client_t *a, *b;
+  ctx_init(&c, SRV_HOLD);
+  a = client_start_str(&c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  b = client_start_str(&c, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+  RUN_UNTIL(&c, c.nheld == 2, 3000);
+  cr_admin_close(c.admin);
+  c.admin = NULL;
+  assert_int_equal(c.aborts, 2);
+  RUN_UNTIL(&c, (a->eof || a->err) && (b->eof || b->err), 3000);
+  assert_int_equal(a->rx.len, 0);
+  ctx_finish(&c);
+}
+
+static void test_auth_answer(void **state) {
+  ctx_t c;
+  client_t *none, *bad, *good;
+  ctx_init(&c, SRV_AUTH);
+  none = client_start_str(&c, "GET /agents HTTP/1.1\r\nHost: x\r\n\r\n");
+  bad = client_start_str(&c, "GET /agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n");
+  good = client_start_str(&c, "GET /agents HTTP/1.1\r\nHost: x\r\n"
+                              "Authorization: Bearer 0123456789abcdef0123456789abcdef\r\n\r\n");
+  RUN_UNTIL(&c, none->eof && bad->eof && good->eof, 3000);
+  assert_int_equal(status_of(none), 401);
+  assert_true(rx_has(none, "WWW-Authenticate: Bearer\r\n"));
+  assert_int_equal(status_of(bad), 401);
+  assert_int_equal(status_of(good), 200);
+  assert_false(rx_has(good, "WWW-Authenticate"));
+  assert_string_equal(body_of(good), "welcome");
+  ctx_finish(&c);
+}
+
+static int bearer(const char *authz1, const char *authz2, const char *token) {
+  cr_http_msg_t m;
+  int r;
+  cr_http_msg_init(&m, 0);
+  if (authz1)
+    cr_http_msg_add_header(&m, "Authorization", 13, authz1, strlen(authz1));
+  if (authz2)
+    cr_http_msg_add_header(&m, "authorization", 13, authz2, strlen(authz2));
+  r = cr_admin_bearer_ok(&m, token);
+  cr_http_msg_free(&m);
+  return r;
+}
+
+static void test_bearer(void **state) {
+  assert_true(bearer("Bearer 0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_true(bearer("bearer 0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_true(bearer("Bearer   0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_false(bearer(NULL, NULL, TOKEN));
+  assert_false(bearer("Bearer 0123456789abcdef0123456789abcdeF", NULL, TOKEN));
+  assert_false(bearer("Bearer 0123456789abcdef0123456789abcde", NULL, TOKEN));   /* prefix */
+  assert_false(bearer("Bearer 0123456789abcdef0123456789abcdef0", NULL, TOKEN)); /* longer */
+  assert_false(bearer("Bearer ", NULL, TOKEN));
+  assert_false(bearer("Basic 0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_false(bearer("0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_false(bearer("Bearer0123456789abcdef0123456789abcdef", NULL, TOKEN));
+  assert_false(bearer("Bearer 0123456789abcdef0123456789abcdef", "Bearer x", TOKEN)); /* two */
+  assert_false(bearer("Bearer ", NULL, ""));
+  assert_false(bearer("Bearer x", NULL, NULL));
+}
+
+static void test_listen_error(void **state) {
+  uv_loop_t loop;
+  cr_admin_t *a = NULL, *b = (cr_admin_t *)1;
+  char err[256] = "";
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(cr_admin_listen(&loop, "127.0.0.1", 0, &srv_cbs, NULL, &a, err, sizeof err), 0);
+  assert_true(cr_admin_listen(&loop, "127.0.0.1", cr_admin_port(a), &srv_cbs, NULL, &b, err, sizeof err) < 0);
+  assert_null(b);
+  assert_true(err[0] != '\0');
+  cr_admin_close(a);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sync_answer),     cmocka_unit_test(test_async_answer),
+      cmocka_unit_test(test_body_collected),  cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_body_too_large),  cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_caller_abort),    cmocka_unit_test(test_close_in_flight),
+      cmocka_unit_test(test_auth_answer),     cmocka_unit_test(test_bearer),
+      cmocka_unit_test(test_listen_error),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
