@@ -25,6 +25,7 @@
 #include "ccrelay/stream.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/tunnel.h"
+#include "gateway_internal.h"
 
 #define PENDING_MAX (64 * 1024)
 
@@ -116,6 +117,7 @@ struct gateway {
   uv_signal_t sigint;
   uv_timer_t drain_timer;
   int draining;
+  cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
 };
 
 static void pconn_close(pconn_t *pc);
@@ -871,6 +873,19 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
     pconn_close(pc);
 }
 
+/* ---------- for the admin API (gateway_admin.c) ---------- */
+
+void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
+                                void *arg) {
+  cr_queue_t *q;
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    cr_queue_foreach(q, &gw->groups[i].tunnels) {
+      gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
+      cr__gw_tunnel_info_t info = {gt->agent, gt->group->conf->name, gt->peer, gt->tunnel};
+      visit(&info, arg);
+    }
+}
+
 /* ---------- start, drain, stop ---------- */
 
 static void close_signal_handles(gateway_t *gw) {
@@ -927,6 +942,9 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   cr_listener_close(gw->tunnel_listener);
   cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
+  if (gw->admin)
+    cr__gw_admin_stop(gw->admin);
+  gw->admin = NULL;
   /* Idle keep-alive callers go now; those mid-exchange close after their answer. */
   cr_queue_foreach_safe(q, n, &gw->pconns) {
     pconn_t *pc = cr_queue_data(q, pconn_t, link);
@@ -1004,6 +1022,11 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     cr_log_error("cannot start", "config=%s:%d:%d key=public.listen reason=\"%s\"", conf->path,
                  conf->public_.listen.pos.line, conf->public_.listen.pos.col, err);
     cr_listener_close(gw->tunnel_listener);
+    goto out;
+  }
+  if (conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) {
+    cr_listener_close(gw->tunnel_listener);
+    cr_listener_close(gw->public_listener);
     goto out;
   }
   uv_signal_init(&gw->loop, &gw->sigterm);
