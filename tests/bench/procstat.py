@@ -1,0 +1,155 @@
+#!/usr/bin/python3
+"""CPU and memory of process trees, from /proc, for tests/bench/run.sh.
+
+Each NAME=PID argument names a process and everything descended from it at sampling time (sshd forks
+a child per connection; nginx runs with master_process off, so its tree is one process).
+
+  procstat.py snap NAME=PID...
+      one JSON object {NAME: {"cpu_s", "rss_kb", "hwm_kb", "nproc"}} on stdout.
+  procstat.py watch --out FILE --ready FILE [--interval 0.25] [--max 600] NAME=PID...
+      snapshot, touch the ready FILE, sample VmRSS every interval until SIGTERM (or --max seconds),
+      snapshot again, write {NAME: {"cpu_s" (delta), "rss_peak_kb" (max sampled sum of VmRSS),
+      "rss_end_kb", "hwm_end_kb" (sum of VmHWM: peak since each process started), "nproc"}}.
+
+cpu_s is utime + stime + cutime + cstime summed over the tree's live processes: a child's time is in
+its own counters while it lives and in its parent's c* counters once reaped, so deltas stay right.
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def read_stat(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    rest = s[s.rindex(")") + 2:].split()
+    # fields after the command: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+    return int(rest[1]), int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+
+
+def read_mem(pid):
+    rss = hwm = 0
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("VmHWM:"):
+                    hwm = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, hwm
+
+
+def children_map():
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid, _ = read_stat(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    return kids
+
+
+def tree(root, kids):
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+def snap(targets):
+    kids = children_map()
+    res = {}
+    for name, pid in targets:
+        cpu = rss = hwm = n = 0
+        for p in tree(pid, kids):
+            try:
+                _, t = read_stat(p)
+            except (OSError, ValueError, IndexError):
+                continue
+            r, h = read_mem(p)
+            cpu += t
+            rss += r
+            hwm += h
+            n += 1
+        res[name] = {"cpu_s": cpu / TICK, "rss_kb": rss, "hwm_kb": hwm, "nproc": n}
+    return res
+
+
+def parse_targets(args):
+    out = []
+    for a in args:
+        name, pid = a.split("=", 1)
+        out.append((name, int(pid)))
+    return out
+
+
+def watch(argv):
+    out = ready = None
+    interval, limit = 0.25, 600.0
+    rest = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("--out", "--ready", "--interval", "--max"):
+            v = argv[i + 1]
+            i += 2
+            if a == "--out":
+                out = v
+            elif a == "--ready":
+                ready = v
+            elif a == "--interval":
+                interval = float(v)
+            else:
+                limit = float(v)
+            continue
+        rest.append(a)
+        i += 1
+    targets = parse_targets(rest)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    first = snap(targets)
+    peak = {n: first[n]["rss_kb"] for n, _ in targets}
+    with open(ready, "w") as f:
+        f.write("ready\n")
+    t_end = time.monotonic() + limit
+    while not stop and time.monotonic() < t_end:
+        time.sleep(interval)
+        s = snap(targets)
+        for n, _ in targets:
+            peak[n] = max(peak[n], s[n]["rss_kb"])
+    last = snap(targets)
+    res = {}
+    for n, _ in targets:
+        peak[n] = max(peak[n], last[n]["rss_kb"])
+        res[n] = {"cpu_s": round(last[n]["cpu_s"] - first[n]["cpu_s"], 3), "rss_peak_kb": peak[n],
+                  "rss_end_kb": last[n]["rss_kb"], "hwm_end_kb": last[n]["hwm_kb"], "nproc": last[n]["nproc"]}
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(res, f)
+    os.replace(tmp, out)
+
+
+def main(argv):
+    if argv and argv[0] == "snap":
+        json.dump(snap(parse_targets(argv[1:])), sys.stdout)
+        sys.stdout.write("\n")
+    elif argv and argv[0] == "watch":
+        watch(argv[1:])
+    else:
+        sys.stderr.write(__doc__)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
