@@ -433,8 +433,9 @@ static void on_abort(cr_admin_req_t *req, void *arg) {
   ctl_call_t *c = cr_admin_req_data(req);
   if (c == NULL)
     return;
-  cr_log_warn("admin call abandoned", "peer=%s method=%s agent=%s request_id=%s reason=\"caller left\"", c->peer,
-              c->method, c->agent, c->request_id);
+  cr_log_warn("admin call abandoned",
+              "peer=%s method=%s agent=%s request_id=%s reason=\"the caller left or the admin listener closed\"",
+              c->peer, c->method, c->agent, c->request_id);
   if (c->action[0])
     cr_log_warn("remote trust change", "requested_by=\"admin %s\" agent=%s action=%s%s%s agent_status=- "
                 "request_id=%s reason=\"the admin caller left before the agent answered; the change may have "
@@ -466,6 +467,8 @@ int cr__gw_admin_start(struct gateway *gw, uv_loop_t *loop, const cr_conf_gatewa
   *out = ga;
   return 0;
 }
+
+unsigned cr__gw_admin_port(const cr__gw_admin_t *ga) { return cr_admin_port(ga->admin); }
 
 void cr__gw_admin_stop(cr__gw_admin_t *ga) {
   cr_admin_close(ga->admin);

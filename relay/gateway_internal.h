@@ -27,6 +27,8 @@ typedef struct cr__gw_admin cr__gw_admin_t;
 /* Starts the admin API on conf->admin_listen (the caller checked host is set). 0, or an error
  * already logged with the config position. */
 int cr__gw_admin_start(struct gateway *gw, uv_loop_t *loop, const cr_conf_gateway_t *conf, cr__gw_admin_t **out);
+/* The bound port (admin.listen may say port 0 in tests). */
+unsigned cr__gw_admin_port(const cr__gw_admin_t *ga);
 /* Stops listening and aborts admin calls in flight (their control streams are reset); frees ga. */
 void cr__gw_admin_stop(cr__gw_admin_t *ga);
 

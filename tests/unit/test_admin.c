@@ -1,6 +1,11 @@
 /* Admin listener tests: a real libuv loop, the listener on 127.0.0.1 and in-process TCP clients
  * writing raw requests. Every wait is bounded in time, and every test ends with
- * uv_loop_close() == 0. */
+ * uv_loop_close() == 0.
+ *
+ * The gateway's admin API (relay/gateway_admin.c) is tested here too, over a real tunnel pair: this
+ * file defines cr__gateway_foreach_tunnel itself (a test double for gateway.c's, which the linker
+ * then never pulls from the core library) and lists the pair's gateway side as agent
+ * "acme-agent-1". */
 #define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +23,8 @@
 #include "ccrelay/error.h"
 #include "ccrelay/http_msg.h"
 #include "ccrelay/stream.h"
+#include "ccrelay/tunnel.h"
+#include "../../relay/gateway_internal.h"
 
 #define MAX_HELD 8
 #define MAX_CLIENTS 8
@@ -46,6 +53,7 @@ struct ctx {
   uv_loop_t loop;
   uv_timer_t ticker; /* keeps UV_RUN_ONCE from blocking forever */
   cr_admin_t *admin;
+  unsigned port; /* where clients connect */
   srv_mode_t mode;
   int requests, aborts;
   cr_admin_req_t *held[MAX_HELD];
@@ -127,7 +135,8 @@ static void ctx_init(ctx_t *c, srv_mode_t mode) {
   uv_timer_init(&c->loop, &c->ticker);
   uv_timer_start(&c->ticker, ticker_cb, 20, 20);
   assert_int_equal(cr_admin_listen(&c->loop, "127.0.0.1", 0, &srv_cbs, c, &c->admin, err, sizeof err), 0);
-  assert_true(cr_admin_port(c->admin) > 0);
+  c->port = cr_admin_port(c->admin);
+  assert_true(c->port > 0);
 }
 
 static void client_closed(cr_stream_t *s) {
@@ -213,7 +222,7 @@ static client_t *client_start(ctx_t *c, const char *req, size_t len) {
   cl->req = cr_malloc(len + 1);
   memcpy(cl->req, req, len);
   cl->reqlen = len;
-  assert_int_equal(cr_tcp_connect(&c->loop, "127.0.0.1", cr_admin_port(c->admin), client_connected, cl, &cl->s), 0);
+  assert_int_equal(cr_tcp_connect(&c->loop, "127.0.0.1", c->port, client_connected, cl, &cl->s), 0);
   cl->s->data = cl;
   return cl;
 }
@@ -504,6 +513,316 @@ static void test_listen_error(void **state) {
   assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* ---------- the gateway's admin API over a tunnel pair ---------- */
+
+typedef enum {
+  AG_ECHO,  /* read the body, then answer 201 {"got":N,"ok":true|false} */
+  AG_RESET, /* reset the stream at once */
+  AG_HOLD,  /* answer nothing */
+  AG_BIG    /* answer 200 with a body of 1 MiB + 1 */
+} ag_mode_t;
+
+#define BIG_ANSWER (1024 * 1024 + 1)
+
+typedef struct gctx {
+  ctx_t c; /* loop and clients; c.port is the admin API's */
+  cr_listener_t *lis;
+  cr_tunnel_t *gw, *ag;
+  int gw_closed, ag_closed;
+  cr__gw_admin_t *ga;
+  cr_conf_gateway_t conf;
+  ag_mode_t mode;
+  int streams, streams_closed, stream_close_err;
+  char method[16], target[256], host[64], by[96], ctype[64], rid[80];
+  int64_t content_length;
+  size_t rx;
+  int rx_ok;
+  size_t big_sent;
+} gctx_t;
+
+void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
+                                void *arg) {
+  gctx_t *g = (gctx_t *)(void *)gw;
+  if (g->gw && !g->gw_closed) {
+    cr__gw_tunnel_info_t info = {"acme-agent-1", "acme", "127.0.0.1:1", g->gw};
+    visit(&info, arg);
+  }
+}
+
+static void copy_hdr(char *out, size_t outlen, const cr_http_msg_t *m, const char *name) {
+  const char *v = cr_http_msg_get(m, name);
+  snprintf(out, outlen, "%s", v ? v : "");
+}
+
+static void ag_pump_big(gctx_t *g, cr_tstream_t *ts) {
+  static char chunk[16384];
+  while (g->big_sent < BIG_ANSWER) {
+    size_t n = CR_MIN(sizeof chunk, BIG_ANSWER - g->big_sent);
+    int r = cr_tstream_write(ts, chunk, n);
+    if (r < 0)
+      return; /* reset by the gateway meanwhile */
+    g->big_sent += n;
+    if (r == 1)
+      return;
+  }
+  cr_tstream_end(ts);
+}
+
+static void ag_data(cr_tstream_t *ts, const char *d, size_t n) {
+  gctx_t *g = cr_tstream_data(ts);
+  for (size_t i = 0; i < n; i++)
+    if (d[i] != (char)('a' + (g->rx + i) % 26))
+      g->rx_ok = 0;
+  g->rx += n;
+  cr_tstream_consume(ts, n);
+}
+
+static void ag_end(cr_tstream_t *ts) {
+  gctx_t *g = cr_tstream_data(ts);
+  cr_http_msg_t head;
+  char body[64];
+  if (g->mode != AG_ECHO)
+    return;
+  snprintf(body, sizeof body, "{\"got\":%zu,\"ok\":%s}", g->rx, g->rx_ok ? "true" : "false");
+  cr_http_msg_init(&head, 0);
+  head.status = 201;
+  head.content_length = (int64_t)strlen(body);
+  cr_http_msg_add_header(&head, "content-type", 12, "application/json", 16);
+  assert_int_equal(cr_tstream_respond(ts, &head, 1), 0);
+  assert_true(cr_tstream_write(ts, body, strlen(body)) >= 0);
+  cr_tstream_end(ts);
+  cr_http_msg_free(&head);
+}
+
+static void ag_writable(cr_tstream_t *ts) {
+  gctx_t *g = cr_tstream_data(ts);
+  if (g->mode == AG_BIG)
+    ag_pump_big(g, ts);
+}
+
+static void ag_stream_close(cr_tstream_t *ts, int error) {
+  gctx_t *g = cr_tstream_data(ts);
+  g->streams_closed++;
+  g->stream_close_err = error;
+}
+
+static const cr_tstream_callbacks_t ag_stream_cbs = {
+    .on_data = ag_data, .on_end = ag_end, .on_writable = ag_writable, .on_close = ag_stream_close};
+
+static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head) {
+  gctx_t *g = cr_tunnel_data(t);
+  g->streams++;
+  g->rx = 0;
+  g->rx_ok = 1;
+  snprintf(g->method, sizeof g->method, "%s", head->method);
+  snprintf(g->target, sizeof g->target, "%s", head->target);
+  copy_hdr(g->host, sizeof g->host, head, "host");
+  copy_hdr(g->by, sizeof g->by, head, "x-ccrelay-requested-by");
+  copy_hdr(g->ctype, sizeof g->ctype, head, "content-type");
+  copy_hdr(g->rid, sizeof g->rid, head, "x-request-id");
+  g->content_length = head->content_length;
+  cr_tstream_set_callbacks(ts, &ag_stream_cbs, g);
+  if (g->mode == AG_RESET) {
+    cr_tstream_reset(ts);
+  } else if (g->mode == AG_BIG) {
+    cr_http_msg_t h;
+    cr_http_msg_init(&h, 0);
+    h.status = 200;
+    assert_int_equal(cr_tstream_respond(ts, &h, 1), 0);
+    cr_http_msg_free(&h);
+    ag_pump_big(g, ts);
+  }
+}
+
+static void pair_closed(cr_tunnel_t *t, int error) {
+  gctx_t *g = cr_tunnel_data(t);
+  if (t == g->gw)
+    g->gw_closed = 1;
+  else
+    g->ag_closed = 1;
+}
+
+static const cr_tunnel_callbacks_t pair_gw_cbs = {.on_close = pair_closed};
+static const cr_tunnel_callbacks_t pair_ag_cbs = {.on_stream = ag_on_stream, .on_close = pair_closed};
+
+static void pair_accept(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  gctx_t *g = arg;
+  cr_tunnel_opts_t o = {.role = CR_TUNNEL_GATEWAY};
+  g->gw = cr_tunnel_new(conn, &o, &pair_gw_cbs, g);
+  assert_int_equal(cr_tunnel_start(g->gw), 0);
+  cr_listener_close(l);
+  g->lis = NULL;
+}
+
+static void pair_connect(cr_stream_t *s, int status) {
+  gctx_t *g = s->data;
+  cr_tunnel_opts_t o = {.role = CR_TUNNEL_AGENT};
+  assert_int_equal(status, 0);
+  g->ag = cr_tunnel_new(s, &o, &pair_ag_cbs, g);
+  assert_int_equal(cr_tunnel_start(g->ag), 0);
+}
+
+static gctx_t *gw_setup(ag_mode_t mode) {
+  gctx_t *g = cr_calloc(1, sizeof *g);
+  cr_stream_t *dial;
+  char err[256];
+  g->mode = mode;
+  memset(&g->c, 0, sizeof g->c);
+  assert_int_equal(uv_loop_init(&g->c.loop), 0);
+  uv_timer_init(&g->c.loop, &g->c.ticker);
+  uv_timer_start(&g->c.ticker, ticker_cb, 20, 20);
+  assert_int_equal(cr_tcp_listen(&g->c.loop, "127.0.0.1", 0, 4, pair_accept, g, &g->lis, err, sizeof err), 0);
+  assert_int_equal(cr_tcp_connect(&g->c.loop, "127.0.0.1", cr_listener_port(g->lis), pair_connect, g, &dial), 0);
+  RUN_UNTIL(&g->c, g->gw && g->ag, 2000);
+  g->conf.path = (char *)"gateway-test.yaml";
+  g->conf.admin_listen.host = (char *)"127.0.0.1";
+  g->conf.admin_listen.port = 0;
+  g->conf.admin_token = (char *)TOKEN;
+  assert_int_equal(cr__gw_admin_start((struct gateway *)(void *)g, &g->c.loop, &g->conf, &g->ga), 0);
+  g->c.port = cr__gw_admin_port(g->ga);
+  return g;
+}
+
+static void gw_teardown(gctx_t *g) {
+  if (g->ga)
+    cr__gw_admin_stop(g->ga);
+  g->ga = NULL;
+  if (!g->gw_closed)
+    cr_tunnel_close(g->gw, 0);
+  if (!g->ag_closed)
+    cr_tunnel_close(g->ag, 0);
+  RUN_UNTIL(&g->c, g->gw_closed && g->ag_closed, 2000);
+  ctx_finish(&g->c);
+  free(g);
+}
+
+#define AUTH "Authorization: Bearer 0123456789abcdef0123456789abcdef\r\n"
+
+static client_t *gw_call(gctx_t *g, const char *method, const char *path, const char *extra) {
+  char req[1024];
+  snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: admin\r\n%s%s\r\n", method, path, AUTH, extra ? extra : "");
+  return client_start_str(&g->c, req);
+}
+
+static void test_gw_admin_routes(void **state) {
+  gctx_t *g = gw_setup(AG_ECHO);
+  client_t *noauth, *list, *badname, *unknown, *put, *nothing, *badfp, *st;
+  noauth = client_start_str(&g->c, "GET /agents HTTP/1.1\r\nHost: admin\r\n\r\n");
+  list = gw_call(g, "GET", "/agents", NULL);
+  badname = gw_call(g, "GET", "/agents/acme%2Fx/trust", NULL);
+  unknown = gw_call(g, "GET", "/agents/other-agent/trust", NULL);
+  put = gw_call(g, "PUT", "/agents/acme-agent-1/trust", NULL);
+  nothing = gw_call(g, "GET", "/agents/acme-agent-1/nothing", NULL);
+  badfp = gw_call(g, "DELETE", "/agents/acme-agent-1/trust/ab..cd", NULL);
+  RUN_UNTIL(&g->c, noauth->eof && list->eof && badname->eof && unknown->eof && put->eof && nothing->eof && badfp->eof,
+            3000);
+  assert_int_equal(status_of(noauth), 401);
+  assert_true(rx_has(noauth, "WWW-Authenticate: Bearer\r\n"));
+  assert_int_equal(status_of(list), 200);
+  assert_string_equal(body_of(list), "{\"tunnels\":[{\"agent\":\"acme-agent-1\",\"group\":\"acme\",\"peer\":"
+                                     "\"127.0.0.1:1\",\"streams\":0,\"usable\":true}]}\n");
+  assert_int_equal(status_of(badname), 400);
+  assert_int_equal(status_of(unknown), 404);
+  assert_true(rx_has(unknown, "\"error\":\"unknown_agent\""));
+  assert_int_equal(status_of(put), 405);
+  assert_true(rx_has(put, "Allow: GET, POST\r\n"));
+  assert_int_equal(status_of(nothing), 404);
+  assert_int_equal(status_of(badfp), 400);
+  assert_int_equal(g->streams, 0); /* none of these reached the agent */
+
+  st = gw_call(g, "GET", "/agents/acme-agent-1/status?verbose=1", NULL);
+  RUN_UNTIL(&g->c, st->eof, 3000);
+  assert_int_equal(status_of(st), 201);
+  assert_true(rx_has(st, "Content-Type: application/json\r\n"));
+  assert_string_equal(body_of(st), "{\"got\":0,\"ok\":true}");
+  assert_string_equal(g->method, "GET");
+  assert_string_equal(g->target, "/.well-known/ccrelay/status");
+  assert_string_equal(g->host, "ccrelay-control");
+  assert_memory_equal(g->by, "admin 127.0.0.1:", 16);
+  assert_true(g->rid[0] != '\0');
+  gw_teardown(g);
+}
+
+static void test_gw_admin_post_and_delete(void **state) {
+  gctx_t *g = gw_setup(AG_ECHO);
+  const size_t n = 600 * 1024; /* several times the tunnel stream's send buffer */
+  char *body = pattern(n);
+  cr_buf_t req;
+  client_t *post, *del;
+  char want[64];
+  cr_buf_init(&req, 0);
+  cr_buf_appendf(&req, "POST /agents/acme-agent-1/trust HTTP/1.1\r\nHost: admin\r\n" AUTH
+                       "Content-Type: application/x-pem-file\r\nContent-Length: %zu\r\n\r\n", n);
+  cr_buf_append(&req, body, n);
+  post = client_start(&g->c, req.base, req.len);
+  RUN_UNTIL(&g->c, post->eof, 5000);
+  assert_int_equal(status_of(post), 201);
+  snprintf(want, sizeof want, "{\"got\":%zu,\"ok\":true}", n);
+  assert_string_equal(body_of(post), want);
+  assert_string_equal(g->method, "POST");
+  assert_string_equal(g->target, "/.well-known/ccrelay/trust");
+  assert_string_equal(g->ctype, "application/x-pem-file");
+  assert_int_equal(g->content_length, (int64_t)n);
+
+  del = gw_call(g, "DELETE", "/agents/acme-agent-1/trust/sha256:AB12cd", NULL);
+  RUN_UNTIL(&g->c, del->eof, 3000);
+  assert_int_equal(status_of(del), 201);
+  assert_string_equal(g->method, "DELETE");
+  assert_string_equal(g->target, "/.well-known/ccrelay/trust/sha256:AB12cd");
+  assert_int_equal(g->content_length, 0);
+  RUN_UNTIL(&g->c, g->streams_closed == 2, 2000);
+  assert_int_equal(g->stream_close_err, 0);
+  cr_buf_free(&req);
+  free(body);
+  gw_teardown(g);
+}
+
+static void test_gw_admin_stream_failures(void **state) {
+  gctx_t *g = gw_setup(AG_RESET);
+  client_t *reset, *big, *gone;
+  reset = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, reset->eof, 3000);
+  assert_int_equal(status_of(reset), 502);
+  assert_true(rx_has(reset, "\"error\":\"tunnel_stream_failed\""));
+
+  g->mode = AG_BIG;
+  big = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, big->eof, 5000);
+  assert_int_equal(status_of(big), 502);
+  assert_true(rx_has(big, "\"error\":\"answer_too_large\""));
+  RUN_UNTIL(&g->c, g->streams_closed == 2, 2000);
+
+  /* The tunnel goes away during a call. */
+  g->mode = AG_HOLD;
+  gone = gw_call(g, "GET", "/agents/acme-agent-1/status", NULL);
+  RUN_UNTIL(&g->c, g->streams == 3, 3000);
+  cr_tunnel_close(g->gw, CR_ECLOSED);
+  RUN_UNTIL(&g->c, gone->eof, 3000);
+  assert_int_equal(status_of(gone), 502);
+  gw_teardown(g);
+}
+
+static void test_gw_admin_caller_leaves(void **state) {
+  gctx_t *g = gw_setup(AG_HOLD);
+  client_t *a, *b;
+  a = gw_call(g, "DELETE", "/agents/acme-agent-1/trust/abcd", NULL);
+  RUN_UNTIL(&g->c, g->streams == 1, 3000);
+  cr_stream_close(a->s, client_closed);
+  a->s = NULL;
+  RUN_UNTIL(&g->c, g->streams_closed == 1, 3000); /* the control stream is reset */
+  assert_int_equal(g->stream_close_err, UV_ECONNRESET);
+
+  /* The admin API stops (drain) with a call in flight: the caller's connection closes, the
+   * stream is reset. */
+  b = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, g->streams == 2, 3000);
+  cr__gw_admin_stop(g->ga);
+  g->ga = NULL;
+  RUN_UNTIL(&g->c, (b->eof || b->err) && g->streams_closed == 2, 3000);
+  assert_int_equal(b->rx.len, 0);
+  gw_teardown(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_answer),     cmocka_unit_test(test_async_answer),
@@ -511,7 +830,9 @@ int main(void) {
       cmocka_unit_test(test_body_too_large),  cmocka_unit_test(test_malformed),
       cmocka_unit_test(test_caller_abort),    cmocka_unit_test(test_close_in_flight),
       cmocka_unit_test(test_auth_answer),     cmocka_unit_test(test_bearer),
-      cmocka_unit_test(test_listen_error),
+      cmocka_unit_test(test_listen_error),    cmocka_unit_test(test_gw_admin_routes),
+      cmocka_unit_test(test_gw_admin_post_and_delete), cmocka_unit_test(test_gw_admin_stream_failures),
+      cmocka_unit_test(test_gw_admin_caller_leaves),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
