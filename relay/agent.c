@@ -6,6 +6,8 @@
  * side's failure ends the other (an upstream error before the head becomes a 502/504 answer). */
 #include "ccrelay/agent.h"
 
+#include "agent_internal.h"
+
 #include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,8 +29,6 @@
 
 /* A tunnel that stayed up this long resets the redial backoff. */
 #define STABLE_TUNNEL_MS 10000
-
-typedef struct agent agent_t;
 
 typedef enum { SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;
 
@@ -61,25 +61,18 @@ typedef struct exchange {
   unsigned head_sent : 1;
   unsigned upstream_paused : 1;
   unsigned resp_has_body : 1;
+  unsigned control : 1;   /* a control call: its body is collected, then answered here */
+  cr_buf_t control_body;
+  char *control_target;
+  char *requested_by;
   char error[300];
 } exchange_t;
 
-struct agent {
-  uv_loop_t loop;
-  const cr_conf_agent_t *conf;
-  cr_tls_ctx_t *tunnel_tls;
-  cr_upstream_t **upstreams;
-  slot_t *slots;
-  cr_queue_t exchanges;
-  size_t tunnels_up;
-  uv_signal_t sigterm;
-  uv_signal_t sigint;
-  uv_timer_t drain_timer;
-  int draining;
-};
 
 static void slot_schedule(slot_t *sl);
 static void exchange_finish(exchange_t *x);
+static void respond_json(exchange_t *x, int status, const cr_buf_t *body);
+static void control_finish(exchange_t *x);
 
 static uint64_t now_ms(agent_t *a) { return uv_now(&a->loop); }
 
@@ -184,6 +177,17 @@ static const cr_upstream_req_callbacks_t up_cbs = {
 static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   exchange_t *x = cr_tstream_data(ts);
   x->bytes_in += len;
+  if (x->control) {
+    cr_tstream_consume(ts, len);
+    if (!x->head_sent && cr_buf_append(&x->control_body, data, len) < 0) {
+      cr_buf_t msg;
+      cr_buf_init(&msg, 0);
+      cr_buf_appendf(&msg, "{\"error\":\"too_large\",\"message\":\"control request bodies are at most 1 MiB\"}\n");
+      respond_json(x, 413, &msg);
+      cr_buf_free(&msg);
+    }
+    return;
+  }
   if (x->req == NULL) {
     cr_tstream_consume(ts, len); /* answered already: drop the rest of the body */
     return;
@@ -196,6 +200,10 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
 
 static void ts_on_end(cr_tstream_t *ts) {
   exchange_t *x = cr_tstream_data(ts);
+  if (x->control && !x->head_sent) {
+    control_finish(x);
+    return;
+  }
   if (x->req)
     cr_upstream_req_end(x->req);
 }
@@ -242,45 +250,43 @@ static void exchange_finish(exchange_t *x) {
               x->head_ms ? (long long)(x->head_ms - x->start_ms) : -1LL, x->error[0] ? " error=\"" : "", x->error,
               x->error[0] ? "\"" : "");
   cr_queue_remove(&x->link);
+  cr_buf_free(&x->control_body);
+  free(x->control_target);
+  free(x->requested_by);
   free(x);
 }
 
-/* The control channel: the gateway asks, never a public caller (the gateway refuses that prefix). */
-static void serve_control(agent_t *a, exchange_t *x, const cr_http_msg_t *req) {
+/* Answers x with a complete JSON body of our own. */
+static void respond_json(exchange_t *x, int status, const cr_buf_t *body) {
   cr_http_msg_t head;
-  cr_buf_t body;
-  char len[24];
-  if (strcmp(req->target, CR_CONTROL_PREFIX "status") != 0 || strcmp(req->method, "GET") != 0) {
-    respond_local(x, 404, "no_control_endpoint", "unknown control endpoint");
-    return;
-  }
-  cr_buf_init(&body, 0);
-  cr_buf_appendf(&body, "{\"version\":\"%s\",\"tunnels_up\":%zu,\"connections\":%u,\"routes\":[", CCRELAY_VERSION,
-                 a->tunnels_up, a->conf->gateway.connections);
-  for (size_t i = 0; i < a->conf->nroutes; i++) {
-    size_t idle, busy;
-    cr_upstream_stats(a->upstreams[i], &idle, &busy);
-    cr_buf_appendf(&body, "%s{\"name\":\"", i ? "," : "");
-    cr_json_escape(&body, a->conf->routes[i].name);
-    cr_buf_appendf(&body, "\",\"upstream\":\"");
-    cr_json_escape(&body, a->conf->routes[i].upstream_url);
-    cr_buf_appendf(&body, "\",\"idle_connections\":%zu,\"busy_connections\":%zu}", idle, busy);
-  }
-  cr_buf_appendf(&body, "]}\n");
   cr_http_msg_init(&head, 0);
-  head.status = 200;
-  head.content_length = (int64_t)body.len;
+  head.status = status;
+  head.content_length = (int64_t)body->len;
   cr_http_msg_add_header(&head, "content-type", 12, "application/json", 16);
-  snprintf(len, sizeof len, "%zu", body.len);
-  x->status = 200;
+  x->status = status;
   x->head_sent = 1;
-  x->bytes_out = body.len;
-  if (cr_tstream_respond(x->ts, &head, 1) == 0) {
-    cr_tstream_write(x->ts, body.base, body.len);
-    cr_tstream_end(x->ts);
+  x->bytes_out = body->len;
+  if (cr_tstream_respond(x->ts, &head, body->len > 0) == 0) {
+    if (body->len) {
+      cr_tstream_write(x->ts, body->base, body->len);
+      cr_tstream_end(x->ts);
+    }
+  } else {
+    cr_tstream_reset(x->ts);
   }
   cr_http_msg_free(&head);
-  cr_buf_free(&body);
+}
+
+/* The control channel: the gateway asks, never a public caller (the gateway refuses that prefix).
+ * The request body (a certificate to trust) is collected whole, at most 1 MiB, then answered. */
+static void control_finish(exchange_t *x) {
+  cr_buf_t out;
+  int status = 500;
+  cr_buf_init(&out, 0);
+  cr__agent_control(x->agent, x->method, x->control_target, x->control_body.base, x->control_body.len,
+                    x->requested_by, &status, &out);
+  respond_json(x, status, &out);
+  cr_buf_free(&out);
 }
 
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
@@ -305,7 +311,13 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   cr_tstream_set_callbacks(ts, &ts_cbs, x);
 
   if (req->target && strncmp(req->target, CR_CONTROL_PREFIX, strlen(CR_CONTROL_PREFIX)) == 0) {
-    serve_control(a, x, req);
+    const char *by = cr_http_msg_get(req, "x-ccrelay-requested-by");
+    x->control = 1;
+    x->control_target = cr_strdup(req->target);
+    x->requested_by = cr_strdup(by ? by : "");
+    cr_buf_init(&x->control_body, 1024 * 1024);
+    if (req->content_length == 0)
+      control_finish(x); /* no body: on_end may already have been consumed with the head */
     return;
   }
   x->route = cr_route_match(a->conf->routes, a->conf->nroutes, req);
@@ -316,6 +328,12 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     return;
   }
   r = &a->conf->routes[x->route];
+  if (!a->routes[x->route].usable) {
+    char msg[900];
+    snprintf(msg, sizeof msg, "route %s is unavailable: %s", r->name, a->routes[x->route].why);
+    respond_local(x, 503, "route_unavailable", msg);
+    return;
+  }
   cr_http_msg_init(&uh, 0);
   cr_http_msg_copy(&uh, req);
   cr_http_msg_strip_hop_by_hop(&uh);
@@ -330,7 +348,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   if (!has_body && (strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0 ||
                     strcmp(x->method, "DELETE") == 0 || strcmp(x->method, "OPTIONS") == 0))
     uh.content_length = -1; /* no body and no reason to announce an empty one */
-  x->req = cr_upstream_request(a->upstreams[x->route], &uh, has_body, &up_cbs, x);
+  x->req = cr_upstream_request(a->routes[x->route].up, &uh, has_body, &up_cbs, x);
   cr_http_msg_free(&uh);
 }
 
@@ -512,10 +530,15 @@ static void close_handles(agent_t *a) {
   uv_close((uv_handle_t *)&a->drain_timer, NULL);
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
     uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
-  for (size_t i = 0; i < a->conf->nroutes; i++)
-    if (a->upstreams[i]) {
-      cr_upstream_free(a->upstreams[i]);
-      a->upstreams[i] = NULL;
+  cr__agent_trust_stop(a);
+  if (a->admin) {
+    cr_admin_close(a->admin);
+    a->admin = NULL;
+  }
+  for (size_t i = 0; a->routes && i < a->conf->nroutes; i++)
+    if (a->routes[i].up) {
+      cr_upstream_free(a->routes[i].up);
+      a->routes[i].up = NULL;
     }
 }
 
@@ -552,36 +575,6 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   uv_timer_start(&a->drain_timer, on_drain_deadline, a->conf->drain_timeout_ms + 500, 0);
 }
 
-static int build_upstreams(agent_t *a) {
-  const cr_conf_agent_t *c = a->conf;
-  char err[1024];
-  a->upstreams = cr_calloc(c->nroutes, sizeof *a->upstreams);
-  for (size_t i = 0; i < c->nroutes; i++) {
-    const cr_conf_route_t *r = &c->routes[i];
-    cr_tls_identity_src_t id = {r->identity.pkcs12.path, r->identity.password, r->identity.cert.path,
-                                r->identity.key.path};
-    cr_upstream_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.name = r->name;
-    o.host = r->upstream_host;
-    o.port = r->upstream_port;
-    o.server_name = r->server_name ? r->server_name : r->upstream_host;
-    o.ca_file = r->ca.path;
-    o.identity = &id;
-    o.connect_timeout_ms = r->connect_timeout_ms;
-    o.response_timeout_ms = r->response_timeout_ms;
-    o.idle_timeout_ms = r->idle_timeout_ms;
-    o.max_idle = r->max_idle;
-    o.max_header_size = c->max_header_size;
-    if (cr_upstream_new(&a->loop, &o, &a->upstreams[i], err, sizeof err) < 0) {
-      cr_log_error("cannot start", "config=%s:%d:%d route=%s reason=\"%s\"", c->path, r->pos.line, r->pos.col,
-                   r->name, err);
-      return -1;
-    }
-  }
-  return 0;
-}
-
 static int build_tunnel_tls(agent_t *a) {
   const cr_conf_agent_t *c = a->conf;
   cr_tls_identity_src_t id = {c->gateway.identity.pkcs12.path, c->gateway.identity.password,
@@ -609,8 +602,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   a->conf = conf;
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
-  if (build_tunnel_tls(a) < 0 || build_upstreams(a) < 0)
-    goto out;
+  /* Every handle exists before anything can fail, so one path closes them all. */
   a->slots = cr_calloc(conf->gateway.connections, sizeof *a->slots);
   for (unsigned i = 0; i < conf->gateway.connections; i++) {
     slot_t *sl = &a->slots[i];
@@ -618,12 +610,17 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
     sl->index = i;
     uv_timer_init(&a->loop, &sl->timer);
     sl->timer.data = sl;
-    slot_dial(&sl->timer);
   }
   uv_signal_init(&a->loop, &a->sigterm);
   uv_signal_init(&a->loop, &a->sigint);
   uv_timer_init(&a->loop, &a->drain_timer);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+  if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
+    close_handles(a);
+    goto out;
+  }
+  for (unsigned i = 0; i < conf->gateway.connections; i++)
+    slot_dial(&a->slots[i].timer);
   uv_signal_start(&a->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&a->sigint, on_stop_signal, SIGINT);
   cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
@@ -638,17 +635,14 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_log_info("agent stopped", "");
   code = 0;
 out:
-  if (a->upstreams) {
-    for (size_t i = 0; i < conf->nroutes; i++)
-      if (a->upstreams[i])
-        cr_upstream_free(a->upstreams[i]);
-  }
   uv_run(&a->loop, UV_RUN_DEFAULT);
   cr_log_flush();
   if (uv_loop_close(&a->loop) != 0)
     cr_log_warn("event loop closed with handles still open", "");
   cr_tls_ctx_free(a->tunnel_tls);
-  free(a->upstreams);
+  if (a->trust.store)
+    cr_truststore_close(a->trust.store);
+  free(a->routes);
   free(a->slots);
   free(a);
   return code;

@@ -150,7 +150,7 @@ assert_file_contains "$T/verify-purpose.err" 'unsuitable certificate purpose'
 
 # ---- -c agent.yaml finds the store ----
 GW_TUNNEL_PORT=1
-write_agent_conf "$T/agent.yaml" "$(cms_route cms 2)" "" "trust_store: $S"
+AGENT_TRUST_STORE=$S write_agent_conf "$T/agent.yaml" "$(cms_route cms 2)"
 run_trust conf-list -c "$T/agent.yaml" list --json
 assert_eq "$RC" 0 "list through the agent config"
 assert_eq "$(json_certs "$T/conf-list.out" | wc -l)" 4 "the same store through -c"

@@ -3,6 +3,7 @@
 #
 #   write_gateway_conf FILE [EXTRA_YAML]    gateway on free ports ($GW_TUNNEL_PORT, $GW_PUBLIC_PORT)
 #   write_agent_conf FILE ROUTES_YAML [GATEWAY_EXTRA_YAML] [TOP_EXTRA_YAML] [IDENTITY_BASENAME=agent]
+#   make_trust_store DIR CA_PEM...          a trust store made with `ccrelay trust add`
 #   cms_route / pki_route                   route YAML for write_agent_conf
 #   start_gateway [NAME=gateway] [CONF]     start and wait until it listens
 #   start_agent [NAME=agent] [CONF] [N=1]   start and wait until N tunnels are up
@@ -46,10 +47,24 @@ $extra
 YAML
 }
 
-# ROUTES_YAML is the list under `routes:`, indented by two spaces.
+# make_trust_store DIR CA_PEM...: a trust store (mode 0700) holding these CAs, made with `ccrelay trust`.
+make_trust_store() {
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  "$CCRELAY_BIN" trust --store "$dir" add "$@" >/dev/null || fail "ccrelay trust add $* into $dir failed"
+}
+
+# ROUTES_YAML is the list under `routes:`, indented by two spaces. The agent's trust store is
+# $AGENT_TRUST_STORE if set, else $CR_TMP/trust, made on first use with the roots of the test PKI's
+# connector identities (client-ca) and upstream servers (upstream-ca).
 write_agent_conf() {
   local file=$1 routes=$2 gw_extra=${3:-} top_extra=${4:-} id=${5:-agent}
+  local store=${AGENT_TRUST_STORE:-$CR_TMP/trust}
+  [[ -d $store ]] || make_trust_store "$store" "$CR_PKI/client-ca.pem" "$CR_PKI/upstream-ca.pem"
   cat >"$file" <<YAML
+trust_store: $store
 log: { level: debug }
 gateway:
   address: 127.0.0.1:$GW_TUNNEL_PORT

@@ -1,0 +1,88 @@
+/* Private to the agent's files: agent.c (tunnels, exchanges), agent_trust.c (routes' TLS state from
+ * the trust store, reloads, expiry) and agent_ops.c (status, readiness, admin listener, control
+ * channel). Not a contract for anyone else. */
+#ifndef CCRELAY_AGENT_INTERNAL_H
+#define CCRELAY_AGENT_INTERNAL_H
+
+#include <time.h>
+#include <uv.h>
+
+#include "ccrelay/admin.h"
+#include "ccrelay/buf.h"
+#include "ccrelay/config.h"
+#include "ccrelay/queue.h"
+#include "ccrelay/tls.h"
+#include "ccrelay/truststore.h"
+#include "ccrelay/upstream.h"
+
+typedef struct agent agent_t;
+
+/* A route's live state. A route is usable only when its client identity chains to a trusted root
+ * of the store; otherwise it answers 503 with `why` and the agent is not ready. */
+typedef struct route_rt {
+  const cr_conf_route_t *conf;
+  cr_upstream_t *up;       /* NULL until the route was usable once; kept while refused so that
+                              requests in flight finish */
+  int usable;
+  char why[768];           /* why the route is refused */
+  char id_subject[256];    /* the client identity's subject and expiry, once loaded */
+  time_t id_not_after;
+} route_rt_t;
+
+typedef struct agent_trust {
+  cr_truststore_t *store;  /* NULL when the directory cannot be opened (error says why) */
+  char error[1024];
+  uint64_t generation;     /* of the directory at the last load; 0 = never loaded */
+  int loaded;
+  uv_fs_event_t watch;     /* the store directory; a change schedules a reload */
+  uv_timer_t debounce;     /* coalesces the burst of events one `trust add` makes */
+  uv_timer_t expiry;       /* re-checks expiry warnings twice a day */
+  uv_signal_t sighup;
+  unsigned watching : 1;
+} agent_trust_t;
+
+struct agent {
+  uv_loop_t loop;
+  const cr_conf_agent_t *conf;
+  cr_tls_ctx_t *tunnel_tls;
+  route_rt_t *routes;      /* conf->nroutes */
+  struct slot *slots;
+  cr_queue_t exchanges;
+  size_t tunnels_up;
+  agent_trust_t trust;
+  cr_admin_t *admin;
+  uv_signal_t sigterm;
+  uv_signal_t sigint;
+  uv_timer_t drain_timer;
+  int draining;
+};
+
+/* agent_trust.c */
+/* Opens the store, starts watching it and SIGHUP, and loads every route. 0, or -1 when the agent
+ * cannot run at all (logged). Routes that cannot be used are refused, not fatal. */
+int cr__agent_trust_start(agent_t *a);
+/* (Re)loads routes from the store: at start, on SIGHUP, on a file event, after a remote change.
+ * force: reload even if the directory looks unchanged. why: for the log line. */
+void cr__agent_trust_reload(agent_t *a, const char *why, int force);
+/* Closes the watch, timers and signal handle. */
+void cr__agent_trust_stop(agent_t *a);
+/* Appends a JSON array of the store's certificates and CRLs: "certs":[...],"crls":[...] */
+void cr__agent_trust_json(agent_t *a, cr_buf_t *out);
+/* Logs expiry warnings for roots, CRLs, route identities and upstream certificates within the
+ * configured window. */
+void cr__agent_trust_check_expiry(agent_t *a);
+
+/* agent_ops.c */
+/* 1 when at least one tunnel is up and every route is usable; otherwise appends the reasons to why
+ * (a JSON array body). */
+int cr__agent_ready(agent_t *a, cr_buf_t *why);
+/* The status document (JSON object). */
+void cr__agent_status_json(agent_t *a, cr_buf_t *out);
+/* Starts the admin listener when configured. 0 or -1 (logged). */
+int cr__agent_admin_start(agent_t *a);
+/* A control call from the gateway (the path is under CR_CONTROL_PREFIX). Fills status, content type
+ * and body. requested_by: the gateway's x-ccrelay-requested-by, for the log. */
+void cr__agent_control(agent_t *a, const char *method, const char *target, const char *body, size_t len,
+                       const char *requested_by, int *status, cr_buf_t *out);
+
+#endif
