@@ -6,7 +6,7 @@ a child per connection; nginx runs with master_process off, so its tree is one p
 
   procstat.py snap NAME=PID...
       one JSON object {NAME: {"cpu_s", "rss_kb", "hwm_kb", "nproc"}} on stdout.
-  procstat.py watch --out FILE --ready FILE [--interval 0.25] [--max 600] NAME=PID...
+  procstat.py watch --out FILE --ready FILE [--interval 0.25] [--max 600] [--self PID] NAME=PID...
       snapshot, touch the ready FILE, sample VmRSS every interval until SIGTERM (or --max seconds),
       snapshot again, write {NAME: {"cpu_s" (delta), "rss_peak_kb" (max sampled sum of VmRSS),
       "rss_end_kb", "hwm_end_kb" (sum of VmHWM: peak since each process started), "nproc"}}.
@@ -85,6 +85,13 @@ def snap(targets):
     return res
 
 
+def machine_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait
+    return (sum(v[:8]) - v[3] - v[4]) / TICK
+
+
 def parse_targets(args):
     out = []
     for a in args:
@@ -94,13 +101,13 @@ def parse_targets(args):
 
 
 def watch(argv):
-    out = ready = None
+    out = ready = self_pid = None
     interval, limit = 0.25, 600.0
     rest = []
     i = 0
     while i < len(argv):
         a = argv[i]
-        if a in ("--out", "--ready", "--interval", "--max"):
+        if a in ("--out", "--ready", "--interval", "--max", "--self"):
             v = argv[i + 1]
             i += 2
             if a == "--out":
@@ -109,6 +116,8 @@ def watch(argv):
                 ready = v
             elif a == "--interval":
                 interval = float(v)
+            elif a == "--self":
+                self_pid = int(v)
             else:
                 limit = float(v)
             continue
@@ -117,7 +126,9 @@ def watch(argv):
     targets = parse_targets(rest)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    first = snap(targets)
+    selft = [("_self", self_pid)] if self_pid else []
+    first = snap(targets + selft)
+    w0, b0 = time.monotonic(), machine_busy()
     peak = {n: first[n]["rss_kb"] for n, _ in targets}
     with open(ready, "w") as f:
         f.write("ready\n")
@@ -127,8 +138,12 @@ def watch(argv):
         s = snap(targets)
         for n, _ in targets:
             peak[n] = max(peak[n], s[n]["rss_kb"])
-    last = snap(targets)
+    last = snap(targets + selft)
     res = {}
+    if selft:
+        res["_machine"] = {"wall_s": round(time.monotonic() - w0, 3), "busy_s": round(machine_busy() - b0, 3),
+                           "self_s": round(last["_self"]["cpu_s"] - first["_self"]["cpu_s"], 3),
+                           "ncpu": os.cpu_count()}
     for n, _ in targets:
         peak[n] = max(peak[n], last[n]["rss_kb"])
         res[n] = {"cpu_s": round(last[n]["cpu_s"] - first[n]["cpu_s"], 3), "rss_peak_kb": peak[n],

@@ -104,7 +104,12 @@ def run_metrics(r):
         m["cpu_mib_ms"] = relay / n * 1e3
     else:
         m["cpu_req_us"] = m["cpu_mib_ms"] = None
+    mach = r["procs"].get("_machine")
+    if mach and mach["wall_s"] > 0:
+        m["foreign_pct"] = max(0.0, mach["busy_s"] - mach["self_s"]) / (mach["wall_s"] * mach["ncpu"]) * 100
     for p, v in r["procs"].items():
+        if p.startswith("_"):
+            continue
         if n > 0:
             m["proc_cpu_us:" + p] = v.get("cpu_s", 0.0) / n * 1e6
         m["proc_rss_mib:" + p] = v.get("rss_peak_kb", 0) / 1024.0
@@ -199,10 +204,11 @@ def report(argv):
     head = ["point", "metric"] + cols + ratio_cols
     rows = []
     metrics_small = [("req/s", "rps", "int"), ("p50 ms", "p50", "ms"), ("p99 ms", "p99", "ms"),
-                     ("relay CPU us/req", "cpu_req_us", "f1"), ("relay RSS MiB (max)", "rss", "f1")]
+                     ("relay CPU us/req", "cpu_req_us", "f1"), ("relay RSS MiB (max)", "rss", "f1"),
+                     ("others' CPU % (noise)", "foreign_pct", "f1")]
     metrics_big = [("MiB/s", "mibps", "int"), ("p50 ms", "p50", "ms"),
                    ("p99 ms", "p99", "ms"), ("relay CPU ms/MiB", "cpu_mib_ms", "f2"),
-                   ("relay RSS MiB (max)", "rss", "f1")]
+                   ("relay RSS MiB (max)", "rss", "f1"), ("others' CPU % (noise)", "foreign_pct", "f1")]
     for pt in points:
         mode, c, ka = POINTS[pt]
         label = "%s c=%d%s" % (mode, c, "" if ka else " new-conn")
@@ -212,7 +218,8 @@ def report(argv):
             vals = {p: m(p, pt, key, agg) for p in paths}
             row = [label if first else "", title] + [fmt(vals[p], kind) for p in paths]
             if "ccrelay" in paths:
-                row += [ratio(vals["ccrelay"], vals[p]) for p in paths if p != "ccrelay"]
+                row += [ratio(vals["ccrelay"], vals[p]) if key != "foreign_pct" else ""
+                        for p in paths if p != "ccrelay"]
             rows.append(row)
             first = False
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
@@ -224,7 +231,13 @@ def report(argv):
     for r in rows:
         w(line(r))
     w("(ratios are ccrelay / other for every metric: above 1 is better for req/s and MiB/s, worse for ms, "
-      "CPU and RSS)")
+      "CPU and RSS. \"others' CPU\" is the share of all CPUs used during the run by processes this harness did "
+      "not start: req/s and latency of a run with more than a few % are disturbed; CPU per request much less so)")
+    fp = [(x.get("foreign_pct"), key) for key, xs in by.items() for x in xs if x.get("foreign_pct") is not None]
+    if fp:
+        worst = max(fp)
+        w("machine load from processes this harness did not start, during the runs: median %.1f%%, max %.1f%% "
+          "(%s %s) of all CPUs" % (statistics.median(v for v, _ in fp), worst[0], worst[1][0], worst[1][1]))
     w("")
 
     # Per-process CPU: where the time goes.

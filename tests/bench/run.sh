@@ -6,8 +6,8 @@
 #   tests/bench/run.sh --quick    1 repetition of small c=1, small c=64, big c=16 for ccrelay and
 #                                 direct, plus idle RSS (under 3 minutes)
 #
-# Environment: CCRELAY_BIN=path (else build/release is configured and built from the work tree here;
-# BENCH_BUILD=head builds the committed HEAD in the temp dir instead), BENCH_DURATION=s
+# Environment: CCRELAY_BIN=path (else the committed HEAD is built, RelWithDebInfo, in the temp dir;
+# BENCH_BUILD=worktree builds the work tree in build/release instead), BENCH_DURATION=s
 # (per wrk run, default 10), BENCH_REPS=n, BENCH_TUNNELS=n (agent tunnels, default 1), BENCH_PATHS
 # and BENCH_POINTS (space-separated subsets, for debugging), KEEP_TMP=1 (keep the temp dir with every
 # config and log).
@@ -117,7 +117,7 @@ trap bench_on_exit EXIT
 
 BUILT_FROM=""
 if [[ -z ${CCRELAY_BIN:-} ]]; then
-  if [[ ${BENCH_BUILD:-worktree} == head ]]; then
+  if [[ ${BENCH_BUILD:-head} == head ]] && git -C "$SRC" rev-parse --verify -q HEAD >/dev/null 2>&1; then
     # The committed tree only, whatever is half-edited in the work tree.
     BUILT_FROM="HEAD, built from git archive"
     mkdir -p "$CR_TMP/src"
@@ -518,7 +518,7 @@ run_wrk() {
   out=$RUNS/$tag
   rm -f "$out.ready"
   "$CR_PY" "$BENCH_DIR/procstat.py" watch --out "$out.procs.json" --ready "$out.ready" --interval 0.25 \
-    --max $((dur + 60)) "${TARGETS[@]}" &
+    --max $((dur + 60)) --self $$ "${TARGETS[@]}" &
   WATCH_PID=$!
   CR_PIDS+=("$WATCH_PID")
   for ((i = 0; i < 100; i++)); do
