@@ -509,8 +509,8 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
 
   SSL_CTX_set_min_proto_version(sc, opts->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-  /* Idle connections give their record buffers back: thousands of idle tunnels stay cheap. */
-  SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
+  /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record buffers for every record of a
+   * busy connection. tls_stream.c gives them back once a connection has gone quiet instead. */
   SSL_CTX_set_info_callback(sc, info_cb);
 
   if (opts->verify_store && !(opts->ca_file && *opts->ca_file)) {

@@ -1,27 +1,31 @@
-/* A TLS stream layered on any cr_stream_t. OpenSSL talks to two memory BIOs; the lower stream
- * (libuv) moves the ciphertext: lower reads are written into the read BIO, and whatever OpenSSL
- * leaves in the write BIO goes out as one lower write per call.
+/* A TLS stream layered on any cr_stream_t. OpenSSL talks to one BIO of our own (bio_* below); the
+ * lower stream (libuv) moves the ciphertext.
  *
- * Memory: the write BIO's buffer is handed to the lower write as is (no copy) and a fresh empty BIO
- * takes its place; the read BIO is replaced once drained; plaintext is delivered from one static
- * buffer. An idle connection therefore holds no I/O buffer at all.
+ * Input: a lower read is handed to OpenSSL where it lies (the lower stream's read buffer); only bytes
+ * OpenSSL has not taken when the read callback returns (the user stopped reading) are copied aside.
+ * Output: OpenSSL's records are appended to an output buffer that travels with the lower write as is,
+ * and comes back to a small process-wide free list when the write completes.
  *
- * Batching: user writes are encrypted at once but their ciphertext leaves in one lower write per
+ * Batching: small user writes are copied into a plaintext stage and encrypted together, once per
  * loop turn (a prepare handle flushes before the loop blocks), so a response head and body written
- * separately cost one system call, not two. */
+ * separately become one TLS record and one system call. Large writes are encrypted at once.
+ *
+ * Memory: an idle connection holds no I/O buffer of ours, and a periodic sweep gives OpenSSL's record
+ * buffers back once a connection has been quiet for a sweep interval (SSL_MODE_RELEASE_BUFFERS would
+ * free and reallocate them for every record of a busy connection). */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/buffer.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
+#include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
 #include "tls_internal.h"
 
@@ -29,18 +33,59 @@
  * every connection of the (single-threaded) process. */
 static char plain_buf[16 * 1024];
 
+#define STAGE_MAX (16 * 1024)      /* plaintext of one full record */
+#define DIRECT_MIN (8 * 1024)      /* writes this big are encrypted at once, never staged */
+#define FREE_STAGES_MAX 8
+#define FREE_OBUFS_MAX 8
+#define OBUF_MIN (STAGE_MAX + 1024)
+#define OBUF_KEEP_MAX (80 * 1024)  /* a bigger output buffer is freed, not kept */
+#define SWEEP_MS 1000
+
 typedef struct completion {
   cr_stream_write_cb cb;
   void *arg;
 } completion_t;
 
-typedef struct tls_stream {
+typedef struct tls_stream tls_stream_t;
+
+/* Ciphertext for one lower write, and the user writes it completes. */
+typedef struct obuf {
+  struct obuf *next_free;
+  tls_stream_t *t;
+  size_t plain;
+  unsigned n;
+  completion_t *items; /* inline_items, or an array for longer batches */
+  completion_t inline_items[4];
+  size_t len;
+  size_t cap;
+  char *data;
+} obuf_t;
+
+/* Per loop: the TLS streams whose idle record buffers a timer gives back. */
+typedef struct sweeper {
+  struct sweeper *next;
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  cr_queue_t streams;
+  size_t n;
+} sweeper_t;
+
+struct tls_stream {
   cr_stream_t base;
   cr_stream_t *lower;
   cr_tls_ctx_t *ctx;
   SSL *ssl;
-  BIO *rbio; /* ciphertext from the peer, owned by ssl */
-  BIO *wbio; /* ciphertext for the peer, owned by ssl */
+  BIO *bio;          /* ours (bio_*), owned by ssl */
+  const char *in;    /* the lower read being handed to OpenSSL, during lower_read_cb only */
+  size_t in_len;
+  char *held;        /* ciphertext read but not yet taken by OpenSSL; NULL when none */
+  size_t held_off;
+  size_t held_len;
+  obuf_t *out;       /* records OpenSSL wrote since the last flush */
+  char *stage;       /* plaintext of small user writes, encrypted together at flush */
+  size_t stage_len;
+  sweeper_t *sweeper;
+  cr_queue_t sweep_link;
   cr__tls_notes_t notes;
   cr_tls_handshake_cb hs_cb;
   cr_stream_read_cb read_cb;
@@ -69,19 +114,11 @@ typedef struct tls_stream {
   unsigned idle_init : 1;
   unsigned prep_init : 1;
   unsigned need_name : 1;  /* a client created without a server name */
+  unsigned io_active : 1;  /* I/O since the last sweep */
+  unsigned bufs_idle : 1;  /* the sweep gave OpenSSL's buffers back */
   char alpn[64];
   char err[512];
-} tls_stream_t;
-
-/* One lower write: the ciphertext it carries and the user writes it completes. */
-typedef struct flush {
-  tls_stream_t *t;
-  BUF_MEM *mem; /* NULL for an empty write */
-  size_t plain;
-  unsigned n;
-  completion_t *items; /* inline_items, or an array for longer batches */
-  completion_t inline_items[4];
-} flush_t;
+};
 
 typedef struct shutdown_req {
   tls_stream_t *t;
@@ -93,6 +130,7 @@ static const cr_stream_vtbl_t tls_vtbl;
 
 static void pump(tls_stream_t *t);
 static void prepare_cb(uv_prepare_t *h);
+static void describe_failure(tls_stream_t *t, const char *what);
 
 static void set_err(tls_stream_t *t, const char *fmt, ...) CR_PRINTF(2, 3);
 static void set_err(tls_stream_t *t, const char *fmt, ...) {
@@ -102,19 +140,236 @@ static void set_err(tls_stream_t *t, const char *fmt, ...) {
   va_end(ap);
 }
 
+/* ---- buffers ---- */
+
+/* Process-wide free lists (the process is single-threaded): busy connections reuse a few buffers,
+ * idle ones hold none. */
+static char *free_stages[FREE_STAGES_MAX];
+static unsigned nfree_stages;
+static obuf_t *free_obufs;
+static unsigned nfree_obufs;
+static char empty_write[1];
+
+static char *stage_get(void) { return nfree_stages ? free_stages[--nfree_stages] : cr_malloc(STAGE_MAX); }
+
+static void stage_put(char *p) {
+  if (nfree_stages < FREE_STAGES_MAX)
+    free_stages[nfree_stages++] = p;
+  else
+    free(p);
+}
+
+static obuf_t *obuf_get(void) {
+  obuf_t *o = free_obufs;
+  if (o != NULL) {
+    free_obufs = o->next_free;
+    nfree_obufs--;
+  } else {
+    o = cr_malloc(sizeof *o);
+    o->cap = 0;
+    o->data = NULL;
+  }
+  o->len = 0;
+  o->n = 0;
+  o->items = o->inline_items;
+  return o;
+}
+
+static void obuf_put(obuf_t *o) {
+  if (o->items != o->inline_items)
+    free(o->items);
+  if (nfree_obufs >= FREE_OBUFS_MAX || o->cap > OBUF_KEEP_MAX) {
+    free(o->data);
+    free(o);
+    return;
+  }
+  o->next_free = free_obufs;
+  free_obufs = o;
+  nfree_obufs++;
+}
+
+/* ---- the BIO OpenSSL reads from and writes to ---- */
+
+static size_t input_pending(const tls_stream_t *t) { return t->held_len - t->held_off + t->in_len; }
+
+static int bio_write_cb(BIO *b, const char *data, int len) {
+  tls_stream_t *t = BIO_get_data(b);
+  obuf_t *o;
+  BIO_clear_retry_flags(b);
+  if (t == NULL || len <= 0)
+    return len == 0 ? 0 : -1;
+  if (t->out == NULL)
+    t->out = obuf_get();
+  o = t->out;
+  if (o->cap - o->len < (size_t)len) {
+    size_t cap = o->cap ? o->cap : OBUF_MIN;
+    while (cap - o->len < (size_t)len)
+      cap *= 2;
+    o->data = cr_realloc(o->data, cap);
+    o->cap = cap;
+  }
+  memcpy(o->data + o->len, data, (size_t)len);
+  o->len += (size_t)len;
+  return len;
+}
+
+static int bio_read_cb(BIO *b, char *out, int len) {
+  tls_stream_t *t = BIO_get_data(b);
+  size_t n;
+  BIO_clear_retry_flags(b);
+  if (t == NULL || len <= 0)
+    return 0;
+  if (t->held_off < t->held_len) {
+    n = CR_MIN((size_t)len, t->held_len - t->held_off);
+    memcpy(out, t->held + t->held_off, n);
+    t->held_off += n;
+    if (t->held_off == t->held_len) {
+      free(t->held);
+      t->held = NULL;
+      t->held_off = t->held_len = 0;
+    }
+    return (int)n;
+  }
+  if (t->in_len > 0) {
+    n = CR_MIN((size_t)len, t->in_len);
+    memcpy(out, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+  }
+  BIO_set_retry_read(b); /* empty means "wait for more", not end of stream */
+  return -1;
+}
+
+static long bio_ctrl_cb(BIO *b, int cmd, long num, void *ptr) {
+  tls_stream_t *t = BIO_get_data(b);
+  (void)num;
+  (void)ptr;
+  switch (cmd) {
+  case BIO_CTRL_FLUSH:
+    return 1; /* flush() sends once per turn */
+  case BIO_CTRL_PENDING:
+    return t ? (long)input_pending(t) : 0;
+  case BIO_CTRL_WPENDING:
+    return t && t->out ? (long)t->out->len : 0;
+  default:
+    return 0;
+  }
+}
+
+static int bio_create_cb(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static int bio_destroy_cb(BIO *b) {
+  BIO_set_data(b, NULL);
+  return 1;
+}
+
+static BIO_METHOD *bio_method(void) {
+  static BIO_METHOD *m;
+  if (m == NULL) {
+    m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "ccrelay stream");
+    if (m == NULL || !BIO_meth_set_write(m, bio_write_cb) || !BIO_meth_set_read(m, bio_read_cb) ||
+        !BIO_meth_set_ctrl(m, bio_ctrl_cb) || !BIO_meth_set_create(m, bio_create_cb) ||
+        !BIO_meth_set_destroy(m, bio_destroy_cb))
+      abort(); /* out of memory, as cr_malloc would */
+  }
+  return m;
+}
+
+/* Whatever OpenSSL did not take from the lower read is copied aside before the read buffer goes. */
+static void keep_input(tls_stream_t *t) {
+  if (t->in_len > 0 && !t->closing && !t->fatal && !t->read_done) {
+    size_t have = t->held_len - t->held_off;
+    char *p = cr_malloc(have + t->in_len);
+    if (have)
+      memcpy(p, t->held + t->held_off, have);
+    memcpy(p + have, t->in, t->in_len);
+    free(t->held);
+    t->held = p;
+    t->held_off = 0;
+    t->held_len = have + t->in_len;
+  }
+  t->in = NULL;
+  t->in_len = 0;
+}
+
+/* OpenSSL's error queue must be empty before a call whose failure SSL_get_error will classify;
+ * clearing an empty queue costs more than looking at it. */
+static void clear_errors(void) {
+  if (ERR_peek_error() != 0)
+    ERR_clear_error();
+}
+
+/* ---- idle sweep ---- */
+
+static sweeper_t *sweepers;
+
+static void sweep_cb(uv_timer_t *h) {
+  sweeper_t *sw = h->data;
+  cr_queue_t *q;
+  cr_queue_foreach(q, &sw->streams) {
+    tls_stream_t *t = cr_queue_data(q, tls_stream_t, sweep_link);
+    if (t->io_active) {
+      t->io_active = 0;
+      continue;
+    }
+    /* SSL_free_buffers refuses while a record is partly read or written; the next sweep retries. */
+    if (!t->bufs_idle && t->established && !t->fatal && !t->closing && t->out == NULL && t->stage == NULL &&
+        !SSL_has_pending(t->ssl) && SSL_free_buffers(t->ssl))
+      t->bufs_idle = 1;
+  }
+}
+
+static void sweeper_closed(uv_handle_t *h) { free(h->data); }
+
+static void sweep_join(tls_stream_t *t) {
+  sweeper_t *sw;
+  for (sw = sweepers; sw != NULL && sw->loop != t->base.loop; sw = sw->next)
+    ;
+  if (sw == NULL) {
+    sw = cr_calloc(1, sizeof *sw);
+    sw->loop = t->base.loop;
+    cr_queue_init(&sw->streams);
+    uv_timer_init(sw->loop, &sw->timer);
+    sw->timer.data = sw;
+    uv_timer_start(&sw->timer, sweep_cb, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&sw->timer); /* never keeps the loop alive by itself */
+    sw->next = sweepers;
+    sweepers = sw;
+  }
+  cr_queue_insert_tail(&sw->streams, &t->sweep_link);
+  sw->n++;
+  t->sweeper = sw;
+}
+
+static void sweep_leave(tls_stream_t *t) {
+  sweeper_t *sw = t->sweeper, **pp;
+  if (sw == NULL)
+    return;
+  t->sweeper = NULL;
+  cr_queue_remove(&t->sweep_link);
+  if (--sw->n > 0)
+    return;
+  for (pp = &sweepers; *pp != sw; pp = &(*pp)->next)
+    ;
+  *pp = sw->next;
+  uv_timer_stop(&sw->timer);
+  uv_close((uv_handle_t *)&sw->timer, sweeper_closed);
+}
+
 /* ---- ciphertext out ---- */
 
 static void flush_done(cr_stream_t *lower, int status, void *arg) {
-  flush_t *f = arg;
-  tls_stream_t *t = f->t;
+  obuf_t *o = arg;
+  tls_stream_t *t = o->t;
   (void)lower;
-  t->write_queued -= f->plain;
-  for (unsigned i = 0; i < f->n; i++)
-    f->items[i].cb(&t->base, status, f->items[i].arg);
-  if (f->items != f->inline_items)
-    free(f->items);
-  BUF_MEM_free(f->mem);
-  free(f);
+  t->write_queued -= o->plain;
+  for (unsigned i = 0; i < o->n; i++)
+    o->items[i].cb(&t->base, status, o->items[i].arg);
+  obuf_put(o);
 }
 
 /* Completes every pending user write with status (a failed flush, or the stream closed). */
@@ -129,43 +384,65 @@ static void fail_pending(tls_stream_t *t, int status) {
   t->pend_plain = 0;
 }
 
+static int encrypt(tls_stream_t *t, const char *data, size_t len) {
+  size_t done;
+  clear_errors();
+  /* The BIO takes every record, so SSL_write takes everything or fails for good. */
+  if (SSL_write_ex(t->ssl, data, len, &done) != 1 || done != len) {
+    t->fatal = 1;
+    describe_failure(t, "encrypting failed");
+    return CR_ETLS;
+  }
+  return 0;
+}
+
+/* Encrypts the staged small writes as one record and gives the stage back. */
+static int encrypt_stage(tls_stream_t *t) {
+  int r = 0;
+  if (t->stage == NULL)
+    return 0;
+  if (t->stage_len > 0 && !t->fatal)
+    r = encrypt(t, t->stage, t->stage_len);
+  stage_put(t->stage);
+  t->stage = NULL;
+  t->stage_len = 0;
+  return r;
+}
+
 /* Sends what OpenSSL wrote so far as one lower write, which completes every pending user write. The
- * write BIO's buffer travels with the write; a new empty BIO takes its place. */
+ * output buffer travels with the write. */
 static int flush(tls_stream_t *t) {
-  BUF_MEM *mem = NULL;
-  flush_t *f;
+  obuf_t *o;
   uv_buf_t buf;
   int r;
   if (t->flush_err)
     return t->flush_err;
-  if (BIO_ctrl_pending(t->wbio) > 0) {
-    BIO *fresh = BIO_new(BIO_s_mem());
-    if (fresh == NULL)
-      abort(); /* out of memory, as cr_malloc would */
-    BIO_get_mem_ptr(t->wbio, &mem);
-    (void)BIO_set_close(t->wbio, BIO_NOCLOSE);
-    SSL_set0_wbio(t->ssl, fresh); /* frees the old BIO, not its buffer */
-    t->wbio = fresh;
-  } else if (t->npend == 0) {
-    return 0;
+  r = encrypt_stage(t);
+  if (r < 0) {
+    t->flush_err = r;
+    if (t->npend && t->prep_init)
+      uv_prepare_start(&t->prep, prepare_cb);
+    return r;
   }
-  f = cr_malloc(sizeof *f);
-  f->t = t;
-  f->mem = mem;
-  f->plain = t->pend_plain;
-  f->n = t->npend;
-  f->items = f->n <= CR_ARRAY_SIZE(f->inline_items) ? f->inline_items : cr_malloc(f->n * sizeof *f->items);
-  if (f->n)
-    memcpy(f->items, t->pend, f->n * sizeof *f->items);
-  buf = uv_buf_init(mem ? mem->data : plain_buf, mem ? (unsigned)mem->length : 0);
-  r = cr_stream_write(t->lower, &buf, 1, flush_done, f);
+  o = t->out;
+  if (o == NULL) {
+    if (t->npend == 0)
+      return 0;
+    o = obuf_get(); /* an empty write, so completions keep their order */
+  }
+  t->out = NULL;
+  o->t = t;
+  o->plain = t->pend_plain;
+  o->n = t->npend;
+  o->items = o->n <= CR_ARRAY_SIZE(o->inline_items) ? o->inline_items : cr_malloc(o->n * sizeof *o->items);
+  if (o->n)
+    memcpy(o->items, t->pend, o->n * sizeof *o->items);
+  buf = uv_buf_init(o->len ? o->data : empty_write, (unsigned)o->len);
+  r = cr_stream_write(t->lower, &buf, 1, flush_done, o);
   if (r < 0) {
     /* The records are gone with the buffer: the session cannot continue. The pending user writes
      * complete with the error from the prepare callback, never inside a user call. */
-    if (f->items != f->inline_items)
-      free(f->items);
-    BUF_MEM_free(mem);
-    free(f);
+    obuf_put(o);
     t->fatal = 1;
     t->flush_err = r;
     if (t->npend && t->prep_init)
@@ -235,23 +512,6 @@ static int lower_read_start(tls_stream_t *t) {
   return r;
 }
 
-/* A drained read BIO gives its buffer back, so an idle connection holds none. */
-static void release_rbio(tls_stream_t *t) {
-  BUF_MEM *mem = NULL;
-  BIO *fresh;
-  if (BIO_ctrl_pending(t->rbio) > 0)
-    return;
-  BIO_get_mem_ptr(t->rbio, &mem);
-  if (mem == NULL || mem->max == 0)
-    return;
-  fresh = BIO_new(BIO_s_mem());
-  if (fresh == NULL)
-    return;
-  BIO_set_mem_eof_return(fresh, -1);
-  SSL_set0_rbio(t->ssl, fresh);
-  t->rbio = fresh;
-}
-
 static void deliver_end(tls_stream_t *t, int status) {
   t->read_done = 1;
   lower_read_stop(t);
@@ -294,7 +554,7 @@ static void pump(tls_stream_t *t) {
   if (!t->established || t->read_done)
     return;
   while (t->reading && !t->closing && !t->read_done) {
-    ERR_clear_error();
+    clear_errors();
     n = SSL_read(t->ssl, plain_buf, sizeof plain_buf);
     if (n > 0) {
       t->read_cb(&t->base, n, plain_buf);
@@ -308,7 +568,6 @@ static void pump(tls_stream_t *t) {
         deliver_end(t, CR_ETLS);
         return;
       }
-      release_rbio(t);
       if (t->lower_end) {
         if (t->lower_end == UV_EOF)
           snprintf(t->err, sizeof t->err, "peer closed the connection without close_notify");
@@ -418,7 +677,7 @@ static int handshake_finish(tls_stream_t *t, int status, int sync) {
 
 static int handshake_step(tls_stream_t *t, int sync) {
   int r, e, status;
-  ERR_clear_error();
+  clear_errors();
   r = SSL_do_handshake(t->ssl);
   if (r == 1) {
     status = flush(t);
@@ -445,7 +704,6 @@ static int handshake_step(tls_stream_t *t, int sync) {
         set_err(t, "connection failed during the TLS handshake: %s", cr_strerror(t->lower_end));
       return handshake_finish(t, t->lower_end, sync);
     }
-    release_rbio(t);
     return 0;
   }
   t->fatal = 1;
@@ -465,7 +723,10 @@ static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
       lower_read_stop(t);
       return;
     }
-    BIO_write(t->rbio, data, (int)nread);
+    t->in = data;
+    t->in_len = (size_t)nread;
+    t->io_active = 1;
+    t->bufs_idle = 0;
   } else {
     t->lower_end = (int)nread;
     t->lower_reading = 0; /* the lower stream reports an end once and stops */
@@ -473,9 +734,10 @@ static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
   if (!t->established) {
     if (t->hs_started && !t->hs_finished)
       handshake_step(t, 0);
-    return;
+  } else {
+    pump(t);
   }
-  pump(t);
+  keep_input(t);
 }
 
 /* ---- stream interface ---- */
@@ -491,7 +753,7 @@ static int tls_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
   if (t->read_done)
     return 0;
   /* Whatever arrived while stopped is delivered on the next loop turn, not inside this call. */
-  if (BIO_ctrl_pending(t->rbio) > 0 || SSL_has_pending(t->ssl) || t->lower_end)
+  if (input_pending(t) > 0 || SSL_has_pending(t->ssl) || t->lower_end)
     defer(t);
   return lower_read_start(t);
 }
@@ -510,24 +772,33 @@ static void noop_write_cb(cr_stream_t *s, int status, void *arg) {}
 
 static int tls_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
   tls_stream_t *t = (tls_stream_t *)s;
-  size_t total = 0, done;
+  size_t total = 0, len;
   unsigned i;
+  int r;
   if (t->closing || t->shut || t->fatal)
     return UV_EPIPE;
   if (!t->established)
     return UV_ENOTCONN;
-  ERR_clear_error();
   for (i = 0; i < nbufs; i++) {
-    if (bufs[i].len == 0)
+    len = bufs[i].len;
+    if (len == 0)
       continue;
-    /* The write BIO grows as needed, so SSL_write takes everything or fails for good. */
-    if (SSL_write_ex(t->ssl, bufs[i].base, bufs[i].len, &done) != 1 || done != bufs[i].len) {
-      t->fatal = 1;
-      describe_failure(t, "encrypting failed");
-      return CR_ETLS;
+    total += len;
+    if (len >= DIRECT_MIN) {
+      /* Big enough for records of its own: no copy; what was staged goes first. */
+      if ((r = encrypt_stage(t)) < 0 || (r = encrypt(t, bufs[i].base, len)) < 0)
+        return r;
+      continue;
     }
-    total += bufs[i].len;
+    if (t->stage != NULL && t->stage_len + len > STAGE_MAX && (r = encrypt_stage(t)) < 0)
+      return r;
+    if (t->stage == NULL)
+      t->stage = stage_get();
+    memcpy(t->stage + t->stage_len, bufs[i].base, len);
+    t->stage_len += len;
   }
+  t->io_active = 1;
+  t->bufs_idle = 0;
   if (t->npend == t->pend_cap) {
     t->pend_cap = t->pend_cap ? t->pend_cap * 2 : 4;
     t->pend = cr_realloc(t->pend, t->pend_cap * sizeof *t->pend);
@@ -564,6 +835,9 @@ static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
     return UV_ENOTCONN;
   t->shut = 1;
   if (!t->fatal) {
+    r = encrypt_stage(t); /* staged writes go before close_notify */
+    if (r < 0)
+      return r;
     ERR_clear_error();
     SSL_shutdown(t->ssl); /* queues close_notify; the peer's may come later or never */
     ERR_clear_error();
@@ -590,7 +864,13 @@ static void close_step(tls_stream_t *t) {
   cb = t->close_cb;
   fail_pending(t, UV_ECANCELED); /* batched writes that never reached the lower stream */
   free(t->pend);
-  SSL_free(t->ssl);
+  sweep_leave(t);
+  if (t->stage)
+    stage_put(t->stage);
+  if (t->out)
+    obuf_put(t->out);
+  free(t->held);
+  SSL_free(t->ssl); /* frees the BIO, whose callbacks no longer see t */
   cr__tls_ctx_unref(t->ctx);
   if (cb)
     cb(&t->base);
@@ -646,12 +926,12 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
   t->ssl = cr__tls_ctx_ssl_new(ctx, &t->notes);
   if (t->ssl == NULL)
     abort(); /* only out of memory makes SSL_new fail on a good context */
-  t->rbio = BIO_new(BIO_s_mem());
-  t->wbio = BIO_new(BIO_s_mem());
-  if (t->rbio == NULL || t->wbio == NULL)
+  t->bio = BIO_new(bio_method());
+  if (t->bio == NULL)
     abort();
-  BIO_set_mem_eof_return(t->rbio, -1); /* empty means "wait for more", not end of stream */
-  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  BIO_set_data(t->bio, t);
+  SSL_set_bio(t->ssl, t->bio, t->bio); /* one BIO both ways: ssl takes the one reference */
+  sweep_join(t);
   if (cr__tls_ctx_is_server(ctx)) {
     SSL_set_accept_state(t->ssl);
   } else {
