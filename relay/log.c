@@ -10,6 +10,8 @@
 
 static cr_log_level_t min_level = CR_LOG_INFO;
 
+#define LOG_MIN(a, b) ((a) < (b) ? (a) : (b))
+
 /* Lines wait here until cr_log_flush (once per event-loop turn), so a busy relay pays one write(2)
  * for many access lines. Warnings and errors, and a full buffer, flush at once. Every line is whole
  * in the buffer, so lines stay whole when several processes share a pipe. */
@@ -57,13 +59,30 @@ char *cr_log_quote(char *out, size_t outlen, const char *s) {
   return out;
 }
 
-static void timestamp(char *out, size_t len) {
+/* "2024-05-01T12:00:00.123Z" into out (at least 32 bytes); returns its length. The part up to the
+ * seconds is formatted once per second. */
+static size_t timestamp(char *out) {
+  static time_t cached_sec = (time_t)-1;
+  static char cached[24];
+  static size_t cached_len;
   struct timeval tv;
   struct tm tm;
+  unsigned ms;
   gettimeofday(&tv, NULL);
-  gmtime_r(&tv.tv_sec, &tm);
-  size_t n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+  if (tv.tv_sec != cached_sec) {
+    gmtime_r(&tv.tv_sec, &tm);
+    cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+    cached_sec = tv.tv_sec;
+  }
+  memcpy(out, cached, cached_len);
+  ms = (unsigned)(tv.tv_usec / 1000);
+  out[cached_len] = '.';
+  out[cached_len + 1] = (char)('0' + ms / 100);
+  out[cached_len + 2] = (char)('0' + ms / 10 % 10);
+  out[cached_len + 3] = (char)('0' + ms % 10);
+  out[cached_len + 4] = 'Z';
+  out[cached_len + 5] = '\0';
+  return cached_len + 5;
 }
 
 /* Appends one logfmt field list as JSON members. Values keep their text; quoted values keep their
@@ -119,12 +138,57 @@ static size_t fields_to_json(char *out, size_t len, const char *f) {
   return o;
 }
 
+#define LINE_MAX_LEN 8192
+#define FIELDS_MAX_LEN 4096
+#define MSG_MAX_LEN 512
+
+static void put(char *line, size_t *o, const char *s, size_t n) {
+  memcpy(line + *o, s, n);
+  *o += n;
+}
+
+/* logfmt straight into the pending buffer: one formatting pass, no intermediate copies. */
+static void log_logfmt(cr_log_level_t level, const char *msg, const char *fields, va_list ap) {
+  char *line;
+  size_t o = 0;
+  int n;
+  if (pending_len + LINE_MAX_LEN > sizeof pending)
+    cr_log_flush();
+  line = pending + pending_len;
+  put(line, &o, "ts=", 3);
+  o += timestamp(line + o);
+  put(line, &o, " level=", 7);
+  put(line, &o, level_names[level], strlen(level_names[level]));
+  put(line, &o, " msg=\"", 6);
+  cr_log_quote(line + o, MSG_MAX_LEN, msg);
+  o += strlen(line + o);
+  line[o++] = '"';
+  if (fields && *fields) {
+    line[o++] = ' ';
+    n = vsnprintf(line + o, FIELDS_MAX_LEN, fields, ap);
+    if (n > 0)
+      o += LOG_MIN((size_t)n, (size_t)FIELDS_MAX_LEN - 1);
+    else
+      o--; /* an empty field list leaves no trailing blank */
+  }
+  line[o++] = '\n';
+  pending_len += o;
+  if (level >= CR_LOG_WARN)
+    cr_log_flush();
+}
+
 void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) {
-  char ts[40], qmsg[512], fbuf[4096], line[8192];
+  char ts[40], qmsg[MSG_MAX_LEN], fbuf[FIELDS_MAX_LEN], line[LINE_MAX_LEN];
   va_list ap;
   if (level < min_level)
     return;
-  timestamp(ts, sizeof ts);
+  if (out_format != CR_LOG_JSON) {
+    va_start(ap, fields);
+    log_logfmt(level, msg, fields, ap);
+    va_end(ap);
+    return;
+  }
+  timestamp(ts);
   fbuf[0] = '\0';
   if (fields && *fields) {
     va_start(ap, fields);
@@ -132,14 +196,11 @@ void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) {
     va_end(ap);
   }
   cr_log_quote(qmsg, sizeof qmsg, msg);
-  if (out_format == CR_LOG_JSON) {
+  {
     char jf[6144];
     fields_to_json(jf, sizeof jf, fbuf);
     snprintf(line, sizeof line, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"%s\"%s}\n", ts,
              level_names[level], qmsg, jf);
-  } else {
-    snprintf(line, sizeof line, "ts=%s level=%s msg=\"%s\"%s%s\n", ts, level_names[level], qmsg,
-             fbuf[0] ? " " : "", fbuf);
   }
   append_line(line, level);
 }
