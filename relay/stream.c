@@ -15,6 +15,13 @@
 static char shared_read_buf[READ_BUF_SIZE];
 static int shared_read_buf_busy;
 
+typedef struct tcp_write {
+  uv_write_t req;
+  cr_stream_write_cb cb;
+  void *arg;
+  size_t len;
+} tcp_write_t;
+
 typedef struct tcp_stream {
   cr_stream_t base;
   uv_tcp_t handle;
@@ -28,18 +35,13 @@ typedef struct tcp_stream {
   unsigned port;
   int last_err;
   size_t write_queued;
+  tcp_write_t wr; /* the usual single write in flight needs no allocation */
+  unsigned wr_busy : 1;
   unsigned resolving : 1;
   unsigned connecting : 1;
   unsigned handle_open : 1;
   unsigned closing : 1;
 } tcp_stream_t;
-
-typedef struct tcp_write {
-  uv_write_t req;
-  cr_stream_write_cb cb;
-  void *arg;
-  size_t len;
-} tcp_write_t;
 
 typedef struct tcp_shutdown {
   uv_shutdown_t req;
@@ -167,10 +169,16 @@ static int tcp_read_stop(cr_stream_t *s) {
 static void write_done(uv_write_t *req, int status) {
   tcp_write_t *w = cr_container_of(req, tcp_write_t, req);
   tcp_stream_t *t = req->handle->data;
+  cr_stream_write_cb cb = w->cb;
+  void *arg = w->arg;
   t->write_queued -= w->len;
-  if (w->cb)
-    w->cb(&t->base, status, w->arg);
-  free(w);
+  /* released before the callback, which may write again */
+  if (w == &t->wr)
+    t->wr_busy = 0;
+  else
+    free(w);
+  if (cb)
+    cb(&t->base, status, arg);
 }
 
 static int tcp_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
@@ -182,13 +190,21 @@ static int tcp_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_s
     return UV_EPIPE;
   for (unsigned i = 0; i < nbufs; i++)
     len += bufs[i].len;
-  w = cr_malloc(sizeof *w);
+  if (!t->wr_busy) {
+    w = &t->wr;
+    t->wr_busy = 1;
+  } else {
+    w = cr_malloc(sizeof *w);
+  }
   w->cb = cb;
   w->arg = arg;
   w->len = len;
   r = uv_write(&w->req, (uv_stream_t *)&t->handle, bufs, nbufs, write_done);
   if (r < 0) {
-    free(w);
+    if (w == &t->wr)
+      t->wr_busy = 0;
+    else
+      free(w);
     return r;
   }
   t->write_queued += len;
