@@ -192,17 +192,25 @@ size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) {
   return i;
 }
 
-static const char *const hop_by_hop[] = {
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "content-length",
-};
-
+/* Hop-by-hop fields (RFC 9110 7.6.1) plus Content-Length, which the next hop decides again. */
 static int is_fixed_hop(const cr_http_header_t *h) {
-  size_t i;
-  for (i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
-    if (header_is(h, hop_by_hop[i], strlen(hop_by_hop[i])))
-      return 1;
-  return 0;
+  /* Lengths first: most names match none of these lengths and cost one switch. */
+  switch (h->name_len) {
+  case 2:
+    return header_is(h, "te", 2);
+  case 7:
+    return header_is(h, "trailer", 7) || header_is(h, "upgrade", 7);
+  case 10:
+    return header_is(h, "connection", 10) || header_is(h, "keep-alive", 10);
+  case 14:
+    return header_is(h, "content-length", 14);
+  case 16:
+    return header_is(h, "proxy-connection", 16);
+  case 17:
+    return header_is(h, "transfer-encoding", 17);
+  default:
+    return 0;
+  }
 }
 
 /* 1 if any Connection header lists h's name among its comma-separated tokens. */
@@ -234,10 +242,13 @@ static int named_by_connection(const cr_http_msg_t *m, const cr_http_header_t *h
 
 void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m) {
   size_t i, w = 0;
+  int has_connection = 0;
+  for (i = 0; i < m->nheaders && !has_connection; i++)
+    has_connection = header_is(&m->headers[i], "connection", 10);
   /* Mark first, compact after: the Connection headers must stay readable while deciding. */
   for (i = 0; i < m->nheaders; i++) {
     cr_http_header_t *h = &m->headers[i];
-    if (!header_is(h, "connection", 10) && (is_fixed_hop(h) || named_by_connection(m, h)))
+    if (!header_is(h, "connection", 10) && (is_fixed_hop(h) || (has_connection && named_by_connection(m, h))))
       h->name = NULL;
   }
   for (i = 0; i < m->nheaders; i++) {
