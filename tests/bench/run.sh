@@ -325,8 +325,15 @@ YAML
       response_timeout: 300s
 "
   fi
+  # Agents that have a trust store (ccrelay trust) verify route identities and upstreams against it:
+  # give it the test PKI's roots. An older binary without the command gets no trust_store key.
+  local trust=""
+  if "$CCRELAY_BIN" trust --store "$CR_TMP/trust" add "$P/client-ca.pem" "$P/upstream-ca.pem" >/dev/null 2>&1; then
+    trust="trust_store: $CR_TMP/trust"
+  fi
   cat >"$CR_TMP/agent.yaml" <<YAML
 log: { level: warn }
+$trust
 gateway:
   address: 127.0.0.1:$GW_TUNNEL_PORT
   server_name: localhost
