@@ -103,24 +103,22 @@ static void respond_local(exchange_t *x, int status, const char *code, const cha
 
 static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
   exchange_t *x = cr_upstream_req_data(req);
-  cr_http_msg_t head;
+  cr_http_msg_t *head = &x->agent->scratch_head;
   int has_body;
   x->head_ms = now_ms(x->agent);
   x->status = resp->status;
-  cr_http_msg_init(&head, 0);
-  cr_http_msg_copy(&head, resp);
-  cr_http_msg_strip_hop_by_hop(&head);
+  cr_http_msg_copy(head, resp);
+  cr_http_msg_strip_hop_by_hop(head);
   has_body = strcmp(x->method, "HEAD") != 0 && resp->status != 204 && resp->status != 304 &&
              resp->content_length != 0;
   x->resp_has_body = has_body;
   x->head_sent = 1;
-  if (cr_tstream_respond(x->ts, &head, has_body) < 0) {
+  if (cr_tstream_respond(x->ts, head, has_body) < 0) {
     snprintf(x->error, sizeof x->error, "response head could not be sent down the tunnel");
     cr_upstream_req_cancel(req);
     x->req = NULL;
     cr_tstream_reset(x->ts);
   }
-  cr_http_msg_free(&head);
 }
 
 static void up_on_body(cr_upstream_req_t *req, const char *data, size_t len) {
@@ -295,7 +293,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   exchange_t *x = cr_calloc(1, sizeof *x);
   const char *rid = cr_http_msg_get(req, "x-request-id");
   const cr_conf_route_t *r;
-  cr_http_msg_t uh;
+  cr_http_msg_t *uh = &a->scratch_head;
   int has_body;
 
   x->agent = a;
@@ -334,22 +332,18 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     respond_local(x, 503, "route_unavailable", msg);
     return;
   }
-  cr_http_msg_init(&uh, 0);
-  cr_http_msg_copy(&uh, req);
-  cr_http_msg_strip_hop_by_hop(&uh);
+  cr_http_msg_copy(uh, req);
+  cr_http_msg_strip_hop_by_hop(uh);
   if (r->upstream_base_path && r->upstream_base_path[0]) {
-    cr_buf_t t2;
-    cr_buf_init(&t2, 0);
-    cr_buf_appendf(&t2, "%s%s", r->upstream_base_path, req->target);
-    cr_http_msg_set_target(&uh, t2.base, t2.len);
-    cr_buf_free(&t2);
+    cr_buf_reset(&a->scratch_buf);
+    cr_buf_appendf(&a->scratch_buf, "%s%s", r->upstream_base_path, req->target);
+    cr_http_msg_set_target(uh, a->scratch_buf.base, a->scratch_buf.len);
   }
   has_body = req->content_length != 0;
   if (!has_body && (strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0 ||
                     strcmp(x->method, "DELETE") == 0 || strcmp(x->method, "OPTIONS") == 0))
-    uh.content_length = -1; /* no body and no reason to announce an empty one */
-  x->req = cr_upstream_request(a->routes[x->route].up, &uh, has_body, &up_cbs, x);
-  cr_http_msg_free(&uh);
+    uh->content_length = -1; /* no body and no reason to announce an empty one */
+  x->req = cr_upstream_request(a->routes[x->route].up, uh, has_body, &up_cbs, x);
 }
 
 /* ---------- tunnel slots ---------- */
@@ -602,6 +596,8 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   a->conf = conf;
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
+  cr_http_msg_init(&a->scratch_head, 0);
+  cr_buf_init(&a->scratch_buf, 0);
   /* Every handle exists before anything can fail, so one path closes them all. */
   a->slots = cr_calloc(conf->gateway.connections, sizeof *a->slots);
   for (unsigned i = 0; i < conf->gateway.connections; i++) {
@@ -644,6 +640,8 @@ out:
     cr_truststore_close(a->trust.store);
   free(a->routes);
   free(a->slots);
+  cr_http_msg_free(&a->scratch_head);
+  cr_buf_free(&a->scratch_buf);
   free(a);
   return code;
 }

@@ -51,6 +51,10 @@ struct agent {
   size_t tunnels_up;
   agent_trust_t trust;
   cr_admin_t *admin;
+  /* Reused for every request's upstream head and response head (no allocation per request once
+   * warm); neither use can nest in the other, since no callback fires inside the calls they feed. */
+  cr_http_msg_t scratch_head;
+  cr_buf_t scratch_buf;
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_timer_t drain_timer;

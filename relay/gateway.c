@@ -118,6 +118,10 @@ struct gateway {
   uv_timer_t drain_timer;
   int draining;
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
+  /* Reused for every forwarded request head and every response head (no allocation per request
+   * once warm); the two uses never nest, since no callback fires inside the calls they feed. */
+  cr_http_msg_t scratch_head;
+  cr_buf_t scratch_out;
 };
 
 static void pconn_close(pconn_t *pc);
@@ -400,36 +404,33 @@ static void pconn_local_answer(pconn_t *pc, int status, const char *code, const 
 static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
-  cr_http_msg_t head;
-  cr_buf_t out;
+  cr_http_msg_t *head = &pc->gw->scratch_head;
+  cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
   uv_timer_stop(&pc->timer);
-  cr_http_msg_init(&head, 0);
-  cr_buf_init(&out, 0);
-  cr_http_msg_copy(&head, resp);
-  cr_http_msg_strip_hop_by_hop(&head);
+  cr_buf_reset(out);
+  cr_http_msg_copy(head, resp);
+  cr_http_msg_strip_hop_by_hop(head);
   x->status = resp->status;
   x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
   if (resp->content_length >= 0) {
     snprintf(len, sizeof len, "%lld", (long long)resp->content_length);
     if (resp->status != 204)
-      cr_http_msg_add_header(&head, "Content-Length", 14, len, strlen(len));
+      cr_http_msg_add_header(head, "Content-Length", 14, len, strlen(len));
   } else if (!x->resp_no_body) {
     if (!x->http10) {
       x->resp_chunked = 1;
-      cr_http_msg_add_header(&head, "Transfer-Encoding", 17, "chunked", 7);
+      cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
     } else {
       pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
     }
   }
   x->head_sent = 1;
-  if (write_response_head(pc, &head, &out) < 0 || pconn_send(pc, out.base, out.len, NULL, 0, NULL, 0, 0) < 0) {
+  if (write_response_head(pc, head, out) < 0 || pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
     snprintf(x->error, sizeof x->error, "response head from the agent cannot be sent on HTTP/1.1");
     cr_tstream_reset(ts);
     pconn_close(pc);
   }
-  cr_buf_free(&out);
-  cr_http_msg_free(&head);
 }
 
 static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
@@ -527,7 +528,7 @@ static int on_req_head(void *ud, cr_http_msg_t *m) {
   const cr_conf_gateway_t *conf = gw->conf;
   exchange_t *x = cr_calloc(1, sizeof *x);
   const char *why, *rid;
-  cr_http_msg_t fwd;
+  cr_http_msg_t *fwd = &gw->scratch_head;
   cr_tunnel_t *t;
   char fwdval[256];
   long si;
@@ -571,18 +572,16 @@ static int on_req_head(void *ud, cr_http_msg_t *m) {
     return 0;
   }
 
-  cr_http_msg_init(&fwd, 0);
-  cr_http_msg_copy(&fwd, m);
-  cr_http_msg_strip_hop_by_hop(&fwd);
-  cr_http_msg_remove(&fwd, "x-request-id");
-  cr_http_msg_add_header(&fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
+  cr_http_msg_copy(fwd, m);
+  cr_http_msg_strip_hop_by_hop(fwd);
+  cr_http_msg_remove(fwd, "x-request-id");
+  cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
   snprintf(fwdval, sizeof fwdval, "for=\"%s\";proto=https;host=\"%s\"", pc->s->peer,
            cr_http_msg_get(m, "host") ? cr_http_msg_get(m, "host") : "");
-  cr_http_msg_add_header(&fwd, "forwarded", 9, fwdval, strlen(fwdval));
+  cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, strlen(fwdval));
   has_body = m->chunked || m->content_length > 0;
-  fwd.content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
-  x->ts = cr_tunnel_open_stream(t, &fwd, has_body, &ts_cbs, x, &err);
-  cr_http_msg_free(&fwd);
+  fwd->content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
+  x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];
     snprintf(msg, sizeof msg, "could not open a tunnel stream: %s", cr_strerror(err));
@@ -999,6 +998,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
 
   signal(SIGPIPE, SIG_IGN);
   gw->conf = conf;
+  cr_http_msg_init(&gw->scratch_head, 0);
+  cr_buf_init(&gw->scratch_out, 0);
   uv_loop_init(&gw->loop);
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
@@ -1056,6 +1057,8 @@ out:
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
   free(gw->groups);
+  cr_http_msg_free(&gw->scratch_head);
+  cr_buf_free(&gw->scratch_out);
   free(gw);
   return code;
 }
