@@ -337,6 +337,12 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
     return cb_fail(p, r, "aborted by the body handler");
   if (r == CR_HTTP1_PAUSE) {
     p->paused = 1;
+    /* The last byte of a Content-Length body: let llhttp reach the message's end (it needs no more
+     * input for that), which on_message_complete then owes the caller after resume. Pausing llhttp
+     * here instead would leave the end undelivered until more bytes arrive, and on a keep-alive
+     * connection none ever do. */
+    if (ll->content_length == 0 && (ll->flags & F_CONTENT_LENGTH) && !(ll->flags & F_CHUNKED))
+      return 0;
     return HPE_PAUSED;
   }
   return 0;

@@ -808,7 +808,9 @@ static void run_deferred(cr_upstream_req_t *r, unsigned what) {
   if ((what & DEFER_FLUSH) && flush(c) < 0)
     return;
   if ((what & DEFER_FEED) && !r->paused) {
-    if (c->held.len > 0 && conn_feed(c, r, c->held.base, c->held.len, 1) < 0)
+    /* Even with nothing held the parser may owe the message's end (paused on the last body byte);
+     * an empty feed delivers it, since no more bytes will come on a keep-alive connection. */
+    if ((c->held.len > 0 || c->parser_paused) && conn_feed(c, r, c->held.base ? c->held.base : "", c->held.len, 1) < 0)
       return;
     if (!r->paused && c->held.len == 0)
       conn_read_start(c);

@@ -908,9 +908,46 @@ static void test_hop_by_hop_after_parse(void **state) {
   rec_free(&r);
 }
 
+/* A caller that pauses on the last byte of a Content-Length body still gets on_end after resuming,
+ * with no further input: on a keep-alive connection no more bytes ever come (found by the
+ * benchmark: responses stalled until the upstream's response timeout). */
+static int last_byte_ends;
+static size_t last_byte_body;
+static int last_byte_on_head(void *ud, cr_http_msg_t *m) { return 0; }
+static int last_byte_on_body(void *ud, const char *d, size_t n) {
+  last_byte_body += n;
+  return CR_HTTP1_PAUSE;
+}
+static int last_byte_on_end(void *ud) {
+  last_byte_ends++;
+  return 0;
+}
+
+static void test_pause_on_last_body_byte_then_end_without_input(void **state) {
+  cr_http1_callbacks_t cbs = {last_byte_on_head, last_byte_on_body, last_byte_on_end};
+  cr_http1_parser_t *p = cr_http1_parser_new(CR_HTTP1_RESPONSE, NULL, &cbs, NULL);
+  const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+  const char *next = "HTTP/1.1 204 No Content\r\n\r\n";
+  (void)state;
+  last_byte_ends = 0;
+  last_byte_body = 0;
+  assert_int_equal(cr_http1_parse(p, r, strlen(r)), (ssize_t)strlen(r));
+  assert_int_equal(last_byte_body, 5);
+  assert_int_equal(last_byte_ends, 0); /* paused: nothing after the body yet */
+  cr_http1_parser_resume(p);
+  assert_int_equal(cr_http1_parse(p, "", 0), 0);
+  assert_int_equal(last_byte_ends, 1);
+  assert_false(cr_http1_parser_in_message(p));
+  /* The connection carries on with the next response. */
+  assert_int_equal(cr_http1_parse(p, next, strlen(next)), (ssize_t)strlen(next));
+  assert_int_equal(last_byte_ends, 2);
+  cr_http1_parser_free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_llhttp_is_the_strict_build),
+      cmocka_unit_test(test_pause_on_last_body_byte_then_end_without_input),
       cmocka_unit_test(test_simple_get),
       cmocka_unit_test(test_post_content_length),
       cmocka_unit_test(test_chunked_every_split),
