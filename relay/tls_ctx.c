@@ -509,6 +509,13 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
 
   SSL_CTX_set_min_proto_version(sc, opts->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
   SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  if (opts->server) {
+    /* Resumption is by stateless TLS 1.3 tickets; the server-side session cache only costs a
+     * lookup, an insert and periodic sweeps of the whole table per handshake. One ticket per
+     * handshake is enough for a client that reconnects one connection at a time. */
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_num_tickets(sc, 1);
+  }
   /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record buffers for every record of a
    * busy connection. tls_stream.c gives them back once a connection has gone quiet instead. */
   SSL_CTX_set_info_callback(sc, info_cb);
