@@ -522,6 +522,7 @@ static void close_handles(agent_t *a) {
   uv_close((uv_handle_t *)&a->sigterm, NULL);
   uv_close((uv_handle_t *)&a->sigint, NULL);
   uv_close((uv_handle_t *)&a->drain_timer, NULL);
+  cr_memtrim_stop(&a->memtrim);
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
     uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
   cr__agent_trust_stop(a);
@@ -610,6 +611,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_signal_init(&a->loop, &a->sigterm);
   uv_signal_init(&a->loop, &a->sigint);
   uv_timer_init(&a->loop, &a->drain_timer);
+  cr_memtrim_start(&a->loop, &a->memtrim, 5000);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);

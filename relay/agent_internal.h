@@ -10,6 +10,7 @@
 #include "ccrelay/admin.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
+#include "ccrelay/memtrim.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
@@ -58,6 +59,7 @@ struct agent {
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_timer_t drain_timer;
+  cr_memtrim_t memtrim;
   int draining;
 };
 

@@ -20,6 +20,7 @@
 #include "ccrelay/http1.h"
 #include "ccrelay/http_msg.h"
 #include "ccrelay/log.h"
+#include "ccrelay/memtrim.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/route.h"
 #include "ccrelay/stream.h"
@@ -116,6 +117,7 @@ struct gateway {
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_timer_t drain_timer;
+  cr_memtrim_t memtrim;
   int draining;
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
   /* Reused for every forwarded request head and every response head (no allocation per request
@@ -892,6 +894,7 @@ static void close_signal_handles(gateway_t *gw) {
     uv_close((uv_handle_t *)&gw->sigterm, NULL);
     uv_close((uv_handle_t *)&gw->sigint, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+    cr_memtrim_stop(&gw->memtrim);
   }
 }
 
@@ -1033,6 +1036,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_signal_init(&gw->loop, &gw->sigterm);
   uv_signal_init(&gw->loop, &gw->sigint);
   uv_timer_init(&gw->loop, &gw->drain_timer);
+  cr_memtrim_start(&gw->loop, &gw->memtrim, 5000);
   gw->sigterm.data = gw->sigint.data = gw->drain_timer.data = gw;
   uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);
