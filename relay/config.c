@@ -286,49 +286,8 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
   memset(a, 0, sizeof(*a));
 }
 
-static int agent_from_mem(ctx_t *c, const char *name, const char *data, size_t len,
-                          cr_conf_agent_t *out) {
-  node_t *root = NULL;
-  int rc;
 
-  memset(out, 0, sizeof(*out));
-  rc = cr__conf_build_tree(c, data, len, &root);
-  if (rc == 0) {
-    out->path = cr_strdup(name);
-    rc = load_agent(c, root, out);
-  }
-  cr__conf_node_free(root);
-  if (rc != 0)
-    cr_conf_agent_free(out);
-  return rc;
-}
 
-int cr_conf_agent_load_mem(const char *name, const char *data, size_t len, cr_conf_agent_t *out,
-                           char *err, size_t errlen) {
-  ctx_t c;
-  int rc;
-
-  cr__conf_ctx_open(&c, name, err, errlen);
-  rc = agent_from_mem(&c, c.file, data, len, out);
-  free(c.dir);
-  return rc;
-}
-
-int cr_conf_agent_load(const char *path, cr_conf_agent_t *out, char *err, size_t errlen) {
-  ctx_t c;
-  char *data = NULL;
-  size_t len = 0;
-  int rc;
-
-  memset(out, 0, sizeof(*out));
-  cr__conf_ctx_open(&c, path, err, errlen);
-  rc = cr__conf_read_config(&c, c.file, &data, &len);
-  if (rc == 0)
-    rc = agent_from_mem(&c, c.file, data, len, out);
-  free(data);
-  free(c.dir);
-  return rc;
-}
 
 /* ---------------------------------------------------------------- gateway */
 
@@ -555,48 +514,85 @@ void cr_conf_gateway_free(cr_conf_gateway_t *g) {
   memset(g, 0, sizeof(*g));
 }
 
-static int gateway_from_mem(ctx_t *c, const char *name, const char *data, size_t len,
-                            cr_conf_gateway_t *out) {
+
+
+
+/* ---------------------------------------------------------------- loading, for both roles */
+
+/* What differs between the roles when a whole file is loaded. */
+typedef struct role {
+  size_t size;
+  int (*load)(ctx_t *c, const node_t *root, void *out);
+  void (*free)(void *out);
+  char **(*path)(void *out);
+} role_t;
+
+static int from_mem(ctx_t *c, const role_t *role, const char *name, const char *data, size_t len, void *out) {
   node_t *root = NULL;
   int rc;
-
-  memset(out, 0, sizeof(*out));
+  memset(out, 0, role->size);
   rc = cr__conf_build_tree(c, data, len, &root);
   if (rc == 0) {
-    out->path = cr_strdup(name);
-    rc = load_gateway(c, root, out);
+    *role->path(out) = cr_strdup(name);
+    rc = role->load(c, root, out);
   }
   cr__conf_node_free(root);
   if (rc != 0)
-    cr_conf_gateway_free(out);
+    role->free(out);
   return rc;
 }
 
-int cr_conf_gateway_load_mem(const char *name, const char *data, size_t len,
-                             cr_conf_gateway_t *out, char *err, size_t errlen) {
+static int load_mem(const role_t *role, const char *name, const char *data, size_t len, void *out, char *err,
+                    size_t errlen) {
   ctx_t c;
   int rc;
-
   cr__conf_ctx_open(&c, name, err, errlen);
-  rc = gateway_from_mem(&c, c.file, data, len, out);
+  rc = from_mem(&c, role, c.file, data, len, out);
   free(c.dir);
   return rc;
 }
 
-int cr_conf_gateway_load(const char *path, cr_conf_gateway_t *out, char *err, size_t errlen) {
+static int load_file(const role_t *role, const char *path, void *out, char *err, size_t errlen) {
   ctx_t c;
   char *data = NULL;
   size_t len = 0;
   int rc;
-
-  memset(out, 0, sizeof(*out));
+  memset(out, 0, role->size);
   cr__conf_ctx_open(&c, path, err, errlen);
   rc = cr__conf_read_config(&c, c.file, &data, &len);
   if (rc == 0)
-    rc = gateway_from_mem(&c, c.file, data, len, out);
+    rc = from_mem(&c, role, c.file, data, len, out);
   free(data);
   free(c.dir);
   return rc;
+}
+
+static int agent_load(ctx_t *c, const node_t *root, void *out) { return load_agent(c, root, out); }
+static void agent_free(void *out) { cr_conf_agent_free(out); }
+static char **agent_path(void *out) { return &((cr_conf_agent_t *)out)->path; }
+static const role_t agent_role = {sizeof(cr_conf_agent_t), agent_load, agent_free, agent_path};
+
+static int gateway_load(ctx_t *c, const node_t *root, void *out) { return load_gateway(c, root, out); }
+static void gateway_free(void *out) { cr_conf_gateway_free(out); }
+static char **gateway_path(void *out) { return &((cr_conf_gateway_t *)out)->path; }
+static const role_t gateway_role = {sizeof(cr_conf_gateway_t), gateway_load, gateway_free, gateway_path};
+
+int cr_conf_agent_load(const char *path, cr_conf_agent_t *out, char *err, size_t errlen) {
+  return load_file(&agent_role, path, out, err, errlen);
+}
+
+int cr_conf_agent_load_mem(const char *name, const char *data, size_t len, cr_conf_agent_t *out, char *err,
+                           size_t errlen) {
+  return load_mem(&agent_role, name, data, len, out, err, errlen);
+}
+
+int cr_conf_gateway_load(const char *path, cr_conf_gateway_t *out, char *err, size_t errlen) {
+  return load_file(&gateway_role, path, out, err, errlen);
+}
+
+int cr_conf_gateway_load_mem(const char *name, const char *data, size_t len, cr_conf_gateway_t *out, char *err,
+                             size_t errlen) {
+  return load_mem(&gateway_role, name, data, len, out, err, errlen);
 }
 
 /* ---------------------------------------------------------------- role */
