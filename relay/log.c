@@ -148,6 +148,7 @@ static void put(char *line, size_t *o, const char *s, size_t n) {
 }
 
 /* logfmt straight into the pending buffer: one formatting pass, no intermediate copies. */
+static void log_logfmt(cr_log_level_t level, const char *msg, const char *fields, va_list ap) CR_PRINTF(3, 0);
 static void log_logfmt(cr_log_level_t level, const char *msg, const char *fields, va_list ap) {
   char *line;
   size_t o = 0;
