@@ -116,6 +116,7 @@ struct gateway {
   size_t npconns;
   uv_signal_t sigterm;
   uv_signal_t sigint;
+  uv_signal_t sighup;
   uv_timer_t drain_timer;
   cr_memtrim_t memtrim;
   int draining;
@@ -893,6 +894,7 @@ static void close_signal_handles(gateway_t *gw) {
   if (!uv_is_closing((uv_handle_t *)&gw->sigterm)) {
     uv_close((uv_handle_t *)&gw->sigterm, NULL);
     uv_close((uv_handle_t *)&gw->sigint, NULL);
+    uv_close((uv_handle_t *)&gw->sighup, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
     cr_memtrim_stop(&gw->memtrim);
   }
@@ -958,6 +960,15 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
         cr_tunnel_shutdown(cr_queue_data(q, gw_tunnel_t, link)->tunnel, gw->conf->drain_timeout_ms);
   uv_timer_start(&gw->drain_timer, on_drain_deadline, gw->conf->drain_timeout_ms + 500, 0);
   on_drain_check(gw);
+}
+
+/* SIGHUP's default action would end the process: a habit (log rotation, `systemctl reload`) must
+ * not take the gateway down. It has nothing to reload while it runs; the log line says so. */
+static void on_sighup(uv_signal_t *sig, int signum) {
+  gateway_t *gw = sig->data;
+  cr_log_warn("SIGHUP ignored: the gateway reloads nothing while it runs; restart it to apply a new "
+              "configuration (agents redial within their backoff)",
+              "config=%s", gw->conf->path);
 }
 
 static int make_tls_contexts(gateway_t *gw) {
@@ -1035,11 +1046,13 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   }
   uv_signal_init(&gw->loop, &gw->sigterm);
   uv_signal_init(&gw->loop, &gw->sigint);
+  uv_signal_init(&gw->loop, &gw->sighup);
   uv_timer_init(&gw->loop, &gw->drain_timer);
   cr_memtrim_start(&gw->loop, &gw->memtrim, 5000);
-  gw->sigterm.data = gw->sigint.data = gw->drain_timer.data = gw;
+  gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw->drain_timer.data = gw;
   uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&gw->sighup, on_sighup, SIGHUP);
   cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu version=%s",
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
               cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);

@@ -173,6 +173,12 @@ elapsed_ms=$((($(date +%s%N) - t0) / 1000000))
 ((elapsed_ms <= 5000)) || fail "recovery took ${elapsed_ms} ms (> 5000)"
 cr_log "call succeeded ${elapsed_ms} ms after the gateway restart"
 
+# SIGHUP must not take the gateway down (its default action would).
+kill -HUP "$(pid_of gateway2)"
+wait_for_log gateway2 'msg="SIGHUP ignored' 5
+st=$(relay_curl "$CR_TMP/hup" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
+assert_eq "$st" 200 "gateway still serving after SIGHUP"
+
 stop_ccrelay agent2
 stop_ccrelay gateway2
 cr_pass
