@@ -8,6 +8,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
+#include "ccrelay/queue.h"
 
 /* Reads are delivered synchronously and never kept, so one buffer serves every connection of the
  * (single-threaded) process: idle connections then cost no read buffer at all. */
@@ -20,6 +21,8 @@ typedef struct tcp_write {
   cr_stream_write_cb cb;
   void *arg;
   size_t len;
+  int status;       /* for a completion waiting in `done` */
+  cr_queue_t node;  /* in tcp_stream_t.done */
 } tcp_write_t;
 
 typedef struct tcp_stream {
@@ -35,8 +38,19 @@ typedef struct tcp_stream {
   unsigned port;
   int last_err;
   size_t write_queued;
+  /* Writes that went out whole through uv_try_write skip uv_write, whose completion costs an
+   * epoll_ctl (libuv 1.44 drops and re-arms POLLOUT each time). Their callbacks, and any uv_write
+   * completion behind them, wait in `done` (in order) until the check handle runs after this
+   * turn's poll; the idle handle keeps poll from blocking while any wait. Both handles are made on
+   * the first such write and stopped whenever `done` is empty. */
+  cr_queue_t done;
+  uv_check_t done_check;
+  uv_idle_t done_idle;
+  unsigned uv_writes; /* uv_write requests whose write_done has not run */
+  unsigned closes_pending;
   tcp_write_t wr; /* the usual single write in flight needs no allocation */
   unsigned wr_busy : 1;
+  unsigned done_handles : 1;
   unsigned resolving : 1;
   unsigned connecting : 1;
   unsigned handle_open : 1;
@@ -120,6 +134,7 @@ static tcp_stream_t *tcp_alloc(uv_loop_t *loop) {
   t->base.vt = &tcp_vtbl;
   t->base.loop = loop;
   t->handle.data = t;
+  cr_queue_init(&t->done);
   return t;
 }
 
@@ -166,47 +181,142 @@ static int tcp_read_stop(cr_stream_t *s) {
   return uv_read_stop((uv_stream_t *)&t->handle);
 }
 
-static void write_done(uv_write_t *req, int status) {
-  tcp_write_t *w = cr_container_of(req, tcp_write_t, req);
-  tcp_stream_t *t = req->handle->data;
-  cr_stream_write_cb cb = w->cb;
-  void *arg = w->arg;
-  t->write_queued -= w->len;
-  /* released before the callback, which may write again */
+static void release_write(tcp_stream_t *t, tcp_write_t *w) {
   if (w == &t->wr)
     t->wr_busy = 0;
   else
     free(w);
+}
+
+static tcp_write_t *alloc_write(tcp_stream_t *t) {
+  if (!t->wr_busy) {
+    t->wr_busy = 1;
+    return &t->wr;
+  }
+  return cr_malloc(sizeof(tcp_write_t));
+}
+
+static void complete(tcp_stream_t *t, tcp_write_t *w, int status) {
+  cr_stream_write_cb cb = w->cb;
+  void *arg = w->arg;
+  t->write_queued -= w->len;
+  /* released before the callback, which may write again */
+  release_write(t, w);
   if (cb)
     cb(&t->base, status, arg);
+}
+
+static void done_run(tcp_stream_t *t) {
+  /* Only the completions queued before this run: one that a callback queues now waits for the
+   * next turn, so a writer that keeps writing from its callback cannot starve the loop. */
+  cr_queue_t *last = t->done.prev;
+  cr_queue_t *q;
+  tcp_write_t *w;
+  while (!t->closing && !cr_queue_empty(&t->done)) {
+    q = cr_queue_head(&t->done);
+    cr_queue_remove(q);
+    w = cr_queue_data(q, tcp_write_t, node);
+    complete(t, w, w->status);
+    if (q == last)
+      break;
+  }
+  if (!t->closing && cr_queue_empty(&t->done)) {
+    uv_check_stop(&t->done_check);
+    uv_idle_stop(&t->done_idle);
+  }
+}
+
+static void done_check_cb(uv_check_t *h) { done_run(h->data); }
+static void done_idle_cb(uv_idle_t *h) { done_run(h->data); }
+
+static void defer_completion(tcp_stream_t *t, tcp_write_t *w, int status) {
+  w->status = status;
+  cr_queue_insert_tail(&t->done, &w->node);
+  if (!t->done_handles) {
+    uv_check_init(t->base.loop, &t->done_check);
+    uv_idle_init(t->base.loop, &t->done_idle);
+    t->done_check.data = t;
+    t->done_idle.data = t;
+    t->done_handles = 1;
+  }
+  if (!t->closing) {
+    uv_check_start(&t->done_check, done_check_cb);
+    uv_idle_start(&t->done_idle, done_idle_cb);
+  }
+}
+
+static void write_done(uv_write_t *req, int status) {
+  tcp_write_t *w = cr_container_of(req, tcp_write_t, req);
+  tcp_stream_t *t = req->handle->data;
+  t->uv_writes--;
+  if (!cr_queue_empty(&t->done)) {
+    defer_completion(t, w, status); /* behind earlier writes' callbacks */
+    return;
+  }
+  complete(t, w, status);
+}
+
+/* Writes what the socket takes now. Returns the bytes written (all of len or fewer), or 0 when
+ * nothing could be written or it failed: uv_write then reports the error through the callback as
+ * before. */
+static size_t try_write(tcp_stream_t *t, const uv_buf_t bufs[], unsigned nbufs) {
+  int r = uv_try_write((uv_stream_t *)&t->handle, bufs, nbufs);
+  return r > 0 ? (size_t)r : 0;
 }
 
 static int tcp_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
   tcp_stream_t *t = (tcp_stream_t *)s;
   tcp_write_t *w;
-  size_t len = 0;
+  uv_buf_t small[8];
+  uv_buf_t *rest = NULL;
+  const uv_buf_t *wbufs = bufs;
+  unsigned wn = nbufs;
+  size_t len = 0, sent = 0;
   int r;
   if (t->closing || !t->handle_open)
     return UV_EPIPE;
   for (unsigned i = 0; i < nbufs; i++)
     len += bufs[i].len;
-  if (!t->wr_busy) {
-    w = &t->wr;
-    t->wr_busy = 1;
-  } else {
-    w = cr_malloc(sizeof *w);
-  }
+  /* With a uv_write outstanding its callback is still due, and ours must come after it. */
+  if (t->uv_writes == 0 && len > 0)
+    sent = try_write(t, bufs, nbufs);
+  w = alloc_write(t);
   w->cb = cb;
   w->arg = arg;
   w->len = len;
-  r = uv_write(&w->req, (uv_stream_t *)&t->handle, bufs, nbufs, write_done);
-  if (r < 0) {
-    if (w == &t->wr)
-      t->wr_busy = 0;
-    else
-      free(w);
-    return r;
+  if (len > 0 && sent == len) {
+    t->write_queued += len;
+    defer_completion(t, w, 0);
+    return 0;
   }
+  if (sent > 0) {
+    unsigned i = 0;
+    while (sent >= bufs[i].len) {
+      sent -= bufs[i].len;
+      i++;
+    }
+    wn = nbufs - i;
+    rest = wn <= sizeof small / sizeof small[0] ? small : cr_malloc(wn * sizeof *rest);
+    memcpy(rest, bufs + i, wn * sizeof *rest);
+    rest[0].base += sent;
+    rest[0].len -= sent;
+    wbufs = rest;
+  }
+  r = uv_write(&w->req, (uv_stream_t *)&t->handle, wbufs, wn, write_done);
+  if (rest != NULL && rest != small)
+    free(rest);
+  if (r < 0) {
+    if (wbufs == bufs) {
+      release_write(t, w);
+      return r;
+    }
+    /* Part of it already went out, so the caller must not retry it: report the failure through
+     * the callback instead. */
+    t->write_queued += len;
+    defer_completion(t, w, r);
+    return 0;
+  }
+  t->uv_writes++;
   t->write_queued += len;
   return 0;
 }
@@ -245,7 +355,25 @@ static void tcp_free(tcp_stream_t *t) {
   free(t);
 }
 
-static void handle_closed(uv_handle_t *h) { tcp_free(h->data); }
+/* The TCP handle and, when they exist, the completion handles close in the same turn; the stream
+ * goes with the last of them, and completions still waiting then are canceled like uv_write's. */
+static void part_closed(uv_handle_t *h) {
+  tcp_stream_t *t = h->data;
+  cr_queue_t *q;
+  if (t->closes_pending > 1) {
+    t->closes_pending--;
+    return;
+  }
+  t->closes_pending = 0;
+  while (!cr_queue_empty(&t->done)) {
+    q = cr_queue_head(&t->done);
+    cr_queue_remove(q);
+    complete(t, cr_queue_data(q, tcp_write_t, node), UV_ECANCELED);
+  }
+  tcp_free(t);
+}
+
+static void handle_closed(uv_handle_t *h) { part_closed(h); }
 
 static void tcp_close(cr_stream_t *s, cr_stream_close_cb cb) {
   tcp_stream_t *t = (tcp_stream_t *)s;
@@ -258,8 +386,15 @@ static void tcp_close(cr_stream_t *s, cr_stream_close_cb cb) {
   }
   if (t->handle_open) {
     /* A handle already closing belongs to a connect retry; retry_after_close sees `closing`. */
-    if (!uv_is_closing((uv_handle_t *)&t->handle))
+    if (!uv_is_closing((uv_handle_t *)&t->handle)) {
+      t->closes_pending = 1;
+      if (t->done_handles) {
+        t->closes_pending += 2;
+        uv_close((uv_handle_t *)&t->done_check, part_closed);
+        uv_close((uv_handle_t *)&t->done_idle, part_closed);
+      }
       uv_close((uv_handle_t *)&t->handle, handle_closed);
+    }
     return;
   }
   /* Every address failed and no handle is left: close one anyway so close_cb still fires on a

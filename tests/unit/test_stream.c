@@ -1,0 +1,267 @@
+/* TCP stream tests over 127.0.0.1 on a real libuv loop: the write contract (callbacks later, never
+ * inside write; in order; exactly once; canceled ones before close_cb) for writes that complete at
+ * once and for writes the socket cannot take whole. Every wait is bounded in time, and every test
+ * ends with uv_loop_close() == 0. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ccrelay/alloc.h"
+#include "ccrelay/stream.h"
+
+#define MAX_CBS 4096
+#define BIG_SIZE (8u * 1024 * 1024)
+
+typedef struct ctx {
+  uv_loop_t loop;
+  uv_timer_t guard; /* keeps UV_RUN_ONCE from blocking forever */
+  cr_listener_t *lis;
+  cr_stream_t *client, *server;
+  int connected;
+  int in_write;
+  int cb_inside_write;
+  int order[MAX_CBS];
+  int status[MAX_CBS];
+  int ncb;
+  int closed_client, closed_server;
+  int cbs_at_close; /* callbacks seen when the client's close_cb ran */
+  size_t rx;
+  int rx_bad;
+  int chain_left; /* writes still to issue from the write callback */
+  int chain_next;
+  char byte;
+} ctx_t;
+
+static unsigned char *big;
+
+static void guard_cb(uv_timer_t *t) { (void)t; }
+
+static void server_read(cr_stream_t *s, ssize_t n, const char *data) {
+  ctx_t *c = s->data;
+  if (n <= 0)
+    return;
+  for (ssize_t i = 0; i < n; i++)
+    if ((unsigned char)data[i] != (unsigned char)((c->rx + (size_t)i) * 7 % 251))
+      c->rx_bad = 1;
+  c->rx += (size_t)n;
+}
+
+static void on_accept(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  ctx_t *c = arg;
+  (void)l;
+  c->server = conn;
+  conn->data = c;
+  assert_int_equal(cr_stream_read_start(conn, server_read), 0);
+}
+
+static void on_connect(cr_stream_t *s, int status) {
+  ctx_t *c = s->data;
+  assert_int_equal(status, 0);
+  c->connected = 1;
+}
+
+static void run_until(ctx_t *c, int *flag, int want) {
+  uint64_t deadline = uv_hrtime() + 5000000000ull;
+  while (*flag < want && uv_hrtime() < deadline)
+    uv_run(&c->loop, UV_RUN_ONCE);
+  assert_true(*flag >= want);
+}
+
+static void run_until_rx(ctx_t *c, size_t want) {
+  uint64_t deadline = uv_hrtime() + 10000000000ull;
+  while (c->rx < want && uv_hrtime() < deadline)
+    uv_run(&c->loop, UV_RUN_ONCE);
+  assert_int_equal(c->rx, want);
+  assert_false(c->rx_bad);
+}
+
+static void setup_pair(ctx_t *c) {
+  char err[256];
+  memset(c, 0, sizeof *c);
+  assert_int_equal(uv_loop_init(&c->loop), 0);
+  uv_timer_init(&c->loop, &c->guard);
+  uv_timer_start(&c->guard, guard_cb, 50, 50);
+  assert_int_equal(cr_tcp_listen(&c->loop, "127.0.0.1", 0, 16, on_accept, c, &c->lis, err, sizeof err), 0);
+  assert_int_equal(cr_tcp_connect(&c->loop, "127.0.0.1", cr_listener_port(c->lis), on_connect, c, &c->client), 0);
+  run_until(c, &c->connected, 1);
+  while (c->server == NULL)
+    uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+static void client_closed(cr_stream_t *s) {
+  ctx_t *c = s->data;
+  c->closed_client = 1;
+  c->cbs_at_close = c->ncb;
+}
+
+static void server_closed(cr_stream_t *s) {
+  ctx_t *c = s->data;
+  c->closed_server = 1;
+}
+
+static void teardown_pair(ctx_t *c) {
+  if (!c->closed_client && c->client)
+    cr_stream_close(c->client, client_closed);
+  cr_stream_close(c->server, server_closed);
+  cr_listener_close(c->lis);
+  uv_close((uv_handle_t *)&c->guard, NULL);
+  run_until(c, &c->closed_server, 1);
+  run_until(c, &c->closed_client, 1);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+static void wcb(cr_stream_t *s, int status, void *arg) {
+  ctx_t *c = s->data;
+  if (c->in_write)
+    c->cb_inside_write = 1;
+  assert_true(c->ncb < MAX_CBS);
+  c->order[c->ncb] = (int)(intptr_t)arg;
+  c->status[c->ncb] = status;
+  c->ncb++;
+}
+
+static int write_pattern(ctx_t *c, const unsigned char *from, size_t len, cr_stream_write_cb cb, int id) {
+  uv_buf_t b = uv_buf_init((char *)from, (unsigned)len);
+  int r;
+  c->in_write = 1;
+  r = cr_stream_write(c->client, &b, 1, cb, (void *)(intptr_t)id);
+  c->in_write = 0;
+  return r;
+}
+
+static void test_small_writes_complete_later_in_order(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  assert_int_equal(write_pattern(&c, big, 100, wcb, 1), 0);
+  assert_int_equal(write_pattern(&c, big + 100, 200, wcb, 2), 0);
+  assert_int_equal(write_pattern(&c, big + 300, 300, wcb, 3), 0);
+  assert_int_equal(c.ncb, 0);
+  assert_int_equal(cr_stream_write_queue_size(c.client), 600);
+  /* Nothing else happens on the loop: the callbacks must still come without waiting for I/O. */
+  uv_timer_stop(&c.guard);
+  uint64_t t0 = uv_hrtime();
+  uv_run(&c.loop, UV_RUN_ONCE);
+  assert_true(uv_hrtime() - t0 < 40000000ull);
+  assert_int_equal(c.ncb, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(c.order[i], i + 1);
+    assert_int_equal(c.status[i], 0);
+  }
+  assert_int_equal(cr_stream_write_queue_size(c.client), 0);
+  assert_false(c.cb_inside_write);
+  uv_timer_start(&c.guard, guard_cb, 50, 50);
+  run_until_rx(&c, 600);
+  teardown_pair(&c);
+}
+
+static void test_big_then_small_in_order(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  /* More than the socket buffers hold: part goes out at once, the rest through the queue. */
+  assert_int_equal(write_pattern(&c, big, BIG_SIZE - 1000, wcb, 1), 0);
+  assert_int_equal(write_pattern(&c, big + BIG_SIZE - 1000, 1000, wcb, 2), 0);
+  assert_int_equal(c.ncb, 0);
+  run_until_rx(&c, BIG_SIZE);
+  run_until(&c, &c.ncb, 2);
+  assert_int_equal(c.order[0], 1);
+  assert_int_equal(c.order[1], 2);
+  assert_int_equal(c.status[0], 0);
+  assert_int_equal(c.status[1], 0);
+  assert_false(c.cb_inside_write);
+  /* Several buffers in one write, after the queue drained. */
+  uv_buf_t bufs[3] = {uv_buf_init((char *)big, 10), uv_buf_init((char *)big + 10, 20), uv_buf_init((char *)big + 30, 5)};
+  c.rx = 0;
+  c.in_write = 1;
+  assert_int_equal(cr_stream_write(c.client, bufs, 3, wcb, (void *)(intptr_t)3), 0);
+  c.in_write = 0;
+  run_until(&c, &c.ncb, 3);
+  run_until_rx(&c, 35);
+  teardown_pair(&c);
+}
+
+static void chain_cb(cr_stream_t *s, int status, void *arg) {
+  ctx_t *c = s->data;
+  wcb(s, status, arg);
+  if (status == 0 && c->chain_left > 0) {
+    c->chain_left--;
+    c->chain_next++;
+    assert_int_equal(write_pattern(c, big + c->chain_next * 64, 64, chain_cb, c->chain_next), 0);
+  }
+}
+
+static void test_write_from_callback_chain(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  c.chain_left = 1999;
+  assert_int_equal(write_pattern(&c, big, 64, chain_cb, 0), 0);
+  run_until(&c, &c.ncb, 2000);
+  for (int i = 0; i < 2000; i++) {
+    assert_int_equal(c.order[i], i);
+    assert_int_equal(c.status[i], 0);
+  }
+  assert_false(c.cb_inside_write);
+  run_until_rx(&c, 2000 * 64);
+  teardown_pair(&c);
+}
+
+static void test_close_with_completions_pending(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  assert_int_equal(write_pattern(&c, big, 100, wcb, 1), 0);
+  assert_int_equal(write_pattern(&c, big + 100, BIG_SIZE - 100, wcb, 2), 0);
+  assert_int_equal(write_pattern(&c, big + BIG_SIZE, 0, wcb, 3), 0);
+  cr_stream_close(c.client, client_closed);
+  assert_int_equal(c.ncb, 0);
+  assert_int_equal(write_pattern(&c, big, 10, wcb, 4), UV_EPIPE);
+  run_until(&c, &c.closed_client, 1);
+  /* every accepted write completed once, in order, before close_cb */
+  assert_int_equal(c.cbs_at_close, 3);
+  assert_int_equal(c.ncb, 3);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(c.order[i], i + 1);
+    assert_int_equal(c.status[i], UV_ECANCELED);
+  }
+  teardown_pair(&c);
+}
+
+static void test_close_after_completions(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  assert_int_equal(write_pattern(&c, big, 100, wcb, 1), 0);
+  run_until(&c, &c.ncb, 1);
+  assert_int_equal(c.status[0], 0);
+  /* the stream made its completion handles: closing must still free everything */
+  cr_stream_close(c.client, client_closed);
+  run_until(&c, &c.closed_client, 1);
+  assert_int_equal(c.ncb, 1);
+  teardown_pair(&c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_small_writes_complete_later_in_order),
+      cmocka_unit_test(test_big_then_small_in_order),
+      cmocka_unit_test(test_write_from_callback_chain),
+      cmocka_unit_test(test_close_with_completions_pending),
+      cmocka_unit_test(test_close_after_completions),
+  };
+  int r;
+  big = cr_malloc(BIG_SIZE + 16);
+  for (size_t i = 0; i < BIG_SIZE + 16; i++)
+    big[i] = (unsigned char)(i * 7 % 251);
+  r = cmocka_run_group_tests(tests, NULL, NULL);
+  free(big);
+  return r;
+}
