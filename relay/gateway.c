@@ -29,6 +29,9 @@
 #include "gateway_internal.h"
 
 #define PENDING_MAX (64 * 1024)
+/* Reading stops once this much of the next request(s) is held: one more TLS record (16 KiB) still
+ * fits under PENDING_MAX. */
+#define PENDING_STOP (16 * 1024)
 
 typedef struct gateway gateway_t;
 
@@ -765,7 +768,7 @@ static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
       pconn_close(pc);
       return;
     }
-    if (pc->reading) {
+    if (pc->reading && pc->pending.len >= PENDING_STOP) {
       cr_stream_read_stop(pc->s);
       pc->reading = 0;
     }
@@ -792,12 +795,17 @@ static void pconn_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
   if (pc->state == PC_SHUTDOWN)
     return; /* lingering: drop */
   if (pc->state == PC_EXCHANGE && pc->x->req_ended) {
+    /* The next request, early (the caller may already have our answer while our write callback is
+     * still due). Keep it, and keep reading until a little is held: stopping and restarting the
+     * read for every request costs two epoll_ctl calls per request. */
     if (cr_buf_append(&pc->pending, data, (size_t)nread) < 0) {
       pconn_close(pc);
       return;
     }
-    cr_stream_read_stop(s);
-    pc->reading = 0;
+    if (pc->pending.len >= PENDING_STOP) {
+      cr_stream_read_stop(s);
+      pc->reading = 0;
+    }
     return;
   }
   pconn_feed(pc, data, (size_t)nread);
