@@ -611,7 +611,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_signal_init(&a->loop, &a->sigterm);
   uv_signal_init(&a->loop, &a->sigint);
   uv_timer_init(&a->loop, &a->drain_timer);
-  cr_memtrim_start(&a->loop, &a->memtrim, 5000);
+  cr_memtrim_start(&a->loop, &a->memtrim, 1000);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);

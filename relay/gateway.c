@@ -1056,7 +1056,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_signal_init(&gw->loop, &gw->sigint);
   uv_signal_init(&gw->loop, &gw->sighup);
   uv_timer_init(&gw->loop, &gw->drain_timer);
-  cr_memtrim_start(&gw->loop, &gw->memtrim, 5000);
+  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000);
   gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw->drain_timer.data = gw;
   uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);

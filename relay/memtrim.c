@@ -4,7 +4,8 @@
 
 #include "ccrelay/log.h"
 
-/* Below this much free heap a trim is not worth its cost. */
+/* Below this much free heap a trim is not worth its cost (checking costs microseconds, so the roles
+ * check every second). */
 #define TRIM_THRESHOLD (8u * 1024 * 1024)
 
 static void on_check(uv_timer_t *t) {
