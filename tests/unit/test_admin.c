@@ -57,6 +57,7 @@ struct ctx {
   srv_mode_t mode;
   int requests, aborts;
   cr_admin_req_t *held[MAX_HELD];
+  char held_target[MAX_HELD][32]; /* which request each is: connections are accepted in any order */
   int nheld;
   size_t last_body_len;
   int last_body_ok;       /* body bytes matched the expected pattern */
@@ -101,6 +102,7 @@ static void srv_on_request(cr_admin_req_t *req, const cr_http_msg_t *head, const
   case SRV_HOLD:
     assert_true(c->nheld < MAX_HELD);
     cr_admin_req_set_data(req, c);
+    snprintf(c->held_target[c->nheld], sizeof c->held_target[0], "%s", head->target);
     c->held[c->nheld++] = req;
     break;
   case SRV_AUTH:
@@ -281,18 +283,22 @@ static void test_async_answer(void **state) {
   ctx_init(&c, SRV_HOLD);
   a = client_start_str(&c, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
   b = client_start_str(&c, "DELETE /two HTTP/1.1\r\nHost: x\r\n\r\n");
+  int one, two;
   RUN_UNTIL(&c, c.nheld == 2, 3000);
+  one = strcmp(c.held_target[0], "/one") == 0 ? 0 : 1;
+  two = 1 - one;
+  assert_string_equal(c.held_target[two], "/two");
   /* Nothing is sent before the callee answers. */
   for (int i = 0; i < 5; i++)
     uv_run(&c.loop, UV_RUN_NOWAIT);
   assert_int_equal(a->rx.len, 0);
-  assert_ptr_equal(cr_admin_req_data(c.held[0]), &c);
-  cr_admin_respond(c.held[1], 202, "application/json", "{\"later\":true}", 14);
-  cr_admin_respond(c.held[1], 500, "text/plain", "twice", 5); /* answered already: ignored */
-  c.held[1] = NULL;
+  assert_ptr_equal(cr_admin_req_data(c.held[one]), &c);
+  cr_admin_respond(c.held[two], 202, "application/json", "{\"later\":true}", 14);
+  cr_admin_respond(c.held[two], 500, "text/plain", "twice", 5); /* answered already: ignored */
+  c.held[two] = NULL;
   RUN_UNTIL(&c, a->eof || b->eof, 3000);
-  cr_admin_respond(c.held[0], 204, NULL, NULL, 0);
-  c.held[0] = NULL;
+  cr_admin_respond(c.held[one], 204, NULL, NULL, 0);
+  c.held[one] = NULL;
   RUN_UNTIL(&c, a->eof && b->eof, 3000);
   assert_int_equal(status_of(a), 204);
   assert_true(rx_has(a, "Content-Length: 0\r\n"));
