@@ -871,30 +871,28 @@ static void rollback(const cr_truststore_t *ts, int dfd, char **created, size_t 
     sync_dir(ts, dfd, ignore, sizeof ignore);
 }
 
-static char *pem_of_cert(X509 *x, size_t *len) {
-  BIO *bio = BIO_new(BIO_s_mem());
+/* The bytes written into a memory BIO, as a malloc'ed NUL-terminated copy; frees the BIO. */
+static char *bio_take(BIO *bio, size_t *len) {
   char *p, *out;
-  long n;
-  PEM_write_bio_X509(bio, x);
-  n = BIO_get_mem_data(bio, &p);
+  long n = BIO_get_mem_data(bio, &p);
   out = cr_malloc((size_t)n + 1);
   memcpy(out, p, (size_t)n);
+  out[n] = '\0';
   *len = (size_t)n;
   BIO_free(bio);
   return out;
 }
 
+static char *pem_of_cert(X509 *x, size_t *len) {
+  BIO *bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(bio, x);
+  return bio_take(bio, len);
+}
+
 static char *pem_of_crl(X509_CRL *c, size_t *len) {
   BIO *bio = BIO_new(BIO_s_mem());
-  char *p, *out;
-  long n;
   PEM_write_bio_X509_CRL(bio, c);
-  n = BIO_get_mem_data(bio, &p);
-  out = cr_malloc((size_t)n + 1);
-  memcpy(out, p, (size_t)n);
-  *len = (size_t)n;
-  BIO_free(bio);
-  return out;
+  return bio_take(bio, len);
 }
 
 /* ---- add ---- */
