@@ -821,6 +821,25 @@ int cr__conf_get_size(ctx_t *c, const node_t *m, const char *path, const char *k
 
 /* ---------------------------------------------------------------- composite values */
 
+/* The path of scalar v resolved against the config's directory, checked to exist (*st filled).
+ * kind ("file", "directory") words the message when it does not. NULL after reporting the failure. */
+static char *named_path(ctx_t *c, const node_t *v, const char *kp, const char *kind, struct stat *st) {
+  char *abs;
+  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+    return NULL;
+  abs = resolve(c, v->str);
+  if (stat(abs, st) != 0) {
+    int e = errno;
+    if (e == ENOENT || e == ENOTDIR)
+      cr__conf_fail(c, v->pos, kp, "no such %s: %s", kind, abs);
+    else
+      cr__conf_fail(c, v->pos, kp, "cannot access %s: %s", abs, strerror(e));
+    free(abs);
+    return NULL;
+  }
+  return abs;
+}
+
 int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *key, int flags,
                     cr_conf_file_t *out) {
   const node_t *v = cr__conf_map_get(m, key);
@@ -831,18 +850,8 @@ int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *k
   if (v == NULL)
     return (flags & REQ) ? cr__conf_missing(c, m, path, key) : 0;
   cr__conf_join(kp, path, key);
-  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+  if ((abs = named_path(c, v, kp, "file", &st)) == NULL)
     return CR_ECONFIG;
-  abs = resolve(c, v->str);
-  if (stat(abs, &st) != 0) {
-    int e = errno;
-    if (e == ENOENT || e == ENOTDIR)
-      cr__conf_fail(c, v->pos, kp, "no such file: %s", abs);
-    else
-      cr__conf_fail(c, v->pos, kp, "cannot access %s: %s", abs, strerror(e));
-    free(abs);
-    return CR_ECONFIG;
-  }
   if (S_ISDIR(st.st_mode)) {
     cr__conf_fail(c, v->pos, kp, "%s is a directory, expected a file", abs);
     free(abs);
@@ -872,18 +881,8 @@ int cr__conf_get_dir(ctx_t *c, const node_t *m, const char *path, const char *ke
   if (v == NULL)
     return 0;
   cr__conf_join(kp, path, key);
-  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+  if ((abs = named_path(c, v, kp, "directory", &st)) == NULL)
     return CR_ECONFIG;
-  abs = resolve(c, v->str);
-  if (stat(abs, &st) != 0) {
-    int e = errno;
-    if (e == ENOENT || e == ENOTDIR)
-      cr__conf_fail(c, v->pos, kp, "no such directory: %s", abs);
-    else
-      cr__conf_fail(c, v->pos, kp, "cannot access %s: %s", abs, strerror(e));
-    free(abs);
-    return CR_ECONFIG;
-  }
   if (!S_ISDIR(st.st_mode)) {
     cr__conf_fail(c, v->pos, kp, "%s is not a directory", abs);
     free(abs);
