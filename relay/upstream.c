@@ -114,6 +114,7 @@ struct conn {
   uv_timer_t timer; /* connect, response or idle timeout, by state */
   cr_buf_t inflight; /* bytes the stream is writing; valid until on_write_complete */
   cr_buf_t held;     /* response bytes received but not parsed while the request is paused */
+  cr_buf_t tail;     /* request bytes still to send after the response ended early (finishing) */
   uint64_t idle_since;
   unsigned tls_gen; /* the upstream's tls_gen when this connection was dialled */
   conn_state_t state;
@@ -122,6 +123,7 @@ struct conn {
   unsigned reading : 1;
   unsigned parser_paused : 1;
   unsigned reused : 1;
+  unsigned finishing : 1; /* no request: sending the tail of one already answered, then pooled */
 };
 
 struct cr_upstream_req {
@@ -334,6 +336,7 @@ static void conn_maybe_free(conn_t *c) {
   cr_http1_parser_free(c->parser);
   cr_buf_free(&c->inflight);
   cr_buf_free(&c->held);
+  cr_buf_free(&c->tail);
   free(c);
   u->nconns--;
   upstream_maybe_free(u);
@@ -390,6 +393,7 @@ static conn_t *conn_new(cr_upstream_t *u) {
   c->parser = cr_http1_parser_new(CR_HTTP1_RESPONSE, &u->limits, &parser_cbs, c);
   cr_buf_init(&c->inflight, OUT_MAX);
   cr_buf_init(&c->held, HELD_MAX);
+  cr_buf_init(&c->tail, OUT_MAX);
   return c;
 }
 
@@ -456,6 +460,42 @@ static void on_writable_due(cr_upstream_req_t *r) {
     req_free(r);
 }
 
+static void on_write_complete(cr_stream_t *s, int status, void *arg);
+
+/* The tail of a request whose response already ended goes out once the write in flight completes;
+ * then the connection is pooled. */
+static void finish_flush(conn_t *c) {
+  uv_buf_t b;
+  if (c->writing)
+    return;
+  if (c->tail.len == 0) {
+    c->finishing = 0;
+    pool_put(c);
+    return;
+  }
+  buf_swap(&c->inflight, &c->tail);
+  b = uv_buf_init(c->inflight.base, (unsigned)c->inflight.len);
+  if (cr_stream_write(c->s, &b, 1, on_write_complete, c) < 0) {
+    c->inflight.len = 0;
+    conn_close(c);
+    return;
+  }
+  c->writing = 1;
+}
+
+/* A server may answer before it has read the whole request body (nginx's `return` does) and, when it
+ * keeps the connection, reads and discards the rest. Closing instead would cost the next request a
+ * new TCP and TLS handshake, so the rest is sent (bounded by the response timeout) and the connection
+ * pooled. Only called once every body byte is queued. */
+static void finish_send(conn_t *c, cr_upstream_req_t *r) {
+  cr_log_debug("upstream answered before the request was sent; finishing it before reuse", "route=%s peer=%s",
+               c->u->name, c->u->hostport);
+  buf_swap(&c->tail, &r->out);
+  c->finishing = 1;
+  uv_timer_start(&c->timer, on_timer, c->u->response_timeout_ms, 0);
+  finish_flush(c);
+}
+
 static void on_write_complete(cr_stream_t *s, int status, void *arg) {
   conn_t *c = arg;
   cr_upstream_req_t *r = c->req;
@@ -469,6 +509,10 @@ static void on_write_complete(cr_stream_t *s, int status, void *arg) {
       return;
     }
     req_fail(r, status, "%s %s failed: %s", "sending request to", c->u->who, stream_reason(c, status));
+    return;
+  }
+  if (c->finishing) {
+    finish_flush(c);
     return;
   }
   if (r == NULL || flush(c) < 0)
@@ -580,11 +624,14 @@ static void parser_ready(conn_t *c) {
 static void req_finish(cr_upstream_req_t *r, int clean) {
   conn_t *c = req_detach(r);
   if (c != NULL) {
-    if (clean && r->resp_keep_alive && r->send_done && c->held.len == 0) {
+    if (clean && r->resp_keep_alive && c->held.len == 0 && (r->send_done || r->end_queued)) {
       parser_ready(c);
-      pool_put(c);
+      if (r->send_done)
+        pool_put(c);
+      else
+        finish_send(c, r);
     } else {
-      conn_close(c);
+        conn_close(c);
     }
   }
   r->final = 1;

@@ -146,6 +146,7 @@ typedef struct sconn {
   size_t left;
   int chunked;
   int closing;
+  int answered; /* /early: the response went out at the head; the body is read and dropped */
   char method[16];
   char target[256];
 } sconn_t;
@@ -205,6 +206,12 @@ static void respond_body(sconn_t *sc, const char *body, size_t len, int chunked,
 static void respond(sconn_t *sc) {
   server_t *srv = sc->srv;
   const char *t = sc->target;
+  if (sc->answered) {
+    sc->answered = 0;
+    cr_buf_reset(&sc->body);
+    sc->state = SC_HEAD;
+    return;
+  }
   srv->requests++;
   snprintf(srv->last_method, sizeof srv->last_method, "%s", sc->method);
   snprintf(srv->last_target, sizeof srv->last_target, "%s", t);
@@ -288,6 +295,12 @@ static int sconn_step(sconn_t *sc) {
     sc->left = find_header(sc->in.base, "Content-Length", val, sizeof val) ? strtoul(val, NULL, 10) : 0;
     cr_buf_consume(&sc->in, (size_t)(end + 4 - sc->in.base));
     sc->state = sc->chunked ? SC_CHUNK_SIZE : SC_CL;
+    if (strcmp(sc->target, "/early") == 0) {
+      /* like nginx's `return`: answer at the head, keep the connection, discard the body */
+      srv->requests++;
+      sc->answered = 1;
+      send_str(sc, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly");
+    }
     return 1;
   case SC_CL:
     n = CR_MIN(sc->left, sc->in.len);
@@ -433,6 +446,7 @@ typedef struct tc {
   int pause_at_first_body;
   int cancel_in;        /* 1: cancel in on_head, 2: cancel in on_body */
   int again;            /* start a second /hello from on_end */
+  size_t early_rest;    /* body bytes to write from on_head, after a first 1000 */
   uv_timer_t t;
 } tc_t;
 
@@ -512,6 +526,14 @@ static void cb_head(cr_upstream_req_t *r, const cr_http_msg_t *head) {
   tc_t *t = cr_upstream_req_data(r);
   t->heads++;
   t->status = head->status;
+  if (t->early_rest > 0) {
+    /* one write goes out now; the rest queues behind it and is still unsent when the response ends */
+    char *p = pattern(0, t->early_rest + 1000);
+    assert_int_equal(cr_upstream_req_write(r, p, 1000) < 0, 0);
+    assert_int_equal(cr_upstream_req_write(r, p + 1000, t->early_rest) < 0, 0);
+    free(p);
+    t->early_rest = 0;
+  }
   if (t->cancel_in == 1) {
     cr_upstream_req_cancel(r);
     t->req = NULL;
@@ -723,6 +745,34 @@ static void test_post_bodies(void **state) {
   wait_done(t, 1000);
   expect_ok(t, 200);
   assert_int_equal(t->body.len, 0);
+  tc_free(t);
+}
+
+/* The server answers before the body is sent (nginx's `return` does): the rest of the body still goes
+ * out and the connection is reused, not closed and dialled again for the next request. */
+static void test_early_response_keeps_connection(void **state) {
+  tc_t *t = tc_new(SRV_TLS, "server");
+  size_t idle, busy, rest = 300000;
+  char one = 'x';
+  tc_upstream(t, t->srv.port, 2000, 2000, 5000);
+  start(t, "POST", "/early", 1, (int64_t)(1 + 1000 + rest));
+  assert_int_equal(cr_upstream_req_write(t->req, &one, 1) < 0, 0);
+  t->early_rest = rest;
+  wait_done(t, 1500);
+  expect_ok(t, 200);
+  assert_int_equal(t->body.len, 5);
+  assert_memory_equal(t->body.base, "early", 5);
+  /* the connection is busy until the body is out (a loop turn or two), then pooled */
+  run_for(t, 100);
+  cr_upstream_stats(t->u, &idle, &busy);
+  assert_int_equal(idle, 1);
+  assert_int_equal(busy, 0);
+  start(t, "GET", "/hello", 0, -1);
+  wait_done(t, 1500);
+  expect_ok(t, 200);
+  assert_int_equal(t->srv.accepted, 1);
+  assert_int_equal(t->srv.requests, 2);
+  assert_int_equal(t->srv.body_bytes, 1 + 1000 + rest);
   tc_free(t);
 }
 
@@ -1081,6 +1131,7 @@ int main(void) {
       cmocka_unit_test(test_get_and_keepalive),
       cmocka_unit_test(test_head_and_interim),
       cmocka_unit_test(test_post_bodies),
+      cmocka_unit_test(test_early_response_keeps_connection),
       cmocka_unit_test(test_big_responses),
       cmocka_unit_test(test_pause_resume),
       cmocka_unit_test(test_connect_refused),
