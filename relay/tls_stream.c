@@ -38,7 +38,9 @@ static char plain_buf[16 * 1024];
 #define FREE_STAGES_MAX 8
 #define FREE_OBUFS_MAX 8
 #define OBUF_MIN (STAGE_MAX + 1024)
-#define OBUF_KEEP_MAX (80 * 1024)  /* a bigger output buffer is freed, not kept */
+#define OBUF_KEEP_MAX (80 * 1024)  /* a bigger first segment is freed, not kept */
+#define OBUF_SEGS 8                /* then the last segment grows instead */
+#define OBUF_SEG_MIN (64 * 1024)
 #define SWEEP_MS 1000
 
 typedef struct completion {
@@ -48,7 +50,9 @@ typedef struct completion {
 
 typedef struct tls_stream tls_stream_t;
 
-/* Ciphertext for one lower write, and the user writes it completes. */
+/* Ciphertext for one lower write, and the user writes it completes. A turn's records go into a few
+ * segments written with one writev: growing one buffer would copy everything written so far each time
+ * it doubled, which cost a big transfer about 5 % of the gateway's CPU. */
 typedef struct obuf {
   struct obuf *next_free;
   tls_stream_t *t;
@@ -56,9 +60,10 @@ typedef struct obuf {
   unsigned n;
   completion_t *items; /* inline_items, or an array for longer batches */
   completion_t inline_items[4];
-  size_t len;
-  size_t cap;
-  char *data;
+  size_t len;          /* over every segment */
+  unsigned nseg;       /* segments in use; seg[0] is kept with a recycled obuf */
+  uv_buf_t seg[OBUF_SEGS];
+  size_t cap[OBUF_SEGS];
 } obuf_t;
 
 /* Per loop: the TLS streams whose idle record buffers a timer gives back. */
@@ -166,10 +171,12 @@ static obuf_t *obuf_get(void) {
     nfree_obufs--;
   } else {
     o = cr_malloc(sizeof *o);
-    o->cap = 0;
-    o->data = NULL;
+    o->seg[0] = uv_buf_init(NULL, 0);
+    o->cap[0] = 0;
   }
   o->len = 0;
+  o->nseg = 1;
+  o->seg[0].len = 0;
   o->n = 0;
   o->items = o->inline_items;
   return o;
@@ -178,8 +185,10 @@ static obuf_t *obuf_get(void) {
 static void obuf_put(obuf_t *o) {
   if (o->items != o->inline_items)
     free(o->items);
-  if (nfree_obufs >= FREE_OBUFS_MAX || o->cap > OBUF_KEEP_MAX) {
-    free(o->data);
+  for (unsigned i = 1; i < o->nseg; i++)
+    free(o->seg[i].base);
+  if (nfree_obufs >= FREE_OBUFS_MAX || o->cap[0] > OBUF_KEEP_MAX) {
+    free(o->seg[0].base);
     free(o);
     return;
   }
@@ -195,20 +204,36 @@ static size_t input_pending(const tls_stream_t *t) { return t->held_len - t->hel
 static int bio_write_cb(BIO *b, const char *data, int len) {
   tls_stream_t *t = BIO_get_data(b);
   obuf_t *o;
+  uv_buf_t *seg;
+  size_t *cap;
   BIO_clear_retry_flags(b);
   if (t == NULL || len <= 0)
     return len == 0 ? 0 : -1;
   if (t->out == NULL)
     t->out = obuf_get();
   o = t->out;
-  if (o->cap - o->len < (size_t)len) {
-    size_t cap = o->cap ? o->cap : OBUF_MIN;
-    while (cap - o->len < (size_t)len)
-      cap *= 2;
-    o->data = cr_realloc(o->data, cap);
-    o->cap = cap;
+  seg = &o->seg[o->nseg - 1];
+  cap = &o->cap[o->nseg - 1];
+  if (*cap - seg->len < (size_t)len) {
+    size_t want = seg->len + (size_t)len;
+    if (seg->len == 0) {
+      /* nothing to keep: a fresh allocation, never a copying realloc */
+      free(seg->base);
+      *cap = CR_MAX(want, (size_t)OBUF_MIN);
+      seg->base = cr_malloc(*cap);
+    } else if (o->nseg < OBUF_SEGS) {
+      o->nseg++;
+      seg++;
+      cap++;
+      *cap = CR_MAX((size_t)len, (size_t)OBUF_SEG_MIN);
+      *seg = uv_buf_init(cr_malloc(*cap), 0);
+    } else {
+      *cap = CR_MAX(want, *cap * 2);
+      seg->base = cr_realloc(seg->base, *cap);
+    }
   }
-  memcpy(o->data + o->len, data, (size_t)len);
+  memcpy(seg->base + seg->len, data, (size_t)len);
+  seg->len += (size_t)len;
   o->len += (size_t)len;
   return len;
 }
@@ -413,7 +438,7 @@ static int encrypt_stage(tls_stream_t *t) {
  * output buffer travels with the write. */
 static int flush(tls_stream_t *t) {
   obuf_t *o;
-  uv_buf_t buf;
+  uv_buf_t empty;
   int r;
   if (t->flush_err)
     return t->flush_err;
@@ -437,8 +462,12 @@ static int flush(tls_stream_t *t) {
   o->items = o->n <= CR_ARRAY_SIZE(o->inline_items) ? o->inline_items : cr_malloc(o->n * sizeof *o->items);
   if (o->n)
     memcpy(o->items, t->pend, o->n * sizeof *o->items);
-  buf = uv_buf_init(o->len ? o->data : empty_write, (unsigned)o->len);
-  r = cr_stream_write(t->lower, &buf, 1, flush_done, o);
+  if (o->len > 0) {
+    r = cr_stream_write(t->lower, o->seg, o->nseg, flush_done, o);
+  } else {
+    empty = uv_buf_init(empty_write, 0);
+    r = cr_stream_write(t->lower, &empty, 1, flush_done, o);
+  }
   if (r < 0) {
     /* The records are gone with the buffer: the session cannot continue. The pending user writes
      * complete with the error from the prepare callback, never inside a user call. */
