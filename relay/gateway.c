@@ -342,22 +342,34 @@ static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
 static int pconn_send(pconn_t *pc, const char *prefix, size_t plen, const char *data, size_t len,
                       const char *suffix, size_t slen, size_t consume) {
   pwrite_t *w;
-  uv_buf_t buf;
+  uv_buf_t bufs[3];
+  unsigned n = 0;
   int r;
   if (pc->state == PC_CLOSING)
     return UV_EPIPE;
-  w = cr_malloc(sizeof *w + plen + len + slen);
+  if (cr_stream_copies_writes(pc->s)) {
+    /* TLS takes the bytes during the call: the tunnel's buffer is written from, not copied. */
+    w = cr_malloc(sizeof *w);
+    if (plen)
+      bufs[n++] = uv_buf_init((char *)prefix, (unsigned)plen);
+    if (len)
+      bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+    if (slen)
+      bufs[n++] = uv_buf_init((char *)suffix, (unsigned)slen);
+  } else {
+    w = cr_malloc(sizeof *w + plen + len + slen);
+    if (plen)
+      memcpy(w->data, prefix, plen);
+    if (len)
+      memcpy(w->data + plen, data, len);
+    if (slen)
+      memcpy(w->data + plen + len, suffix, slen);
+    bufs[n++] = uv_buf_init(w->data, (unsigned)(plen + len + slen));
+  }
   w->pc = pc;
   w->consume = consume;
   w->len = plen + len + slen;
-  if (plen)
-    memcpy(w->data, prefix, plen);
-  if (len)
-    memcpy(w->data + plen, data, len);
-  if (slen)
-    memcpy(w->data + plen + len, suffix, slen);
-  buf = uv_buf_init(w->data, (unsigned)w->len);
-  r = cr_stream_write(pc->s, &buf, 1, pconn_write_done, w);
+  r = cr_stream_write(pc->s, bufs, n, pconn_write_done, w);
   if (r < 0) {
     free(w);
     return r;

@@ -406,6 +406,7 @@ static void tcp_close(cr_stream_t *s, cr_stream_close_cb cb) {
 
 static const cr_stream_vtbl_t tcp_vtbl = {
     .name = "tcp",
+    .copies_writes = 0,
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
     .write = tcp_write,

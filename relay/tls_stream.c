@@ -809,21 +809,34 @@ static int tls_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_s
   if (!t->established)
     return UV_ENOTCONN;
   for (i = 0; i < nbufs; i++) {
+    const char *p = bufs[i].base;
     len = bufs[i].len;
-    if (len == 0)
-      continue;
     total += len;
     if (len >= DIRECT_MIN) {
-      /* Big enough for records of its own: no copy; what was staged goes first. */
-      if ((r = encrypt_stage(t)) < 0 || (r = encrypt(t, bufs[i].base, len)) < 0)
-        return r;
-      continue;
+      /* Big enough for records of its own: no copy. What was staged goes first, topped up from this
+       * buffer so a small prefix (a chunk header) does not become a record of its own. */
+      if (t->stage != NULL && t->stage_len > 0) {
+        size_t top = CR_MIN(len, STAGE_MAX - t->stage_len);
+        memcpy(t->stage + t->stage_len, p, top);
+        t->stage_len += top;
+        p += top;
+        len -= top;
+        if ((r = encrypt_stage(t)) < 0)
+          return r;
+      }
+      if (len >= DIRECT_MIN) {
+        if ((r = encrypt(t, p, len)) < 0)
+          return r;
+        continue;
+      }
     }
+    if (len == 0)
+      continue;
     if (t->stage != NULL && t->stage_len + len > STAGE_MAX && (r = encrypt_stage(t)) < 0)
       return r;
     if (t->stage == NULL)
       t->stage = stage_get();
-    memcpy(t->stage + t->stage_len, bufs[i].base, len);
+    memcpy(t->stage + t->stage_len, p, len);
     t->stage_len += len;
   }
   t->io_active = 1;
@@ -929,6 +942,7 @@ static void tls_close(cr_stream_t *s, cr_stream_close_cb cb) {
 
 static const cr_stream_vtbl_t tls_vtbl = {
     .name = "tls",
+    .copies_writes = 1,
     .read_start = tls_read_start,
     .read_stop = tls_read_stop,
     .write = tls_write,

@@ -32,6 +32,9 @@ typedef void (*cr_stream_connect_cb)(cr_stream_t *s, int status);
 
 typedef struct cr_stream_vtbl {
   const char *name; /* "tcp", "tls" */
+  /* 1: write is done with the caller's bytes when it returns (TLS encrypts or copies them at once),
+   * so they need not outlive the call; cb still fires as the contract says. 0: keep them until cb. */
+  int copies_writes;
   int (*read_start)(cr_stream_t *s, cr_stream_read_cb cb);
   int (*read_stop)(cr_stream_t *s);
   int (*write)(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg);
@@ -56,6 +59,7 @@ static inline int cr_stream_write(cr_stream_t *s, const uv_buf_t bufs[], unsigne
 static inline int cr_stream_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) { return s->vt->shutdown(s, cb, arg); }
 static inline void cr_stream_close(cr_stream_t *s, cr_stream_close_cb cb) { s->vt->close(s, cb); }
 static inline size_t cr_stream_write_queue_size(const cr_stream_t *s) { return s->vt->write_queue_size(s); }
+static inline int cr_stream_copies_writes(const cr_stream_t *s) { return s->vt->copies_writes; }
 
 /* TCP. Every socket gets TCP_NODELAY and keepalive. */
 
