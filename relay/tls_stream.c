@@ -35,8 +35,12 @@ static char plain_buf[16 * 1024];
 
 #define STAGE_MAX (16 * 1024)      /* plaintext of one full record */
 #define DIRECT_MIN (8 * 1024)      /* writes this big are encrypted at once, never staged */
-#define FREE_STAGES_MAX 8
-#define FREE_OBUFS_MAX 8
+/* Every connection that writes in a loop turn holds a stage until its flush and an output buffer until
+ * the lower write completes (the next turn), so the free lists must cover a turn's worth of busy
+ * connections or each one pays a 16 KiB malloc and free. A sweep with no use shrinks them again. */
+#define FREE_STAGES_MAX 128
+#define FREE_OBUFS_MAX 128
+#define FREE_KEEP_IDLE 2
 #define OBUF_MIN (STAGE_MAX + 1024)
 #define OBUF_KEEP_MAX (80 * 1024)  /* a bigger first segment is freed, not kept */
 #define OBUF_SEGS 8                /* then the last segment grows instead */
@@ -155,7 +159,12 @@ static obuf_t *free_obufs;
 static unsigned nfree_obufs;
 static char empty_write[1];
 
-static char *stage_get(void) { return nfree_stages ? free_stages[--nfree_stages] : cr_malloc(STAGE_MAX); }
+static unsigned free_list_uses; /* buffers taken since the last sweep */
+
+static char *stage_get(void) {
+  free_list_uses++;
+  return nfree_stages ? free_stages[--nfree_stages] : cr_malloc(STAGE_MAX);
+}
 
 static void stage_put(char *p) {
   if (nfree_stages < FREE_STAGES_MAX)
@@ -166,6 +175,7 @@ static void stage_put(char *p) {
 
 static obuf_t *obuf_get(void) {
   obuf_t *o = free_obufs;
+  free_list_uses++;
   if (o != NULL) {
     free_obufs = o->next_free;
     nfree_obufs--;
@@ -195,6 +205,23 @@ static void obuf_put(obuf_t *o) {
   o->next_free = free_obufs;
   free_obufs = o;
   nfree_obufs++;
+}
+
+/* A quiet second gives the free lists back but for a couple. */
+static void free_lists_shrink(void) {
+  if (free_list_uses > 0) {
+    free_list_uses = 0;
+    return;
+  }
+  while (nfree_stages > FREE_KEEP_IDLE)
+    free(free_stages[--nfree_stages]);
+  while (nfree_obufs > FREE_KEEP_IDLE) {
+    obuf_t *o = free_obufs;
+    free_obufs = o->next_free;
+    nfree_obufs--;
+    free(o->seg[0].base);
+    free(o);
+  }
 }
 
 /* ---- the BIO OpenSSL reads from and writes to ---- */
@@ -335,6 +362,7 @@ static sweeper_t *sweepers;
 static void sweep_cb(uv_timer_t *h) {
   sweeper_t *sw = h->data;
   cr_queue_t *q;
+  free_lists_shrink();
   cr_queue_foreach(q, &sw->streams) {
     tls_stream_t *t = cr_queue_data(q, tls_stream_t, sweep_link);
     if (t->io_active) {
@@ -378,6 +406,8 @@ static void sweep_leave(tls_stream_t *t) {
   cr_queue_remove(&t->sweep_link);
   if (--sw->n > 0)
     return;
+  free_list_uses = 0;
+  free_lists_shrink();
   for (pp = &sweepers; *pp != sw; pp = &(*pp)->next)
     ;
   *pp = sw->next;
