@@ -424,6 +424,8 @@ cr_http1_parser_t *cr_http1_parser_new(cr_http1_type_t type, const cr_http1_limi
   return p;
 }
 
+void cr_http1_parser_release_head(cr_http1_parser_t *p) { cr_http_msg_release(&p->msg); }
+
 void cr_http1_parser_free(cr_http1_parser_t *p) {
   if (p == NULL)
     return;

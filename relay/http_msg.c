@@ -19,6 +19,15 @@ struct cr_http_msg_block {
 
 #define BLOCK_SIZE 4096
 #define DEFAULT_MAX_HEADERS 100
+#define FIRST_HEADERS_CAP 16
+
+/* Storage given back by cr_http_msg_release, for the next head (the process is single-threaded).
+ * Bounded, so a burst leaves at most FREE_MAX of each behind. */
+#define FREE_MAX 64
+static cr_http_msg_block_t *free_blocks; /* each of cap BLOCK_SIZE */
+static unsigned nfree_blocks;
+static cr_http_header_t *free_headers[FREE_MAX]; /* each of FIRST_HEADERS_CAP entries */
+static unsigned nfree_headers;
 
 void cr_http_msg_init(cr_http_msg_t *m, size_t max_headers) {
   memset(m, 0, sizeof(*m));
@@ -40,6 +49,28 @@ void cr_http_msg_reset(cr_http_msg_t *m) {
   m->content_length = -1;
   m->chunked = 0;
   m->keep_alive = 1;
+}
+
+void cr_http_msg_release(cr_http_msg_t *m) {
+  cr_http_msg_block_t *b = m->blocks, *next;
+  for (; b != NULL; b = next) {
+    next = b->next;
+    if (b->cap == BLOCK_SIZE && nfree_blocks < FREE_MAX) {
+      b->next = free_blocks;
+      free_blocks = b;
+      nfree_blocks++;
+    } else {
+      free(b);
+    }
+  }
+  if (m->headers != NULL && m->headers_cap == FIRST_HEADERS_CAP && nfree_headers < FREE_MAX)
+    free_headers[nfree_headers++] = m->headers;
+  else
+    free(m->headers);
+  m->blocks = NULL;
+  m->headers = NULL;
+  m->headers_cap = m->nheaders = 0;
+  m->method = m->target = NULL;
 }
 
 void cr_http_msg_free(cr_http_msg_t *m) {
@@ -70,7 +101,13 @@ static char *store(cr_http_msg_t *m, const char *s, size_t len) {
   }
   if (b == NULL) {
     size_t cap = need > BLOCK_SIZE ? need : BLOCK_SIZE;
-    b = cr_malloc(sizeof(*b) + cap);
+    if (cap == BLOCK_SIZE && free_blocks != NULL) {
+      b = free_blocks;
+      free_blocks = b->next;
+      nfree_blocks--;
+    } else {
+      b = cr_malloc(sizeof(*b) + cap);
+    }
     b->next = NULL;
     b->cap = cap;
     b->used = 0;
@@ -101,10 +138,13 @@ int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, cons
   while (vlen && is_ows(value[vlen - 1]))
     vlen--;
   if (m->nheaders == m->headers_cap) {
-    size_t cap = m->headers_cap ? m->headers_cap * 2 : 16;
+    size_t cap = m->headers_cap ? m->headers_cap * 2 : FIRST_HEADERS_CAP;
     if (cap > m->max_headers)
       cap = m->max_headers;
-    m->headers = cr_realloc(m->headers, cap * sizeof(*m->headers));
+    if (m->headers == NULL && cap == FIRST_HEADERS_CAP && nfree_headers > 0)
+      m->headers = free_headers[--nfree_headers];
+    else
+      m->headers = cr_realloc(m->headers, cap * sizeof(*m->headers));
     m->headers_cap = cap;
   }
   h = &m->headers[m->nheaders++];

@@ -45,6 +45,10 @@ typedef struct cr_http1_parser cr_http1_parser_t;
 cr_http1_parser_t *cr_http1_parser_new(cr_http1_type_t type, const cr_http1_limits_t *limits,
                                        const cr_http1_callbacks_t *cbs, void *ud);
 void cr_http1_parser_free(cr_http1_parser_t *p);
+/* The caller is done with the current head (on_head's m): its storage goes back to the free list,
+ * so a connection waiting for an answer holds none. m's strings are invalid afterwards; its scalar
+ * fields (content_length, keep_alive...) stay. May be called from on_head. */
+void cr_http1_parser_release_head(cr_http1_parser_t *p);
 
 /* Feeds bytes. Returns how many were consumed (all of them unless a callback paused), or a negative
  * error: CR_EHTTP_PARSE (malformed: cr_http1_parser_error says what), CR_EHTTP_TOO_LARGE, or the

@@ -40,6 +40,10 @@ typedef struct cr_http_msg {
 void cr_http_msg_init(cr_http_msg_t *m, size_t max_headers);
 /* Empties the message, keeping its memory for reuse. */
 void cr_http_msg_reset(cr_http_msg_t *m);
+/* Empties the message and gives its memory to a small process-wide free list, for a message that
+ * may sit unused for long (a connection waiting for its answer): it holds nothing meanwhile, and the
+ * next head costs no malloc. */
+void cr_http_msg_release(cr_http_msg_t *m);
 void cr_http_msg_free(cr_http_msg_t *m);
 
 /* Setters copy their input. 0, or CR_ELIMIT when max_headers would be exceeded. */

@@ -594,7 +594,7 @@ probe_streams() {
     sleep 0.5
   done
   setup=$("$CR_PY" -c "import sys; print(round(float(sys.argv[1]) - float(sys.argv[2]), 2))" "$EPOCHREALTIME" "$t0")
-  sleep 1
+  sleep 3
   "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/p$n.busy.json"
   cr_log "probe: $held_max of $n held after ${setup}s; releasing"
   kill -USR1 "$(pid_of hold)"

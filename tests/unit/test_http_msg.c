@@ -100,6 +100,46 @@ static void test_reset_reuses_memory(void **state) {
   cr_http_msg_free(&m);
 }
 
+/* Release holds nothing afterwards, keeps the scalar fields, and the next message reuses the storage
+ * from the free list (so a released message, another message, or a big one all work). */
+static void test_release_gives_storage_back(void **state) {
+  cr_http_msg_t a, b;
+  char big[6000];
+  const char *block;
+  cr_http_header_t *arr;
+  (void)state;
+  cr_http_msg_init(&a, 0);
+  cr_http_msg_init(&b, 0);
+  cr_http_msg_set_method(&a, "POST", 4);
+  add(&a, "Host", "example.com");
+  a.content_length = 42;
+  block = a.method;
+  arr = a.headers;
+  cr_http_msg_release(&a);
+  assert_null(a.blocks);
+  assert_null(a.headers);
+  assert_null(a.method);
+  assert_int_equal(a.nheaders, 0);
+  assert_int_equal(a.content_length, 42);
+  /* another message takes the freed block and array */
+  cr_http_msg_set_method(&b, "GET", 3);
+  add(&b, "Accept", "*/*");
+  assert_ptr_equal(b.method, block);
+  assert_ptr_equal(b.headers, arr);
+  assert_string_equal(b.headers[0].value, "*/*");
+  /* the released one works again, with a value bigger than a block */
+  memset(big, 'v', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  cr_http_msg_set_method(&a, "PUT", 3);
+  add(&a, "X-Big", big);
+  assert_string_equal(a.method, "PUT");
+  assert_string_equal(a.headers[0].value, big);
+  cr_http_msg_release(&a);
+  cr_http_msg_release(&a); /* twice is harmless */
+  cr_http_msg_free(&a);
+  cr_http_msg_free(&b);
+}
+
 static void test_max_headers(void **state) {
   cr_http_msg_t m;
   (void)state;
@@ -239,6 +279,7 @@ int main(void) {
       cmocka_unit_test(test_setters_copy_and_trim),
       cmocka_unit_test(test_pointers_stay_valid),
       cmocka_unit_test(test_reset_reuses_memory),
+      cmocka_unit_test(test_release_gives_storage_back),
       cmocka_unit_test(test_max_headers),
       cmocka_unit_test(test_find_count_remove),
       cmocka_unit_test(test_copy),
