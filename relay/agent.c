@@ -287,6 +287,12 @@ static void control_finish(exchange_t *x) {
   cr_buf_free(&out);
 }
 
+/* Requests in flight: heap they freed is likely to be wanted again soon. */
+static int agent_busy(void *arg) {
+  const agent_t *a = arg;
+  return !cr_queue_empty(&a->exchanges);
+}
+
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
@@ -611,7 +617,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_signal_init(&a->loop, &a->sigterm);
   uv_signal_init(&a->loop, &a->sigint);
   uv_timer_init(&a->loop, &a->drain_timer);
-  cr_memtrim_start(&a->loop, &a->memtrim, 1000);
+  cr_memtrim_start(&a->loop, &a->memtrim, 1000, agent_busy, a);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);

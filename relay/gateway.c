@@ -132,6 +132,12 @@ struct gateway {
 
 static void pconn_close(pconn_t *pc);
 static void on_idle_timeout(uv_timer_t *t);
+
+/* Callers connected (or connecting): heap they freed is likely to be wanted again soon. */
+static int gateway_busy(void *arg) {
+  const gateway_t *gw = arg;
+  return gw->npconns > 0 || !cr_queue_empty(&gw->handshakes);
+}
 static void pconn_try_finish(pconn_t *pc);
 static int pconn_start_reading(pconn_t *pc);
 
@@ -1077,7 +1083,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_signal_init(&gw->loop, &gw->sigint);
   uv_signal_init(&gw->loop, &gw->sighup);
   uv_timer_init(&gw->loop, &gw->drain_timer);
-  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000);
+  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000, gateway_busy, gw);
   gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw->drain_timer.data = gw;
   uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);
