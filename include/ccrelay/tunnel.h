@@ -78,7 +78,7 @@ typedef struct cr_tunnel_opts {
   cr_tunnel_role_t role;
   uint64_t ping_interval_ms;   /* 0 disables PING */
   uint64_t ping_timeout_ms;    /* 0 means ping_interval_ms */
-  uint32_t stream_window;      /* receive window per stream (0 means 256 KiB) */
+  uint32_t stream_window;      /* receive window per stream (0 means 1 MiB) */
   uint32_t connection_window;  /* receive window for the connection (0 means 16 MiB) */
   size_t send_high_water;      /* per-stream send buffer mark (0 means 64 KiB) */
   uint32_t max_streams;        /* agent: SETTINGS_MAX_CONCURRENT_STREAMS (0 means 10000) */
