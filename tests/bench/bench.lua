@@ -1,6 +1,8 @@
--- wrk script for tests/bench/run.sh: `wrk ... -s bench.lua URL -- small|big`.
+-- wrk script for tests/bench/run.sh: `wrk ... -s bench.lua URL -- small|big [PACE_MS]`.
 --   small: POST /connector/mdm.cgi with a 484-byte JSON body (a CMS "test" call padded to size)
 --   big:   GET /big (the upstream's 1 MiB static file)
+--   PACE_MS: each connection waits this long before each request (a paced run, to compare two
+--   setups at the same request rate)
 -- The Host header is the public service name every path serves (ccrelay picks its service by Host).
 -- done() prints one machine-readable line, "WRKJSON {...}", that run.sh keeps; latencies are in µs.
 
@@ -11,8 +13,11 @@ local function small_body()
   return head .. string.rep("x", 484 - #head - #tail) .. tail
 end
 
+local pace_ms = 0
+
 function init(args)
   local mode = args[1] or "small"
+  pace_ms = tonumber(args[2] or "0") or 0
   wrk.headers["Host"] = "cms.example.com"
   if mode == "big" then
     wrk.method = "GET"
@@ -24,6 +29,10 @@ function init(args)
     wrk.body = small_body()
     wrk.headers["Content-Type"] = "application/json"
   end
+end
+
+function delay()
+  return pace_ms
 end
 
 function done(summary, latency, requests)

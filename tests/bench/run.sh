@@ -92,7 +92,7 @@ if [[ $MODE == quick ]]; then
 else
   DUR=${BENCH_DURATION:-10}
   REPS=${BENCH_REPS:-3}
-  POINTS=(small-c1 small-c16 small-c64 big-c1 big-c16 big-c64 small-c16-close)
+  POINTS=(small-c1 small-c16 small-c64 big-c1 big-c16 big-c64 small-c16-close small-c16-paced)
   PATHS=(direct ccrelay ssh haproxy)
   WATCHDOG=2700
 fi
@@ -507,6 +507,27 @@ sleep 1
 
 # ---- wrk runs -------------------------------------------------------------------------------------
 
+# pace_ms PATH REP: the per-connection wait that makes 16 keep-alive connections send requests at
+# least as fast as PATH's new-connection run of repetition REP did: floor(16 / rate - 0.5 ms), the
+# 0.5 ms standing for a keep-alive request's own latency, so the paced rate errs high (a higher rate
+# only lowers the keep-alive baseline's work per request). Fails, and the paced point is skipped,
+# without that run.
+pace_ms() {
+  local f=$RUNS/$1.small-c16-close.$2.wrk
+  [[ -s $f ]] || { cr_log "$1.small-c16-paced.$2: no new-connection run to match, skipped"; return 1; }
+  "$CR_PY" - "$f" <<'PY'
+import json, sys
+d = None
+for line in open(sys.argv[1]):
+    if line.startswith("WRKJSON "):
+        d = json.loads(line[8:])
+if not d or not d["requests"]:
+    sys.exit(1)
+rate = d["requests"] / (d["duration_us"] / 1e6)
+print(max(0, int(16 * 1000.0 / rate - 0.5)))
+PY
+}
+
 # run_wrk PATH POINT REP DURATION: one wrk run with procstat watching every process; appends a record
 # to runs.jsonl unless REP is 0 (warm-up).
 run_wrk() {
@@ -519,8 +540,13 @@ run_wrk() {
     big-c16) mode=big conns=16 ;;
     big-c64) mode=big conns=64 ;;
     small-c16-close) mode=small conns=16 extra=(-H "Connection: close") ;;
+    small-c16-paced) mode=small conns=16 ;;
     *) fail "unknown point $point" ;;
   esac
+  local pace=()
+  if [[ $point == small-c16-paced ]]; then
+    pace=("$(pace_ms "$path" "$rep")") || return 0
+  fi
   tag=$path.$point.$rep
   out=$RUNS/$tag
   rm -f "$out.ready"
@@ -533,7 +559,7 @@ run_wrk() {
     sleep 0.05
   done
   timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --latency --timeout 10s "${extra[@]}" \
-    -s "$BENCH_DIR/bench.lua" "https://127.0.0.1:${PUB_PORT[$path]}/" -- "$mode" >"$out.wrk" 2>&1 || rc=$?
+    -s "$BENCH_DIR/bench.lua" "https://127.0.0.1:${PUB_PORT[$path]}/" -- "$mode" "${pace[@]}" >"$out.wrk" 2>&1 || rc=$?
   kill -TERM "$WATCH_PID" 2>/dev/null || true
   wait "$WATCH_PID" 2>/dev/null || true
   forget_pid "$WATCH_PID"
