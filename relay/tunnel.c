@@ -834,6 +834,14 @@ static void nv_set(cr_tunnel_t *t, size_t i, const char *name, size_t nlen, cons
 
 #define NV_LIT(t, i, lit, v, vlen) nv_set(t, i, lit, sizeof(lit) - 1, v, vlen)
 
+/* Values that are new on (nearly) every message: indexing them in the HPACK dynamic table would only
+ * evict the entries that do repeat (and cost an insert and an eviction each time). */
+static int never_repeats(const cr_http_header_t *h) {
+  return (h->name_len == 12 && cr_http_name_eq(h->name, "x-request-id")) ||
+         (h->name_len == 9 && cr_http_name_eq(h->name, "forwarded")) ||
+         (h->name_len == 4 && cr_http_name_eq(h->name, "date"));
+}
+
 /* Fills t->nv with the regular headers and content-length, after `n` pseudo-headers. nghttp2
  * copies and lower-cases names when the frame is submitted, so t->nv and clbuf only need to live
  * until then. */
@@ -845,6 +853,8 @@ static int nv_headers(cr_tunnel_t *t, const cr_http_msg_t *m, size_t n, char *cl
     if (!cr_http_token_valid(h->name, h->name_len) || !cr_http_field_value_valid(h->value, h->value_len))
       return CR_EPROTO;
     nv_set(t, n++, h->name, h->name_len, h->value, h->value_len);
+    if (never_repeats(h))
+      nv_slot(t, n - 1)->flags = NGHTTP2_NV_FLAG_NO_INDEX;
   }
   if (m->content_length >= 0) {
     int len = snprintf(clbuf, cllen, "%lld", (long long)m->content_length);
