@@ -126,7 +126,7 @@ struct tls_stream {
   unsigned io_active : 1;  /* I/O since the last sweep */
   unsigned bufs_idle : 1;  /* the sweep gave OpenSSL's buffers back */
   char alpn[64];
-  char err[512];
+  char *err; /* why it failed (ERR_MAX bytes), allocated on the first failure: most streams never fail */
 };
 
 typedef struct shutdown_req {
@@ -141,11 +141,19 @@ static void pump(tls_stream_t *t);
 static void prepare_cb(uv_prepare_t *h);
 static void describe_failure(tls_stream_t *t, const char *what);
 
+#define ERR_MAX 512
+
+static char *err_buf(tls_stream_t *t) {
+  if (t->err == NULL)
+    t->err = cr_calloc(1, ERR_MAX);
+  return t->err;
+}
+
 static void set_err(tls_stream_t *t, const char *fmt, ...) CR_PRINTF(2, 3);
 static void set_err(tls_stream_t *t, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(t->err, sizeof t->err, fmt, ap);
+  vsnprintf(err_buf(t), ERR_MAX, fmt, ap);
   va_end(ap);
 }
 
@@ -599,11 +607,11 @@ static void describe_failure(tls_stream_t *t, const char *what) {
   char queue[320];
   size_t n;
   cr__tls_drain_errors(queue, sizeof queue);
-  n = (size_t)snprintf(t->err, sizeof t->err, "%s", what);
-  if (t->notes.peer_alert >= 0 && n < sizeof t->err)
-    snprintf(t->err + n, sizeof t->err - n, "%speer alert: %s", n ? ": " : "", alert_text(t->notes.peer_alert));
-  else if (n < sizeof t->err)
-    snprintf(t->err + n, sizeof t->err - n, "%s%s%s%s%s", n && queue[0] ? ": " : "", queue,
+  n = (size_t)snprintf(err_buf(t), ERR_MAX, "%s", what);
+  if (t->notes.peer_alert >= 0 && n < ERR_MAX)
+    snprintf(t->err + n, ERR_MAX - n, "%speer alert: %s", n ? ": " : "", alert_text(t->notes.peer_alert));
+  else if (n < ERR_MAX)
+    snprintf(t->err + n, ERR_MAX - n, "%s%s%s%s%s", n && queue[0] ? ": " : "", queue,
              t->notes.sent_alert >= 0 ? (queue[0] || n ? " (we sent alert: " : "(we sent alert: ") : "",
              t->notes.sent_alert >= 0 ? alert_text(t->notes.sent_alert) : "", t->notes.sent_alert >= 0 ? ")" : "");
 }
@@ -623,18 +631,18 @@ static void pump(tls_stream_t *t) {
     if (e == SSL_ERROR_WANT_READ) {
       /* Post-handshake messages (tickets, key updates) may have produced an answer. */
       if (flush(t) < 0) {
-        snprintf(t->err, sizeof t->err, "cannot write to the peer");
+        snprintf(err_buf(t), ERR_MAX, "cannot write to the peer");
         deliver_end(t, CR_ETLS);
         return;
       }
       if (t->lower_end) {
         if (t->lower_end == UV_EOF)
-          snprintf(t->err, sizeof t->err, "peer closed the connection without close_notify");
+          snprintf(err_buf(t), ERR_MAX, "peer closed the connection without close_notify");
         else
-          snprintf(t->err, sizeof t->err, "connection failed: %s", cr_strerror(t->lower_end));
+          snprintf(err_buf(t), ERR_MAX, "connection failed: %s", cr_strerror(t->lower_end));
         deliver_end(t, t->lower_end == UV_EOF ? CR_ETLS_TRUNCATED : t->lower_end);
       } else if (lower_read_start(t) < 0) {
-        snprintf(t->err, sizeof t->err, "cannot read from the peer");
+        snprintf(err_buf(t), ERR_MAX, "cannot read from the peer");
         deliver_end(t, CR_ETLS);
       }
       return;
@@ -945,7 +953,8 @@ static void close_step(tls_stream_t *t) {
   SSL_free(t->ssl); /* frees the BIO, whose callbacks no longer see t */
   cr__tls_ctx_unref(t->ctx);
   if (cb)
-    cb(&t->base);
+    cb(&t->base); /* may still ask cr_tls_stream_error */
+  free(t->err);
   free(t);
 }
 
@@ -1030,7 +1039,7 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb) {
   if (t->hs_started)
     return UV_EALREADY;
   if (t->need_name) {
-    snprintf(t->err, sizeof t->err, "a TLS client needs the server name it must verify");
+    snprintf(err_buf(t), ERR_MAX, "a TLS client needs the server name it must verify");
     return UV_EINVAL;
   }
   t->hs_started = 1;
@@ -1044,7 +1053,8 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb) {
 }
 
 const char *cr_tls_stream_error(const cr_stream_t *tls) {
-  return cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->err : "";
+  const char *err = cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->err : NULL;
+  return err ? err : "";
 }
 
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
