@@ -306,9 +306,9 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   x->ts = ts;
   x->route = -1;
   x->start_ms = now_ms(a);
-  snprintf(x->method, sizeof x->method, "%s", req->method ? req->method : "-");
+  cr_strlcpy(x->method, req->method ? req->method : "-", sizeof x->method);
   if (rid && cr_request_id_valid(rid))
-    snprintf(x->request_id, sizeof x->request_id, "%s", rid);
+    cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
     cr_request_id_new(x->request_id);
   cr_queue_insert_tail(&a->exchanges, &x->link);

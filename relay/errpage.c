@@ -90,7 +90,11 @@ void cr_request_id_new(char out[17]) {
       counter = 0;
     seeded = 1;
   }
-  snprintf(out, 17, "%08x%08x", prefix, ++counter);
+  static const char hex[] = "0123456789abcdef";
+  uint64_t v = (uint64_t)prefix << 32 | ++counter;
+  for (int i = 15; i >= 0; i--, v >>= 4)
+    out[i] = hex[v & 15];
+  out[16] = '\0';
 }
 
 int cr_request_id_valid(const char *id) {

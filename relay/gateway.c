@@ -546,6 +546,15 @@ static uint64_t now_ms(pconn_t *pc) { return uv_now(&pc->gw->loop); }
 
 static void on_request_timeout(uv_timer_t *t);
 
+/* for="PEER";proto=https;host="HOST" (RFC 7239), truncated to fit out[cap]; returns its length. */
+static size_t forwarded_value(char *out, size_t cap, const char *peer, const char *host) {
+  const char *parts[] = {"for=\"", peer, "\";proto=https;host=\"", host ? host : "", "\""};
+  size_t len = 0;
+  for (size_t i = 0; i < CR_ARRAY_SIZE(parts) && len + 1 < cap; i++)
+    len += cr_strlcpy(out + len, parts[i], cap - len);
+  return len;
+}
+
 /* Starts the exchange for a request head: a local answer, or a tunnel stream carrying the head. */
 static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   gateway_t *gw = pc->gw;
@@ -555,6 +564,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   cr_http_msg_t *fwd = &gw->scratch_head;
   cr_tunnel_t *t;
   char fwdval[256];
+  size_t fwdlen;
   long si;
   int err = 0, has_body;
 
@@ -565,10 +575,10 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   x->keep_alive = m->keep_alive;
   x->http10 = m->version_minor == 0;
   x->head_request = strcmp(m->method, "HEAD") == 0;
-  snprintf(x->method, sizeof x->method, "%s", m->method);
+  cr_strlcpy(x->method, m->method, sizeof x->method);
   rid = cr_http_msg_get(m, "x-request-id");
   if (rid && cr_request_id_valid(rid))
-    snprintf(x->request_id, sizeof x->request_id, "%s", rid);
+    cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
     cr_request_id_new(x->request_id);
   uv_timer_stop(&pc->timer);
@@ -600,9 +610,8 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   cr_http_msg_strip_hop_by_hop(fwd);
   cr_http_msg_remove(fwd, "x-request-id");
   cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
-  snprintf(fwdval, sizeof fwdval, "for=\"%s\";proto=https;host=\"%s\"", pc->s->peer,
-           cr_http_msg_get(m, "host") ? cr_http_msg_get(m, "host") : "");
-  cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, strlen(fwdval));
+  fwdlen = forwarded_value(fwdval, sizeof fwdval, pc->s->peer, cr_http_msg_get(m, "host"));
+  cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, fwdlen);
   has_body = m->chunked || m->content_length > 0;
   fwd->content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);

@@ -22,6 +22,7 @@
  * the transport, and the tunnel's own on_close fires when the last of them is closed. */
 #include "ccrelay/tunnel.h"
 
+#include <assert.h>
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -857,8 +858,10 @@ static int nv_headers(cr_tunnel_t *t, const cr_http_msg_t *m, size_t n, char *cl
       nv_slot(t, n - 1)->flags = NGHTTP2_NV_FLAG_NO_INDEX;
   }
   if (m->content_length >= 0) {
-    int len = snprintf(clbuf, cllen, "%lld", (long long)m->content_length);
-    NV_LIT(t, n++, "content-length", clbuf, (size_t)len);
+    size_t len;
+    assert(cllen >= 21); /* cr_u64_dec writes up to 20 digits and a NUL */
+    len = cr_u64_dec(clbuf, (uint64_t)m->content_length);
+    NV_LIT(t, n++, "content-length", clbuf, len);
   }
   *out = n;
   return 0;
@@ -1106,7 +1109,10 @@ int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body
     return CR_EPROTO;
   if (t->closing || ts->local_reset)
     return CR_ECLOSED;
-  snprintf(status, sizeof status, "%03d", head->status);
+  status[0] = (char)('0' + head->status / 100);
+  status[1] = (char)('0' + head->status / 10 % 10);
+  status[2] = (char)('0' + head->status % 10);
+  status[3] = '\0';
   NV_LIT(t, n++, ":status", status, 3);
   r = nv_headers(t, head, n, clbuf, sizeof clbuf, &n);
   if (r < 0)
