@@ -15,6 +15,7 @@
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
+#include "ccrelay/deadline.h"
 #include "ccrelay/error.h"
 #include "ccrelay/errpage.h"
 #include "ccrelay/http1.h"
@@ -94,7 +95,7 @@ struct pconn {
   gateway_t *gw;
   cr_stream_t *s;
   cr_http1_parser_t *parser;
-  uv_timer_t timer;
+  cr_deadline_t deadline; /* header, request, idle or linger timeout, by state */
   pconn_state_t state;
   exchange_t *x;
   cr_buf_t pending;        /* bytes read but not parsed while an exchange is in progress */
@@ -131,7 +132,7 @@ struct gateway {
 };
 
 static void pconn_close(pconn_t *pc);
-static void on_idle_timeout(uv_timer_t *t);
+static void on_idle_timeout(cr_deadline_t *d);
 
 /* Callers connected (or connecting): heap they freed is likely to be wanted again soon. */
 static int gateway_busy(void *arg) {
@@ -410,7 +411,7 @@ static void pconn_local_answer(pconn_t *pc, int status, const char *code, const 
     cr_http_msg_add_header(&head, extra_name, strlen(extra_name), extra_value, strlen(extra_value));
   cr_http_msg_add_header(&head, "X-Request-Id", 12, x->request_id, strlen(x->request_id));
   if (!x->req_ended) /* the rest of the body is read and dropped, within the header timeout */
-    uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms, 0);
+    cr_deadline_set(&pc->deadline, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms);
   x->status = status;
   x->head_sent = 1;
   x->resp_ended = 1;
@@ -431,7 +432,7 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   cr_http_msg_t *head = &pc->gw->scratch_head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
-  uv_timer_stop(&pc->timer);
+  cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
   cr_http_msg_copy(head, resp);
   cr_http_msg_strip_hop_by_hop(head);
@@ -544,7 +545,7 @@ static void exchange_abandon_stream(exchange_t *x) {
 
 static uint64_t now_ms(pconn_t *pc) { return uv_now(&pc->gw->loop); }
 
-static void on_request_timeout(uv_timer_t *t);
+static void on_request_timeout(cr_deadline_t *d);
 
 /* for="PEER";proto=https;host="HOST" (RFC 7239), truncated to fit out[cap]; returns its length. */
 static size_t forwarded_value(char *out, size_t cap, const char *peer, const char *host) {
@@ -581,7 +582,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
     cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
     cr_request_id_new(x->request_id);
-  uv_timer_stop(&pc->timer);
+  cr_deadline_clear(&pc->deadline);
   x->soap = cr_http_msg_find(m, "soapaction") != NULL;
 
   if ((why = cr_target_unsafe_reason(m->target)) != NULL) {
@@ -621,7 +622,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
     pconn_local_answer(pc, 503, "no_tunnel", msg, "Retry-After", "5");
     return 0;
   }
-  uv_timer_start(&pc->timer, on_request_timeout, conf->public_.request_timeout_ms, 0);
+  cr_deadline_set(&pc->deadline, on_request_timeout, conf->public_.request_timeout_ms);
   return 0;
 }
 
@@ -713,8 +714,7 @@ static void pconn_close(pconn_t *pc) {
   }
   cr_queue_remove(&pc->link);
   pc->gw->npconns--;
-  uv_timer_stop(&pc->timer);
-  uv_close((uv_handle_t *)&pc->timer, pconn_timer_closed);
+  cr_deadline_close(&pc->deadline, pconn_timer_closed);
   cr_stream_close(pc->s, pconn_stream_closed);
 }
 
@@ -741,7 +741,7 @@ static void pconn_try_finish(pconn_t *pc) {
   if (pc->close_after || pc->gw->draining || pc->eof_seen) {
     /* close_notify first: a caller reading to EOF must see a clean end, not a truncation. */
     pc->state = PC_SHUTDOWN;
-    uv_timer_start(&pc->timer, on_idle_timeout, LINGER_MS, 0);
+    cr_deadline_set(&pc->deadline, on_idle_timeout, LINGER_MS);
     if (cr_stream_shutdown(pc->s, pconn_shutdown_done, pc) < 0)
       pconn_close(pc);
     else if (!pc->eof_seen)
@@ -750,7 +750,7 @@ static void pconn_try_finish(pconn_t *pc) {
   }
   pc->state = PC_WAIT_HEAD;
   cr_http1_parser_resume(pc->parser);
-  uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.idle_timeout_ms, 0);
+  cr_deadline_set(&pc->deadline, on_idle_timeout, pc->gw->conf->public_.idle_timeout_ms);
   if (pc->pending.len > 0) {
     cr_buf_t held = pc->pending;
     cr_buf_init(&pc->pending, PENDING_MAX);
@@ -788,7 +788,7 @@ static void pconn_bad_request(pconn_t *pc, int err) {
 static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
   ssize_t n;
   if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
-    uv_timer_start(&pc->timer, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms, 0);
+    cr_deadline_set(&pc->deadline, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms);
   n = cr_http1_parse(pc->parser, data, len);
   if (n < 0) {
     pconn_bad_request(pc, (int)n);
@@ -857,8 +857,8 @@ static int pconn_start_reading(pconn_t *pc) {
   return r;
 }
 
-static void on_idle_timeout(uv_timer_t *t) {
-  pconn_t *pc = t->data;
+static void on_idle_timeout(cr_deadline_t *d) {
+  pconn_t *pc = d->timer.data;
   if (pc->state == PC_WAIT_HEAD && cr_http1_parser_in_message(pc->parser)) {
     cr_log_warn("bad request", "peer=%s reason=\"request head not complete within %llu ms\"", pc->s->peer,
                 (unsigned long long)pc->gw->conf->public_.header_timeout_ms);
@@ -866,8 +866,8 @@ static void on_idle_timeout(uv_timer_t *t) {
   pconn_close(pc);
 }
 
-static void on_request_timeout(uv_timer_t *t) {
-  pconn_t *pc = t->data;
+static void on_request_timeout(cr_deadline_t *d) {
+  pconn_t *pc = d->timer.data;
   exchange_t *x = pc->x;
   char msg[160];
   if (x == NULL || x->head_sent)
@@ -908,13 +908,13 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
   pc->state = PC_HANDSHAKE;
   pc->parser = cr_http1_parser_new(CR_HTTP1_REQUEST, &limits, &req_cbs, pc);
   cr_buf_init(&pc->pending, PENDING_MAX);
-  uv_timer_init(&gw->loop, &pc->timer);
-  pc->timer.data = pc;
+  cr_deadline_init(&gw->loop, &pc->deadline);
+  pc->deadline.timer.data = pc;
   pc->s = cr_tls_stream_new(conn, gw->public_tls, NULL);
   pc->s->data = pc;
   cr_queue_insert_tail(&gw->pconns, &pc->link);
   gw->npconns++;
-  uv_timer_start(&pc->timer, on_idle_timeout, gw->conf->public_.header_timeout_ms, 0);
+  cr_deadline_set(&pc->deadline, on_idle_timeout, gw->conf->public_.header_timeout_ms);
   if (cr_tls_stream_handshake(pc->s, on_public_handshake) < 0)
     pconn_close(pc);
 }

@@ -31,6 +31,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/common.h"
+#include "ccrelay/deadline.h"
 #include "ccrelay/error.h"
 #include "ccrelay/http1.h"
 #include "ccrelay/log.h"
@@ -111,7 +112,7 @@ struct conn {
   cr_queue_t link;
   cr_upstream_req_t *req;
   cr_http1_parser_t *parser;
-  uv_timer_t timer; /* connect, response or idle timeout, by state */
+  cr_deadline_t deadline; /* connect, response or idle timeout, by state */
   cr_buf_t inflight; /* bytes the stream is writing; valid until on_write_complete */
   cr_buf_t held;     /* response bytes received but not parsed while the request is paused */
   cr_buf_t tail;     /* request bytes still to send after the response ended early (finishing) */
@@ -256,7 +257,7 @@ static conn_t *req_detach(cr_upstream_req_t *r) {
     return NULL;
   r->conn = NULL;
   c->req = NULL;
-  uv_timer_stop(&c->timer);
+  cr_deadline_clear(&c->deadline);
   return c;
 }
 
@@ -360,7 +361,7 @@ static void conn_close(conn_t *c) {
   c->reading = 0;
   cr_log_debug("upstream connection closed", "route=%s peer=%s", u->name, u->hostport);
   c->pending_closes = 1;
-  uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+  cr_deadline_close(&c->deadline, on_timer_closed);
   if (c->s != NULL) {
     c->pending_closes++;
     c->s->data = c;
@@ -378,7 +379,7 @@ static const cr_http1_callbacks_t parser_cbs = {
     .on_end = on_parser_end,
 };
 
-static void on_timer(uv_timer_t *t);
+static void on_timer(cr_deadline_t *d);
 
 static conn_t *conn_new(cr_upstream_t *u) {
   conn_t *c = cr_calloc(1, sizeof *c);
@@ -388,8 +389,8 @@ static conn_t *conn_new(cr_upstream_t *u) {
   cr_queue_insert_tail(&u->busy, &c->link);
   u->nbusy++;
   u->nconns++;
-  uv_timer_init(u->loop, &c->timer);
-  c->timer.data = c;
+  cr_deadline_init(u->loop, &c->deadline);
+  c->deadline.timer.data = c;
   c->parser = cr_http1_parser_new(CR_HTTP1_RESPONSE, &u->limits, &parser_cbs, c);
   cr_buf_init(&c->inflight, OUT_MAX);
   cr_buf_init(&c->held, HELD_MAX);
@@ -416,7 +417,7 @@ static conn_t *pool_take(cr_upstream_t *u) {
     }
     cr_queue_remove(&c->link);
     u->nidle--;
-    uv_timer_stop(&c->timer);
+    cr_deadline_clear(&c->deadline);
     c->state = CONN_ACTIVE;
     c->reused = 1;
     cr_queue_insert_tail(&u->busy, &c->link);
@@ -441,7 +442,7 @@ static void pool_put(conn_t *c) {
   /* Reading while idle is how a peer's close (or stray bytes) is noticed before the next request
    * would be written into a dead connection. */
   conn_read_start(c);
-  uv_timer_start(&c->timer, on_timer, u->idle_timeout_ms, 0);
+  cr_deadline_set(&c->deadline, on_timer, u->idle_timeout_ms);
   while (u->nidle > u->max_idle)
     conn_close(cr_queue_data(u->idle.prev, conn_t, link));
 }
@@ -492,7 +493,7 @@ static void finish_send(conn_t *c, cr_upstream_req_t *r) {
                c->u->name, c->u->hostport);
   buf_swap(&c->tail, &r->out);
   c->finishing = 1;
-  uv_timer_start(&c->timer, on_timer, c->u->response_timeout_ms, 0);
+  cr_deadline_set(&c->deadline, on_timer, c->u->response_timeout_ms);
   finish_flush(c);
 }
 
@@ -557,10 +558,10 @@ static void response_timer_update(cr_upstream_req_t *r) {
   if (c == NULL || c->state != CONN_ACTIVE)
     return;
   if (r->paused || r->resp_done || (r->state != REQ_WAIT_HEAD && r->state != REQ_BODY)) {
-    uv_timer_stop(&c->timer);
+    cr_deadline_clear(&c->deadline);
     return;
   }
-  uv_timer_start(&c->timer, on_timer, r->u->response_timeout_ms, 0);
+  cr_deadline_set(&c->deadline, on_timer, r->u->response_timeout_ms);
 }
 
 static int on_parser_head(void *ud, cr_http_msg_t *m) {
@@ -744,7 +745,7 @@ static void on_read(cr_stream_t *s, ssize_t nread, const char *data) {
 
 static void conn_ready(conn_t *c) {
   cr_upstream_req_t *r = c->req;
-  uv_timer_stop(&c->timer);
+  cr_deadline_clear(&c->deadline);
   c->state = CONN_ACTIVE;
   if (r->state == REQ_CONNECT)
     r->state = REQ_SEND;
@@ -797,8 +798,8 @@ static void on_connect(cr_stream_t *s, int status) {
     req_fail(r, rc, "TLS handshake with %s failed: %s", u->who, stream_reason(c, rc));
 }
 
-static void on_timer(uv_timer_t *t) {
-  conn_t *c = t->data;
+static void on_timer(cr_deadline_t *d) {
+  conn_t *c = d->timer.data;
   cr_upstream_req_t *r = c->req;
   cr_upstream_t *u = c->u;
   switch (c->state) {
@@ -839,7 +840,7 @@ static void dial(cr_upstream_req_t *r) {
     req_fail(r, rc, "connect to %s failed: %s", u->hostport, cr_strerror(rc));
     return;
   }
-  uv_timer_start(&c->timer, on_timer, u->connect_timeout_ms, 0);
+  cr_deadline_set(&c->deadline, on_timer, u->connect_timeout_ms);
 }
 
 /* ---- deferred work ---- */
@@ -1144,7 +1145,7 @@ void cr_upstream_req_pause(cr_upstream_req_t *r, int paused) {
     return;
   if (r->paused) {
     conn_read_stop(c);
-    uv_timer_stop(&c->timer);
+    cr_deadline_clear(&c->deadline);
     return;
   }
   if (c->held.len > 0 || c->parser_paused)
