@@ -46,6 +46,8 @@
 /* Buffers larger than this are released rather than kept with a recycled object. */
 #define KEEP_BUF_MAX (256 * 1024)
 #define FREE_REQS_MAX 64
+/* An idle pooled connection keeps a request-sized write buffer, nothing bigger. */
+#define POOLED_BUF_MAX (4 * 1024)
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_RESPONSE_TIMEOUT_MS 30000
@@ -437,6 +439,11 @@ static void pool_put(conn_t *c) {
   u->nbusy--;
   c->state = CONN_IDLE;
   c->idle_since = uv_now(u->loop);
+  /* A pooled connection may wait for long: it keeps no buffer that served one big transfer (the
+   * response bytes held during a pause can have reached a whole read, 64 KiB). */
+  cr_buf_free(&c->held);
+  if (c->inflight.cap > POOLED_BUF_MAX && !c->writing)
+    cr_buf_free(&c->inflight);
   cr_queue_insert_head(&u->idle, &c->link);
   u->nidle++;
   /* Reading while idle is how a peer's close (or stray bytes) is noticed before the next request
