@@ -8,11 +8,14 @@ many connections with one request each.
       seconds; any other path is answered at once. Keep-alive. Every 0.2 s FILE is rewritten with
       {"held": N, "served": N, "conns": N, "handshake_errors": N}. Prints "listening PORT".
 
-  hold.py client --port P --n N --host HOST --path PATH --cacert PEM --state FILE --out FILE
+  hold.py client --port P --n N --host HOST --path PATH --cacert PEM --state FILE --out FILE [--wait-signal]
       N TLS connections to 127.0.0.1:P, one request each (at most --parallel handshakes in flight),
       then waits for every answer (at most --timeout s). FILE gets {"sent": N} every 0.2 s; --out gets
       {"n", "ok" (2xx answers), "statuses", "errors", "seconds"} at the end. Exit 0 even when some
       requests failed: the harness judges.
+      --wait-signal: every connection waits after its handshake, idle, until SIGUSR1, and only then
+      sends its request ("sent" counts connections open): the same connections measured idle, then
+      each carrying a held stream.
 
 Standard library only; every wait is bounded.
 """
@@ -137,6 +140,10 @@ async def client_main(opts):
     errors = {}
     writers = []
     t0 = time.monotonic()
+    release = asyncio.Event()
+    if opts.wait_signal:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, release.set)
+    request = ("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ccrelay-bench-hold\r\n\r\n" % (opts.path, opts.host)).encode()
 
     async def one():
         nonlocal sent
@@ -147,10 +154,14 @@ async def client_main(opts):
                                             ssl_handshake_timeout=opts.timeout),
                     opts.timeout)
                 writers.append(writer)
-                writer.write(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ccrelay-bench-hold\r\n\r\n"
-                              % (opts.path, opts.host)).encode())
-                await writer.drain()
+                if not opts.wait_signal:
+                    writer.write(request)
+                    await writer.drain()
                 sent += 1
+            if opts.wait_signal:
+                await release.wait()
+                writer.write(request)
+                await writer.drain()
             start, headers = await read_head(reader)
             n = int(headers.get("content-length", "0") or "0")
             if n:
@@ -206,6 +217,7 @@ def main(argv):
     c.add_argument("--out", required=True)
     c.add_argument("--parallel", type=int, default=100)
     c.add_argument("--timeout", type=float, default=180)
+    c.add_argument("--wait-signal", action="store_true")
     o = p.parse_args(argv)
     if o.cmd == "upstream":
         asyncio.run(Upstream(o).main())

@@ -656,12 +656,68 @@ PY
   sleep 2
 }
 
+# probe_conn_then_stream N: N TLS connections to the gateway's public port, first idle (handshake done,
+# nothing sent), then each sending GET /hold and held at the upstream. RSS before, with the idle
+# connections, and with the held streams: what a caller's connection costs, and what a stream costs
+# beyond it (on the agent, its upstream connection included), on the same connections.
+probe_conn_then_stream() {
+  local n=$1 pid deadline open=0 held=0
+  cr_log "probe: $n caller connections idle, then each with a held stream"
+  sleep 1
+  "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/c$n.0.json"
+  rm -f "$CR_TMP/c$n.out"
+  start_bg "c$n-client" "$CR_PY" "$BENCH_DIR/hold.py" client --wait-signal --port "${PUB_PORT[ccrelay]}" \
+    --n "$n" --cacert "$P/public-ca.pem" --state "$CR_TMP/c$n.state" --out "$CR_TMP/c$n.out" --parallel 100 \
+    --timeout 200
+  pid=$(pid_of "c$n-client")
+  deadline=$((EPOCHSECONDS + 90))
+  while ((EPOCHSECONDS < deadline)) && alive "$pid"; do
+    open=$("$CR_PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["sent"])' "$CR_TMP/c$n.state" 2>/dev/null || echo 0)
+    ((open >= n)) && break
+    sleep 0.5
+  done
+  sleep 3 # the idle sweep (1 s) gives each connection's TLS buffers back
+  "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/c$n.1.json"
+  cr_log "probe: $open of $n connections open and idle; each sends its request now"
+  kill -USR1 "$pid" 2>/dev/null || true
+  deadline=$((EPOCHSECONDS + 90))
+  while ((EPOCHSECONDS < deadline)) && alive "$pid"; do
+    held=$("$CR_PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["held"])' "$CR_TMP/hold.state" 2>/dev/null || echo 0)
+    ((held >= n)) && break
+    sleep 0.5
+  done
+  sleep 3
+  "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/c$n.2.json"
+  cr_log "probe: $held of $n held; releasing"
+  kill -USR1 "$(pid_of hold)"
+  deadline=$((EPOCHSECONDS + 120))
+  while alive "$pid" && ((EPOCHSECONDS < deadline)); do sleep 0.2; done
+  alive "$pid" && { cr_log "probe client $pid still running: stopping it"; stop_pid "$pid"; }
+  wait "$pid" 2>/dev/null || true
+  forget_pid "$pid"
+  "$CR_PY" - "$PROBES" "$n" "$open" "$held" "$CR_TMP/c$n.0.json" "$CR_TMP/c$n.1.json" "$CR_TMP/c$n.2.json" \
+    "$CR_TMP/c$n.out" <<'PY'
+import json, sys
+path, n, opened, held, s0, s1, s2, out = sys.argv[1:9]
+d = json.load(open(path))
+try:
+    cl = json.load(open(out))
+except (OSError, ValueError):
+    cl = {"ok": 0, "errors": {"client output missing": 1}}
+d["conn_then_stream_%s" % n] = {"n": int(n), "open": int(opened), "held": int(held), "before": json.load(open(s0)),
+                                 "conns": json.load(open(s1)), "streams": json.load(open(s2)), "client": cl}
+json.dump(d, open(path, "w"))
+PY
+  sleep 2
+}
+
 cr_log "idle RSS after the wrk runs"
 sleep 2
 "$CR_PY" "$BENCH_DIR/procstat.py" snap "${TARGETS[@]}" >"$CR_TMP/idle_after_wrk.json"
 echo '{}' >"$CR_TMP/idle_after_probes.json"
 if [[ $MODE == full ]]; then
   probe_streams 2000 1
+  probe_conn_then_stream 2000
   probe_streams 10000 4
   cr_log "idle RSS after the scale probes"
   sleep 2
