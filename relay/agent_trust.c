@@ -113,6 +113,11 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
     o.verify_store = store;
     o.crl_soft = mode == CR_TRUST_CRL_SOFT;
   }
+  /* New upstream connections resume the last session (no certificate exchange, no signature, no
+   * chain check). A reload builds a new context, so a changed store or CRL never meets an old
+   * session; only hard revocation also wants a CRL that went stale while running to stop new
+   * connections, so it keeps full handshakes. */
+  o.resume_sessions = r->ca.path || mode != CR_TRUST_CRL_HARD;
   if (cr_tls_ctx_new(&o, &tls, err, sizeof err) < 0) {
     route_refuse(a, rt, event, "TLS context cannot be built: %s", err);
     cr_tls_identity_free(&id);

@@ -31,6 +31,9 @@ struct cr_tls_ctx {
   int crl_soft;
   cr_tls_peer_check_cb peer_check;
   void *peer_check_arg;
+  int resume_sessions;
+  SSL_SESSION *resume; /* the latest session a server gave, for resume_name; NULL when none */
+  char *resume_name;
 };
 
 static int notes_index = -1;
@@ -447,6 +450,37 @@ static int client_hello_cb(SSL *ssl, int *al, void *arg) {
   return SSL_CLIENT_HELLO_ERROR;
 }
 
+/* Client: keeps the newest session (TLS 1.3 sends it after the handshake, TLS 1.2 at its end). One per
+ * context is enough: a context serves one upstream. The context keeps a copy, and each connection gets
+ * a copy of that: OpenSSL marks a connection's session unresumable when the connection ends without
+ * close_notify (a pooled connection the server dropped), which would otherwise spoil the one kept. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess) {
+  cr_tls_ctx_t *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  const cr__tls_notes_t *notes = SSL_get_ex_data(ssl, notes_index);
+  SSL_SESSION *copy;
+  if (ctx == NULL || !ctx->resume_sessions || notes == NULL || notes->server_name == NULL ||
+      !SSL_SESSION_is_resumable(sess) || (copy = SSL_SESSION_dup(sess)) == NULL)
+    return 0;
+  SSL_SESSION_free(ctx->resume);
+  free(ctx->resume_name);
+  ctx->resume = copy;
+  ctx->resume_name = cr_strdup(notes->server_name);
+  return 0; /* OpenSSL keeps its own reference to sess */
+}
+
+void cr__tls_ctx_offer_session(cr_tls_ctx_t *ctx, SSL *ssl, const cr__tls_notes_t *notes) {
+  SSL_SESSION *copy;
+  /* Offered to several connections at once when they dial together: servers that keep no state for
+   * tickets (OpenSSL, so nginx and HAProxy) accept that, and any other does a full handshake. */
+  if (ctx->resume == NULL || notes->server_name == NULL || strcmp(ctx->resume_name, notes->server_name) != 0)
+    return;
+  copy = SSL_SESSION_dup(ctx->resume);
+  if (copy == NULL)
+    return; /* out of memory: a full handshake */
+  SSL_set_session(ssl, copy); /* takes its own reference */
+  SSL_SESSION_free(copy);
+}
+
 static void info_cb(const SSL *ssl, int where, int ret) {
   cr__tls_notes_t *notes;
   if (!(where & SSL_CB_ALERT) || (ret & 0xff) == SSL_AD_CLOSE_NOTIFY)
@@ -505,6 +539,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   ctx->crl_soft = opts->crl_soft;
   ctx->peer_check = opts->peer_check;
   ctx->peer_check_arg = opts->peer_check_arg;
+  ctx->resume_sessions = !opts->server && opts->resume_sessions;
   SSL_CTX_set_app_data(sc, ctx);
 
   SSL_CTX_set_min_proto_version(sc, opts->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
@@ -515,6 +550,9 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
      * handshake is enough for a client that reconnects one connection at a time. */
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(sc, 1);
+  } else if (ctx->resume_sessions) {
+    SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(sc, new_session_cb);
   }
   /* No SSL_MODE_RELEASE_BUFFERS: it frees and reallocates the record buffers for every record of a
    * busy connection. tls_stream.c gives them back once a connection has gone quiet instead. */
@@ -606,6 +644,8 @@ void cr__tls_ctx_unref(cr_tls_ctx_t *ctx) {
   if (ctx == NULL || --ctx->refs > 0)
     return;
   SSL_CTX_free(ctx->ssl_ctx);
+  SSL_SESSION_free(ctx->resume);
+  free(ctx->resume_name);
   free(ctx->alpn);
   free(ctx);
 }

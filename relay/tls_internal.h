@@ -14,12 +14,15 @@ typedef struct cr__tls_notes {
   int peer_alert;       /* last fatal alert received, or -1 */
   int sent_alert;       /* last fatal alert we sent, or -1 */
   int alpn_refused;     /* the server found no protocol of ours in the client's offer */
+  const char *server_name; /* client: the name the server is verified against (owned by the stream) */
 } cr__tls_notes_t;
 
 /* A new SSL on ctx's SSL_CTX with notes attached (the caller keeps notes alive as long as the SSL),
  * and one more reference on ctx, released with cr__tls_ctx_unref. */
 SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes);
 void cr__tls_ctx_unref(cr_tls_ctx_t *ctx);
+/* Client with resume_sessions: offers the context's latest session for notes->server_name, if any. */
+void cr__tls_ctx_offer_session(cr_tls_ctx_t *ctx, SSL *ssl, const cr__tls_notes_t *notes);
 int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx);
 /* The ALPN id the context insists on, or NULL. */
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx);

@@ -127,6 +127,7 @@ struct tls_stream {
   unsigned bufs_idle : 1;  /* the sweep gave OpenSSL's buffers back */
   char alpn[64];
   char *err; /* why it failed (ERR_MAX bytes), allocated on the first failure: most streams never fail */
+  char *server_name; /* client: what the server is verified against; NULL on a server */
 };
 
 typedef struct shutdown_req {
@@ -955,6 +956,7 @@ static void close_step(tls_stream_t *t) {
   if (cb)
     cb(&t->base); /* may still ask cr_tls_stream_error */
   free(t->err);
+  free(t->server_name);
   free(t);
 }
 
@@ -1020,12 +1022,17 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
     SSL_set_connect_state(t->ssl);
     if (server_name == NULL || *server_name == '\0') {
       t->need_name = 1;
-    } else if (is_ip_literal(server_name)) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), server_name);
     } else {
-      SSL_set_tlsext_host_name(t->ssl, server_name);
-      SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-      SSL_set1_host(t->ssl, server_name);
+      if (is_ip_literal(server_name)) {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), server_name);
+      } else {
+        SSL_set_tlsext_host_name(t->ssl, server_name);
+        SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        SSL_set1_host(t->ssl, server_name);
+      }
+      t->server_name = cr_strdup(server_name);
+      t->notes.server_name = t->server_name;
+      cr__tls_ctx_offer_session(ctx, t->ssl, &t->notes);
     }
   }
   return &t->base;
@@ -1055,6 +1062,10 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb) {
 const char *cr_tls_stream_error(const cr_stream_t *tls) {
   const char *err = cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->err : NULL;
   return err ? err : "";
+}
+
+int cr_tls_stream_resumed(const cr_stream_t *tls) {
+  return cr_stream_is_tls(tls) && SSL_session_reused(((const tls_stream_t *)tls)->ssl);
 }
 
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {

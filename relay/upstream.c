@@ -769,7 +769,8 @@ static void on_handshake(cr_stream_t *s, int status) {
     req_fail(r, status, "TLS handshake with %s failed: %s", u->who, stream_reason(c, status));
     return;
   }
-  cr_log_debug("upstream connection established", "route=%s peer=%s", u->name, u->hostport);
+  cr_log_debug("upstream connection established", "route=%s peer=%s%s", u->name, u->hostport,
+               cr_tls_stream_resumed(s) ? " resumed=1" : "");
   if (cr_tls_stream_verify_warning(s)[0])
     cr_log_warn("soft revocation: upstream allowed without a usable CRL", "route=%s upstream=%s reason=\"%s\"",
                 u->name, u->hostport, cr_tls_stream_verify_warning(s));
@@ -925,6 +926,7 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
     to.ca_file = opts->ca_file;
     to.identity = opts->identity;
     to.alpn = "http/1.1";
+    to.resume_sessions = 1;
     rc = cr_tls_ctx_new(&to, &tls, tlserr, sizeof tlserr);
     if (rc < 0) {
       snprintf(err, errlen, "upstream %s: %s", name, tlserr);

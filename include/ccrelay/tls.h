@@ -59,6 +59,11 @@ typedef struct cr_tls_ctx_opts {
                                           its chain completed); the context takes references */
   cr_tls_peer_check_cb peer_check;     /* server only, optional */
   void *peer_check_arg;
+  int resume_sessions;                 /* client: keep the latest session the server gave and offer
+                                          it on the next connection to the same server name, which
+                                          then skips the certificate exchange and its verification
+                                          (the session was verified when made, by this context: a
+                                          new trust store or CRL means a new context) */
 } cr_tls_ctx_opts_t;
 
 typedef struct cr_tls_ctx cr_tls_ctx_t;
@@ -97,6 +102,8 @@ X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls);
 const char *cr_tls_stream_verify_warning(const cr_stream_t *tls);
 /* Negotiated ALPN protocol, or "" when none. */
 const char *cr_tls_stream_alpn(const cr_stream_t *tls);
+/* 1 when the handshake resumed an earlier session (no certificate exchange). */
+int cr_tls_stream_resumed(const cr_stream_t *tls);
 int cr_stream_is_tls(const cr_stream_t *s);
 
 /* Writes "CN=..., O=..." of name into out (RFC 2253 style, one line). */

@@ -124,6 +124,7 @@ typedef struct server {
   srv_mode_t mode;
   unsigned port;
   int accepted;
+  int resumed; /* handshakes that resumed a session */
   int requests;
   size_t body_bytes; /* request body bytes received, over all requests */
   char last_method[16];
@@ -365,6 +366,8 @@ static void sconn_handshake(cr_stream_t *s, int status) {
     sconn_close(sc);
     return;
   }
+  if (cr_tls_stream_resumed(s))
+    sc->srv->resumed++;
   cr_stream_read_start(s, sconn_read);
 }
 
@@ -407,6 +410,9 @@ static void server_start(server_t *srv, uv_loop_t *loop, srv_mode_t mode, const 
     o.alpn = "http/1.1";
     if (cr_tls_ctx_new(&o, &srv->ctx, err, sizeof err) != 0)
       fail_msg("server ctx: %s", err);
+    /* Like nginx, which the agent meets in production: a server asking for client certificates
+     * resumes only sessions of its own session id context. */
+    SSL_CTX_set_session_id_context(cr_tls_ctx_native(srv->ctx), (const unsigned char *)"test", 4);
   }
   if (cr_tcp_listen(loop, "127.0.0.1", 0, 64, on_accept, srv, &srv->l, err, sizeof err) != 0)
     fail_msg("listen: %s", err);
@@ -776,6 +782,48 @@ static void test_early_response_keeps_connection(void **state) {
   tc_free(t);
 }
 
+/* A new connection resumes the session the server gave the last one (no certificate exchange); a
+ * new TLS context (a reload) never offers an old session. */
+static void test_new_connections_resume(void **state) {
+  tc_t *t = tc_new(SRV_TLS, "server");
+  static cr_tls_identity_src_t id;
+  cr_tls_ctx_opts_t o = {0};
+  cr_tls_ctx_t *fresh;
+  char err[512];
+  tc_upstream(t, t->srv.port, 2000, 2000, 5000);
+  start(t, "GET", "/hello", 0, -1);
+  wait_done(t, 1500);
+  expect_ok(t, 200);
+  assert_int_equal(t->srv.resumed, 0);
+
+  server_drop_conns(&t->srv); /* the pooled connection goes; the next request dials */
+  run_for(t, 50);
+  start(t, "GET", "/hello", 0, -1);
+  wait_done(t, 1500);
+  expect_ok(t, 200);
+  assert_int_equal(t->srv.accepted, 2);
+  assert_int_equal(t->srv.resumed, 1);
+
+  id.pkcs12 = pki_path("client.p12");
+  id.password = "s3cret";
+  o.ca_file = pki_path("ca.pem");
+  o.identity = &id;
+  o.alpn = "http/1.1";
+  o.resume_sessions = 1;
+  if (cr_tls_ctx_new(&o, &fresh, err, sizeof err) != 0)
+    fail_msg("ctx: %s", err);
+  cr_upstream_set_tls(t->u, fresh);
+  cr_tls_ctx_free(fresh);
+  server_drop_conns(&t->srv);
+  run_for(t, 50);
+  start(t, "GET", "/hello", 0, -1);
+  wait_done(t, 1500);
+  expect_ok(t, 200);
+  assert_int_equal(t->srv.accepted, 3);
+  assert_int_equal(t->srv.resumed, 1); /* full handshake under the new context */
+  tc_free(t);
+}
+
 static void test_big_responses(void **state) {
   tc_t *t = tc_new(SRV_TLS, "server");
   char target[64];
@@ -1132,6 +1180,7 @@ int main(void) {
       cmocka_unit_test(test_head_and_interim),
       cmocka_unit_test(test_post_bodies),
       cmocka_unit_test(test_early_response_keeps_connection),
+      cmocka_unit_test(test_new_connections_resume),
       cmocka_unit_test(test_big_responses),
       cmocka_unit_test(test_pause_resume),
       cmocka_unit_test(test_connect_refused),
