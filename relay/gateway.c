@@ -133,14 +133,14 @@ struct gateway {
 
 static void pconn_close(pconn_t *pc);
 static void on_idle_timeout(cr_deadline_t *d);
+static void pconn_try_finish(pconn_t *pc);
+static int pconn_start_reading(pconn_t *pc);
 
 /* Callers connected (or connecting): heap they freed is likely to be wanted again soon. */
 static int gateway_busy(void *arg) {
   const gateway_t *gw = arg;
   return gw->npconns > 0 || !cr_queue_empty(&gw->handshakes);
 }
-static void pconn_try_finish(pconn_t *pc);
-static int pconn_start_reading(pconn_t *pc);
 
 /* ---------- agent identity -> relay group ---------- */
 

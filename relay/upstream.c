@@ -442,6 +442,7 @@ static void pool_put(conn_t *c) {
   /* A pooled connection may wait for long: it keeps no buffer that served one big transfer (the
    * response bytes held during a pause can have reached a whole read, 64 KiB). */
   cr_buf_free(&c->held);
+  cr_buf_free(&c->tail);
   if (c->inflight.cap > POOLED_BUF_MAX && !c->writing)
     cr_buf_free(&c->inflight);
   cr_queue_insert_head(&u->idle, &c->link);
