@@ -550,6 +550,16 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
      * handshake is enough for a client that reconnects one connection at a time. */
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_num_tickets(sc, 1);
+    /* Without a session id context, a server that asks for client certificates answers a client
+     * resuming its session with an internal-error alert instead of resuming or doing a full
+     * handshake: every HTTPS client that reuses sessions would fail its second connection. */
+    SSL_CTX_set_session_id_context(sc, (const unsigned char *)"ccrelay", 7);
+    if (opts->peer_check) {
+      /* The check (the tunnel's agent -> relay group) must see every handshake; a resumed one
+       * carries no certificate exchange, so no tickets at all. */
+      SSL_CTX_set_options(sc, SSL_OP_NO_TICKET);
+      SSL_CTX_set_num_tickets(sc, 0);
+    }
   } else if (ctx->resume_sessions) {
     SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(sc, new_session_cb);

@@ -68,6 +68,8 @@ static void id_pem_free(cr_tls_identity_src_t *src) {
 
 /* Contexts made below insist on ALPN unless a test turns this off (HTTP/1.1 upstreams and callers). */
 static int alpn_required = 1;
+/* Client contexts keep and offer sessions when a test turns this on (as upstream contexts do). */
+static int client_resume;
 
 static cr_tls_ctx_t *server_ctx(const char *cert, int require_client, const char *alpn, int tls13_only,
                                 cr_tls_peer_check_cb check) {
@@ -107,6 +109,7 @@ static cr_tls_ctx_t *client_ctx(const char *identity, const char *alpn) {
   o.identity = identity ? &id : NULL;
   o.alpn = alpn;
   o.alpn_required = alpn_required;
+  o.resume_sessions = client_resume;
   r = cr_tls_ctx_new(&o, &ctx, err, sizeof err);
   if (r != 0)
     fail_msg("client ctx: %s", err);
@@ -488,6 +491,60 @@ static void test_peer_check(void **state) {
   pair_finish(pr);
 }
 
+static int cli_got_byte(pair_t *pr) { return pr->cli.rx_len >= 1; }
+
+/* Two connections with the same contexts; says whether the second resumed (both sides agree). */
+static int second_resumes(cr_tls_ctx_t *s, cr_tls_ctx_t *c) {
+  static char x[] = "x";
+  uv_buf_t b = uv_buf_init(x, 1);
+  int resumed = -1;
+  for (int i = 0; i < 2; i++) {
+    pair_t *pr = pair_start(cr_tls_ctx_ref(s), cr_tls_ctx_ref(c), "localhost");
+    assert_true(run_until(pr, both_hs));
+    assert_int_equal(pr->srv.hs_status, 0);
+    assert_int_equal(pr->cli.hs_status, 0);
+    if (i == 0) {
+      assert_false(cr_tls_stream_resumed(pr->cli.tls));
+      /* a TLS 1.3 ticket arrives after the handshake: the client reads to get it */
+      assert_int_equal(cr_stream_read_start(pr->cli.tls, on_read), 0);
+      assert_int_equal(cr_stream_write(pr->srv.tls, &b, 1, wrote, NULL), 0);
+      assert_true(run_until(pr, cli_got_byte));
+    } else {
+      resumed = cr_tls_stream_resumed(pr->cli.tls);
+      assert_int_equal(cr_tls_stream_resumed(pr->srv.tls), resumed);
+    }
+    pair_finish(pr); /* no close_notify: the client's kept copy must survive that */
+  }
+  return resumed;
+}
+
+/* A server that asks for client certificates resumes a returning client's session (without a session
+ * id context OpenSSL would answer it with an internal-error alert); a server with a peer check issues
+ * no tickets, so every handshake shows the check a certificate. */
+static void test_session_resumption(void **state) {
+  cr_tls_ctx_t *s, *c;
+  (void)state;
+  client_resume = 1;
+  s = server_ctx("server", 1, ALPN, 0, NULL);
+  c = client_ctx("client", ALPN);
+  assert_int_equal(second_resumes(s, c), 1);
+  cr_tls_ctx_free(s);
+  cr_tls_ctx_free(c);
+
+  s = server_ctx("server", 1, ALPN, 1, refuse_strangers);
+  c = client_ctx("client", ALPN);
+  assert_int_equal(second_resumes(s, c), 0);
+  cr_tls_ctx_free(s);
+  cr_tls_ctx_free(c);
+
+  client_resume = 0; /* a client that keeps no session never resumes */
+  s = server_ctx("server", 1, ALPN, 0, NULL);
+  c = client_ctx("client", ALPN);
+  assert_int_equal(second_resumes(s, c), 0);
+  cr_tls_ctx_free(s);
+  cr_tls_ctx_free(c);
+}
+
 static void test_tls13_only_refuses_tls12(void **state) {
   cr_tls_ctx_t *cctx = client_ctx(NULL, NULL);
   pair_t *pr;
@@ -720,6 +777,7 @@ int main(void) {
       cmocka_unit_test(test_alpn_not_offered),
       cmocka_unit_test(test_alpn_optional_for_http1),
       cmocka_unit_test(test_peer_check),
+      cmocka_unit_test(test_session_resumption),
       cmocka_unit_test(test_tls13_only_refuses_tls12),
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_read_stop),
