@@ -58,11 +58,11 @@ def children_map():
 
 
 def tree(root, kids):
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
+    out, unvisited = [], [root]
+    while unvisited:
+        p = unvisited.pop()
         out.append(p)
-        todo.extend(kids.get(p, []))
+        unvisited.extend(kids.get(p, []))
     return out
 
 

@@ -53,12 +53,12 @@ for d in os.listdir("/proc"):
             kids.setdefault(int(st[st.rindex(")") + 2:].split()[1]), []).append(int(d))
         except (OSError, ValueError, IndexError):
             pass
-tree, todo = [], [root]
-while todo:
-    for c in kids.get(todo.pop(), []):
+tree, unvisited = [], [root]
+while unvisited:
+    for c in kids.get(unvisited.pop(), []):
         if c != me:
             tree.append(c)
-            todo.append(c)
+            unvisited.append(c)
 sys.stderr.write("watchdog: test ran longer than %ss\n" % sys.argv[1])
 for p in [root] + tree:
     try:
