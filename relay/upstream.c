@@ -52,6 +52,7 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_RESPONSE_TIMEOUT_MS 30000
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
+#define DEFAULT_PURGE_INTERVAL_MS 1000
 
 typedef enum {
   CONN_CONNECTING, /* DNS and TCP connect */
@@ -101,11 +102,14 @@ struct cr_upstream {
   size_t nbusy;
   size_t nconns; /* including connections still closing */
   uv_timer_t defer_timer;
+  uv_timer_t purge_timer; /* runs while connections are pooled */
+  uint64_t purge_interval_ms;
+  size_t peak_busy; /* most connections busy at once since the last purge tick */
   cr_http_msg_t scratch; /* the outgoing head being rewritten; reused by every request */
   cr_upstream_req_t *free_reqs;
   size_t nfree_reqs;
   unsigned freeing : 1;
-  unsigned defer_timer_closed : 1;
+  unsigned timers_open; /* defer and purge timers not yet closed */
 };
 
 struct conn {
@@ -317,7 +321,7 @@ static void conn_maybe_free(conn_t *c);
 
 static void upstream_maybe_free(cr_upstream_t *u) {
   cr_upstream_req_t *r;
-  if (!u->freeing || u->nconns > 0 || !u->defer_timer_closed)
+  if (!u->freeing || u->nconns > 0 || u->timers_open > 0)
     return;
   while ((r = u->free_reqs) != NULL) {
     u->free_reqs = r->next_free;
@@ -383,13 +387,36 @@ static const cr_http1_callbacks_t parser_cbs = {
 
 static void on_timer(cr_deadline_t *d);
 
+static void busy_grew(cr_upstream_t *u) {
+  u->nbusy++;
+  if (u->nbusy > u->peak_busy)
+    u->peak_busy = u->nbusy;
+}
+
+/* The pool follows demand (as HAProxy's idle-connection purge does): every interval, the idle
+ * connections beyond what the interval's peak could have used on top of the busy ones are surplus,
+ * and half of them (the least recently used) close. A finished burst leaves no warm pool holding
+ * memory and upstream slots for the whole idle_timeout, and a steady load keeps what it uses. The
+ * most recently used connection stays until idle_timeout, so an occasional caller finds it warm. */
+static void on_purge_timer(uv_timer_t *t) {
+  cr_upstream_t *u = t->data;
+  size_t wanted = u->peak_busy > u->nbusy ? u->peak_busy - u->nbusy : 0;
+  size_t surplus = u->nidle > wanted ? u->nidle - wanted : 0;
+  size_t n = CR_MIN((surplus + 1) / 2, u->nidle > 0 ? u->nidle - 1 : 0);
+  for (; n > 0; n--)
+    conn_close(cr_queue_data(u->idle.prev, conn_t, link));
+  u->peak_busy = u->nbusy;
+  if (u->nidle <= 1)
+    uv_timer_stop(&u->purge_timer);
+}
+
 static conn_t *conn_new(cr_upstream_t *u) {
   conn_t *c = cr_calloc(1, sizeof *c);
   c->u = u;
   c->state = CONN_CONNECTING;
   cr_queue_init(&c->link);
   cr_queue_insert_tail(&u->busy, &c->link);
-  u->nbusy++;
+  busy_grew(u);
   u->nconns++;
   cr_deadline_init(u->loop, &c->deadline);
   c->deadline.timer.data = c;
@@ -423,7 +450,7 @@ static conn_t *pool_take(cr_upstream_t *u) {
     c->state = CONN_ACTIVE;
     c->reused = 1;
     cr_queue_insert_tail(&u->busy, &c->link);
-    u->nbusy++;
+    busy_grew(u);
     return c;
   }
   return NULL;
@@ -453,6 +480,8 @@ static void pool_put(conn_t *c) {
   cr_deadline_set(&c->deadline, on_timer, u->idle_timeout_ms);
   while (u->nidle > u->max_idle)
     conn_close(cr_queue_data(u->idle.prev, conn_t, link));
+  if (u->nidle > 1 && !uv_is_active((uv_handle_t *)&u->purge_timer))
+    uv_timer_start(&u->purge_timer, on_purge_timer, u->purge_interval_ms, u->purge_interval_ms);
 }
 
 /* ---- sending ---- */
@@ -957,13 +986,17 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
   cr_http_msg_init(&u->scratch, 1024);
   uv_timer_init(loop, &u->defer_timer);
   u->defer_timer.data = u;
+  uv_timer_init(loop, &u->purge_timer);
+  u->purge_timer.data = u;
+  u->timers_open = 2;
+  u->purge_interval_ms = opts->purge_interval_ms ? opts->purge_interval_ms : DEFAULT_PURGE_INTERVAL_MS;
   *out = u;
   return 0;
 }
 
-static void on_defer_timer_closed(uv_handle_t *h) {
+static void on_timer_handle_closed(uv_handle_t *h) {
   cr_upstream_t *u = h->data;
-  u->defer_timer_closed = 1;
+  u->timers_open--;
   upstream_maybe_free(u);
 }
 
@@ -981,7 +1014,8 @@ void cr_upstream_free(cr_upstream_t *u) {
   /* Connections still busy belong to requests being canceled from inside their callbacks. */
   while (!cr_queue_empty(&u->busy))
     conn_close(cr_queue_data(cr_queue_head(&u->busy), conn_t, link));
-  uv_close((uv_handle_t *)&u->defer_timer, on_defer_timer_closed);
+  uv_close((uv_handle_t *)&u->defer_timer, on_timer_handle_closed);
+  uv_close((uv_handle_t *)&u->purge_timer, on_timer_handle_closed);
 }
 
 void cr_upstream_set_tls(cr_upstream_t *u, cr_tls_ctx_t *tls) {

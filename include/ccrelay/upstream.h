@@ -33,9 +33,10 @@ typedef struct cr_upstream_opts {
   uint64_t response_timeout_ms; /* request fully sent -> response head; and max gap between body reads */
   uint64_t idle_timeout_ms;     /* pooled connection idle lifetime */
   unsigned max_idle;            /* pooled connections kept */
+  uint64_t purge_interval_ms;   /* how often idle connections beyond recent demand are halved */
   size_t max_header_size;       /* response head limit */
 } cr_upstream_opts_t;
-/* Zero timeouts mean the defaults (connect 5 s, response 30 s, idle 60 s); max_header_size 0 means
+/* Zero timeouts mean the defaults (connect 5 s, response 30 s, idle 60 s, purge 1 s); max_header_size 0 means
  * 16 KiB; max_idle 0 means no pooling (every connection closes after its exchange). */
 
 /* Builds the TLS context (loading the identity). 0, or an error with prose in err. */

@@ -449,6 +449,7 @@ typedef struct tc {
   int pause_at_first_body;
   int cancel_in;        /* 1: cancel in on_head, 2: cancel in on_body */
   int again;            /* start a second /hello from on_end */
+  uint64_t purge_ms;    /* the upstream's purge interval; 0 for the default */
   size_t early_rest;    /* body bytes to write from on_head, after a first 1000 */
   uv_timer_t t;
 } tc_t;
@@ -480,6 +481,7 @@ static void tc_upstream(tc_t *t, unsigned port, uint64_t connect_ms, uint64_t re
   o.response_timeout_ms = response_ms;
   o.idle_timeout_ms = idle_ms;
   o.max_idle = 4;
+  o.purge_interval_ms = t->purge_ms;
   if (cr_upstream_new(&t->loop, &o, &t->u, err, sizeof err) != 0)
     fail_msg("cr_upstream_new: %s", err);
 }
@@ -1154,6 +1156,66 @@ static void test_idle_connection_closed(void **state) {
   tc_free(t);
 }
 
+static size_t idle_count(tc_t *t) {
+  size_t idle, busy;
+  cr_upstream_stats(t->u, &idle, &busy);
+  return idle;
+}
+
+/* Four requests at once, each on its own connection. */
+static void burst_of_four(tc_t *t) {
+  cr_http_msg_t m;
+  uint64_t t0;
+  int i;
+  t->ends = t->errors = 0;
+  cr_http_msg_init(&m, 0);
+  cr_http_msg_set_method(&m, "GET", 3);
+  cr_http_msg_set_target(&m, "/hello", 6);
+  m.content_length = -1;
+  for (i = 0; i < 4; i++)
+    assert_non_null(cr_upstream_request(t->u, &m, 0, &cbs, t));
+  cr_http_msg_free(&m);
+  t0 = uv_now(&t->loop);
+  while (t->ends + t->errors < 4 && uv_now(&t->loop) - t0 < 3000)
+    run_for(t, 10);
+  assert_int_equal(t->errors, 0);
+  assert_int_equal(t->ends, 4);
+}
+
+/* A burst fills the pool; a steady sequential load then keeps one connection; a second burst that
+ * stops drains, half per interval, to the most recently used connection long before idle_timeout. */
+static void test_pool_follows_demand(void **state) {
+  tc_t *t = tc_new(SRV_TLS, "server");
+  uint64_t t0;
+  t->purge_ms = 100;
+  tc_upstream(t, t->srv.port, 2000, 2000, 60000);
+  burst_of_four(t);
+  assert_int_equal(t->srv.accepted, 4);
+  assert_int_equal(idle_count(t), 4);
+
+  /* One request at a time for eight intervals: the surplus closes, the one in use stays. */
+  t0 = uv_now(&t->loop);
+  while (uv_now(&t->loop) - t0 < 800) {
+    start(t, "GET", "/hello", 0, -1);
+    wait_done(t, 1500);
+    expect_ok(t, 200);
+    run_for(t, 5);
+  }
+  assert_int_equal(t->srv.accepted, 4); /* no connection was dialled again */
+  assert_int_equal(idle_count(t), 1);
+
+  /* A second burst, then no load: back to one within a few intervals, not after the 60 s idle_timeout. */
+  burst_of_four(t);
+  assert_int_equal(idle_count(t), 4);
+  t0 = uv_now(&t->loop);
+  while (idle_count(t) > 1 && uv_now(&t->loop) - t0 < 1000)
+    run_for(t, 10);
+  assert_int_equal(idle_count(t), 1);
+  run_for(t, 300);
+  assert_int_equal(idle_count(t), 1);
+  tc_free(t);
+}
+
 static void test_idle_timeout(void **state) {
   tc_t *t = tc_new(SRV_TLS, "server");
   size_t idle, busy;
@@ -1191,6 +1253,7 @@ int main(void) {
       cmocka_unit_test(test_bad_head_is_deferred_error),
       cmocka_unit_test(test_idle_connection_closed),
       cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_pool_follows_demand),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
