@@ -6,6 +6,12 @@ a child per connection; nginx runs with master_process off, so its tree is one p
 
   procstat.py snap NAME=PID...
       one JSON object {NAME: {"cpu_s", "rss_kb", "hwm_kb", "nproc"}} on stdout.
+  procstat.py settle [--max 30] NAME=PID...
+      idle RSS: samples every second until no tree's RSS has moved by more than 1 % (at least 64 KiB)
+      over the last two seconds, or --max seconds pass; prints what snap prints, each entry with
+      "settle_s" (seconds waited; equal to --max means it never settled). A process gives memory back
+      over a few seconds after a load (connection pools drain, the heap is trimmed), so an instant
+      right after a run measures the tail of the load, not the idle process.
   procstat.py watch --out FILE --ready FILE [--interval 0.25] [--max 600] [--self PID] NAME=PID...
       snapshot, touch the ready FILE, sample VmRSS every interval until SIGTERM (or --max seconds),
       snapshot again, write {NAME: {"cpu_s" (delta), "rss_peak_kb" (max sampled sum of VmRSS),
@@ -154,8 +160,33 @@ def watch(argv):
     os.replace(tmp, out)
 
 
+def settle(argv):
+    limit = 30.0
+    if argv[:1] == ["--max"]:
+        limit, argv = float(argv[1]), argv[2:]
+    targets = parse_targets(argv)
+    t0 = time.monotonic()
+    history = [snap(targets)]
+    while time.monotonic() - t0 < limit:
+        if len(history) >= 3:
+            window = history[-3:]
+            if all(max(h[n]["rss_kb"] for h in window) - min(h[n]["rss_kb"] for h in window)
+                   <= max(64, window[-1][n]["rss_kb"] // 100) for n, _ in targets):
+                break
+        time.sleep(1.0)
+        history.append(snap(targets))
+    res = history[-1]
+    waited = round(time.monotonic() - t0, 1)
+    for n, _ in targets:
+        res[n]["settle_s"] = waited
+    return res
+
+
 def main(argv):
-    if argv and argv[0] == "snap":
+    if argv and argv[0] == "settle":
+        json.dump(settle(argv[1:]), sys.stdout)
+        sys.stdout.write("\n")
+    elif argv and argv[0] == "snap":
         json.dump(snap(parse_targets(argv[1:])), sys.stdout)
         sys.stdout.write("\n")
     elif argv and argv[0] == "watch":

@@ -279,10 +279,13 @@ def report(argv):
     for name in meta["procs"]:
         mrows.append([name] + [str(d.get(name, {}).get("rss_kb", "-")) for d in (idle0, idle1, idle2)]
                      + [str(last.get(name, {}).get("hwm_kb", "-"))])
+    mrows.append(["(settled after, s)"] + [str(next(iter(d.values()), {}).get("settle_s", "-")) if d else "-"
+                                           for d in (idle0, idle1, idle2)] + [""])
     mw = [max(len(r[i]) for r in mrows + [mh]) for i in range(len(mh))]
     w("  ".join(x.ljust(mw[i]) if i == 0 else x.rjust(mw[i]) for i, x in enumerate(mh)))
     for r in mrows:
         w("  ".join(x.ljust(mw[i]) if i == 0 else x.rjust(mw[i]) for i, x in enumerate(r)))
+    w("(idle columns: taken once every process's RSS has stopped moving, see procstat.py settle)")
     big64 = {}
     if "big-c64" in points and "ccrelay" in paths:
         for proc in ("gateway", "agent"):

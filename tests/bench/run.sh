@@ -507,9 +507,8 @@ for path in "${PATHS[@]}"; do
   [[ $st == 200 && $sha == "$BIG_SHA" ]] || harness_error "smoke $path big: status $st, sha256 mismatch or short body"
 done
 ((${#HARNESS_ERRORS[@]} == 0)) || fail "smoke tests failed: ${HARNESS_ERRORS[*]}"
-cr_log "all paths answer; idle RSS"
-sleep 1
-"$CR_PY" "$BENCH_DIR/procstat.py" snap "${TARGETS[@]}" >"$CR_TMP/idle_fresh.json"
+cr_log "all paths answer; idle RSS once settled"
+"$CR_PY" "$BENCH_DIR/procstat.py" settle "${TARGETS[@]}" >"$CR_TMP/idle_fresh.json"
 
 # ---- wrk runs -------------------------------------------------------------------------------------
 
@@ -605,8 +604,7 @@ probe_streams() {
   local n=$1 procs=$2 per i k held=0 held_max=0 t0 setup pids=() deadline
   per=$((n / procs))
   cr_log "probe: $n concurrent streams ($procs client processes)"
-  sleep 1
-  "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/p$n.idle.json"
+  "$CR_PY" "$BENCH_DIR/procstat.py" settle "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/p$n.idle.json"
   t0=$EPOCHREALTIME
   for ((k = 0; k < procs; k++)); do
     rm -f "$CR_TMP/p$n.client$k.out"
@@ -669,8 +667,7 @@ PY
 probe_conn_then_stream() {
   local n=$1 pid deadline open=0 held=0
   cr_log "probe: $n caller connections idle, then each with a held stream"
-  sleep 1
-  "$CR_PY" "$BENCH_DIR/procstat.py" snap "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/c$n.0.json"
+  "$CR_PY" "$BENCH_DIR/procstat.py" settle "gateway=$(pid_of gateway)" "agent=$(pid_of agent)" >"$CR_TMP/c$n.0.json"
   rm -f "$CR_TMP/c$n.out"
   start_bg "c$n-client" "$CR_PY" "$BENCH_DIR/hold.py" client --wait-signal --port "${PUB_PORT[ccrelay]}" \
     --n "$n" --cacert "$P/public-ca.pem" --state "$CR_TMP/c$n.state" --out "$CR_TMP/c$n.out" --parallel 100 \
@@ -717,17 +714,15 @@ PY
   sleep 2
 }
 
-cr_log "idle RSS after the wrk runs"
-sleep 2
-"$CR_PY" "$BENCH_DIR/procstat.py" snap "${TARGETS[@]}" >"$CR_TMP/idle_after_wrk.json"
+cr_log "idle RSS after the wrk runs, once settled"
+"$CR_PY" "$BENCH_DIR/procstat.py" settle "${TARGETS[@]}" >"$CR_TMP/idle_after_wrk.json"
 echo '{}' >"$CR_TMP/idle_after_probes.json"
 if [[ $MODE == full ]]; then
   probe_streams 2000 1
   probe_conn_then_stream 2000
   probe_streams 10000 4
-  cr_log "idle RSS after the scale probes"
-  sleep 2
-  "$CR_PY" "$BENCH_DIR/procstat.py" snap "${TARGETS[@]}" >"$CR_TMP/idle_after_probes.json"
+  cr_log "idle RSS after the scale probes, once settled"
+  "$CR_PY" "$BENCH_DIR/procstat.py" settle "${TARGETS[@]}" >"$CR_TMP/idle_after_probes.json"
 fi
 for p in gateway agent; do
   alive "$(pid_of "$p")" || harness_error "$p is not running at the end of the benchmark"
