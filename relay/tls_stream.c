@@ -258,10 +258,12 @@ static int bio_write_cb(BIO *b, const char *data, int len) {
       *cap = CR_MAX(want, (size_t)OBUF_MIN);
       seg->base = cr_malloc(*cap);
     } else if (o->nseg < OBUF_SEGS) {
+      /* Each segment twice the last: a turn's output reaches megabytes before the last one grows. */
+      size_t next = CR_MAX((size_t)OBUF_SEG_MIN, *cap * 2);
       o->nseg++;
       seg++;
       cap++;
-      *cap = CR_MAX((size_t)len, (size_t)OBUF_SEG_MIN);
+      *cap = CR_MAX((size_t)len, next);
       *seg = uv_buf_init(cr_malloc(*cap), 0);
     } else {
       *cap = CR_MAX(want, *cap * 2);
@@ -626,9 +628,14 @@ static void pump(tls_stream_t *t) {
     n = SSL_read(t->ssl, plain_buf, sizeof plain_buf);
     if (n > 0) {
       t->read_cb(&t->base, n, plain_buf);
-      continue;
+      /* With no ciphertext left on either side of the BIO the next SSL_read can only ask for more:
+       * skip that call (a few hundred ns of OpenSSL state and error-queue checks per read event). */
+      if (input_pending(t) > 0 || SSL_has_pending(t->ssl) || !t->reading || t->closing || t->read_done)
+        continue;
+      e = SSL_ERROR_WANT_READ;
+    } else {
+      e = SSL_get_error(t->ssl, n);
     }
-    e = SSL_get_error(t->ssl, n);
     if (e == SSL_ERROR_WANT_READ) {
       /* Post-handshake messages (tickets, key updates) may have produced an answer. */
       if (flush(t) < 0) {
