@@ -171,11 +171,14 @@ static const cr_tstream_callbacks_t stream_cbs = {
     .on_head = s_on_head, .on_data = s_on_data, .on_end = s_on_end, .on_writable = s_on_writable,
     .on_close = s_on_close};
 
+/* Bytes per producer write; an odd size makes the send ring wrap inside writes and frames. */
+static size_t chunk_size = CHUNK;
+
 static void pump(sst_t *s) {
   static char chunk[CHUNK];
   int dir = s->side;
   while (s->tx < s->tx_goal) {
-    size_t n = CR_MIN(CHUNK, s->tx_goal - s->tx);
+    size_t n = CR_MIN(chunk_size, s->tx_goal - s->tx);
     for (size_t i = 0; i < n; i++)
       chunk[i] = (char)pattern(s->tx + i, dir);
     int r = cr_tstream_write(s->ts, chunk, n);
@@ -420,11 +423,12 @@ static void slow_consume(uv_timer_t *h) {
   }
 }
 
-static void test_bulk_32mib_both_ways(void **state) {
+static void bulk_both_ways(size_t chunk) {
   cr_tunnel_opts_t o = {.stream_window = TEST_STREAM_WINDOW, .send_high_water = TEST_HIGH_WATER};
   ctx_t *c = pair_new(MODE_BULK, &o, &o);
   cr_http_msg_t req;
   int err;
+  chunk_size = chunk;
   request_head(&req, "PUT", "/bulk", BULK_SIZE);
   sst_t *s = gw_open(c, &req, 1, &err);
   assert_non_null(s);
@@ -445,14 +449,19 @@ static void test_bulk_32mib_both_ways(void **state) {
   assert_int_equal(a->ended, 1);
   assert_int_equal(a->head.content_length, BULK_SIZE);
   /* window + high water + one producer chunk is all a sender may ever have ahead of its reader */
-  size_t bound = TEST_STREAM_WINDOW + TEST_HIGH_WATER + CHUNK;
+  size_t bound = TEST_STREAM_WINDOW + TEST_HIGH_WATER + chunk;
   assert_true(s->max_outstanding <= bound);
   assert_true(a->max_outstanding <= bound);
   assert_true(s->max_outstanding > TEST_STREAM_WINDOW / 2); /* the bound was actually exercised */
   assert_true(s->writable_calls > 0);
   assert_true(a->writable_calls > 0);
   pair_free(c);
+  chunk_size = CHUNK;
 }
+
+static void test_bulk_32mib_both_ways(void **state) { bulk_both_ways(CHUNK); }
+
+static void test_bulk_odd_writes_both_ways(void **state) { bulk_both_ways(7001); }
 
 static void test_backpressure_no_consume(void **state) {
   cr_tunnel_opts_t o = {.stream_window = 64 * 1024, .send_high_water = 32 * 1024};
@@ -849,6 +858,7 @@ int main(void) {
       cmocka_unit_test(test_post_roundtrip),
       cmocka_unit_test(test_1000_concurrent),
       cmocka_unit_test(test_bulk_32mib_both_ways),
+      cmocka_unit_test(test_bulk_odd_writes_both_ways),
       cmocka_unit_test(test_backpressure_no_consume),
       cmocka_unit_test(test_reset_by_gateway),
       cmocka_unit_test(test_reset_by_agent),
