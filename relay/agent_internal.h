@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "ccrelay/admin.h"
+#include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
 #include "ccrelay/memtrim.h"
@@ -56,6 +57,7 @@ struct agent {
    * warm); neither use can nest in the other, since no callback fires inside the calls they feed. */
   cr_http_msg_t scratch_head;
   cr_buf_t scratch_buf;
+  cr_freelist_t free_exchanges;
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_timer_t drain_timer;

@@ -46,3 +46,41 @@ void cr_wipe(void *p, size_t len) {
   while (len--)
     *v++ = 0;
 }
+
+void cr_freelist_init(cr_freelist_t *fl, size_t size, size_t max) {
+  fl->head = NULL;
+  fl->n = 0;
+  fl->max = max;
+  fl->size = CR_MAX(size, sizeof(void *));
+}
+
+void *cr_freelist_get(cr_freelist_t *fl) {
+  void *p = fl->head;
+  if (p == NULL)
+    return cr_calloc(1, fl->size);
+  memcpy(&fl->head, p, sizeof fl->head);
+  fl->n--;
+  memset(p, 0, fl->size);
+  return p;
+}
+
+void cr_freelist_put(cr_freelist_t *fl, void *p) {
+  if (p == NULL)
+    return;
+  if (fl->n >= fl->max) {
+    free(p);
+    return;
+  }
+  memcpy(p, &fl->head, sizeof fl->head);
+  fl->head = p;
+  fl->n++;
+}
+
+void cr_freelist_drain(cr_freelist_t *fl) {
+  void *p;
+  while ((p = fl->head) != NULL) {
+    memcpy(&fl->head, p, sizeof fl->head);
+    free(p);
+  }
+  fl->n = 0;
+}

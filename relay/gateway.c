@@ -63,6 +63,7 @@ typedef struct tunnel_handshake {
  * lingering close, so an unread request tail does not turn into a reset that destroys our answer). */
 typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING } pconn_state_t;
 #define LINGER_MS 2000
+#define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 
 typedef struct pconn pconn_t;
 
@@ -129,6 +130,7 @@ struct gateway {
    * once warm); the two uses never nest, since no callback fires inside the calls they feed. */
   cr_http_msg_t scratch_head;
   cr_buf_t scratch_out;
+  cr_freelist_t free_exchanges;
 };
 
 static void pconn_close(pconn_t *pc);
@@ -560,7 +562,7 @@ static size_t forwarded_value(char *out, size_t cap, const char *peer, const cha
 static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   gateway_t *gw = pc->gw;
   const cr_conf_gateway_t *conf = gw->conf;
-  exchange_t *x = cr_calloc(1, sizeof *x);
+  exchange_t *x = cr_freelist_get(&gw->free_exchanges);
   const char *why, *rid;
   cr_http_msg_t *fwd = &gw->scratch_head;
   cr_tunnel_t *t;
@@ -675,7 +677,7 @@ static void pconn_free_if_done(pconn_t *pc) {
     return;
   cr_http1_parser_free(pc->parser);
   cr_buf_free(&pc->pending);
-  free(pc->x);
+  cr_freelist_put(&pc->gw->free_exchanges, pc->x);
   free(pc);
 }
 
@@ -736,7 +738,7 @@ static void pconn_try_finish(pconn_t *pc) {
   if (!x->req_ended && !pc->close_after)
     return; /* answered early; the caller is still sending the request body */
   access_log(pc);
-  free(x);
+  cr_freelist_put(&pc->gw->free_exchanges, x);
   pc->x = NULL;
   if (pc->close_after || pc->gw->draining || pc->eof_seen) {
     /* close_notify first: a caller reading to EOF must see a clean end, not a truncation. */
@@ -769,7 +771,7 @@ static void pconn_bad_request(pconn_t *pc, int err) {
   cr_log_warn("bad request", "peer=%s reason=\"%s\"", pc->s->peer, msg);
   pc->close_after = 1;
   if (x == NULL) {
-    x = pc->x = cr_calloc(1, sizeof *x);
+    x = pc->x = cr_freelist_get(&pc->gw->free_exchanges);
     x->pc = pc;
     x->start_ms = now_ms(pc);
     cr_request_id_new(x->request_id);
@@ -1057,6 +1059,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   signal(SIGPIPE, SIG_IGN);
   gw->conf = conf;
   cr_http_msg_init(&gw->scratch_head, 0);
+  cr_freelist_init(&gw->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);
   cr_buf_init(&gw->scratch_out, 0);
   uv_loop_init(&gw->loop);
   cr_queue_init(&gw->handshakes);
@@ -1120,6 +1123,7 @@ out:
   free(gw->groups);
   cr_http_msg_free(&gw->scratch_head);
   cr_buf_free(&gw->scratch_out);
+  cr_freelist_drain(&gw->free_exchanges);
   free(gw);
   return code;
 }
