@@ -235,6 +235,30 @@ static void test_strip_hop_by_hop(void **state) {
   assert_string_equal(m.headers[1].name, "Accept");
   assert_string_equal(m.headers[2].name, "X-Secret-Hop-Not");
   cr_http_msg_free(&m);
+
+  /* More names in Connection than the one-pass strip gathers: the general path gives the same. */
+  cr_http_msg_init(&m, 0);
+  add(&m, "Host", "h");
+  add(&m, "X-9", "named ninth");
+  add(&m, "Connection", "a, b, c, d, e, f, g, h");
+  add(&m, "Accept", "kept");
+  add(&m, "connection", ", x-9 ,");
+  add(&m, "A", "named first");
+  add(&m, "Keep-Alive", "timeout=5");
+  cr_http_msg_strip_hop_by_hop(&m);
+  assert_int_equal(m.nheaders, 2);
+  assert_string_equal(m.headers[0].name, "Host");
+  assert_string_equal(m.headers[1].name, "Accept");
+  cr_http_msg_free(&m);
+
+  /* Nothing to strip: untouched, in order. */
+  cr_http_msg_init(&m, 0);
+  add(&m, "Host", "h");
+  add(&m, "Accept", "a");
+  cr_http_msg_strip_hop_by_hop(&m);
+  assert_int_equal(m.nheaders, 2);
+  assert_string_equal(m.headers[1].name, "Accept");
+  cr_http_msg_free(&m);
 }
 
 static void test_token_and_value_validity(void **state) {
