@@ -441,9 +441,9 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   x->status = resp->status;
   x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
   if (resp->content_length >= 0) {
-    snprintf(len, sizeof len, "%lld", (long long)resp->content_length);
+    size_t n = cr_u64_dec(len, (uint64_t)resp->content_length);
     if (resp->status != 204)
-      cr_http_msg_add_header(head, "Content-Length", 14, len, strlen(len));
+      cr_http_msg_add_header(head, "Content-Length", 14, len, n);
   } else if (!x->resp_no_body) {
     if (!x->http10) {
       x->resp_chunked = 1;

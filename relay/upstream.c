@@ -22,7 +22,6 @@
  * through a per-upstream deferral queue served by a zero timer on the next loop turn. */
 #include "ccrelay/upstream.h"
 
-#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1051,7 +1050,8 @@ static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_b
   cr_upstream_t *u = r->u;
   cr_http_msg_t *m = &u->scratch;
   char num[32];
-  int rc, len;
+  size_t len;
+  int rc;
   cr_http_msg_reset(m);
   rc = cr_http_msg_copy(m, head);
   if (rc < 0)
@@ -1066,8 +1066,8 @@ static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_b
   r->is_head = head->method != NULL && strcmp(head->method, "HEAD") == 0;
   if (head->content_length >= 0) {
     r->body_left = head->content_length;
-    len = snprintf(num, sizeof num, "%" PRId64, head->content_length);
-    rc = cr_http_msg_add_header(m, "Content-Length", 14, num, (size_t)len);
+    len = cr_u64_dec(num, (uint64_t)head->content_length);
+    rc = cr_http_msg_add_header(m, "Content-Length", 14, num, len);
     m->content_length = head->content_length;
     m->chunked = 0;
     if (head->content_length == 0)
