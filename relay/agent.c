@@ -294,6 +294,19 @@ static int agent_busy(void *arg) {
   return !cr_queue_empty(&a->exchanges);
 }
 
+/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
+static void agent_release_caches(void *arg) {
+  agent_t *a = arg;
+  cr_freelist_drain(&a->free_exchanges);
+  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
+    if (a->slots[i].tunnel)
+      cr_tunnel_release_caches(a->slots[i].tunnel);
+  for (size_t i = 0; a->routes && i < a->conf->nroutes; i++)
+    if (a->routes[i].up)
+      cr_upstream_release_caches(a->routes[i].up);
+  cr_http_msg_release_caches();
+}
+
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
@@ -619,7 +632,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_signal_init(&a->loop, &a->sigterm);
   uv_signal_init(&a->loop, &a->sigint);
   uv_timer_init(&a->loop, &a->drain_timer);
-  cr_memtrim_start(&a->loop, &a->memtrim, 1000, agent_busy, a);
+  cr_memtrim_start(&a->loop, &a->memtrim, 1000, agent_busy, agent_release_caches, a);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);

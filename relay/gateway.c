@@ -144,6 +144,18 @@ static int gateway_busy(void *arg) {
   return gw->npconns > 0 || !cr_queue_empty(&gw->handshakes);
 }
 
+/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
+static void gateway_release_caches(void *arg) {
+  gateway_t *gw = arg;
+  cr_queue_t *q;
+  cr_freelist_drain(&gw->free_exchanges);
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    cr_queue_foreach(q, &gw->groups[i].tunnels) {
+      cr_tunnel_release_caches(cr_queue_data(q, gw_tunnel_t, link)->tunnel);
+    }
+  cr_http_msg_release_caches();
+}
+
 /* ---------- agent identity -> relay group ---------- */
 
 static int name_in_group(const cr_conf_group_t *g, const char *name) {
@@ -1095,7 +1107,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_signal_init(&gw->loop, &gw->sigint);
   uv_signal_init(&gw->loop, &gw->sighup);
   uv_timer_init(&gw->loop, &gw->drain_timer);
-  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000, gateway_busy, gw);
+  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000, gateway_busy, gateway_release_caches, gw);
   gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw->drain_timer.data = gw;
   uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);

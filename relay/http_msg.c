@@ -452,3 +452,14 @@ const char *cr_http_reason(int status) {
   default: return "Unknown";
   }
 }
+
+void cr_http_msg_release_caches(void) {
+  while (free_blocks != NULL) {
+    cr_http_msg_block_t *b = free_blocks;
+    free_blocks = b->next;
+    free(b);
+  }
+  nfree_blocks = 0;
+  while (nfree_headers > 0)
+    free(free_headers[--nfree_headers]);
+}

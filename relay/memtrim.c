@@ -21,7 +21,10 @@ int cr_memtrim_due(const cr_memtrim_t *mt, size_t free_bytes, size_t used_bytes)
 
 static void on_check(uv_timer_t *t) {
   cr_memtrim_t *mt = t->data;
-  struct mallinfo2 mi = mallinfo2();
+  struct mallinfo2 mi;
+  if (mt->release != NULL && mt->busy != NULL && !mt->busy(mt->arg))
+    mt->release(mt->arg);
+  mi = mallinfo2();
   if (!cr_memtrim_due(mt, mi.fordblks, mi.uordblks))
     return;
   malloc_trim(0);
@@ -31,8 +34,10 @@ static void on_check(uv_timer_t *t) {
   cr_log_debug("heap trimmed", "free_kib=%zu used_kib=%zu", mi.fordblks / 1024, mi.uordblks / 1024);
 }
 
-void cr_memtrim_start(uv_loop_t *loop, cr_memtrim_t *mt, uint64_t interval_ms, int (*busy)(void *arg), void *arg) {
+void cr_memtrim_start(uv_loop_t *loop, cr_memtrim_t *mt, uint64_t interval_ms, int (*busy)(void *arg),
+                      void (*release)(void *arg), void *arg) {
   mt->busy = busy;
+  mt->release = release;
   mt->arg = arg;
   mt->last_free = mt->last_used = 0;
   uv_timer_init(loop, &mt->timer);

@@ -422,16 +422,21 @@ static int flush(cr_tunnel_t *t, int final) {
 
 /* ---- closing ---- */
 
-static void final_free(cr_tunnel_t *t) {
+void cr_tunnel_release_caches(cr_tunnel_t *t) {
   cr_queue_t *q;
   while (!cr_queue_empty(&t->free_outbufs)) {
     q = cr_queue_head(&t->free_outbufs);
     cr_queue_remove(q);
     free(cr_queue_data(q, outbuf_t, node));
   }
+  t->nfree_outbufs = 0;
+  cr_freelist_drain(&t->free_streams);
+}
+
+static void final_free(cr_tunnel_t *t) {
+  cr_tunnel_release_caches(t);
   cr_http_msg_free(&t->rx);
   free(t->nv);
-  cr_freelist_drain(&t->free_streams);
   if (t->cbs.on_close)
     t->cbs.on_close(t, t->close_err);
   free(t);

@@ -318,15 +318,20 @@ static const char *phase_of(const cr_upstream_req_t *r) {
 
 static void conn_maybe_free(conn_t *c);
 
-static void upstream_maybe_free(cr_upstream_t *u) {
+void cr_upstream_release_caches(cr_upstream_t *u) {
   cr_upstream_req_t *r;
-  if (!u->freeing || u->nconns > 0 || u->timers_open > 0)
-    return;
   while ((r = u->free_reqs) != NULL) {
     u->free_reqs = r->next_free;
     cr_buf_free(&r->out);
     free(r);
   }
+  u->nfree_reqs = 0;
+}
+
+static void upstream_maybe_free(cr_upstream_t *u) {
+  if (!u->freeing || u->nconns > 0 || u->timers_open > 0)
+    return;
+  cr_upstream_release_caches(u);
   cr_http_msg_free(&u->scratch);
   cr_tls_ctx_free(u->tls);
   free(u->name);

@@ -76,4 +76,7 @@ int cr_http_name_eq(const char *a, const char *b);
 /* Standard reason phrase ("Bad Gateway"), or "Unknown". */
 const char *cr_http_reason(int status);
 
+/* Frees the process-wide storage kept for the next messages (an idle process's memory trim). */
+void cr_http_msg_release_caches(void);
+
 #endif

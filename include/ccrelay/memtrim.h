@@ -10,14 +10,18 @@
 typedef struct cr_memtrim {
   uv_timer_t timer;
   int (*busy)(void *arg);
+  void (*release)(void *arg);
   void *arg;
   size_t last_free; /* the heap's free and used bytes right after the last trim */
   size_t last_used;
 } cr_memtrim_t;
 
 /* Starts checking every interval_ms. busy(arg) (may be NULL: always busy) says whether work is in
- * flight. */
-void cr_memtrim_start(uv_loop_t *loop, cr_memtrim_t *mt, uint64_t interval_ms, int (*busy)(void *arg), void *arg);
+ * flight; release(arg) (may be NULL), called at each check that finds the role idle, gives back the
+ * caches kept for the next burst (free lists), so their scattered chunks do not pin heap pages that
+ * the trim could otherwise return. */
+void cr_memtrim_start(uv_loop_t *loop, cr_memtrim_t *mt, uint64_t interval_ms, int (*busy)(void *arg),
+                      void (*release)(void *arg), void *arg);
 /* Closes the timer (the struct must live until the loop has run once more). */
 void cr_memtrim_stop(cr_memtrim_t *mt);
 /* The policy, given the heap's free and used bytes (mallinfo2's fordblks and uordblks): 1 when a

@@ -133,4 +133,7 @@ void *cr_tstream_data(const cr_tstream_t *ts);
 cr_tunnel_t *cr_tstream_tunnel(const cr_tstream_t *ts);
 int32_t cr_tstream_id(const cr_tstream_t *ts);
 
+/* Frees the stream and output buffers kept for the next burst (an idle process's memory trim). */
+void cr_tunnel_release_caches(cr_tunnel_t *t);
+
 #endif

@@ -100,4 +100,7 @@ void cr_upstream_req_pause(cr_upstream_req_t *r, int paused);
 void cr_upstream_req_cancel(cr_upstream_req_t *r);
 void *cr_upstream_req_data(const cr_upstream_req_t *r);
 
+/* Frees the request structures kept for the next burst (an idle process's memory trim). */
+void cr_upstream_release_caches(cr_upstream_t *u);
+
 #endif

@@ -50,8 +50,44 @@ static void test_start_stop(void **state) {
   (void)state;
   assert_int_equal(uv_loop_init(&loop), 0);
   busy_flag = 0;
-  cr_memtrim_start(&loop, &mt, 5, busy, &busy_flag);
+  cr_memtrim_start(&loop, &mt, 5, busy, NULL, &busy_flag);
   uv_run(&loop, UV_RUN_NOWAIT);
+  cr_memtrim_stop(&mt);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+typedef struct role {
+  int busy; /* first: busy() reads it through the same pointer */
+  int releases;
+} role_t;
+
+static void count_release(void *arg) { ((role_t *)arg)->releases++; }
+
+static void on_stop(uv_timer_t *t) { uv_stop(t->loop); }
+
+static void run_ms(uv_loop_t *loop, uint64_t ms) {
+  uv_timer_t t;
+  uv_timer_init(loop, &t);
+  uv_timer_start(&t, on_stop, ms, 0);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+/* The caches go back only at checks that find the role idle. */
+static void test_release_when_idle(void **state) {
+  uv_loop_t loop;
+  cr_memtrim_t mt;
+  role_t role = {.busy = 1, .releases = 0};
+  (void)state;
+  assert_int_equal(uv_loop_init(&loop), 0);
+  cr_memtrim_start(&loop, &mt, 5, busy, count_release, &role);
+  run_ms(&loop, 40);
+  assert_int_equal(role.releases, 0);
+  role.busy = 0;
+  run_ms(&loop, 40);
+  assert_true(role.releases > 0);
   cr_memtrim_stop(&mt);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&loop), 0);
@@ -61,6 +97,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_policy),
       cmocka_unit_test(test_start_stop),
+      cmocka_unit_test(test_release_when_idle),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

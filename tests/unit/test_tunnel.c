@@ -398,6 +398,20 @@ static void test_1000_concurrent(void **state) {
   assert_int_equal(c->nag, 1000);
   assert_int_equal(cr_tunnel_nstreams(c->gw), 0);
   assert_int_equal(cr_tunnel_nstreams(c->ag), 0);
+  /* an idle tunnel gives its caches back and goes on working */
+  cr_tunnel_release_caches(c->gw);
+  cr_tunnel_release_caches(c->ag);
+  cr_http_msg_release_caches();
+  request_head(&req, "POST", "/after-release", 5);
+  sst_t *after = gw_open(c, &req, 1, &err);
+  assert_non_null(after);
+  cr_http_msg_free(&req);
+  assert_int_equal(cr_tstream_write(after->ts, "again", 5), 0);
+  assert_int_equal(cr_tstream_end(after->ts), 0);
+  RUN_UNTIL(c, c->done_ok[GW] == 1001 && c->done_ok[AG] == 1001, 2000);
+  assert_int_equal(after->status, 200);
+  assert_int_equal(after->bodylen, 4);
+  assert_memory_equal(after->body, "ok:5", 4);
   pair_free(c);
 }
 

@@ -1213,6 +1213,11 @@ static void test_pool_follows_demand(void **state) {
   assert_int_equal(idle_count(t), 1);
   run_for(t, 300);
   assert_int_equal(idle_count(t), 1);
+  /* idle: the request caches go back, and the next request still works */
+  cr_upstream_release_caches(t->u);
+  start(t, "GET", "/hello", 0, -1);
+  wait_done(t, 1500);
+  expect_ok(t, 200);
   tc_free(t);
 }
 
