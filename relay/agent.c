@@ -288,10 +288,14 @@ static void control_finish(exchange_t *x) {
   cr_buf_free(&out);
 }
 
-/* Requests in flight: heap they freed is likely to be wanted again soon. */
+/* Requests in flight, or begun since the previous check: heap they freed is likely to be wanted
+ * again soon. (Under load there are instants with none in flight; trimming or dropping the caches at
+ * such an instant would cost page faults and allocations a moment later.) */
 static int agent_busy(void *arg) {
-  const agent_t *a = arg;
-  return !cr_queue_empty(&a->exchanges);
+  agent_t *a = arg;
+  int busy = !cr_queue_empty(&a->exchanges) || a->exchanges_begun != a->exchanges_seen;
+  a->exchanges_seen = a->exchanges_begun;
+  return busy;
 }
 
 /* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
@@ -326,6 +330,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   else
     cr_request_id_new(x->request_id);
   cr_queue_insert_tail(&a->exchanges, &x->link);
+  a->exchanges_begun++;
   cr_tstream_set_callbacks(ts, &ts_cbs, x);
 
   if (req->target && strncmp(req->target, CR_CONTROL_PREFIX, strlen(CR_CONTROL_PREFIX)) == 0) {

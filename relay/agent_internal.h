@@ -50,6 +50,8 @@ struct agent {
   route_rt_t *routes;      /* conf->nroutes */
   struct slot *slots;
   cr_queue_t exchanges;
+  uint64_t exchanges_begun; /* ever; memtrim's busy check compares it with exchanges_seen */
+  uint64_t exchanges_seen;
   size_t tunnels_up;
   agent_trust_t trust;
   cr_admin_t *admin;

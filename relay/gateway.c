@@ -119,6 +119,8 @@ struct gateway {
   cr_queue_t handshakes;
   cr_queue_t pconns;
   size_t npconns;
+  uint64_t pconns_begun; /* ever; memtrim's busy check compares it with pconns_seen */
+  uint64_t pconns_seen;
   uv_signal_t sigterm;
   uv_signal_t sigint;
   uv_signal_t sighup;
@@ -138,10 +140,13 @@ static void on_idle_timeout(cr_deadline_t *d);
 static void pconn_try_finish(pconn_t *pc);
 static int pconn_start_reading(pconn_t *pc);
 
-/* Callers connected (or connecting): heap they freed is likely to be wanted again soon. */
+/* Callers connected (or connecting), or arrived since the previous check: heap they freed is likely
+ * to be wanted again soon (callers opening a connection per request leave instants with none). */
 static int gateway_busy(void *arg) {
-  const gateway_t *gw = arg;
-  return gw->npconns > 0 || !cr_queue_empty(&gw->handshakes);
+  gateway_t *gw = arg;
+  int busy = gw->npconns > 0 || !cr_queue_empty(&gw->handshakes) || gw->pconns_begun != gw->pconns_seen;
+  gw->pconns_seen = gw->pconns_begun;
+  return busy;
 }
 
 /* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
@@ -928,6 +933,7 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
   pc->s->data = pc;
   cr_queue_insert_tail(&gw->pconns, &pc->link);
   gw->npconns++;
+  gw->pconns_begun++;
   cr_deadline_set(&pc->deadline, on_idle_timeout, gw->conf->public_.header_timeout_ms);
   if (cr_tls_stream_handshake(pc->s, on_public_handshake) < 0)
     pconn_close(pc);

@@ -10,8 +10,8 @@
 /* An idle process (the role says nothing is in flight) gives back what it holds above this. */
 #define IDLE_THRESHOLD (256u * 1024)
 
-int cr_memtrim_due(const cr_memtrim_t *mt, size_t free_bytes, size_t used_bytes) {
-  size_t threshold = mt->busy == NULL || mt->busy(mt->arg) ? BURST_THRESHOLD : IDLE_THRESHOLD;
+int cr_memtrim_due(const cr_memtrim_t *mt, int busy, size_t free_bytes, size_t used_bytes) {
+  size_t threshold = busy ? BURST_THRESHOLD : IDLE_THRESHOLD;
   if (free_bytes < threshold)
     return 0;
   /* Trimmed pages still count as free heap: without a change since the last trim there is nothing
@@ -21,11 +21,12 @@ int cr_memtrim_due(const cr_memtrim_t *mt, size_t free_bytes, size_t used_bytes)
 
 static void on_check(uv_timer_t *t) {
   cr_memtrim_t *mt = t->data;
+  int busy = mt->busy == NULL || mt->busy(mt->arg);
   struct mallinfo2 mi;
-  if (mt->release != NULL && mt->busy != NULL && !mt->busy(mt->arg))
+  if (!busy && mt->release != NULL)
     mt->release(mt->arg);
   mi = mallinfo2();
-  if (!cr_memtrim_due(mt, mi.fordblks, mi.uordblks))
+  if (!cr_memtrim_due(mt, busy, mi.fordblks, mi.uordblks))
     return;
   malloc_trim(0);
   mi = mallinfo2();

@@ -20,27 +20,18 @@ static int busy(void *arg) { return *(int *)arg; }
 static void test_policy(void **state) {
   cr_memtrim_t mt = {.busy = busy, .arg = &busy_flag};
   (void)state;
-  busy_flag = 0;
-  assert_false(cr_memtrim_due(&mt, 100 * KIB, 5 * MIB)); /* idle, too little to bother */
-  assert_true(cr_memtrim_due(&mt, 300 * KIB, 5 * MIB));  /* idle: give it back */
-  busy_flag = 1;
-  assert_false(cr_memtrim_due(&mt, 300 * KIB, 5 * MIB)); /* busy: about to be reused */
-  assert_false(cr_memtrim_due(&mt, 7 * MIB, 5 * MIB));
-  assert_true(cr_memtrim_due(&mt, 9 * MIB, 5 * MIB));    /* busy, but after a burst */
+  assert_false(cr_memtrim_due(&mt, 0, 100 * KIB, 5 * MIB)); /* idle, too little to bother */
+  assert_true(cr_memtrim_due(&mt, 0, 300 * KIB, 5 * MIB));  /* idle: give it back */
+  assert_false(cr_memtrim_due(&mt, 1, 300 * KIB, 5 * MIB)); /* busy: about to be reused */
+  assert_false(cr_memtrim_due(&mt, 1, 7 * MIB, 5 * MIB));
+  assert_true(cr_memtrim_due(&mt, 1, 9 * MIB, 5 * MIB));    /* busy, but after a burst */
 
   /* right after a trim that left these numbers, the same numbers are not worth another */
   mt.last_free = 9 * MIB;
   mt.last_used = 5 * MIB;
-  assert_false(cr_memtrim_due(&mt, 9 * MIB, 5 * MIB));
-  assert_true(cr_memtrim_due(&mt, 9 * MIB, 5 * MIB + 64)); /* the heap moved since */
-  busy_flag = 0;
-  assert_false(cr_memtrim_due(&mt, 9 * MIB, 5 * MIB));
-
-  /* no busy callback: always treated as busy */
-  mt.busy = NULL;
-  mt.last_free = mt.last_used = 0;
-  assert_false(cr_memtrim_due(&mt, 300 * KIB, 5 * MIB));
-  assert_true(cr_memtrim_due(&mt, 9 * MIB, 5 * MIB));
+  assert_false(cr_memtrim_due(&mt, 1, 9 * MIB, 5 * MIB));
+  assert_true(cr_memtrim_due(&mt, 1, 9 * MIB, 5 * MIB + 64)); /* the heap moved since */
+  assert_false(cr_memtrim_due(&mt, 0, 9 * MIB, 5 * MIB));
 }
 
 /* Start and stop leave no handle behind. */
