@@ -43,8 +43,9 @@ static char plain_buf[16 * 1024];
 #define FREE_KEEP_IDLE 2
 #define OBUF_MIN (STAGE_MAX + 1024)
 #define OBUF_KEEP_MAX (80 * 1024)  /* a bigger first segment is freed, not kept */
-#define OBUF_SEGS 8                /* then the last segment grows instead */
-#define OBUF_SEG_MIN (64 * 1024)
+#define OBUF_SEGS 32               /* then the last segment grows instead */
+#define OBUF_SEG (64 * 1024)       /* every segment after the first, recycled */
+#define FREE_SEGS_MAX 32
 #define SWEEP_MS 1000
 
 typedef struct completion {
@@ -54,9 +55,12 @@ typedef struct completion {
 
 typedef struct tls_stream tls_stream_t;
 
-/* Ciphertext for one lower write, and the user writes it completes. A turn's records go into a few
+/* Ciphertext for one lower write, and the user writes it completes. A turn's records go into
  * segments written with one writev: growing one buffer would copy everything written so far each time
- * it doubled, which cost a big transfer about 5 % of the gateway's CPU. */
+ * it doubled, which cost a big transfer about 5 % of the gateway's CPU. Segments after the first are
+ * all OBUF_SEG and come from a free list: segments doubling in size were fresh allocations each turn
+ * (past glibc's mmap threshold), so every byte of a big response was written to a page that faulted
+ * in and was cold in cache. */
 typedef struct obuf {
   struct obuf *next_free;
   tls_stream_t *t;
@@ -164,6 +168,8 @@ static void set_err(tls_stream_t *t, const char *fmt, ...) {
  * idle ones hold none. */
 static char *free_stages[FREE_STAGES_MAX];
 static unsigned nfree_stages;
+static char *free_segs[FREE_SEGS_MAX];
+static unsigned nfree_segs;
 static obuf_t *free_obufs;
 static unsigned nfree_obufs;
 static char empty_write[1];
@@ -178,6 +184,19 @@ static char *stage_get(void) {
 static void stage_put(char *p) {
   if (nfree_stages < FREE_STAGES_MAX)
     free_stages[nfree_stages++] = p;
+  else
+    free(p);
+}
+
+static char *seg_get(void) {
+  free_list_uses++;
+  return nfree_segs ? free_segs[--nfree_segs] : cr_malloc(OBUF_SEG);
+}
+
+/* A segment that had to grow past OBUF_SEG is not the free list's size: freed. */
+static void seg_put(char *p, size_t cap) {
+  if (cap == OBUF_SEG && nfree_segs < FREE_SEGS_MAX)
+    free_segs[nfree_segs++] = p;
   else
     free(p);
 }
@@ -205,7 +224,7 @@ static void obuf_put(obuf_t *o) {
   if (o->items != o->inline_items)
     free(o->items);
   for (unsigned i = 1; i < o->nseg; i++)
-    free(o->seg[i].base);
+    seg_put(o->seg[i].base, o->cap[i]);
   if (nfree_obufs >= FREE_OBUFS_MAX || o->cap[0] > OBUF_KEEP_MAX) {
     free(o->seg[0].base);
     free(o);
@@ -224,6 +243,8 @@ static void free_lists_shrink(void) {
   }
   while (nfree_stages > FREE_KEEP_IDLE)
     free(free_stages[--nfree_stages]);
+  while (nfree_segs > FREE_KEEP_IDLE)
+    free(free_segs[--nfree_segs]);
   while (nfree_obufs > FREE_KEEP_IDLE) {
     obuf_t *o = free_obufs;
     free_obufs = o->next_free;
@@ -258,13 +279,12 @@ static int bio_write_cb(BIO *b, const char *data, int len) {
       *cap = CR_MAX(want, (size_t)OBUF_MIN);
       seg->base = cr_malloc(*cap);
     } else if (o->nseg < OBUF_SEGS) {
-      /* Each segment twice the last: a turn's output reaches megabytes before the last one grows. */
-      size_t next = CR_MAX((size_t)OBUF_SEG_MIN, *cap * 2);
+      /* OpenSSL writes a record at a time, so a record never needs more than one segment */
       o->nseg++;
       seg++;
       cap++;
-      *cap = CR_MAX((size_t)len, next);
-      *seg = uv_buf_init(cr_malloc(*cap), 0);
+      *cap = CR_MAX((size_t)len, (size_t)OBUF_SEG);
+      *seg = uv_buf_init(*cap == OBUF_SEG ? seg_get() : cr_malloc(*cap), 0);
     } else {
       *cap = CR_MAX(want, *cap * 2);
       seg->base = cr_realloc(seg->base, *cap);
