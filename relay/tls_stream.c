@@ -29,9 +29,11 @@
 #include "ccrelay/tls.h"
 #include "tls_internal.h"
 
-/* One full TLS record of plaintext. Delivered synchronously and never kept, so one buffer serves
- * every connection of the (single-threaded) process. */
-static char plain_buf[16 * 1024];
+/* Plaintext of the records one lower read brought (up to four full ones). Delivered synchronously and
+ * never kept, so one buffer serves every connection of the (single-threaded) process. */
+#define PLAIN_BUF_SIZE (64 * 1024)
+#define RECORD_PLAIN_MAX (16 * 1024)
+static char plain_buf[PLAIN_BUF_SIZE];
 
 #define STAGE_MAX (16 * 1024)      /* plaintext of one full record */
 #define DIRECT_MIN (8 * 1024)      /* writes this big are encrypted at once, never staged */
@@ -113,6 +115,7 @@ struct tls_stream {
   size_t write_queued;   /* plaintext bytes whose ciphertext the lower stream has not written */
   int lower_end;         /* the lower stream's UV_EOF or error, once it reported one */
   int hs_result;         /* handshake outcome waiting for the idle callback to report it */
+  int read_end;          /* SSL_read's end (SSL_ERROR_*) found behind data still to deliver; 0 if none */
   unsigned pending_closes;
   unsigned hs_started : 1;
   unsigned hs_finished : 1;
@@ -639,22 +642,53 @@ static void describe_failure(tls_stream_t *t, const char *what) {
              t->notes.sent_alert >= 0 ? alert_text(t->notes.sent_alert) : "", t->notes.sent_alert >= 0 ? ")" : "");
 }
 
+/* Decrypts the records already here into plain_buf, as many as fit. *e is SSL_ERROR_NONE when more
+ * may be decrypted, SSL_ERROR_WANT_READ when nothing is left to decrypt, or the SSL_read failure that
+ * ended it; a fatal one is described now, while OpenSSL's error queue still says why. */
+static size_t decrypt_ready(tls_stream_t *t, int *e) {
+  size_t fill = 0;
+  int n;
+  *e = SSL_ERROR_NONE;
+  do {
+    clear_errors();
+    n = SSL_read(t->ssl, plain_buf + fill, (int)(sizeof plain_buf - fill));
+    if (n <= 0) {
+      *e = SSL_get_error(t->ssl, n);
+      if (*e != SSL_ERROR_WANT_READ && *e != SSL_ERROR_ZERO_RETURN) {
+        t->fatal = 1;
+        describe_failure(t, "");
+      }
+      return fill;
+    }
+    fill += (size_t)n;
+  } while (sizeof plain_buf - fill >= RECORD_PLAIN_MAX && (input_pending(t) > 0 || SSL_has_pending(t->ssl)));
+  /* With no ciphertext left on either side of the BIO the next SSL_read can only ask for more: skip
+   * that call (a few hundred ns of OpenSSL state and error-queue checks per read event). */
+  if (input_pending(t) == 0 && !SSL_has_pending(t->ssl))
+    *e = SSL_ERROR_WANT_READ;
+  return fill;
+}
+
+/* Hands the user every record a read brought in one call (one nghttp2_session_mem_recv, whole DATA
+ * frames encrypted straight through instead of pieces staged and copied) rather than one per record. */
 static void pump(tls_stream_t *t) {
-  int n, e;
+  int e;
+  size_t fill;
   if (!t->established || t->read_done)
     return;
   while (t->reading && !t->closing && !t->read_done) {
-    clear_errors();
-    n = SSL_read(t->ssl, plain_buf, sizeof plain_buf);
-    if (n > 0) {
-      t->read_cb(&t->base, n, plain_buf);
-      /* With no ciphertext left on either side of the BIO the next SSL_read can only ask for more:
-       * skip that call (a few hundred ns of OpenSSL state and error-queue checks per read event). */
-      if (input_pending(t) > 0 || SSL_has_pending(t->ssl) || !t->reading || t->closing || t->read_done)
-        continue;
-      e = SSL_ERROR_WANT_READ;
+    if (t->read_end) {
+      e = t->read_end;
+      t->read_end = 0;
     } else {
-      e = SSL_get_error(t->ssl, n);
+      fill = decrypt_ready(t, &e);
+      if (fill > 0) {
+        if (e != SSL_ERROR_NONE && e != SSL_ERROR_WANT_READ)
+          t->read_end = e; /* the data before the end is delivered first */
+        t->read_cb(&t->base, (ssize_t)fill, plain_buf);
+        if (e != SSL_ERROR_WANT_READ || !t->reading || t->closing || t->read_done)
+          continue;
+      }
     }
     if (e == SSL_ERROR_WANT_READ) {
       /* Post-handshake messages (tickets, key updates) may have produced an answer. */
@@ -679,8 +713,7 @@ static void pump(tls_stream_t *t) {
       deliver_end(t, UV_EOF);
       return;
     }
-    t->fatal = 1;
-    describe_failure(t, "");
+    /* decrypt_ready marked the stream fatal and said why */
     flush(t); /* our alert tells the peer why */
     deliver_end(t, CR_ETLS);
     return;
@@ -848,7 +881,7 @@ static int tls_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
   if (t->read_done)
     return 0;
   /* Whatever arrived while stopped is delivered on the next loop turn, not inside this call. */
-  if (input_pending(t) > 0 || SSL_has_pending(t->ssl) || t->lower_end)
+  if (input_pending(t) > 0 || SSL_has_pending(t->ssl) || t->lower_end || t->read_end)
     defer(t);
   return lower_read_start(t);
 }

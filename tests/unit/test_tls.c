@@ -581,20 +581,26 @@ static void test_truncation(void **state) {
   pair_finish(pr);
 }
 
-static int server_got_3(pair_t *pr) { return pr->srv.rx_len >= 27000; }
+static int server_got_all(pair_t *pr) { return pr->srv.rx_len >= 90000; }
 static int server_got_1(pair_t *pr) { return pr->srv.reads >= 1; }
+static int server_ended(pair_t *pr) { return pr->srv.ended; }
 
-static void test_read_stop(void **state) {
+/* A connected pair whose client sent n records of 9000 bytes (big enough to be encrypted at once:
+ * small writes share a record) while the server was not reading. */
+static pair_t *pair_with_records(int n) {
   pair_t *pr = pair_start(server_ctx("server", 0, NULL, 0, NULL), client_ctx(NULL, NULL), "localhost");
-  static char chunk[9000]; /* big enough to be encrypted at once: small writes share a record */
+  static char chunk[9000];
   uv_buf_t b = uv_buf_init(chunk, sizeof chunk);
-  (void)state;
   memset(chunk, 'x', sizeof chunk);
   assert_true(run_until(pr, both_hs));
-  /* Three records, sent before the server reads at all: they arrive together. */
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < n; i++)
     assert_int_equal(cr_stream_write(pr->cli.tls, &b, 1, wrote, NULL), 0);
-  assert_int_equal(cr_stream_shutdown(pr->cli.tls, NULL, NULL), 0);
+  return pr;
+}
+
+/* The server starts reading, stops inside its first delivery, and must hear nothing more; then it
+ * reads again. */
+static void read_first_then_resume(pair_t *pr) {
   run_for(pr, 50);
   assert_int_equal(pr->srv.reads, 0); /* not reading yet: nothing delivered */
   pr->srv.stop_on_first = 1;
@@ -603,15 +609,58 @@ static void test_read_stop(void **state) {
   assert_true(run_until(pr, server_got_1));
   run_for(pr, 100);
   assert_int_equal(pr->srv.reads, 1);
-  assert_int_equal(pr->srv.rx_len, 9000);
-  assert_false(pr->srv.ended);
+  assert_false(pr->srv.ended); /* an end found behind the data waits for the user to read again */
   pr->srv.stop_on_first = 0;
   assert_int_equal(cr_stream_read_start(pr->srv.tls, on_read), 0);
-  assert_true(run_until(pr, server_got_3));
+  assert_false(pr->srv.ended);
+}
+
+/* Ten records: one read event brings several, delivered together; a read_stop inside that delivery
+ * holds the rest back until read_start. */
+static void test_read_stop(void **state) {
+  pair_t *pr = pair_with_records(10);
+  (void)state;
+  assert_int_equal(cr_stream_shutdown(pr->cli.tls, NULL, NULL), 0);
+  read_first_then_resume(pr);
+  assert_int_equal(pr->srv.rx_len % 9000, 0); /* whole records */
+  assert_true(pr->srv.rx_len >= 18000);       /* more than one per delivery */
+  assert_true(pr->srv.rx_len < 90000);        /* the stop held the rest back */
+  assert_true(run_until(pr, server_got_all));
   run_for(pr, 30);
-  assert_int_equal(pr->srv.rx_len, 27000);
+  assert_int_equal(pr->srv.rx_len, 90000);
   assert_true(pr->srv.ended);
   assert_int_equal(pr->srv.end_status, UV_EOF);
+  pair_finish(pr);
+}
+
+/* Records and the peer's close_notify in one read: the data is delivered first, the end after it. */
+static void test_end_behind_data(void **state) {
+  pair_t *pr = pair_with_records(3);
+  (void)state;
+  assert_int_equal(cr_stream_shutdown(pr->cli.tls, NULL, NULL), 0);
+  read_first_then_resume(pr);
+  assert_int_equal(pr->srv.rx_len, 27000);
+  assert_true(run_until(pr, server_ended));
+  assert_int_equal(pr->srv.reads, 1);
+  assert_int_equal(pr->srv.end_status, UV_EOF);
+  pair_finish(pr);
+}
+
+/* Records and then a forged one in one read: the good data is delivered first, and the failure is
+ * reported after it with the reason OpenSSL gave when it happened. */
+static void test_failure_behind_data(void **state) {
+  pair_t *pr = pair_with_records(2);
+  static char forged[5 + 32] = {0x17, 0x03, 0x03, 0x00, 0x20}; /* application data, 32 bytes of zeros */
+  uv_buf_t f = uv_buf_init(forged, sizeof forged);
+  (void)state;
+  run_for(pr, 30); /* the records leave before the forged bytes */
+  assert_int_equal(cr_stream_write(pr->cli.tcp, &f, 1, NULL, NULL), 0);
+  read_first_then_resume(pr);
+  assert_int_equal(pr->srv.rx_len, 18000);
+  assert_true(run_until(pr, server_ended));
+  assert_int_equal(pr->srv.reads, 1);
+  assert_int_equal(pr->srv.end_status, CR_ETLS);
+  assert_non_null(strstr(pr->srv.end_err, "bad record mac"));
   pair_finish(pr);
 }
 
@@ -781,6 +830,8 @@ int main(void) {
       cmocka_unit_test(test_tls13_only_refuses_tls12),
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_read_stop),
+      cmocka_unit_test(test_end_behind_data),
+      cmocka_unit_test(test_failure_behind_data),
       cmocka_unit_test(test_close_during_handshake),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
