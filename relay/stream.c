@@ -15,6 +15,11 @@
 #define READ_BUF_SIZE (64 * 1024)
 static char shared_read_buf[READ_BUF_SIZE];
 static int shared_read_buf_busy;
+/* Full reads in a row before the loop is given back: libuv would read up to 32 times (2 MiB) per
+ * readiness event, and everything read is processed, re-encrypted and queued before this turn's
+ * writes go out. A bounded burst keeps a busy stream's output flowing every 256 KiB and its working
+ * set in cache; epoll reports the socket again on the next turn. */
+#define READ_BURST_MAX 4
 
 typedef struct tcp_write {
   uv_write_t req;
@@ -47,6 +52,7 @@ typedef struct tcp_stream {
   uv_check_t done_check;
   uv_idle_t done_idle;
   unsigned uv_writes; /* uv_write requests whose write_done has not run */
+  unsigned read_burst; /* full reads since libuv last found the socket drained */
   unsigned closes_pending;
   tcp_write_t wr; /* the usual single write in flight needs no allocation */
   unsigned wr_busy : 1;
@@ -139,8 +145,13 @@ static tcp_stream_t *tcp_alloc(uv_loop_t *loop) {
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
+  tcp_stream_t *t = h->data;
   (void)suggested;
+  if (t->read_burst >= READ_BURST_MAX) {
+    t->read_burst = 0;
+    *buf = uv_buf_init(NULL, 0); /* UV_ENOBUFS: read_cb ignores it, libuv reads on the next turn */
+    return;
+  }
   if (shared_read_buf_busy) {
     /* A read callback started another read synchronously: libuv then reports UV_ENOBUFS, which
      * read_cb below ignores, so the socket is read again on the next turn. It cannot happen with
@@ -156,6 +167,8 @@ static void read_cb(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf) {
   tcp_stream_t *t = h->data;
   if (buf->base == shared_read_buf)
     shared_read_buf_busy = 0;
+  /* libuv keeps reading only after a read that filled the buffer */
+  t->read_burst = nread == READ_BUF_SIZE ? t->read_burst + 1 : 0;
   if (nread == 0 || (nread == UV_ENOBUFS && buf->base == NULL))
     return; /* EAGAIN, or alloc_cb declined this turn: libuv reads again on the next one */
   if (nread < 0) {

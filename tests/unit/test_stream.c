@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/stream.h"
@@ -36,6 +39,9 @@ typedef struct ctx {
   int chain_left; /* writes still to issue from the write callback */
   int chain_next;
   char byte;
+  uv_prepare_t turn_prep; /* counts loop turns, for the read burst test */
+  unsigned turn, rx_turn;
+  size_t rx_this_turn, rx_turn_max;
 } ctx_t;
 
 static unsigned char *big;
@@ -50,6 +56,13 @@ static void server_read(cr_stream_t *s, ssize_t n, const char *data) {
     if ((unsigned char)data[i] != (unsigned char)((c->rx + (size_t)i) * 7 % 251))
       c->rx_bad = 1;
   c->rx += (size_t)n;
+  if (c->rx_turn != c->turn) {
+    c->rx_turn = c->turn;
+    c->rx_this_turn = 0;
+  }
+  c->rx_this_turn += (size_t)n;
+  if (c->rx_this_turn > c->rx_turn_max)
+    c->rx_turn_max = c->rx_this_turn;
 }
 
 static void on_accept(cr_listener_t *l, cr_stream_t *conn, void *arg) {
@@ -188,6 +201,52 @@ static void test_big_then_small_in_order(void **state) {
   teardown_pair(&c);
 }
 
+/* The stream API hides the socket: find the accepted one (local port lport, connected). */
+static void grow_accepted_rcvbuf(unsigned lport) {
+  int size = 4 * 1024 * 1024, found = 0;
+  for (int fd = 3; fd < 1024 && !found; fd++) {
+    struct sockaddr_in a;
+    socklen_t alen = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &alen) != 0 || a.sin_family != AF_INET || ntohs(a.sin_port) != lport)
+      continue;
+    alen = sizeof a;
+    if (getpeername(fd, (struct sockaddr *)&a, &alen) != 0)
+      continue; /* the listener */
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size), 0);
+    found = 1;
+  }
+  assert_true(found);
+}
+
+static void count_turn(uv_prepare_t *h) {
+  ctx_t *c = h->data;
+  c->turn++;
+}
+
+/* Megabytes waiting in the socket are read a bounded burst per loop turn (4 reads of 64 KiB), so the
+ * rest of the loop (the writes this data causes) runs between bursts. */
+static void test_read_burst_bounded(void **state) {
+  ctx_t c;
+  (void)state;
+  setup_pair(&c);
+  uv_prepare_init(&c.loop, &c.turn_prep);
+  c.turn_prep.data = &c;
+  uv_prepare_start(&c.turn_prep, count_turn);
+  /* A receive buffer big enough to hold megabytes while the server is not reading. */
+  grow_accepted_rcvbuf(cr_listener_port(c.lis));
+  assert_int_equal(cr_stream_read_stop(c.server), 0);
+  assert_int_equal(write_pattern(&c, big, BIG_SIZE, wcb, 1), 0);
+  for (int i = 0; i < 10; i++) /* let the socket buffers fill */
+    uv_run(&c.loop, UV_RUN_ONCE);
+  assert_int_equal(cr_stream_read_start(c.server, server_read), 0);
+  run_until_rx(&c, BIG_SIZE);
+  assert_true(c.rx_turn_max > 64 * 1024);       /* more than one read per turn happened */
+  assert_true(c.rx_turn_max <= 4 * 64 * 1024);  /* and no more than the burst */
+  run_until(&c, &c.ncb, 1);
+  uv_close((uv_handle_t *)&c.turn_prep, NULL);
+  teardown_pair(&c);
+}
+
 static void chain_cb(cr_stream_t *s, int status, void *arg) {
   ctx_t *c = s->data;
   wcb(s, status, arg);
@@ -253,6 +312,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_writes_complete_later_in_order),
       cmocka_unit_test(test_big_then_small_in_order),
+      cmocka_unit_test(test_read_burst_bounded),
       cmocka_unit_test(test_write_from_callback_chain),
       cmocka_unit_test(test_close_with_completions_pending),
       cmocka_unit_test(test_close_after_completions),
