@@ -373,6 +373,18 @@ void cr_x509_common_name(X509 *cert, char *out, size_t outlen) {
 
 static cr__tls_notes_t *notes_of(SSL *ssl) { return ssl ? SSL_get_ex_data(ssl, notes_index) : NULL; }
 
+static char *note_text(char **slot) {
+  if (*slot == NULL)
+    *slot = cr_malloc(CR__TLS_NOTE_MAX);
+  return *slot;
+}
+
+void cr__tls_notes_release(cr__tls_notes_t *notes) {
+  free(notes->verify_why);
+  free(notes->verify_warn);
+  notes->verify_why = notes->verify_warn = NULL;
+}
+
 static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
   cr_tls_ctx_t *ctx = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
@@ -380,19 +392,19 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   X509 *cert = X509_STORE_CTX_get_current_cert(store);
   char subject[160];
   if (!preverify_ok && ctx && ctx->crl_soft && cr_trust_crl_soft_error(X509_STORE_CTX_get_error(store))) {
-    if (notes && notes->verify_warn[0] == '\0') {
+    if (notes && notes->verify_warn == NULL) {
       cr_x509_name_oneline(cert ? X509_get_subject_name(cert) : NULL, subject, sizeof subject);
-      snprintf(notes->verify_warn, sizeof notes->verify_warn, "%s (depth %d, subject %s)",
+      snprintf(note_text(&notes->verify_warn), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
                X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)),
                X509_STORE_CTX_get_error_depth(store), subject[0] ? subject : "unknown");
     }
     return 1; /* soft revocation: a missing or stale CRL is logged by the caller, not fatal */
   }
   if (!preverify_ok) {
-    if (notes && notes->verify_why[0] == '\0') {
+    if (notes && notes->verify_why == NULL) {
       int e = X509_STORE_CTX_get_error(store);
       cr_x509_name_oneline(cert ? X509_get_subject_name(cert) : NULL, subject, sizeof subject);
-      snprintf(notes->verify_why, sizeof notes->verify_why, "%s (depth %d, subject %s)",
+      snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
                X509_verify_cert_error_string(e), X509_STORE_CTX_get_error_depth(store),
                subject[0] ? subject : "unknown");
     }
@@ -402,7 +414,7 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
     char why[200] = "";
     if (ctx->peer_check(cert, ctx->peer_check_arg, why, sizeof why) != 0) {
       if (notes)
-        snprintf(notes->verify_why, sizeof notes->verify_why, "%s",
+        snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s",
                  why[0] ? why : "peer certificate refused by policy");
       X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
       return 0;
@@ -673,7 +685,7 @@ SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes) {
   SSL *ssl = SSL_new(ctx->ssl_ctx);
   if (ssl == NULL)
     return NULL;
-  notes->verify_why[0] = '\0';
+  cr__tls_notes_release(notes);
   notes->peer_alert = -1;
   notes->sent_alert = -1;
   notes->alpn_refused = 0;

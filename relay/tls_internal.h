@@ -8,15 +8,20 @@
 
 #include "ccrelay/tls.h"
 
+/* Most connections verify cleanly, so the texts are allocated (CR__TLS_NOTE_MAX bytes) when first
+ * written: inline they were 640 bytes of every idle connection. */
+#define CR__TLS_NOTE_MAX 320
 typedef struct cr__tls_notes {
-  char verify_why[320]; /* why the verify callback refused, "" when it did not */
-  char verify_warn[320]; /* what soft revocation forgave, "" when nothing */
+  char *verify_why;     /* why the verify callback refused; NULL when it did not */
+  char *verify_warn;    /* what soft revocation forgave; NULL when nothing */
   int peer_alert;       /* last fatal alert received, or -1 */
   int sent_alert;       /* last fatal alert we sent, or -1 */
   int alpn_refused;     /* the server found no protocol of ours in the client's offer */
   const char *server_name; /* client: the name the server is verified against (owned by the stream) */
 } cr__tls_notes_t;
 
+/* Frees the texts notes hold; the notes stay usable (as if nothing was written). */
+void cr__tls_notes_release(cr__tls_notes_t *notes);
 /* A new SSL on ctx's SSL_CTX with notes attached (the caller keeps notes alive as long as the SSL),
  * and one more reference on ctx, released with cr__tls_ctx_unref. */
 SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes);

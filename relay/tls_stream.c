@@ -741,7 +741,7 @@ static int handshake_status(tls_stream_t *t) {
   }
   if (vr != X509_V_OK) {
     cr__tls_drain_errors(queue, sizeof queue);
-    if (t->notes.verify_why[0])
+    if (t->notes.verify_why)
       set_err(t, "%s", t->notes.verify_why);
     else
       set_err(t, "%s", X509_verify_cert_error_string(vr));
@@ -1017,6 +1017,7 @@ static void close_step(tls_stream_t *t) {
     cb(&t->base); /* may still ask cr_tls_stream_error */
   free(t->err);
   free(t->server_name);
+  cr__tls_notes_release(&t->notes);
   free(t);
 }
 
@@ -1133,7 +1134,8 @@ X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
 }
 
 const char *cr_tls_stream_verify_warning(const cr_stream_t *tls) {
-  return cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->notes.verify_warn : "";
+  const char *warn = cr_stream_is_tls(tls) ? ((const tls_stream_t *)tls)->notes.verify_warn : NULL;
+  return warn ? warn : "";
 }
 
 const char *cr_tls_stream_alpn(const cr_stream_t *tls) {
