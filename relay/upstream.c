@@ -104,7 +104,6 @@ struct cr_upstream {
   uv_timer_t purge_timer; /* runs while connections are pooled */
   uint64_t purge_interval_ms;
   size_t peak_busy; /* most connections busy at once since the last purge tick */
-  cr_http_msg_t scratch; /* the outgoing head being rewritten; reused by every request */
   cr_upstream_req_t *free_reqs;
   size_t nfree_reqs;
   unsigned freeing : 1;
@@ -332,7 +331,6 @@ static void upstream_maybe_free(cr_upstream_t *u) {
   if (!u->freeing || u->nconns > 0 || u->timers_open > 0)
     return;
   cr_upstream_release_caches(u);
-  cr_http_msg_free(&u->scratch);
   cr_tls_ctx_free(u->tls);
   free(u->name);
   free(u->host);
@@ -987,7 +985,6 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
   cr_queue_init(&u->busy);
   cr_queue_init(&u->reqs);
   cr_queue_init(&u->deferred);
-  cr_http_msg_init(&u->scratch, 1024);
   uv_timer_init(loop, &u->defer_timer);
   u->defer_timer.data = u;
   uv_timer_init(loop, &u->purge_timer);
@@ -1050,17 +1047,13 @@ static int method_wants_length(const char *m) {
   return strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 || strcmp(m, "PATCH") == 0;
 }
 
-/* Rewrites the caller's head (Host, framing) and serialises it into r->out. */
-static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_body) {
+/* Rewrites the caller's head in place (Host, framing) and serialises it into r->out. In place because
+ * the caller's head is already its own rewritable copy: a second copy here was 1 % of the agent. */
+static int build_head(cr_upstream_req_t *r, cr_http_msg_t *m, int has_body) {
   cr_upstream_t *u = r->u;
-  cr_http_msg_t *m = &u->scratch;
   char num[32];
   size_t len;
   int rc;
-  cr_http_msg_reset(m);
-  rc = cr_http_msg_copy(m, head);
-  if (rc < 0)
-    return rc;
   cr_http_msg_remove(m, "Host");
   cr_http_msg_remove(m, "Content-Length");
   cr_http_msg_remove(m, "Transfer-Encoding");
@@ -1068,14 +1061,13 @@ static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_b
   rc = cr_http_msg_add_header(m, "Host", 4, u->host_header, strlen(u->host_header));
   if (rc < 0)
     return rc;
-  r->is_head = head->method != NULL && strcmp(head->method, "HEAD") == 0;
-  if (head->content_length >= 0) {
-    r->body_left = head->content_length;
-    len = cr_u64_dec(num, (uint64_t)head->content_length);
+  r->is_head = m->method != NULL && strcmp(m->method, "HEAD") == 0;
+  if (m->content_length >= 0) {
+    r->body_left = m->content_length;
+    len = cr_u64_dec(num, (uint64_t)m->content_length);
     rc = cr_http_msg_add_header(m, "Content-Length", 14, num, len);
-    m->content_length = head->content_length;
     m->chunked = 0;
-    if (head->content_length == 0)
+    if (m->content_length == 0)
       r->end_queued = 1;
   } else if (has_body) {
     r->chunked = 1;
@@ -1083,7 +1075,7 @@ static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_b
     m->chunked = 1;
   } else {
     r->end_queued = 1;
-    if (head->method != NULL && method_wants_length(head->method))
+    if (m->method != NULL && method_wants_length(m->method))
       rc = cr_http_msg_add_header(m, "Content-Length", 14, "0", 1);
   }
   if (rc < 0)
@@ -1091,7 +1083,7 @@ static int build_head(cr_upstream_req_t *r, const cr_http_msg_t *head, int has_b
   return cr_http1_write_request_head(&r->out, m);
 }
 
-cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, const cr_http_msg_t *head, int has_body,
+cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, cr_http_msg_t *head, int has_body,
                                        const cr_upstream_req_callbacks_t *cbs, void *data) {
   cr_upstream_req_t *r = req_alloc(u);
   conn_t *c;

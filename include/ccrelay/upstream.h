@@ -79,9 +79,10 @@ typedef struct cr_upstream_req_callbacks {
 /* Starts an exchange: takes a pooled connection or dials a new one, then sends head. head must be
  * stripped of hop-by-hop headers; framing toward the upstream comes from head->content_length
  * (>= 0: Content-Length) or, when has_body and the length is unknown, chunked encoding. A Host
- * header equal to server_name[:port] replaces any the head carries. Callbacks never fire from
- * inside this call. */
-cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, const cr_http_msg_t *head, int has_body,
+ * header equal to server_name[:port] replaces any the head carries. head is rewritten in place to
+ * what is sent (Host and framing headers) and serialised before the call returns: the caller may
+ * reuse or free it afterwards. Callbacks never fire from inside this call. */
+cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, cr_http_msg_t *head, int has_body,
                                        const cr_upstream_req_callbacks_t *cbs, void *data);
 /* Request body bytes (copied). 0 below the high-water mark, 1 when the caller should pause until
  * on_writable, or a negative error: CR_EPROTO past the head's Content-Length, UV_EINVAL after the
