@@ -30,6 +30,7 @@
 /* A tunnel that stayed up this long resets the redial backoff. */
 #define STABLE_TUNNEL_MS 10000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
+#define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: Host, framing */
 
 typedef enum { SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;
 
@@ -108,7 +109,13 @@ static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
   int has_body;
   x->head_ms = now_ms(x->agent);
   x->status = resp->status;
-  cr_http_msg_copy(head, resp);
+  if (cr_http_msg_copy(head, resp) < 0) {
+    cr_upstream_req_cancel(req);
+    x->req = NULL;
+    respond_local(x, 502, "upstream_failed", "the upstream's response head has more header fields than the agent "
+                                             "forwards; nothing of it was forwarded");
+    return;
+  }
   cr_http_msg_strip_hop_by_hop(head);
   has_body = strcmp(x->method, "HEAD") != 0 && resp->status != 204 && resp->status != 304 &&
              resp->content_length != 0;
@@ -357,7 +364,11 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     respond_local(x, 503, "route_unavailable", msg);
     return;
   }
-  cr_http_msg_copy(uh, req);
+  if (cr_http_msg_copy(uh, req) < 0) {
+    respond_local(x, 431, "too_many_headers", "the request has more header fields than the agent forwards; "
+                                              "nothing was forwarded");
+    return;
+  }
   cr_http_msg_strip_hop_by_hop(uh);
   if (r->upstream_base_path && r->upstream_base_path[0]) {
     cr_buf_reset(&a->scratch_buf);
@@ -622,7 +633,8 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   a->conf = conf;
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
-  cr_http_msg_init(&a->scratch_head, 0);
+  /* whatever the tunnel or an upstream's parser accepted, plus the fields a rewrite adds */
+  cr_http_msg_init(&a->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
   cr_freelist_init(&a->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);
   cr_buf_init(&a->scratch_buf, 0);
   /* Every handle exists before anything can fail, so one path closes them all. */

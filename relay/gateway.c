@@ -64,6 +64,7 @@ typedef struct tunnel_handshake {
 typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING } pconn_state_t;
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
+#define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: request id, forwarded, framing */
 
 typedef struct pconn pconn_t;
 
@@ -451,27 +452,31 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   cr_http_msg_t *head = &pc->gw->scratch_head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
+  int rc;
   cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
-  cr_http_msg_copy(head, resp);
-  cr_http_msg_strip_hop_by_hop(head);
   x->status = resp->status;
   x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
+  rc = cr_http_msg_copy(head, resp); /* fails only past the scratch head's field limit */
+  cr_http_msg_strip_hop_by_hop(head);
   if (resp->content_length >= 0) {
     size_t n = cr_u64_dec(len, (uint64_t)resp->content_length);
-    if (resp->status != 204)
-      cr_http_msg_add_header(head, "Content-Length", 14, len, n);
+    if (resp->status != 204 && rc == 0)
+      rc = cr_http_msg_add_header(head, "Content-Length", 14, len, n);
   } else if (!x->resp_no_body) {
     if (!x->http10) {
       x->resp_chunked = 1;
-      cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
+      if (rc == 0)
+        rc = cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
     } else {
       pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
     }
   }
   x->head_sent = 1;
-  if (write_response_head(pc, head, out) < 0 || pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
-    snprintf(x->error, sizeof x->error, "response head from the agent cannot be sent on HTTP/1.1");
+  if (rc < 0 || write_response_head(pc, head, out) < 0 ||
+      pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
+    snprintf(x->error, sizeof x->error, "response head from the agent cannot be sent on HTTP/1.1%s",
+             rc < 0 ? ": more header fields than the gateway forwards" : "");
     cr_tstream_reset(ts);
     pconn_close(pc);
   }
@@ -586,7 +591,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   char fwdval[256];
   size_t fwdlen;
   long si;
-  int err = 0, has_body;
+  int err = 0, has_body, rc;
 
   pc->x = x;
   pc->state = PC_EXCHANGE;
@@ -626,12 +631,20 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
     return 0;
   }
 
-  cr_http_msg_copy(fwd, m);
-  cr_http_msg_strip_hop_by_hop(fwd);
-  cr_http_msg_remove(fwd, "x-request-id");
-  cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
   fwdlen = forwarded_value(fwdval, sizeof fwdval, pc->s->peer, cr_http_msg_get(m, "host"));
-  cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, fwdlen);
+  rc = cr_http_msg_copy(fwd, m);
+  if (rc == 0) {
+    cr_http_msg_strip_hop_by_hop(fwd);
+    cr_http_msg_remove(fwd, "x-request-id");
+    rc = cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
+  }
+  if (rc == 0)
+    rc = cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, fwdlen);
+  if (rc < 0) {
+    pconn_local_answer(pc, 431, "bad_request", "the request has more header fields than the gateway forwards",
+                       NULL, NULL);
+    return 0;
+  }
   has_body = m->chunked || m->content_length > 0;
   fwd->content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
@@ -1076,7 +1089,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
 
   signal(SIGPIPE, SIG_IGN);
   gw->conf = conf;
-  cr_http_msg_init(&gw->scratch_head, 0);
+  /* a tunnel response's fields (or a request's, fewer) plus the ones a rewrite adds */
+  cr_http_msg_init(&gw->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
   cr_freelist_init(&gw->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);
   cr_buf_init(&gw->scratch_out, 0);
   uv_loop_init(&gw->loop);

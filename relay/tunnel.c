@@ -41,7 +41,6 @@
 #define MAX_FREE_OUTBUFS 4
 #define MAX_FREE_STREAMS 64 /* a busy loop turn's worth of ended streams, kept for the next ones */
 #define MAX_HEADER_LIST (64 * 1024)      /* RFC 9113 accounting: name + value + 32 per field */
-#define RX_MAX_HEADERS 256
 #define LINGER_MS 1000                   /* graceful transport shutdown gives up after this */
 #define FRAME_HD_LEN 9
 
@@ -1008,7 +1007,7 @@ cr_tunnel_t *cr_tunnel_new(cr_stream_t *transport, const cr_tunnel_opts_t *opts,
   t->send_max = t->opts.send_high_water * 4 + 64 * 1024;
   cr_queue_init(&t->streams);
   cr_queue_init(&t->free_outbufs);
-  cr_http_msg_init(&t->rx, RX_MAX_HEADERS);
+  cr_http_msg_init(&t->rx, CR_TUNNEL_MAX_HEADERS);
 
   uv_idle_init(t->loop, &t->idle);
   uv_timer_init(t->loop, &t->ping_timer);

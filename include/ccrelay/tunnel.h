@@ -31,6 +31,8 @@
 #include "ccrelay/stream.h"
 
 #define CR_TUNNEL_ALPN "ccrelay/1"
+/* Header fields a received head may carry; a stream with more is refused. */
+#define CR_TUNNEL_MAX_HEADERS 256
 
 typedef struct cr_tunnel cr_tunnel_t;
 typedef struct cr_tstream cr_tstream_t;

@@ -125,6 +125,25 @@ rid=$(json_get "$(cat "$CR_TMP/echo2")" lower.x-request-id.0)
 grep -q "request_id=$rid" "$(log_of agent)" || fail "agent access log lacks request id $rid"
 grep -q "request_id=$rid" "$(log_of gateway)" || fail "gateway access log lacks request id $rid"
 
+# A head at the gateway's limit (100 fields with curl's Host, User-Agent and Accept) reaches the upstream
+# whole, with the fields the gateway adds: the agent used to drop whatever came past 100.
+many=()
+for i in $(seq 1 97); do many+=(-H "X-Many-$i: v$i"); done
+st=$(relay_curl "$CR_TMP/echo3" cms.example.com /test/echo-headers "${many[@]}")
+assert_eq "$st" 200 "a 100-field head is relayed"
+e=$(cat "$CR_TMP/echo3")
+assert_eq "$(json_get "$e" lower.x-many-1.0)" "v1" "first of 97 extra fields"
+assert_eq "$(json_get "$e" lower.x-many-97.0)" "v97" "last of 97 extra fields"
+assert_contains "$(json_get "$e" lower.forwarded.0)" 'for="127.0.0.1:' "forwarded added behind 100 fields"
+[[ $(json_get "$e" lower.x-request-id.0) =~ ^[0-9a-f]{16}$ ]] || fail "x-request-id lost behind 100 fields"
+# The other direction: a response at the upstream parser's limit (100 fields) arrives whole, framing
+# included.
+st=$(relay_curl "$CR_TMP/many" cms.example.com '/test/many-headers?n=96' -D "$CR_TMP/many.h" --max-time 10)
+assert_eq "$st" 200 "a 100-field response is relayed"
+assert_eq "$(json_get "$(cat "$CR_TMP/many")" fields)" 96 "its body arrives whole"
+grep -qi '^x-many-96: v96' "$CR_TMP/many.h" || fail "a 100-field response lost its last field"
+grep -qi '^content-length: ' "$CR_TMP/many.h" || fail "a 100-field response lost its Content-Length"
+
 # --- unmatched path: 404 from the agent, nothing reaches any upstream -------------------------
 before_cms=$(request_count cms)
 before_pki=$(request_count pki)
