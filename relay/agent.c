@@ -316,6 +316,8 @@ static void agent_release_caches(void *arg) {
     if (a->routes[i].up)
       cr_upstream_release_caches(a->routes[i].up);
   cr_http_msg_release_caches();
+  cr_tls_release_caches();
+  cr_stream_release_caches();
 }
 
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {

@@ -160,6 +160,8 @@ static void gateway_release_caches(void *arg) {
       cr_tunnel_release_caches(cr_queue_data(q, gw_tunnel_t, link)->tunnel);
     }
   cr_http_msg_release_caches();
+  cr_tls_release_caches();
+  cr_stream_release_caches();
 }
 
 /* ---------- agent identity -> relay group ---------- */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
@@ -13,7 +14,7 @@
 /* Reads are delivered synchronously and never kept, so one buffer serves every connection of the
  * (single-threaded) process: idle connections then cost no read buffer at all. */
 #define READ_BUF_SIZE (64 * 1024)
-static char shared_read_buf[READ_BUF_SIZE];
+static char shared_read_buf[READ_BUF_SIZE] __attribute__((aligned(4096))); /* see cr_stream_release_caches */
 static int shared_read_buf_busy;
 /* Full reads in a row before the loop is given back: libuv would read up to 32 times (2 MiB) per
  * readiness event, and everything read is processed, re-encrypted and queued before this turn's
@@ -142,6 +143,12 @@ static tcp_stream_t *tcp_alloc(uv_loop_t *loop) {
   t->handle.data = t;
   cr_queue_init(&t->done);
   return t;
+}
+
+void cr_stream_release_caches(void) {
+  /* Advice, so a failure only means the pages stay; the next read finds zeroed pages. */
+  if (!shared_read_buf_busy)
+    (void)madvise(shared_read_buf, sizeof shared_read_buf, MADV_DONTNEED);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {

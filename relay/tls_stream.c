@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -33,7 +34,8 @@
  * never kept, so one buffer serves every connection of the (single-threaded) process. */
 #define PLAIN_BUF_SIZE (64 * 1024)
 #define RECORD_PLAIN_MAX (16 * 1024)
-static char plain_buf[PLAIN_BUF_SIZE];
+/* page-aligned so an idle process can give its pages back (cr_tls_release_caches) */
+static char plain_buf[PLAIN_BUF_SIZE] __attribute__((aligned(4096)));
 
 #define STAGE_MAX (16 * 1024)      /* plaintext of one full record */
 #define DIRECT_MIN (8 * 1024)      /* writes this big are encrypted at once, never staged */
@@ -255,6 +257,23 @@ static void free_lists_shrink(void) {
     free(o->seg[0].base);
     free(o);
   }
+}
+
+void cr_tls_release_caches(void) {
+  while (nfree_stages > 0)
+    free(free_stages[--nfree_stages]);
+  while (nfree_segs > 0)
+    free(free_segs[--nfree_segs]);
+  while (free_obufs != NULL) {
+    obuf_t *o = free_obufs;
+    free_obufs = o->next_free;
+    free(o->seg[0].base);
+    free(o);
+  }
+  nfree_obufs = 0;
+  /* Never in use outside a read callback; the next use finds zeroed pages. Advice, so a failure only
+   * means the pages stay. */
+  (void)madvise(plain_buf, sizeof plain_buf, MADV_DONTNEED);
 }
 
 /* ---- the BIO OpenSSL reads from and writes to ---- */

@@ -83,6 +83,9 @@ void cr_listener_close(cr_listener_t *l);
 
 /* Formats addr as "1.2.3.4:5" or "[::1]:5". */
 void cr_sockaddr_format(const struct sockaddr *addr, char *out, size_t outlen);
+
+/* Gives back the pages of the process-wide read buffer (an idle process's memory trim). */
+void cr_stream_release_caches(void);
 /* Splits "host:port", "[v6]:port" into host (brackets removed) and port. 0 or CR_ECONFIG. */
 int cr_split_host_port(const char *s, char *host, size_t hostlen, unsigned *port);
 

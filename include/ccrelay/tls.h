@@ -106,6 +106,10 @@ const char *cr_tls_stream_alpn(const cr_stream_t *tls);
 int cr_tls_stream_resumed(const cr_stream_t *tls);
 int cr_stream_is_tls(const cr_stream_t *s);
 
+/* Frees the process-wide buffers TLS streams keep for the next records (an idle process's memory trim).
+ * Never from inside a TLS stream callback. */
+void cr_tls_release_caches(void);
+
 /* Writes "CN=..., O=..." of name into out (RFC 2253 style, one line). */
 void cr_x509_name_oneline(X509_NAME *name, char *out, size_t outlen);
 /* The first commonName of cert's subject, or "" */

@@ -283,6 +283,36 @@ static void wrote(cr_stream_t *s, int status, void *arg) {
     p->writes_failed++;
 }
 
+static int got_half_echo(pair_t *pr) { return pr->cli.rx_len >= MIB / 2; }
+
+/* An idle process gives back the TLS and read buffers it keeps between records (free lists, the
+ * shared plaintext and read buffers): the next exchange on the same connections is unaffected. */
+static void test_release_caches_between_exchanges(void **state) {
+  pair_t *pr = pair_start(server_ctx("server", 0, NULL, 0, NULL), client_ctx(NULL, NULL), "localhost");
+  unsigned char *data = malloc(MIB);
+  uv_buf_t b;
+  (void)state;
+  for (size_t i = 0; i < MIB; i++)
+    data[i] = (unsigned char)(i * 13 + (i >> 9));
+  assert_true(run_until(pr, both_hs));
+  pr->srv.echo = 1;
+  assert_int_equal(cr_stream_read_start(pr->srv.tls, on_read), 0);
+  assert_int_equal(cr_stream_read_start(pr->cli.tls, on_read), 0);
+  b = uv_buf_init((char *)data, MIB / 2);
+  assert_int_equal(cr_stream_write(pr->cli.tls, &b, 1, wrote, NULL), 0);
+  assert_true(run_until(pr, got_half_echo));
+  run_for(pr, 20); /* the last write completions come back: buffers on the free lists */
+  cr_tls_release_caches();
+  cr_stream_release_caches();
+  b = uv_buf_init((char *)data + MIB / 2, MIB / 2);
+  assert_int_equal(cr_stream_write(pr->cli.tls, &b, 1, wrote, NULL), 0);
+  assert_true(run_until(pr, got_all_echo));
+  assert_int_equal(pr->cli.rx_len, MIB);
+  assert_memory_equal(pr->cli.rx, data, MIB);
+  free(data);
+  pair_finish(pr);
+}
+
 static void test_mtls_echo_1mib(void **state) {
   pair_t *pr;
   unsigned char *data = malloc(MIB);
@@ -830,6 +860,7 @@ int main(void) {
       cmocka_unit_test(test_tls13_only_refuses_tls12),
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_read_stop),
+      cmocka_unit_test(test_release_caches_between_exchanges),
       cmocka_unit_test(test_end_behind_data),
       cmocka_unit_test(test_failure_behind_data),
       cmocka_unit_test(test_close_during_handshake),
