@@ -110,6 +110,10 @@ static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
   x->head_ms = now_ms(x->agent);
   x->status = resp->status;
   if (cr_http_msg_copy(head, resp) < 0) {
+    const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+    cr_log_warn("upstream failed",
+                "request_id=%s route=%s upstream=%s reason=\"response head has more than %d header fields\"",
+                x->request_id, r->name, r->upstream_url, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
     cr_upstream_req_cancel(req);
     x->req = NULL;
     respond_local(x, 502, "upstream_failed", "the upstream's response head has more header fields than the agent "
