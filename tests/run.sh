@@ -25,6 +25,8 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 status=0
+# The release binary carries Debian's daemon hardening (PIE, full RELRO, stack protector, fortify).
+tests/hardening.sh "$release/ccrelay" || status=1
 ctest --test-dir "$build" --output-on-failure --timeout 900 -j2 "$@" || status=1
 
 if [[ $# -eq 0 ]]; then
