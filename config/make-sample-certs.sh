@@ -9,9 +9,11 @@
 # In production the tunnel CA is yours, and the connector identities come from your CMS and PKI.
 #
 # Usage: config/make-sample-certs.sh [-f]    -f: regenerate even if the files already exist
+#        CCRELAY_SAMPLE_DIR=/etc/ccrelay /usr/share/ccrelay/make-sample-certs.sh   (the Debian package:
+#        the files go beside the installed samples instead of beside the script)
 set -euo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+here=${CCRELAY_SAMPLE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 certs=$here/certs
 secrets=$here/secrets
 trust=$here/trust

@@ -10,6 +10,7 @@ packages=(
   openssl curl nginx-light
   python3 python3-cryptography
   procps
+  scdoc lintian debootstrap systemd
 )
 
 as_root=()

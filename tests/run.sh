@@ -25,9 +25,23 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=86}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 status=0
+# The Debian package (lintian, systemd-analyze, a clean chroot install) runs beside the test suites: it
+# needs the release tree only and mostly waits on disk and the mirror.
+package_pid=
+if [[ $# -eq 0 ]]; then
+  tests/package.sh "$release" >"$release/package-test.log" 2>&1 &
+  package_pid=$!
+fi
 # The release binary carries Debian's daemon hardening (PIE, full RELRO, stack protector, fortify).
 tests/hardening.sh "$release/ccrelay" || status=1
 ctest --test-dir "$build" --output-on-failure --timeout 900 -j2 "$@" || status=1
+
+if [[ -n $package_pid ]]; then
+  package_status=0
+  wait "$package_pid" || package_status=$?
+  cat "$release/package-test.log"
+  [[ $package_status -eq 0 ]] || { echo "tests/package.sh failed (exit $package_status)" >&2; status=1; }
+fi
 
 if [[ $# -eq 0 ]]; then
   fuzz_build=${CCRELAY_FUZZ_BUILD_DIR:-$src/build/fuzz}
