@@ -10,6 +10,7 @@
 #include "ccrelay/config.h"
 #include "ccrelay/error.h"
 #include "ccrelay/gateway.h"
+#include "ccrelay/health_cli.h"
 #include "ccrelay/log.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/trust_cli.h"
@@ -24,6 +25,7 @@ static const char usage_text[] =
     "                    PKCS#12 identities with their passwords); opens no socket\n"
     "  trust [--store DIR | -c FILE] add|list|list-crls|remove|verify|add-crl ...\n"
     "                    manage the agent's trusted-root store ('ccrelay trust --help')\n"
+    "  health -c FILE    GET the admin listener's /readyz; exit 0 when ready (container probes)\n"
     "  version           print the version\n"
     "  help, --help      print this text\n"
     "\n"
@@ -214,6 +216,8 @@ int cr_cli_main(int argc, char **argv) {
   }
   if (strcmp(cmd, "trust") == 0)
     return cr_trust_cli_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "health") == 0)
+    return cr_health_cli_main(argc - 1, argv + 1);
   if (strcmp(cmd, "agent") != 0 && strcmp(cmd, "gateway") != 0 && strcmp(cmd, "check") != 0)
     return usage_error("unknown command: ", cmd);
   r = parse_config_arg(argc, argv, &path);
