@@ -20,6 +20,7 @@ WORKDIR /src
 COPY CMakeLists.txt ./
 COPY include ./include
 COPY relay ./relay
+COPY deploy/cmake ./deploy/cmake
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release -DCCRELAY_TESTS=OFF -DCCRELAY_PACKAGE=OFF \
       -DCCRELAY_REVISION="${CCRELAY_REVISION}" \
  && cmake --build /build -j"$(nproc)" \
