@@ -4,7 +4,9 @@
 #include <openssl/pem.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ccrelay/agent.h"
 #include "ccrelay/config.h"
@@ -19,8 +21,10 @@ static const char usage_text[] =
     "usage: ccrelay <command> [options]\n"
     "\n"
     "commands:\n"
-    "  agent -c FILE     run the agent: dial the gateway, serve calls by the file's routes\n"
-    "  gateway -c FILE   run the gateway: accept agent tunnels and public HTTPS calls\n"
+    "  agent -c FILE [--allow-root]\n"
+    "                    run the agent: dial the gateway, serve calls by the file's routes\n"
+    "  gateway -c FILE [--allow-root]\n"
+    "                    run the gateway: accept agent tunnels and public HTTPS calls\n"
     "  check -c FILE     validate a config file and every file it names (certificates, keys,\n"
     "                    PKCS#12 identities with their passwords); opens no socket\n"
     "  trust [--store DIR | -c FILE] add|list|list-crls|remove|verify|add-crl ...\n"
@@ -36,12 +40,15 @@ static int usage_error(const char *what, const char *arg) {
   return CR_EXIT_USAGE;
 }
 
-/* Parses "-c FILE" / "--config FILE" / "--config=FILE"; the only option the run commands take. */
-static int parse_config_arg(int argc, char **argv, const char **path) {
+/* Parses "-c FILE" / "--config FILE" / "--config=FILE", and "--allow-root" where allow_root is not NULL
+ * (the long-running roles). */
+static int parse_config_arg(int argc, char **argv, const char **path, int *allow_root) {
   *path = NULL;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+    if (allow_root != NULL && strcmp(a, "--allow-root") == 0) {
+      *allow_root = 1;
+    } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
       if (i + 1 >= argc)
         return usage_error("this option needs a file name: ", a);
       *path = argv[++i];
@@ -169,6 +176,28 @@ static int cmd_check(const char *path) {
   return strcmp(role, "agent") == 0 ? check_agent(path) : check_gateway(path);
 }
 
+/* The roles face the network: a process started as root refuses to run unless told to. Ports below
+ * 1024 need CAP_NET_BIND_SERVICE, not root. */
+static int refuse_root(const char *cmd, int allow_root) {
+  const char *env = getenv("CCRELAY_ALLOW_ROOT");
+  if (geteuid() != 0 || allow_root || (env != NULL && strcmp(env, "1") == 0))
+    return 0;
+  fprintf(stderr,
+          "ccrelay %s: refusing to run as root. Run it as an unprivileged user (the Debian package's units run\n"
+          "as 'ccrelay', the container image as uid 10001). To listen on a port below 1024, give the process\n"
+          "CAP_NET_BIND_SERVICE instead (systemd: AmbientCapabilities=CAP_NET_BIND_SERVICE; Kubernetes:\n"
+          "securityContext.capabilities.add: [NET_BIND_SERVICE]; or setcap cap_net_bind_service=+ep on the\n"
+          "binary). To run as root anyway, pass --allow-root or set CCRELAY_ALLOW_ROOT=1.\n",
+          cmd);
+  return CR_EXIT_USAGE;
+}
+
+static void warn_if_root(void) {
+  if (geteuid() == 0)
+    cr_log_warn("running as root", "reason=\"allowed by --allow-root or CCRELAY_ALLOW_ROOT=1; an unprivileged "
+                                   "user with CAP_NET_BIND_SERVICE is enough for any port\"");
+}
+
 static int cmd_agent(const char *path) {
   cr_conf_agent_t c;
   char err[2048];
@@ -178,6 +207,7 @@ static int cmd_agent(const char *path) {
     return CR_EXIT_USAGE;
   }
   cr_log_setup(c.log.level, c.log.format);
+  warn_if_root();
   code = cr_agent_run(&c);
   cr_log_flush();
   cr_conf_agent_free(&c);
@@ -193,6 +223,7 @@ static int cmd_gateway(const char *path) {
     return CR_EXIT_USAGE;
   }
   cr_log_setup(c.log.level, c.log.format);
+  warn_if_root();
   code = cr_gateway_run(&c);
   cr_log_flush();
   cr_conf_gateway_free(&c);
@@ -202,7 +233,7 @@ static int cmd_gateway(const char *path) {
 int cr_cli_main(int argc, char **argv) {
   const char *cmd, *path;
   char err[512];
-  int r;
+  int r, allow_root = 0, is_role;
   if (argc < 2)
     return usage_error("no command given", "");
   cmd = argv[1];
@@ -220,10 +251,13 @@ int cr_cli_main(int argc, char **argv) {
     return cr_health_cli_main(argc - 1, argv + 1);
   if (strcmp(cmd, "agent") != 0 && strcmp(cmd, "gateway") != 0 && strcmp(cmd, "check") != 0)
     return usage_error("unknown command: ", cmd);
-  r = parse_config_arg(argc, argv, &path);
+  is_role = strcmp(cmd, "check") != 0;
+  r = parse_config_arg(argc, argv, &path, is_role ? &allow_root : NULL);
   if (r < 0)
     return CR_EXIT_OK; /* --help was printed */
   if (r > 0)
+    return r;
+  if (is_role && (r = refuse_root(cmd, allow_root)) != 0)
     return r;
   if (cr_tls_global_init(err, sizeof err) < 0) {
     fprintf(stderr, "ccrelay: %s\n", err);
