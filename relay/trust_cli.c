@@ -466,7 +466,7 @@ static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password
       const ASN1_TIME *t = X509_get0_notAfter(x);
       struct tm tm;
       cr_x509_name_oneline(X509_get_subject_name(x), subject, sizeof subject);
-      cr_trust_fingerprint(x, fp);
+      cr_x509_fingerprint(x, fp);
       na[0] = '\0';
       if (ASN1_TIME_to_tm(t, &tm))
         strftime(na, sizeof na, "%Y-%m-%d", &tm);

@@ -28,7 +28,9 @@
 
 #include <openssl/x509.h>
 
-#define CR_TRUST_FP_HEX 64 /* SHA-256 in hex */
+#include "ccrelay/x509.h"
+
+#define CR_TRUST_FP_HEX CR_X509_FP_HEX /* names are cr_x509_fingerprint values */
 #define CR_TRUST_MIN_PREFIX 4 /* shortest fingerprint prefix cr_truststore_remove accepts */
 
 typedef struct cr_truststore cr_truststore_t;
@@ -216,8 +218,5 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
  * Errors as for cr_trust_batch_add_file. */
 int cr_trust_load_chain(const char *path, const char *password, X509 **leaf, STACK_OF(X509) **untrusted, char *err,
                         size_t errlen);
-
-/* SHA-256 of cert's DER in lower-case hex. */
-void cr_trust_fingerprint(X509 *cert, char out[CR_TRUST_FP_HEX + 1]);
 
 #endif
