@@ -1122,3 +1122,26 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
   X509_STORE_free(st);
   return r;
 }
+
+const char *cr_trust_verify_hint(int e) {
+  switch (e) {
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+  case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+  case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    return "add the root CA that issued it with 'ccrelay trust add' (and any intermediate the file lacks)";
+  case X509_V_ERR_CERT_HAS_EXPIRED:
+    return "renew the certificate named (or, for a root, add its renewed version)";
+  case X509_V_ERR_CERT_NOT_YET_VALID:
+    return "check the clock, or wait until the certificate's notBefore";
+  case X509_V_ERR_CERT_REVOKED:
+    return "its CA revoked it; get a new certificate issued";
+  case X509_V_ERR_INVALID_PURPOSE:
+    return "its extendedKeyUsage does not allow this use; get a certificate issued for it";
+  case X509_V_ERR_UNABLE_TO_GET_CRL:
+  case X509_V_ERR_CRL_HAS_EXPIRED:
+    return "add the issuing CA's current CRL with 'ccrelay trust add-crl', or use --revocation soft";
+  default:
+    return "check the chain with 'openssl verify -show_chain'";
+  }
+}

@@ -499,7 +499,9 @@ char *cr_x509_fmt_time(time_t t, int style, char *out, size_t outlen) {
   if (outlen == 0)
     return out;
   out[0] = '\0';
-  if (gmtime_r(&t, &tm) != NULL)
+  if (t == 0)
+    snprintf(out, outlen, "-");
+  else if (gmtime_r(&t, &tm) != NULL)
     strftime(out, outlen, style == CR_X509_TIME_DATE ? "%Y-%m-%d" : "%Y-%m-%dT%H:%M:%SZ", &tm);
   return out;
 }

@@ -212,6 +212,10 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
                          STACK_OF(X509) **chain_out, int *x509_err, char *warnings, size_t warnlen, char *err,
                          size_t errlen);
 
+/* What to do about a verification failure with this X509_V_ERR_* code, one sentence for users
+ * ("add the root CA that issued it with 'ccrelay trust add' ..."); a generic hint for other codes. */
+const char *cr_trust_verify_hint(int x509_err);
+
 /* Reads what `trust verify` checks: a PEM file (first certificate the leaf, the rest untrusted
  * intermediates), a DER certificate, or a PKCS#12 identity (its certificate with the key is the
  * leaf, the others untrusted). The caller frees *leaf and *untrusted (never NULL on success).
