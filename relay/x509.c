@@ -501,8 +501,9 @@ char *cr_x509_fmt_time(time_t t, int style, char *out, size_t outlen) {
   out[0] = '\0';
   if (t == 0)
     snprintf(out, outlen, "-");
-  else if (gmtime_r(&t, &tm) != NULL)
-    strftime(out, outlen, style == CR_X509_TIME_DATE ? "%Y-%m-%d" : "%Y-%m-%dT%H:%M:%SZ", &tm);
+  else if (gmtime_r(&t, &tm) == NULL ||
+           strftime(out, outlen, style == CR_X509_TIME_DATE ? "%Y-%m-%d" : "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+    out[0] = '\0'; /* strftime leaves out undefined when it does not fit */
   return out;
 }
 

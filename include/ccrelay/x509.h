@@ -116,8 +116,8 @@ time_t cr_x509_not_after(const X509 *cert);
 #define CR_X509_TIME_MAX 21 /* "2025-01-31T23:59:59Z" and its NUL */
 enum { CR_X509_TIME_ISO = 0, CR_X509_TIME_DATE = 1 };
 /* Writes t (UTC) as "2025-01-31T23:59:59Z" (CR_X509_TIME_ISO) or "2025-01-31" (CR_X509_TIME_DATE)
- * into out; t == 0 (unknown, as cr_x509_time returns for a time that does not parse) as "-".
- * Returns out. */
+ * into out; t == 0 (unknown, as cr_x509_time returns for a time that does not parse) as "-";
+ * "" when outlen is too small. Returns out. */
 char *cr_x509_fmt_time(time_t t, int style, char *out, size_t outlen);
 
 /* The certificates a verified chain (leaf first, anchor last) presents after its leaf: without the
