@@ -466,20 +466,23 @@ static void hex(const unsigned char *in, size_t n, char *out) {
   out[2 * n] = '\0';
 }
 
-void cr_x509_fingerprint(const X509 *cert, char out[CR_X509_FP_HEX + 1]) {
+/* The SHA-256 of obj's DER encoding as type it, in hex ("" when the digest cannot be made). */
+static void fingerprint(const ASN1_ITEM *it, const void *obj, char *out) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
-  if (!X509_digest(cert, EVP_sha256(), md, &n))
+  if (obj == NULL || !ASN1_item_digest(it, EVP_sha256(), (void *)obj, md, &n)) {
     n = 0;
+    ERR_clear_error();
+  }
   hex(md, n, out);
 }
 
+void cr_x509_fingerprint(const X509 *cert, char out[CR_X509_FP_HEX + 1]) {
+  fingerprint(ASN1_ITEM_rptr(X509), cert, out);
+}
+
 void cr_x509_crl_fingerprint(const X509_CRL *crl, char out[CR_X509_FP_HEX + 1]) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  if (!X509_CRL_digest(crl, EVP_sha256(), md, &n))
-    n = 0;
-  hex(md, n, out);
+  fingerprint(ASN1_ITEM_rptr(X509_CRL), crl, out);
 }
 
 time_t cr_x509_time(const ASN1_TIME *t) {
