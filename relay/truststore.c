@@ -16,7 +16,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/pkcs12.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
 
@@ -54,14 +53,6 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(err, errlen, fmt, ap);
   va_end(ap);
-}
-
-/* OpenSSL's reasons for a failure, for messages that put them in parentheses. */
-static const char *openssl_why(char *out, size_t outlen) {
-  cr_x509_drain_errors(out, outlen, NULL);
-  if (out[0] == '\0')
-    snprintf(out, outlen, "no detail from OpenSSL");
-  return out;
 }
 
 static int read_input(const char *path, unsigned char **out, size_t *outlen, char *err, size_t errlen) {
@@ -215,7 +206,8 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
   if (kind == NAME_CERT) {
     X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     if (x == NULL) {
-      add_problem(l, path, "does not parse as a PEM certificate (%s); remove it", openssl_why(detail, sizeof detail));
+      add_problem(l, path, "does not parse as a PEM certificate (%s); remove it",
+                  cr_x509_why(detail, sizeof detail, NULL));
     } else {
       cr_x509_fingerprint(x, fp);
       if (strncmp(fp, name, CR_TRUST_FP_HEX) != 0) {
@@ -244,7 +236,7 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
   } else {
     X509_CRL *crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
     if (crl == NULL) {
-      add_problem(l, path, "does not parse as a PEM CRL (%s); remove it", openssl_why(detail, sizeof detail));
+      add_problem(l, path, "does not parse as a PEM CRL (%s); remove it", cr_x509_why(detail, sizeof detail, NULL));
     } else {
       cr_x509_crl_fingerprint(crl, fp);
       if (strncmp(fp, name, CR_TRUST_FP_HEX) != 0) {
@@ -1078,7 +1070,7 @@ int cr_trust_verify_store(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrust
     soft_ex_index = X509_STORE_CTX_get_ex_new_index(0, "ccrelay soft CRL notes", NULL, NULL, NULL);
   if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
     char detail[256];
-    seterr(err, errlen, "cannot set up chain verification: %s", openssl_why(detail, sizeof detail));
+    seterr(err, errlen, "cannot set up chain verification: %s", cr_x509_why(detail, sizeof detail, NULL));
     X509_STORE_CTX_free(ctx);
     return CR_ETLS;
   }

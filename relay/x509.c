@@ -103,10 +103,9 @@ void cr_x509_drain_errors(char *out, size_t outlen, int *unsupported) {
   }
 }
 
-/* The drain for messages that put it in parentheses: never empty. */
-static const char *why(char *out, size_t outlen, int *unsupported) {
+const char *cr_x509_why(char *out, size_t outlen, int *unsupported) {
   cr_x509_drain_errors(out, outlen, unsupported);
-  if (out[0] == '\0')
+  if (outlen > 0 && out[0] == '\0')
     snprintf(out, outlen, "no detail from OpenSSL");
   return out;
 }
@@ -194,11 +193,11 @@ static int decode_p12(const unsigned char *data, size_t len, const char *pass, c
   }
   if (p12 == NULL) {
     snprintf(err, errlen, "%s is not a PKCS#12 file or is damaged (%s); export it again as PKCS#12 (.p12/.pfx, DER)",
-             label, why(detail, sizeof detail, NULL));
+             label, cr_x509_why(detail, sizeof detail, NULL));
     return CR_EP12_CORRUPT;
   }
   if (PKCS12_mac_present(p12) && !mac_ok(p12, pass)) {
-    why(detail, sizeof detail, &unsupported);
+    cr_x509_why(detail, sizeof detail, &unsupported);
     PKCS12_free(p12);
     if (unsupported) {
       snprintf(err, errlen,
@@ -212,7 +211,7 @@ static int decode_p12(const unsigned char *data, size_t len, const char *pass, c
   }
   set_init(out, CR_X509_PKCS12);
   if (!PKCS12_parse(p12, pass ? pass : "", &out->key, &out->leaf, &others)) {
-    why(detail, sizeof detail, &unsupported);
+    cr_x509_why(detail, sizeof detail, &unsupported);
     PKCS12_free(p12);
     cr_x509_set_free(out);
     if (unsupported) {
@@ -265,7 +264,7 @@ static int decode_pem(const unsigned char *data, size_t len, const char *label, 
         break;
       }
       snprintf(err, errlen, "%s: PEM block %d does not decode (%s); the file is damaged, export it again", label,
-               block + 1, why(detail, sizeof detail, NULL));
+               block + 1, cr_x509_why(detail, sizeof detail, NULL));
       r = CR_ETLS;
       break;
     }
@@ -278,7 +277,7 @@ static int decode_pem(const unsigned char *data, size_t len, const char *label, 
       ncerts++;
       if (x == NULL) {
         snprintf(err, errlen, "%s: certificate %d (PEM block %d) does not decode (%s); the file is damaged", label,
-                 ncerts, block, why(detail, sizeof detail, NULL));
+                 ncerts, block, cr_x509_why(detail, sizeof detail, NULL));
         r = CR_ETLS;
       } else {
         sk_X509_push(out->certs, x);
@@ -288,7 +287,7 @@ static int decode_pem(const unsigned char *data, size_t len, const char *label, 
       ncrls++;
       if (c == NULL) {
         snprintf(err, errlen, "%s: CRL %d (PEM block %d) does not decode (%s); the file is damaged", label, ncrls,
-                 block, why(detail, sizeof detail, NULL));
+                 block, cr_x509_why(detail, sizeof detail, NULL));
         r = CR_ETLS;
       } else {
         sk_X509_CRL_push(out->crls, c);

@@ -29,6 +29,9 @@ const char *cr_x509_openssl_version(void);
  * entry says an algorithm is missing ("unsupported", "unknown", any case) rather than the data
  * being bad, else 0. outlen may be 0 (the queue is only emptied). */
 void cr_x509_drain_errors(char *out, size_t outlen, int *unsupported);
+/* The same for prose that puts OpenSSL's reasons in parentheses: "no detail from OpenSSL" instead
+ * of "". Returns out (outlen > 0). */
+const char *cr_x509_why(char *out, size_t outlen, int *unsupported);
 
 /* ---- reading and decoding ---- */
 
