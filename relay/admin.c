@@ -8,8 +8,6 @@
  * cannot be told apart from a close here, and admin clients do not half-close) aborts the request. */
 #include "ccrelay/admin.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +21,7 @@
 #include "ccrelay/log.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/stream.h"
+#include "ccrelay/x509.h"
 
 #define ADMIN_MAX_HEAD (16 * 1024)
 #define ADMIN_MAX_BODY (1024 * 1024)
@@ -76,12 +75,6 @@ static void admin_free_if_done(cr_admin_t *a);
 
 /* ---------- bearer tokens ---------- */
 
-static void sha256(const char *s, size_t len, unsigned char out[32]) {
-  unsigned int n = 32;
-  if (EVP_Digest(s, len, out, &n, EVP_sha256(), NULL) != 1)
-    memset(out, 0, 32);
-}
-
 int cr_admin_bearer_ok(const cr_http_msg_t *head, const char *token) {
   const char *v;
   unsigned char got[32], want[32];
@@ -99,10 +92,10 @@ int cr_admin_bearer_ok(const cr_http_msg_t *head, const char *token) {
   tlen = strlen(token);
   /* Digests of both have the same length whatever was sent, so the comparison's time says nothing
    * about how much of the token matched, nor about its length. */
-  sha256(v, vlen, got);
-  sha256(token, tlen, want);
-  same = CRYPTO_memcmp(got, want, sizeof got) == 0;
-  OPENSSL_cleanse(want, sizeof want);
+  cr_x509_sha256(v, vlen, got);
+  cr_x509_sha256(token, tlen, want);
+  same = cr_x509_mem_equal(got, want, sizeof got);
+  cr_wipe(want, sizeof want);
   return same && vlen == tlen;
 }
 

@@ -10,14 +10,9 @@
 #include "ccrelay/errpage.h"
 #include "ccrelay/log.h"
 #include "ccrelay/route.h"
+#include "ccrelay/x509.h"
 
 #define MAX_REMOTE_BODY (1024 * 1024)
-
-static void fmt_time(time_t t, char *out, size_t len) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 static void json_reason(cr_buf_t *out, int *first, const char *fmt_prefix, const char *text) {
   cr_buf_appendf(out, "%s\"%s", *first ? "" : ",", fmt_prefix);
@@ -57,7 +52,7 @@ static void cert_json(cr_buf_t *out, const char *key, const char *subject, time_
     cr_buf_appendf(out, "\"%s\":null", key);
     return;
   }
-  fmt_time(not_after, when, sizeof when);
+  cr_x509_fmt_time(not_after, CR_X509_TIME_ISO, when, sizeof when);
   cr_buf_appendf(out, "\"%s\":{\"subject\":\"", key);
   cr_json_escape(out, subject);
   cr_buf_appendf(out, "\",\"not_after\":\"%s\",\"days_left\":%ld,\"expired\":%s}", when,

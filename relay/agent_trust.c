@@ -4,7 +4,6 @@
  * names its own CA file. Reloaded on SIGHUP, on a change in the directory, and after a remote change:
  * new connections use the new store, streams in flight are untouched, and no pooled connection or TLS
  * session made under the old store is reused (each reload gives every upstream a new TLS context). */
-#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include "ccrelay/error.h"
 #include "ccrelay/errpage.h"
 #include "ccrelay/log.h"
+#include "ccrelay/x509.h"
 
 #define RELOAD_DEBOUNCE_MS 100
 #define EXPIRY_CHECK_MS (12ULL * 3600 * 1000)
@@ -28,17 +28,6 @@ static const char *mode_name(cr_trust_crl_mode_t m) {
 
 static long days_until(time_t t) { return (long)((t - time(NULL)) / 86400); }
 
-static void fmt_time(time_t t, char *out, size_t len) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
-static time_t not_after_of(X509 *x) {
-  struct tm tm;
-  return ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1 ? timegm(&tm) : 0;
-}
-
 static void route_refuse(agent_t *a, route_rt_t *rt, const char *why_event, const char *fmt, ...) CR_PRINTF(4, 5);
 static void route_refuse(agent_t *a, route_rt_t *rt, const char *why_event, const char *fmt, ...) {
   char was[sizeof rt->why];
@@ -52,21 +41,6 @@ static void route_refuse(agent_t *a, route_rt_t *rt, const char *why_event, cons
     cr_log_error("route refused", "route=%s config=%s:%d:%d reason=\"%s\" trigger=%s", rt->conf->name,
                  a->conf->path, rt->conf->pos.line, rt->conf->pos.col, rt->why, why_event);
   rt->usable = 0;
-}
-
-/* The certificates a route presents after its leaf: the verified chain without the leaf and
- * without a self-signed root (the peer has that, or the chain is useless to it anyway). */
-static STACK_OF(X509) *presented_chain(STACK_OF(X509) *verified) {
-  STACK_OF(X509) *out = sk_X509_new_null();
-  int n = sk_X509_num(verified);
-  for (int i = 1; i < n; i++) {
-    X509 *c = sk_X509_value(verified, i);
-    if (i == n - 1 && X509_check_issued(c, c) == X509_V_OK)
-      break;
-    X509_up_ref(c);
-    sk_X509_push(out, c);
-  }
-  return out;
 }
 
 /* Makes one route usable under store (the X509_STORE for its revocation mode), or refuses it. */
@@ -85,9 +59,9 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
     route_refuse(a, rt, event, "client identity cannot be loaded: %s", err);
     return;
   }
-  cr_x509_name_oneline(X509_get_subject_name(id.cert), subject, sizeof subject);
+  cr_x509_subject(id.cert, subject, sizeof subject);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
-  rt->id_not_after = not_after_of(id.cert);
+  rt->id_not_after = cr_x509_not_after(id.cert);
   if (cr_trust_verify_store(store, id.cert, id.chain, CR_TRUST_PURPOSE_CLIENT, &verified, &xerr, warn, sizeof warn,
                             err, sizeof err) < 0) {
     route_refuse(a, rt, event,
@@ -100,9 +74,11 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
   if (warn[0])
     cr_log_warn("soft revocation: client identity allowed without a usable CRL", "route=%s reason=\"%s\"", r->name,
                 warn);
-  sk_X509_pop_free(id.chain, X509_free);
-  id.chain = presented_chain(verified);
-  sk_X509_pop_free(verified, X509_free);
+  /* The route presents the chain without a self-signed root: the peer has that, or the chain is
+   * useless to it anyway. */
+  cr_x509_chain_free(id.chain);
+  id.chain = cr_x509_chain_after_leaf(verified);
+  cr_x509_chain_free(verified);
 
   memset(&o, 0, sizeof o);
   o.identity_loaded = &id;
@@ -203,7 +179,7 @@ static void warn_expiry(agent_t *a, const char *what, const char *name, time_t n
   char when[32];
   if (not_after == 0 || window_s == 0)
     return;
-  fmt_time(not_after, when, sizeof when);
+  cr_x509_fmt_time(not_after, CR_X509_TIME_ISO, when, sizeof when);
   if (not_after <= now)
     cr_log_error("certificate expired", "what=%s name=\"%s\" not_after=%s", what, name, when);
   else if ((uint64_t)(not_after - now) <= window_s)
@@ -241,7 +217,7 @@ void cr__agent_trust_json(agent_t *a, cr_buf_t *out) {
   if (a->trust.store && cr_truststore_list(a->trust.store, &l, err, sizeof err) == 0) {
     for (size_t i = 0; i < l.ncerts; i++) {
       const cr_trust_cert_t *c = &l.certs[i];
-      fmt_time(c->not_after, when, sizeof when);
+      cr_x509_fmt_time(c->not_after, CR_X509_TIME_ISO, when, sizeof when);
       cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"subject\":\"", i ? "," : "", c->fingerprint);
       cr_json_escape(out, c->subject);
       cr_buf_appendf(out, "\",\"issuer\":\"");
@@ -252,7 +228,7 @@ void cr__agent_trust_json(agent_t *a, cr_buf_t *out) {
     cr_buf_appendf(out, "],\"crls\":[");
     for (size_t i = 0; i < l.ncrls; i++) {
       const cr_trust_crl_t *c = &l.crls[i];
-      fmt_time(c->next_update, when, sizeof when);
+      cr_x509_fmt_time(c->next_update, CR_X509_TIME_ISO, when, sizeof when);
       cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"issuer\":\"", i ? "," : "", c->fingerprint);
       cr_json_escape(out, c->issuer);
       cr_buf_appendf(out, "\",\"next_update\":\"%s\",\"stale\":%s,\"revoked\":%zu}", c->next_update ? when : "",

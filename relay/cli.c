@@ -1,8 +1,5 @@
 #include "ccrelay/cli.h"
 
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +13,10 @@
 #include "ccrelay/log.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/trust_cli.h"
+#include "ccrelay/x509.h"
+
+/* A CA bundle larger than this is not what the user meant to point at. */
+#define CA_FILE_MAX (4 * 1024 * 1024)
 
 static const char usage_text[] =
     "usage: ccrelay <command> [options]\n"
@@ -75,33 +76,30 @@ static void pos_prefix(char *out, size_t len, const char *file, cr_conf_pos_t po
 
 /* A CA file must hold at least one PEM certificate and nothing unparseable. */
 static int check_ca_file(const char *file, const char *key, const cr_conf_file_t *ca) {
-  char where[1200];
-  FILE *f;
-  int n = 0;
-  X509 *x;
+  char where[1200], err[1024];
+  cr_x509_set_t set;
+  unsigned char *data;
+  size_t len;
+  int r, n;
   if (ca->path == NULL)
     return 0;
   pos_prefix(where, sizeof where, file, ca->pos);
-  f = fopen(ca->path, "r");
-  if (f == NULL) {
-    fprintf(stderr, "%s: %s: cannot open %s: %s\n", where, key, ca->path, strerror(errno));
+  r = cr_x509_read_file(ca->path, NULL, CA_FILE_MAX, &data, &len, err, sizeof err);
+  if (r < 0) {
+    fprintf(stderr, "%s: %s: %s\n", where, key, err);
     return -1;
   }
-  while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
-    X509_free(x);
-    n++;
+  r = cr_x509_decode(data, len, NULL, ca->path, &set, err, sizeof err);
+  free(data);
+  n = r == 0 && set.format == CR_X509_PEM ? sk_X509_num(set.certs) : 0;
+  cr_x509_set_free(&set);
+  if (r == CR_ETLS) { /* a PEM block that does not decode */
+    fprintf(stderr, "%s: %s: %s\n", where, key, err);
+    return -1;
   }
-  fclose(f);
-  /* Reading stops with a "no start line" error at the end of the file; anything else is damage. */
-  unsigned long e = ERR_peek_last_error();
-  ERR_clear_error();
   if (n == 0) {
     fprintf(stderr, "%s: %s: %s holds no PEM certificate; give the CA certificate(s) in PEM form\n", where,
             key, ca->path);
-    return -1;
-  }
-  if (e != 0 && ERR_GET_REASON(e) != PEM_R_NO_START_LINE) {
-    fprintf(stderr, "%s: %s: %s: a certificate after the first %d does not parse\n", where, key, ca->path, n);
     return -1;
   }
   return 0;
@@ -242,7 +240,7 @@ int cr_cli_main(int argc, char **argv) {
     return CR_EXIT_OK;
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("ccrelay %s (%s)\n", CCRELAY_VERSION, OpenSSL_version(OPENSSL_VERSION));
+    printf("ccrelay %s (%s)\n", CCRELAY_VERSION, cr_x509_openssl_version());
     return CR_EXIT_OK;
   }
   if (strcmp(cmd, "trust") == 0)

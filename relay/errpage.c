@@ -1,11 +1,11 @@
 #include "ccrelay/errpage.h"
 
-#include <openssl/rand.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ccrelay/http1.h"
+#include "ccrelay/x509.h"
 
 void cr_json_escape(cr_buf_t *out, const char *s) {
   for (; s && *s; s++) {
@@ -84,10 +84,9 @@ void cr_request_id_new(char out[17]) {
   static uint32_t counter;
   static int seeded;
   if (!seeded) {
-    if (RAND_bytes((unsigned char *)&prefix, sizeof prefix) != 1)
+    if (cr_x509_random_bytes(&prefix, sizeof prefix) < 0)
       prefix = (uint32_t)(uintptr_t)&prefix ^ 0x5bd1e995u;
-    if (RAND_bytes((unsigned char *)&counter, sizeof counter) != 1)
-      counter = 0;
+    cr_x509_random_bytes(&counter, sizeof counter); /* zero when it fails */
     seeded = 1;
   }
   static const char hex[] = "0123456789abcdef";

@@ -1,22 +1,17 @@
 /* TLS contexts and identities: provider setup, PKCS#12 and PEM loading, the SSL_CTX policy, and the
  * callbacks (verify, ALPN, alerts) that report into each connection's notes (tls_internal.h). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/pkcs12.h>
-#include <openssl/provider.h>
-#include <openssl/x509v3.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
+#include "ccrelay/x509.h"
 #include "tls_internal.h"
 
 /* PKCS#12 and PEM files are small; anything larger is not what the user meant to point at. */
@@ -38,125 +33,20 @@ struct cr_tls_ctx {
 
 static int notes_index = -1;
 
-/* ---- errors ---- */
-
-static int contains_nocase(const char *hay, const char *needle) {
-  size_t n = strlen(needle);
-  for (; *hay; hay++)
-    if (strncasecmp(hay, needle, n) == 0)
-      return 1;
-  return 0;
-}
-
-/* Drains the queue into one line; *unsupported (when not NULL) tells whether an entry says an
- * algorithm is missing rather than the data being bad. */
-static void drain_errors(char *out, size_t outlen, int *unsupported) {
-  const char *data, *reason;
-  unsigned long e;
-  size_t used = 0;
-  int flags, n;
-  char code[32];
-  if (unsupported)
-    *unsupported = 0;
-  if (outlen == 0)
-    return;
-  out[0] = '\0';
-  while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
-    reason = ERR_reason_error_string(e);
-    if (unsupported && (ERR_GET_REASON(e) == ERR_R_UNSUPPORTED ||
-                        (reason && (contains_nocase(reason, "unsupported") || contains_nocase(reason, "unknown")))))
-      *unsupported = 1;
-    if (reason == NULL) {
-      snprintf(code, sizeof code, "error %lx", e);
-      reason = code;
-    }
-    if (used >= outlen - 1)
-      continue; /* keep draining so the next failure does not inherit these */
-    n = snprintf(out + used, outlen - used, "%s%s%s%s", used ? "; " : "", reason,
-                 (flags & ERR_TXT_STRING) && data && *data ? ": " : "",
-                 (flags & ERR_TXT_STRING) && data ? data : "");
-    if (n > 0)
-      used = CR_MIN(used + (size_t)n, outlen - 1);
-  }
-}
-
-void cr__tls_drain_errors(char *out, size_t outlen) { drain_errors(out, outlen, NULL); }
-
 /* ---- global ---- */
 
-static OSSL_PROVIDER *prov_default, *prov_legacy;
-
-/* Runs before OpenSSL's own exit cleanup (atexit order is reversed and OpenSSL registered first):
- * a provider still referenced then would never be torn down, and leak checkers would say so. */
-static void unload_providers(void) {
-  if (prov_legacy)
-    OSSL_PROVIDER_unload(prov_legacy);
-  if (prov_default)
-    OSSL_PROVIDER_unload(prov_default);
-  prov_legacy = prov_default = NULL;
-}
-
 int cr_tls_global_init(char *err, size_t errlen) {
-  static int done;
-  if (done)
+  int r;
+  if (notes_index >= 0)
     return 0;
-  /* Loading any provider by hand turns off the implicit default one, so load both. */
-  if ((prov_default = OSSL_PROVIDER_load(NULL, "default")) == NULL) {
-    char detail[256];
-    cr__tls_drain_errors(detail, sizeof detail);
-    snprintf(err, errlen, "cannot load OpenSSL's default provider (%s); check the OpenSSL installation", detail);
-    return CR_ETLS;
-  }
-  if ((prov_legacy = OSSL_PROVIDER_load(NULL, "legacy")) == NULL) {
-    char detail[256];
-    cr__tls_drain_errors(detail, sizeof detail);
-    snprintf(err, errlen,
-             "cannot load OpenSSL's legacy provider, which legacy PKCS#12 files (RC2/3DES) need (%s); "
-             "install it (Debian: libssl3, file ossl-modules/legacy.so) or point OPENSSL_MODULES at it",
-             detail);
-    OSSL_PROVIDER_unload(prov_default);
-    prov_default = NULL;
-    return CR_ETLS;
-  }
+  r = cr_x509_init(err, errlen);
+  if (r < 0)
+    return r;
   notes_index = SSL_get_ex_new_index(0, "ccrelay notes", NULL, NULL, NULL);
-  atexit(unload_providers);
-  done = 1;
   return 0;
 }
 
 /* ---- identities ---- */
-
-static int read_file(const char *path, unsigned char **out, size_t *outlen, const char *what, char *err,
-                     size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  unsigned char *buf;
-  size_t len = 0, n;
-  int r;
-  if (f == NULL) {
-    r = -errno;
-    snprintf(err, errlen, "cannot read %s %s: %s; check the path and its permissions", what, path, strerror(errno));
-    return r;
-  }
-  buf = cr_malloc(MAX_CRED_FILE + 1);
-  while ((n = fread(buf + len, 1, MAX_CRED_FILE + 1 - len, f)) > 0 && len <= MAX_CRED_FILE)
-    len += n;
-  if (ferror(f)) {
-    r = -errno;
-    fclose(f);
-    free(buf);
-    snprintf(err, errlen, "cannot read %s %s: %s", what, path, strerror(-r));
-    return r ? r : UV_EIO;
-  }
-  fclose(f);
-  if (len > MAX_CRED_FILE) {
-    free(buf);
-    snprintf(err, errlen, "%s %s is larger than %d bytes; is it the right file?", what, path, MAX_CRED_FILE);
-    return CR_ELIMIT;
-  }
-  *out = buf;
-  *outlen = len;
-  return 0;
-}
 
 void cr_tls_identity_free(cr_tls_identity_t *id) {
   EVP_PKEY_free(id->key);
@@ -166,136 +56,79 @@ void cr_tls_identity_free(cr_tls_identity_t *id) {
   memset(id, 0, sizeof *id);
 }
 
-static int mac_ok(PKCS12 *p12, const char *pass) {
-  /* Empty and absent passwords are different bytes on the wire; exporters use either. */
-  if (pass == NULL || *pass == '\0')
-    return PKCS12_verify_mac(p12, "", 0) || PKCS12_verify_mac(p12, NULL, 0);
-  return PKCS12_verify_mac(p12, pass, -1);
-}
-
 static int load_pkcs12(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err, size_t errlen) {
-  const char *path = src->pkcs12;
-  const char *pass = src->password;
+  cr_x509_set_t set;
   unsigned char *data;
-  const unsigned char *p;
   size_t len;
-  PKCS12 *p12;
-  char detail[256];
-  int r, unsupported;
-  r = read_file(path, &data, &len, "PKCS#12 file", err, errlen);
+  int r;
+  r = cr_x509_read_file(src->pkcs12, "PKCS#12 file", MAX_CRED_FILE, &data, &len, err, errlen);
   if (r < 0)
     return r;
-  ERR_clear_error();
-  p = data;
-  p12 = d2i_PKCS12(NULL, &p, (long)len);
+  r = cr_x509_decode_pkcs12(data, len, src->password, src->pkcs12, &set, err, errlen);
+  cr_wipe(data, len);
   free(data);
-  if (p12 == NULL) {
-    cr__tls_drain_errors(detail, sizeof detail);
-    snprintf(err, errlen,
-             "%s is not a PKCS#12 file or is damaged (%s); export the identity again as PKCS#12 (.p12/.pfx, "
-             "DER), or give a PEM cert and key instead",
-             path, detail);
+  if (r == CR_EP12_PASSWORD) {
+    size_t n = strlen(err);
+    snprintf(err + n, errlen - n, "; check password_file");
+  }
+  if (r < 0)
+    return r;
+  if (set.leaf == NULL || set.key == NULL) {
+    snprintf(err, errlen, "%s holds no %s; export the certificate together with its private key", src->pkcs12,
+             set.leaf == NULL ? "certificate" : "private key");
+    cr_x509_set_free(&set);
     return CR_EP12_CORRUPT;
   }
-  if (PKCS12_mac_present(p12) && !mac_ok(p12, pass)) {
-    drain_errors(detail, sizeof detail, &unsupported);
-    if (unsupported) {
-      snprintf(err, errlen,
-               "%s: its integrity check uses an algorithm this OpenSSL cannot load (%s); re-export it with "
-               "modern algorithms (openssl pkcs12 -export, AES-256 and SHA-256)",
-               path, detail);
-      PKCS12_free(p12);
-      return CR_EP12_UNSUPPORTED;
-    }
-    snprintf(err, errlen, "%s: wrong password (the PKCS#12 integrity check failed); check password_file", path);
-    PKCS12_free(p12);
-    return CR_EP12_PASSWORD;
-  }
-  if (!PKCS12_parse(p12, pass ? pass : "", &out->key, &out->cert, &out->chain)) {
-    drain_errors(detail, sizeof detail, &unsupported);
-    PKCS12_free(p12);
-    cr_tls_identity_free(out);
-    if (unsupported) {
-      snprintf(err, errlen,
-               "%s uses an encryption algorithm this OpenSSL cannot load (%s); legacy RC2/3DES files need "
-               "OpenSSL's legacy provider, otherwise re-export it (openssl pkcs12 -export, AES-256)",
-               path, detail);
-      return CR_EP12_UNSUPPORTED;
-    }
-    snprintf(err, errlen, "%s: the password is right but the contents do not decode (%s); export it again", path,
-             detail);
-    return CR_EP12_CORRUPT;
-  }
-  PKCS12_free(p12);
-  if (out->chain == NULL)
-    out->chain = sk_X509_new_null();
-  if (out->cert == NULL || out->key == NULL) {
-    snprintf(err, errlen, "%s holds no %s; export the certificate together with its private key", path,
-             out->cert == NULL ? "certificate" : "private key");
-    cr_tls_identity_free(out);
-    return CR_EP12_CORRUPT;
-  }
+  out->key = set.key;
+  out->cert = set.leaf;
+  out->chain = set.certs;
+  set.key = NULL;
+  set.leaf = NULL;
+  set.certs = NULL;
+  cr_x509_set_free(&set);
   return 0;
 }
 
-/* Never prompts on a terminal: an encrypted PEM key without a password is an error. */
-static int pem_pass_cb(char *buf, int size, int rwflag, void *u) {
-  const char *pass = u;
-  size_t n;
-  (void)rwflag;
-  if (pass == NULL || *pass == '\0' || size <= 0)
-    return -1;
-  n = strlen(pass);
-  if (n > (size_t)size)
-    return -1;
-  memcpy(buf, pass, n);
-  return (int)n;
-}
-
 static int load_pem(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err, size_t errlen) {
+  cr_x509_set_t set;
   unsigned char *data;
   size_t len;
   char detail[256];
-  BIO *bio;
-  X509 *x;
   int r;
   if (src->cert == NULL || src->key == NULL) {
     snprintf(err, errlen, "a TLS identity needs either pkcs12 or both cert and key");
     return CR_ECONFIG;
   }
-  r = read_file(src->cert, &data, &len, "certificate file", err, errlen);
+  r = cr_x509_read_file(src->cert, "certificate file", MAX_CRED_FILE, &data, &len, err, errlen);
   if (r < 0)
     return r;
-  ERR_clear_error();
-  bio = BIO_new_mem_buf(data, (int)len);
-  out->cert = PEM_read_bio_X509(bio, NULL, pem_pass_cb, NULL);
-  out->chain = sk_X509_new_null();
-  while (out->cert != NULL && (x = PEM_read_bio_X509(bio, NULL, pem_pass_cb, NULL)) != NULL)
-    sk_X509_push(out->chain, x);
-  BIO_free(bio);
+  r = cr_x509_decode(data, len, NULL, src->cert, &set, detail, sizeof detail);
   free(data);
-  if (out->cert == NULL) {
-    cr__tls_drain_errors(detail, sizeof detail);
+  if (r == 0 && (set.format != CR_X509_PEM || sk_X509_num(set.certs) == 0)) {
+    snprintf(detail, sizeof detail, "%s", set.format == CR_X509_PEM ? "no CERTIFICATE block" : "not PEM");
+    cr_x509_set_free(&set);
+    r = CR_ETLS;
+  }
+  if (r < 0) {
     snprintf(err, errlen, "%s holds no PEM certificate (%s); it must start with -----BEGIN CERTIFICATE-----",
-             src->cert, detail);
-    cr_tls_identity_free(out);
+             src->cert, r == CR_ETLS ? detail : "not PEM");
     return CR_ETLS;
   }
-  ERR_clear_error(); /* the end of the chain reads as "no start line" */
-  r = read_file(src->key, &data, &len, "key file", err, errlen);
+  out->cert = sk_X509_shift(set.certs);
+  out->chain = set.certs;
+  set.certs = NULL;
+  cr_x509_set_free(&set);
+  r = cr_x509_read_file(src->key, "key file", MAX_CRED_FILE, &data, &len, err, errlen);
   if (r < 0) {
     cr_tls_identity_free(out);
     return r;
   }
-  bio = BIO_new_mem_buf(data, (int)len);
-  out->key = PEM_read_bio_PrivateKey(bio, NULL, pem_pass_cb, (void *)src->password);
-  BIO_free(bio);
+  out->key = cr_x509_pem_key(data, len, src->password, detail, sizeof detail);
   cr_wipe(data, len);
   free(data);
   if (out->key == NULL) {
-    cr__tls_drain_errors(detail, sizeof detail);
     snprintf(err, errlen, "%s holds no usable PEM private key (%s); if it is encrypted, check password_file",
-             src->key, detail);
+             src->key, detail[0] ? detail : "no detail from OpenSSL");
     cr_tls_identity_free(out);
     return CR_ETLS;
   }
@@ -315,7 +148,7 @@ int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *ou
   if (!X509_check_private_key(out->cert, out->key)) {
     char subject[256];
     ERR_clear_error();
-    cr_x509_name_oneline(X509_get_subject_name(out->cert), subject, sizeof subject);
+    cr_x509_subject(out->cert, subject, sizeof subject);
     if (src->pkcs12)
       snprintf(err, errlen, "%s: the private key does not belong to certificate %s; export the pair again",
                src->pkcs12, subject);
@@ -326,47 +159,6 @@ int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *ou
     return CR_EKEY_MISMATCH;
   }
   return 0;
-}
-
-/* ---- names ---- */
-
-void cr_x509_name_oneline(X509_NAME *name, char *out, size_t outlen) {
-  BIO *bio;
-  int n;
-  if (outlen == 0)
-    return;
-  out[0] = '\0';
-  if (name == NULL)
-    return;
-  bio = BIO_new(BIO_s_mem());
-  X509_NAME_print_ex(bio, name, 0, (XN_FLAG_RFC2253 & ~XN_FLAG_SEP_MASK & ~ASN1_STRFLGS_ESC_MSB) |
-                                       XN_FLAG_SEP_CPLUS_SPC);
-  n = BIO_read(bio, out, (int)CR_MIN(outlen - 1, (size_t)0x7fffffff));
-  out[n > 0 ? n : 0] = '\0';
-  BIO_free(bio);
-}
-
-void cr_x509_common_name(X509 *cert, char *out, size_t outlen) {
-  X509_NAME *name;
-  X509_NAME_ENTRY *entry;
-  unsigned char *utf8 = NULL;
-  int i, n;
-  if (outlen == 0)
-    return;
-  out[0] = '\0';
-  if (cert == NULL || (name = X509_get_subject_name(cert)) == NULL)
-    return;
-  i = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
-  if (i < 0 || (entry = X509_NAME_get_entry(name, i)) == NULL)
-    return;
-  n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(entry));
-  if (n < 0)
-    return;
-  /* The name goes into log lines and error prose: no control bytes. */
-  for (i = 0; i < n && (size_t)i < outlen - 1; i++)
-    out[i] = utf8[i] < 0x20 || utf8[i] == 0x7f ? '?' : (char)utf8[i];
-  out[i] = '\0';
-  OPENSSL_free(utf8);
 }
 
 /* ---- context ---- */
@@ -393,7 +185,7 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   char subject[160];
   if (!preverify_ok && ctx && ctx->crl_soft && cr_trust_crl_soft_error(X509_STORE_CTX_get_error(store))) {
     if (notes && notes->verify_warn == NULL) {
-      cr_x509_name_oneline(cert ? X509_get_subject_name(cert) : NULL, subject, sizeof subject);
+      cr_x509_subject(cert, subject, sizeof subject);
       snprintf(note_text(&notes->verify_warn), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
                X509_verify_cert_error_string(X509_STORE_CTX_get_error(store)),
                X509_STORE_CTX_get_error_depth(store), subject[0] ? subject : "unknown");
@@ -403,7 +195,7 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   if (!preverify_ok) {
     if (notes && notes->verify_why == NULL) {
       int e = X509_STORE_CTX_get_error(store);
-      cr_x509_name_oneline(cert ? X509_get_subject_name(cert) : NULL, subject, sizeof subject);
+      cr_x509_subject(cert, subject, sizeof subject);
       snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
                X509_verify_cert_error_string(e), X509_STORE_CTX_get_error_depth(store),
                subject[0] ? subject : "unknown");
@@ -538,7 +330,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   ERR_clear_error();
   sc = SSL_CTX_new(opts->server ? TLS_server_method() : TLS_client_method());
   if (sc == NULL) {
-    cr__tls_drain_errors(detail, sizeof detail);
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
     snprintf(err, errlen, "cannot create a TLS context: %s", detail);
     return CR_ETLS;
   }
@@ -586,7 +378,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   }
   if (opts->ca_file && *opts->ca_file) {
     if (!SSL_CTX_load_verify_locations(sc, opts->ca_file, NULL)) {
-      cr__tls_drain_errors(detail, sizeof detail);
+      cr_x509_drain_errors(detail, sizeof detail, NULL);
       snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
                opts->ca_file, detail);
       cr_tls_ctx_free(ctx);
@@ -617,7 +409,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   if (opts->identity_loaded) {
     const cr_tls_identity_t *li = opts->identity_loaded;
     if (!SSL_CTX_use_cert_and_key(sc, li->cert, li->key, li->chain, 1) || !SSL_CTX_check_private_key(sc)) {
-      cr__tls_drain_errors(detail, sizeof detail);
+      cr_x509_drain_errors(detail, sizeof detail, NULL);
       snprintf(err, errlen, "cannot use the identity (%s); check that it is a valid certificate and key", detail);
       cr_tls_ctx_free(ctx);
       return CR_ETLS;
@@ -630,7 +422,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
       return r;
     }
     if (!SSL_CTX_use_cert_and_key(sc, id.cert, id.key, id.chain, 1) || !SSL_CTX_check_private_key(sc)) {
-      cr__tls_drain_errors(detail, sizeof detail);
+      cr_x509_drain_errors(detail, sizeof detail, NULL);
       snprintf(err, errlen, "cannot use the identity from %s (%s); check that it is a valid certificate and key",
                opts->identity->pkcs12 ? opts->identity->pkcs12 : opts->identity->cert, detail);
       cr_tls_identity_free(&id);
@@ -651,7 +443,7 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
       wire[0] = (unsigned char)n;
       memcpy(wire + 1, ctx->alpn, n);
       if (SSL_CTX_set_alpn_protos(sc, wire, (unsigned)(n + 1)) != 0) { /* 0 is success here */
-        cr__tls_drain_errors(detail, sizeof detail);
+        cr_x509_drain_errors(detail, sizeof detail, NULL);
         snprintf(err, errlen, "cannot set ALPN '%s': %s", ctx->alpn, detail);
         cr_tls_ctx_free(ctx);
         return CR_ETLS;

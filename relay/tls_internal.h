@@ -32,7 +32,5 @@ int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx);
 /* The ALPN id the context insists on, or NULL. */
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx);
 int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx);
-/* Drains OpenSSL's error queue into out as one line ("reason: detail; reason2"); "" when empty. */
-void cr__tls_drain_errors(char *out, size_t outlen);
 
 #endif

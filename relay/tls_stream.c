@@ -28,6 +28,7 @@
 #include "ccrelay/error.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
+#include "ccrelay/x509.h"
 #include "tls_internal.h"
 
 /* Plaintext of the records one lower read brought (up to four full ones). Delivered synchronously and
@@ -651,7 +652,7 @@ static const char *alert_text(int desc) {
 static void describe_failure(tls_stream_t *t, const char *what) {
   char queue[320];
   size_t n;
-  cr__tls_drain_errors(queue, sizeof queue);
+  cr_x509_drain_errors(queue, sizeof queue, NULL);
   n = (size_t)snprintf(err_buf(t), ERR_MAX, "%s", what);
   if (t->notes.peer_alert >= 0 && n < ERR_MAX)
     snprintf(t->err + n, ERR_MAX - n, "%speer alert: %s", n ? ": " : "", alert_text(t->notes.peer_alert));
@@ -748,7 +749,7 @@ static int handshake_status(tls_stream_t *t) {
   const char *want = cr__tls_ctx_alpn(t->ctx);
   char queue[320];
   if (t->notes.alpn_refused || t->notes.peer_alert == SSL_AD_NO_APPLICATION_PROTOCOL) {
-    cr__tls_drain_errors(queue, sizeof queue);
+    cr_x509_drain_errors(queue, sizeof queue, NULL);
     if (t->notes.alpn_refused)
       set_err(t, "the client does not offer application protocol '%s'", want ? want : "");
     else if (want)
@@ -759,7 +760,7 @@ static int handshake_status(tls_stream_t *t) {
     return CR_ETLS_ALPN;
   }
   if (vr != X509_V_OK) {
-    cr__tls_drain_errors(queue, sizeof queue);
+    cr_x509_drain_errors(queue, sizeof queue, NULL);
     if (t->notes.verify_why)
       set_err(t, "%s", t->notes.verify_why);
     else

@@ -7,15 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
-
 #include "ccrelay/alloc.h"
 #include "ccrelay/cli.h"
 #include "ccrelay/config.h"
 #include "ccrelay/error.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
+#include "ccrelay/x509.h"
 
 #define MAX_PASSWORD 4096
 
@@ -192,22 +190,6 @@ static void free_password(char *p) {
   }
 }
 
-static void fmt_date(time_t t, char *out, size_t outlen) {
-  struct tm tm;
-  if (t == 0) {
-    snprintf(out, outlen, "-");
-    return;
-  }
-  gmtime_r(&t, &tm);
-  strftime(out, outlen, "%Y-%m-%d", &tm);
-}
-
-static void fmt_iso(time_t t, char *out, size_t outlen) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
@@ -260,8 +242,8 @@ static int cmd_list(cr_truststore_t *ts, const opts_t *o) {
     printf(",\n  \"certificates\": [");
     for (size_t i = 0; i < l.ncerts; i++) {
       const cr_trust_cert_t *c = &l.certs[i];
-      fmt_iso(c->not_before, nb, sizeof nb);
-      fmt_iso(c->not_after, na, sizeof na);
+      cr_x509_fmt_time(c->not_before, CR_X509_TIME_ISO, nb, sizeof nb);
+      cr_x509_fmt_time(c->not_after, CR_X509_TIME_ISO, na, sizeof na);
       printf("%s\n    {\"fingerprint\": \"%s\", \"file\": ", i ? "," : "", c->fingerprint);
       json_str(stdout, c->path);
       printf(", \"subject\": ");
@@ -276,14 +258,14 @@ static int cmd_list(cr_truststore_t *ts, const opts_t *o) {
     printf("%s],\n  \"crls\": [", l.ncerts ? "\n  " : "");
     for (size_t i = 0; i < l.ncrls; i++) {
       const cr_trust_crl_t *c = &l.crls[i];
-      fmt_iso(c->this_update, nb, sizeof nb);
+      cr_x509_fmt_time(c->this_update, CR_X509_TIME_ISO, nb, sizeof nb);
       printf("%s\n    {\"fingerprint\": \"%s\", \"file\": ", i ? "," : "", c->fingerprint);
       json_str(stdout, c->path);
       printf(", \"issuer\": ");
       json_str(stdout, c->issuer);
       printf(", \"this_update\": \"%s\", \"next_update\": ", nb);
       if (c->next_update) {
-        fmt_iso(c->next_update, na, sizeof na);
+        cr_x509_fmt_time(c->next_update, CR_X509_TIME_ISO, na, sizeof na);
         printf("\"%s\", \"days_left\": %ld", na, c->days_left);
       } else {
         printf("null, \"days_left\": null");
@@ -301,8 +283,8 @@ static int cmd_list(cr_truststore_t *ts, const opts_t *o) {
     for (size_t i = 0; i < l.ncrls; i++) {
       const cr_trust_crl_t *c = &l.crls[i];
       char days[16];
-      fmt_date(c->this_update, nb, sizeof nb);
-      fmt_date(c->next_update, na, sizeof na);
+      cr_x509_fmt_time(c->this_update, CR_X509_TIME_DATE, nb, sizeof nb);
+      cr_x509_fmt_time(c->next_update, CR_X509_TIME_DATE, na, sizeof na);
       if (c->stale)
         snprintf(days, sizeof days, "STALE");
       else if (c->next_update)
@@ -319,7 +301,7 @@ static int cmd_list(cr_truststore_t *ts, const opts_t *o) {
     for (size_t i = 0; i < l.ncerts; i++) {
       const cr_trust_cert_t *c = &l.certs[i];
       char days[16];
-      fmt_date(c->not_after, na, sizeof na);
+      cr_x509_fmt_time(c->not_after, CR_X509_TIME_DATE, na, sizeof na);
       if (c->expired)
         snprintf(days, sizeof days, "EXPIRED");
       else
@@ -395,29 +377,6 @@ static int cmd_add_crl(cr_truststore_t *ts, const opts_t *o) {
   return CR_EXIT_OK;
 }
 
-static const char *verify_hint(int e) {
-  switch (e) {
-  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-  case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-  case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    return "add the root CA that issued it with 'ccrelay trust add' (and any intermediate the file lacks)";
-  case X509_V_ERR_CERT_HAS_EXPIRED:
-    return "renew the certificate named (or, for a root, add its renewed version)";
-  case X509_V_ERR_CERT_NOT_YET_VALID:
-    return "check the clock, or wait until the certificate's notBefore";
-  case X509_V_ERR_CERT_REVOKED:
-    return "its CA revoked it; get a new certificate issued";
-  case X509_V_ERR_INVALID_PURPOSE:
-    return "its extendedKeyUsage does not allow this use; get a certificate issued for it";
-  case X509_V_ERR_UNABLE_TO_GET_CRL:
-  case X509_V_ERR_CRL_HAS_EXPIRED:
-    return "add the issuing CA's current CRL with 'ccrelay trust add-crl', or use --revocation soft";
-  default:
-    return "check the chain with 'openssl verify -show_chain'";
-  }
-}
-
 static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password) {
   STACK_OF(X509) *untrusted, *chain = NULL;
   X509 *leaf;
@@ -454,7 +413,7 @@ static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password
   r = cr_truststore_verify(ts, leaf, untrusted, purpose, mode, &chain, &x509_err, warn, sizeof warn, err, sizeof err);
   if (r == CR_ETLS_VERIFY) {
     fprintf(stderr, "ccrelay trust: %s: verification failed: %s\nccrelay trust: %s\n", o->args[0], err,
-            verify_hint(x509_err));
+            cr_trust_verify_hint(x509_err));
   } else if (r < 0) {
     fprintf(stderr, "ccrelay trust: %s\n", err);
   } else {
@@ -463,13 +422,9 @@ static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password
     for (int i = 0; i < n; i++) {
       X509 *x = sk_X509_value(chain, i);
       char subject[512], fp[CR_TRUST_FP_HEX + 1];
-      const ASN1_TIME *t = X509_get0_notAfter(x);
-      struct tm tm;
-      cr_x509_name_oneline(X509_get_subject_name(x), subject, sizeof subject);
-      cr_trust_fingerprint(x, fp);
-      na[0] = '\0';
-      if (ASN1_TIME_to_tm(t, &tm))
-        strftime(na, sizeof na, "%Y-%m-%d", &tm);
+      cr_x509_subject(x, subject, sizeof subject);
+      cr_x509_fingerprint(x, fp);
+      cr_x509_fmt_time(cr_x509_not_after(x), CR_X509_TIME_DATE, na, sizeof na);
       printf("  %d  %s  (notAfter %s, sha256 %.16s%s)\n", i, subject, na, fp,
              i == n - 1 ? ", trusted root" : "");
     }
@@ -477,9 +432,8 @@ static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password
       fprintf(stderr, "ccrelay trust: warning: revocation not checked: %s\n", warn);
   }
   X509_free(leaf);
-  sk_X509_pop_free(untrusted, X509_free);
-  if (chain)
-    sk_X509_pop_free(chain, X509_free);
+  cr_x509_chain_free(untrusted);
+  cr_x509_chain_free(chain);
   return r < 0 ? CR_EXIT_FAILURE : CR_EXIT_OK;
 }
 

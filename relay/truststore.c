@@ -16,14 +16,13 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/pkcs12.h>
 #include <openssl/x509v3.h>
 #include <uv.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
-#include "ccrelay/tls.h"
+#include "ccrelay/x509.h"
 
 #define TRUST_MAX_INPUT (1024 * 1024) /* a trust input or store file larger than this is not a certificate */
 #define CERT_SUFFIX ".pem"
@@ -56,83 +55,8 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* Drains OpenSSL's error queue into one line, so the next failure does not inherit old entries. */
-static void drain_errors(char *out, size_t outlen, int *unsupported) {
-  const char *data, *reason;
-  unsigned long e;
-  size_t used = 0;
-  int flags, n;
-  if (unsupported)
-    *unsupported = 0;
-  out[0] = '\0';
-  while ((e = ERR_get_error_all(NULL, NULL, NULL, &data, &flags)) != 0) {
-    reason = ERR_reason_error_string(e);
-    if (unsupported && (ERR_GET_REASON(e) == ERR_R_UNSUPPORTED ||
-                        (reason && (strstr(reason, "unsupported") || strstr(reason, "unknown")))))
-      *unsupported = 1;
-    if (used >= outlen - 1)
-      continue;
-    n = snprintf(out + used, outlen - used, "%s%s%s%s", used ? "; " : "", reason ? reason : "unknown error",
-                 (flags & ERR_TXT_STRING) && data && *data ? ": " : "", (flags & ERR_TXT_STRING) && data ? data : "");
-    if (n > 0)
-      used = CR_MIN(used + (size_t)n, outlen - 1);
-  }
-  if (out[0] == '\0')
-    snprintf(out, outlen, "no detail from OpenSSL");
-}
-
 static int read_input(const char *path, unsigned char **out, size_t *outlen, char *err, size_t errlen) {
-  FILE *f = fopen(path, "rb");
-  unsigned char *buf;
-  size_t len = 0, n;
-  int r;
-  if (f == NULL) {
-    r = -errno;
-    seterr(err, errlen, "cannot read %s: %s; check the path and its permissions", path, strerror(-r));
-    return r;
-  }
-  buf = cr_malloc(TRUST_MAX_INPUT + 1);
-  while (len <= TRUST_MAX_INPUT && (n = fread(buf + len, 1, TRUST_MAX_INPUT + 1 - len, f)) > 0)
-    len += n;
-  if (ferror(f)) {
-    r = errno ? -errno : UV_EIO;
-    fclose(f);
-    free(buf);
-    seterr(err, errlen, "cannot read %s: %s", path, strerror(-r));
-    return r;
-  }
-  fclose(f);
-  if (len > TRUST_MAX_INPUT) {
-    free(buf);
-    seterr(err, errlen, "%s is larger than %d bytes; it is not a certificate, CRL or PKCS#12 file", path, TRUST_MAX_INPUT);
-    return CR_ELIMIT;
-  }
-  *out = buf;
-  *outlen = len;
-  return 0;
-}
-
-static void hex(const unsigned char *in, size_t n, char *out) {
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[in[i] >> 4];
-    out[2 * i + 1] = digits[in[i] & 15];
-  }
-  out[2 * n] = '\0';
-}
-
-void cr_trust_fingerprint(X509 *cert, char out[CR_TRUST_FP_HEX + 1]) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  X509_digest(cert, EVP_sha256(), md, &n);
-  hex(md, n, out);
-}
-
-static void crl_fingerprint(X509_CRL *crl, char out[CR_TRUST_FP_HEX + 1]) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  X509_CRL_digest(crl, EVP_sha256(), md, &n);
-  hex(md, n, out);
+  return cr_x509_read_file(path, NULL, TRUST_MAX_INPUT, out, outlen, err, errlen);
 }
 
 static char *name_dup(X509_NAME *name) {
@@ -141,23 +65,10 @@ static char *name_dup(X509_NAME *name) {
   return cr_strdup(buf);
 }
 
-static time_t asn1_time(const ASN1_TIME *t) {
-  struct tm tm;
-  if (t == NULL || !ASN1_TIME_to_tm(t, &tm))
-    return 0;
-  return timegm(&tm);
-}
-
 static long days_until(time_t t, time_t now) {
   time_t d = t - now;
   /* floor division: an hour past expiry is day -1, not day 0 */
   return (long)(d >= 0 ? d / 86400 : -((-d + 86399) / 86400));
-}
-
-/* CA:TRUE, or a version 1 self-signed certificate (old roots carry no extensions at all). */
-static int cert_is_ca(X509 *x) {
-  int r = X509_check_ca(x);
-  return r == 1 || r == 3;
 }
 
 static int is_hex_name(const char *s, size_t n) {
@@ -295,10 +206,10 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
   if (kind == NAME_CERT) {
     X509 *x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     if (x == NULL) {
-      drain_errors(detail, sizeof detail, NULL);
-      add_problem(l, path, "does not parse as a PEM certificate (%s); remove it", detail);
+      add_problem(l, path, "does not parse as a PEM certificate (%s); remove it",
+                  cr_x509_why(detail, sizeof detail, NULL));
     } else {
-      cr_trust_fingerprint(x, fp);
+      cr_x509_fingerprint(x, fp);
       if (strncmp(fp, name, CR_TRUST_FP_HEX) != 0) {
         add_problem(l, path, "content (SHA-256 %s) does not match its name; remove it and add the certificate again",
                     fp);
@@ -313,9 +224,9 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
         path = NULL;
         c->subject = name_dup(X509_get_subject_name(x));
         c->issuer = name_dup(X509_get_issuer_name(x));
-        c->not_before = asn1_time(X509_get0_notBefore(x));
-        c->not_after = asn1_time(X509_get0_notAfter(x));
-        c->is_ca = cert_is_ca(x);
+        c->not_before = cr_x509_not_before(x);
+        c->not_after = cr_x509_not_after(x);
+        c->is_ca = cr_x509_is_ca(x);
         c->self_signed = X509_self_signed(x, 1) == 1;
         c->expired = c->not_after < now;
         c->days_left = days_until(c->not_after, now);
@@ -325,10 +236,9 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
   } else {
     X509_CRL *crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL);
     if (crl == NULL) {
-      drain_errors(detail, sizeof detail, NULL);
-      add_problem(l, path, "does not parse as a PEM CRL (%s); remove it", detail);
+      add_problem(l, path, "does not parse as a PEM CRL (%s); remove it", cr_x509_why(detail, sizeof detail, NULL));
     } else {
-      crl_fingerprint(crl, fp);
+      cr_x509_crl_fingerprint(crl, fp);
       if (strncmp(fp, name, CR_TRUST_FP_HEX) != 0) {
         add_problem(l, path, "content (SHA-256 %s) does not match its name; remove it and add the CRL again", fp);
         X509_CRL_free(crl);
@@ -342,8 +252,8 @@ static void load_store_file(cr_trust_list_t *l, const char *dir, const char *nam
         c->path = path;
         path = NULL;
         c->issuer = name_dup(X509_CRL_get_issuer(crl));
-        c->this_update = asn1_time(X509_CRL_get0_lastUpdate(crl));
-        c->next_update = asn1_time(X509_CRL_get0_nextUpdate(crl));
+        c->this_update = cr_x509_time(X509_CRL_get0_lastUpdate(crl));
+        c->next_update = cr_x509_time(X509_CRL_get0_nextUpdate(crl));
         c->stale = c->next_update != 0 && c->next_update < now;
         c->days_left = c->next_update ? days_until(c->next_update, now) : 0;
         c->nrevoked = rev ? (size_t)sk_X509_REVOKED_num(rev) : 0;
@@ -499,149 +409,6 @@ void cr_trust_batch_free(cr_trust_batch_t *b) {
 
 size_t cr_trust_batch_count(const cr_trust_batch_t *b) { return b->n; }
 
-static int looks_pem(const unsigned char *data, size_t len) {
-  static const char tag[] = "-----BEGIN ";
-  for (size_t i = 0; i + sizeof tag - 1 <= len; i++)
-    if (memcmp(data + i, tag, sizeof tag - 1) == 0)
-      return 1;
-  return 0;
-}
-
-/* What a PEM input holds; certificates are pushed on certs. */
-typedef struct pem_scan {
-  int ncerts, ncrls, nother;
-} pem_scan_t;
-
-static int parse_pem(const unsigned char *data, size_t len, const char *label, STACK_OF(X509) *certs,
-                     STACK_OF(X509_CRL) *crls, pem_scan_t *scan, char *err, size_t errlen) {
-  BIO *bio = BIO_new_mem_buf(data, (int)len);
-  char *name = NULL, *header = NULL, detail[256];
-  unsigned char *der = NULL;
-  long derlen = 0;
-  int block = 0, r = 0;
-  memset(scan, 0, sizeof *scan);
-  ERR_clear_error();
-  for (;;) {
-    const unsigned char *p;
-    if (!PEM_read_bio(bio, &name, &header, &der, &derlen)) {
-      unsigned long e = ERR_peek_last_error();
-      if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
-        ERR_clear_error(); /* the normal end of the input */
-        break;
-      }
-      drain_errors(detail, sizeof detail, NULL);
-      seterr(err, errlen, "%s: PEM block %d does not decode (%s); the file is damaged, export it again", label,
-             block + 1, detail);
-      r = CR_ETLS;
-      break;
-    }
-    block++;
-    p = der;
-    if (strcmp(name, PEM_STRING_X509) == 0 || strcmp(name, PEM_STRING_X509_OLD) == 0 ||
-        strcmp(name, PEM_STRING_X509_TRUSTED) == 0) {
-      X509 *x = strcmp(name, PEM_STRING_X509_TRUSTED) == 0 ? d2i_X509_AUX(NULL, &p, derlen)
-                                                             : d2i_X509(NULL, &p, derlen);
-      scan->ncerts++;
-      if (x == NULL) {
-        drain_errors(detail, sizeof detail, NULL);
-        seterr(err, errlen, "%s: certificate %d (PEM block %d) does not decode (%s); the file is damaged", label,
-               scan->ncerts, block, detail);
-        r = CR_ETLS;
-      } else if (certs) {
-        sk_X509_push(certs, x);
-      } else {
-        X509_free(x);
-      }
-    } else if (strcmp(name, PEM_STRING_X509_CRL) == 0) {
-      X509_CRL *c = d2i_X509_CRL(NULL, &p, derlen);
-      scan->ncrls++;
-      if (c == NULL) {
-        drain_errors(detail, sizeof detail, NULL);
-        seterr(err, errlen, "%s: CRL %d (PEM block %d) does not decode (%s); the file is damaged", label,
-               scan->ncrls, block, detail);
-        r = CR_ETLS;
-      } else if (crls) {
-        sk_X509_CRL_push(crls, c);
-      } else {
-        X509_CRL_free(c);
-      }
-    } else {
-      scan->nother++; /* keys and the like: not ours to read */
-    }
-    OPENSSL_free(name);
-    OPENSSL_free(header);
-    OPENSSL_free(der);
-    name = header = NULL;
-    der = NULL;
-    if (r < 0)
-      break;
-  }
-  BIO_free(bio);
-  return r;
-}
-
-static int p12_mac_ok(PKCS12 *p12, const char *pass) {
-  /* Empty and absent passwords are different bytes on the wire; exporters use either. */
-  if (pass == NULL || *pass == '\0')
-    return PKCS12_verify_mac(p12, "", 0) || PKCS12_verify_mac(p12, NULL, 0);
-  return PKCS12_verify_mac(p12, pass, -1);
-}
-
-/* Decodes a PKCS#12: *leaf is the certificate that goes with the key (NULL when it holds no key),
- * *others every other certificate. 1 when data is not PKCS#12 at all (nothing set). */
-static int parse_p12(const unsigned char *data, size_t len, const char *password, const char *label, X509 **leaf,
-                     STACK_OF(X509) **others, char *err, size_t errlen) {
-  const unsigned char *p = data;
-  PKCS12 *p12;
-  EVP_PKEY *key = NULL;
-  char detail[256];
-  int unsupported, r;
-  *leaf = NULL;
-  *others = NULL;
-  r = cr_tls_global_init(err, errlen); /* legacy RC2/3DES files need the legacy provider */
-  if (r < 0)
-    return r;
-  ERR_clear_error();
-  p12 = d2i_PKCS12(NULL, &p, (long)len);
-  if (p12 == NULL || p != data + len) {
-    PKCS12_free(p12);
-    ERR_clear_error();
-    return 1;
-  }
-  if (PKCS12_mac_present(p12) && !p12_mac_ok(p12, password)) {
-    drain_errors(detail, sizeof detail, &unsupported);
-    PKCS12_free(p12);
-    if (unsupported) {
-      seterr(err, errlen,
-             "%s: the PKCS#12 integrity check uses an algorithm this OpenSSL cannot load (%s); re-export it "
-             "(openssl pkcs12 -export, AES-256 and SHA-256)",
-             label, detail);
-      return CR_EP12_UNSUPPORTED;
-    }
-    seterr(err, errlen, "%s: wrong PKCS#12 password (the integrity check failed); %s", label,
-           password && *password ? "check the password file" : "give its password with --password-file");
-    return CR_EP12_PASSWORD;
-  }
-  if (!PKCS12_parse(p12, password ? password : "", &key, leaf, others)) {
-    drain_errors(detail, sizeof detail, &unsupported);
-    PKCS12_free(p12);
-    if (unsupported) {
-      seterr(err, errlen,
-             "%s uses an encryption algorithm this OpenSSL cannot load (%s); re-export it (openssl pkcs12 -export, "
-             "AES-256)",
-             label, detail);
-      return CR_EP12_UNSUPPORTED;
-    }
-    seterr(err, errlen, "%s: the PKCS#12 contents do not decode (%s); export it again", label, detail);
-    return CR_EP12_CORRUPT;
-  }
-  PKCS12_free(p12);
-  EVP_PKEY_free(key);
-  if (*others == NULL)
-    *others = sk_X509_new_null();
-  return 0;
-}
-
 static void batch_push(cr_trust_batch_t *b, X509 *x, const char *label, int index, int total) {
   char source[1200];
   if (total > 1)
@@ -654,79 +421,74 @@ static void batch_push(cr_trust_batch_t *b, X509 *x, const char *label, int inde
   b->n++;
 }
 
-static int no_cert_error(const char *label, const pem_scan_t *scan, char *err, size_t errlen) {
-  if (scan && scan->ncrls > 0)
+static int no_cert_error(const char *label, const cr_x509_set_t *set, char *err, size_t errlen) {
+  if (set && sk_X509_CRL_num(set->crls) > 0)
     seterr(err, errlen, "no certificate found in %s: it holds a CRL; use 'ccrelay trust add-crl %s'", label, label);
   else
     seterr(err, errlen, "no certificate found in %s (expected PEM, DER or PKCS#12)", label);
   return CR_ENO_CERT;
 }
 
-int cr_trust_batch_add_mem(cr_trust_batch_t *b, const void *data, size_t len, const char *password,
-                           const char *label, char *err, size_t errlen) {
-  const unsigned char *d = data, *p;
-  STACK_OF(X509) *certs, *others;
-  X509 *x, *leaf;
-  pem_scan_t scan;
-  int r, n;
-  if (looks_pem(d, len)) {
-    certs = sk_X509_new_null();
-    r = parse_pem(d, len, label, certs, NULL, &scan, err, errlen);
-    if (r == 0 && sk_X509_num(certs) == 0)
-      r = no_cert_error(label, &scan, err, errlen);
-    if (r < 0) {
-      sk_X509_pop_free(certs, X509_free);
-      return r;
-    }
-    n = sk_X509_num(certs);
-    for (int i = 0; i < n; i++)
-      batch_push(b, sk_X509_value(certs, i), label, i + 1, n);
-    sk_X509_free(certs);
-    return 0;
+/* Decodes a trust input: at least one certificate, or CR_ENO_CERT. */
+static int decode_certs(const void *data, size_t len, const char *password, const char *label, cr_x509_set_t *set,
+                        char *err, size_t errlen) {
+  int r = cr_x509_decode(data, len, password, label, set, err, errlen);
+  if (r == CR_EP12_PASSWORD) {
+    size_t n = strlen(err);
+    seterr(err + n, errlen - n, "; %s",
+           password && *password ? "check the password file" : "give its password with --password-file");
   }
-  p = d;
-  ERR_clear_error();
-  x = len ? d2i_X509(NULL, &p, (long)len) : NULL;
-  if (x != NULL && p == d + len) {
-    batch_push(b, x, label, 1, 1);
-    return 0;
-  }
-  X509_free(x);
-  ERR_clear_error();
-  r = len ? parse_p12(d, len, password, label, &leaf, &others, err, errlen) : 1;
-  if (r == 1)
-    return no_cert_error(label, NULL, err, errlen);
   if (r < 0)
     return r;
+  if (set->leaf == NULL && sk_X509_num(set->certs) == 0) {
+    r = no_cert_error(label, set, err, errlen);
+    cr_x509_set_free(set);
+  }
+  return r;
+}
+
+int cr_trust_batch_add_mem(cr_trust_batch_t *b, const void *data, size_t len, const char *password,
+                           const char *label, char *err, size_t errlen) {
+  cr_x509_set_t set;
+  X509 *x;
+  int r, n;
+  r = decode_certs(data, len, password, label, &set, err, errlen);
+  if (r < 0)
+    return r;
+  if (set.format != CR_X509_PKCS12) {
+    n = sk_X509_num(set.certs);
+    for (int i = 0; i < n; i++)
+      batch_push(b, sk_X509_value(set.certs, i), label, i + 1, n);
+    sk_X509_free(set.certs);
+    set.certs = NULL;
+    cr_x509_set_free(&set);
+    return 0;
+  }
   /* A PKCS#12 identity carries its own leaf and, usually, the CAs above it: only those are anchors. */
-  if (leaf && cert_is_ca(leaf)) {
-    sk_X509_unshift(others, leaf);
-    leaf = NULL;
+  if (set.leaf && cr_x509_is_ca(set.leaf)) {
+    sk_X509_unshift(set.certs, set.leaf);
+    set.leaf = NULL;
   }
   n = 0;
-  for (int i = 0; i < sk_X509_num(others); i++)
-    n += cert_is_ca(sk_X509_value(others, i));
+  for (int i = 0; i < sk_X509_num(set.certs); i++)
+    n += cr_x509_is_ca(sk_X509_value(set.certs, i));
   if (n == 0) {
     char subject[512] = "";
-    if (leaf)
-      cr_x509_name_oneline(X509_get_subject_name(leaf), subject, sizeof subject);
+    cr_x509_subject(set.leaf, subject, sizeof subject);
     seterr(err, errlen,
            "%s: the PKCS#12 carries no CA certificate%s%s; add its issuing root instead (the CA certificate "
            "your PKI publishes)",
-           label, leaf ? ", only its own certificate " : "", subject);
-    X509_free(leaf);
-    sk_X509_pop_free(others, X509_free);
+           label, set.leaf ? ", only its own certificate " : "", subject);
+    cr_x509_set_free(&set);
     return CR_ETRUST_REFUSED;
   }
-  X509_free(leaf);
-  for (int i = 0, k = 0; i < sk_X509_num(others); i++) {
-    x = sk_X509_value(others, i);
-    if (cert_is_ca(x))
+  for (int k = 0; (x = sk_X509_shift(set.certs)) != NULL;) {
+    if (cr_x509_is_ca(x))
       batch_push(b, x, label, ++k, n);
     else
       X509_free(x);
   }
-  sk_X509_free(others);
+  cr_x509_set_free(&set);
   return 0;
 }
 
@@ -743,58 +505,25 @@ int cr_trust_batch_add_file(cr_trust_batch_t *b, const char *path, const char *p
 
 int cr_trust_load_chain(const char *path, const char *password, X509 **leaf, STACK_OF(X509) **untrusted, char *err,
                         size_t errlen) {
+  cr_x509_set_t set;
   unsigned char *data;
-  const unsigned char *p;
   size_t len;
-  pem_scan_t scan;
-  STACK_OF(X509) *certs;
-  X509 *x;
   int r;
   *leaf = NULL;
   *untrusted = NULL;
   r = read_input(path, &data, &len, err, errlen);
   if (r < 0)
     return r;
-  if (looks_pem(data, len)) {
-    certs = sk_X509_new_null();
-    r = parse_pem(data, len, path, certs, NULL, &scan, err, errlen);
-    if (r == 0 && sk_X509_num(certs) == 0)
-      r = no_cert_error(path, &scan, err, errlen);
-    free(data);
-    if (r < 0) {
-      sk_X509_pop_free(certs, X509_free);
-      return r;
-    }
-    *leaf = sk_X509_shift(certs);
-    *untrusted = certs;
-    return 0;
-  }
-  p = data;
-  ERR_clear_error();
-  x = len ? d2i_X509(NULL, &p, (long)len) : NULL;
-  if (x != NULL && p == data + len) {
-    free(data);
-    *leaf = x;
-    *untrusted = sk_X509_new_null();
-    return 0;
-  }
-  X509_free(x);
-  ERR_clear_error();
-  r = len ? parse_p12(data, len, password, path, leaf, untrusted, err, errlen) : 1;
+  r = decode_certs(data, len, password, path, &set, err, errlen);
   free(data);
-  if (r == 1)
-    return no_cert_error(path, NULL, err, errlen);
   if (r < 0)
     return r;
-  if (*leaf == NULL) {
-    /* no key: the first certificate stands for the identity */
-    *leaf = sk_X509_shift(*untrusted);
-    if (*leaf == NULL) {
-      sk_X509_free(*untrusted);
-      *untrusted = NULL;
-      return no_cert_error(path, NULL, err, errlen);
-    }
-  }
+  /* PEM and DER: the first certificate is the leaf. PKCS#12: the one with the key, else the first. */
+  *leaf = set.leaf ? set.leaf : sk_X509_shift(set.certs);
+  *untrusted = set.certs;
+  set.leaf = NULL;
+  set.certs = NULL;
+  cr_x509_set_free(&set);
   return 0;
 }
 
@@ -918,9 +647,9 @@ static int exists_at(int dfd, const char *name) {
 static int check_candidate(const batch_item_t *it, unsigned flags, time_t now, char *err, size_t errlen) {
   char subject[512];
   X509 *x = it->cert;
-  time_t nb = asn1_time(X509_get0_notBefore(x)), na = asn1_time(X509_get0_notAfter(x));
-  cr_x509_name_oneline(X509_get_subject_name(x), subject, sizeof subject);
-  if (!cert_is_ca(x)) {
+  time_t nb = cr_x509_not_before(x), na = cr_x509_not_after(x);
+  cr_x509_subject(x, subject, sizeof subject);
+  if (!cr_x509_is_ca(x)) {
     int has_bc = X509_get_ext_by_NID(x, NID_basic_constraints, -1) >= 0;
     seterr(err, errlen,
            "%s: %s is not a CA certificate (%s); add its issuing root instead (nothing was added)", it->source,
@@ -928,10 +657,8 @@ static int check_candidate(const batch_item_t *it, unsigned flags, time_t now, c
     return CR_ETRUST_REFUSED;
   }
   if (!(flags & CR_TRUST_FORCE) && na < now) {
-    char when[32];
-    struct tm tm;
-    gmtime_r(&na, &tm);
-    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%SZ", &tm);
+    char when[CR_X509_TIME_MAX];
+    cr_x509_fmt_time(na, CR_X509_TIME_ISO, when, sizeof when);
     seterr(err, errlen,
            "%s: %s has expired (notAfter %s); get its renewed certificate, or use --force to add it anyway "
            "(nothing was added)",
@@ -994,12 +721,12 @@ int cr_truststore_add(cr_truststore_t *ts, const cr_trust_batch_t *b, unsigned f
     report.v = cr_realloc(report.v, (report.n + 1) * sizeof *report.v);
     a = &report.v[report.n++];
     memset(a, 0, sizeof *a);
-    cr_trust_fingerprint(x, a->fingerprint);
+    cr_x509_fingerprint(x, a->fingerprint);
     a->subject = name_dup(X509_get_subject_name(x));
     a->source = cr_strdup(b->v[i].source);
     a->intermediate = X509_self_signed(x, 1) != 1;
     a->issuer_present = a->intermediate && issuer_known(x, &list, b);
-    a->expired = asn1_time(X509_get0_notAfter(x)) < now;
+    a->expired = cr_x509_not_after(x) < now;
     snprintf(name, sizeof name, "%s" CERT_SUFFIX, a->fingerprint);
     for (size_t j = 0; j < i; j++)
       dup |= strcmp(report.v[j].fingerprint, a->fingerprint) == 0;
@@ -1127,19 +854,11 @@ int cr_truststore_remove(cr_truststore_t *ts, const char *fp, char removed[CR_TR
 
 /* ---- CRLs ---- */
 
-static void fmt_time(time_t t, char *out, size_t outlen) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, outlen, "%Y-%m-%d %H:%M:%SZ", &tm);
-}
-
 int cr_truststore_add_crl_mem(cr_truststore_t *ts, const void *data, size_t len, const char *label, unsigned flags,
                               char added[CR_TRUST_FP_HEX + 1], int *present, char *err, size_t errlen) {
-  STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
-  const unsigned char *p = data;
+  cr_x509_set_t set;
   X509_CRL *crl = NULL;
   cr_trust_list_t list;
-  pem_scan_t scan;
   char fp[CR_TRUST_FP_HEX + 1], name[CR_TRUST_FP_HEX + sizeof CRL_SUFFIX], issuer[512], when[32];
   const cr_trust_cert_t *signer = NULL;
   time_t now = time(NULL), this_update, next_update;
@@ -1147,37 +866,28 @@ int cr_truststore_add_crl_mem(cr_truststore_t *ts, const void *data, size_t len,
   if (present)
     *present = 0;
   memset(&list, 0, sizeof list);
-  if (looks_pem(data, len)) {
-    r = parse_pem(data, len, label, NULL, crls, &scan, err, errlen);
-    if (r == 0 && sk_X509_CRL_num(crls) > 1) {
-      seterr(err, errlen, "%s holds %d CRLs; add them one file at a time", label, sk_X509_CRL_num(crls));
-      r = CR_ETRUST_REFUSED;
-    }
-    if (r == 0 && sk_X509_CRL_num(crls) == 0) {
-      seterr(err, errlen, "no CRL found in %s (expected a PEM or DER CRL)%s", label,
-             scan.ncerts ? "; it holds certificates: use 'ccrelay trust add'" : "");
-      r = CR_ENO_CERT;
-    }
-    if (r == 0)
-      crl = sk_X509_CRL_shift(crls);
-  } else {
-    ERR_clear_error();
-    crl = len ? d2i_X509_CRL(NULL, &p, (long)len) : NULL;
-    if (crl == NULL || p != (const unsigned char *)data + len) {
-      X509_CRL_free(crl);
-      crl = NULL;
-      seterr(err, errlen, "no CRL found in %s (expected a PEM or DER CRL)", label);
-      r = CR_ENO_CERT;
-    }
-    ERR_clear_error();
+  r = cr_x509_decode(data, len, NULL, label, &set, err, errlen);
+  if (r < 0 && r != CR_ETLS) {
+    /* not a certificate file of any kind, or a PKCS#12 (which never holds a CRL) */
+    seterr(err, errlen, "no CRL found in %s (expected a PEM or DER CRL)", label);
+    r = CR_ENO_CERT;
+  } else if (r == 0 && sk_X509_CRL_num(set.crls) > 1) {
+    seterr(err, errlen, "%s holds %d CRLs; add them one file at a time", label, sk_X509_CRL_num(set.crls));
+    r = CR_ETRUST_REFUSED;
+  } else if (r == 0 && sk_X509_CRL_num(set.crls) == 0) {
+    seterr(err, errlen, "no CRL found in %s (expected a PEM or DER CRL)%s", label,
+           sk_X509_num(set.certs) || set.leaf ? "; it holds certificates: use 'ccrelay trust add'" : "");
+    r = CR_ENO_CERT;
+  } else if (r == 0) {
+    crl = sk_X509_CRL_shift(set.crls);
   }
-  sk_X509_CRL_pop_free(crls, X509_CRL_free);
+  cr_x509_set_free(&set); /* empty after a failed decode */
   if (r < 0)
     return r;
-  crl_fingerprint(crl, fp);
+  cr_x509_crl_fingerprint(crl, fp);
   cr_x509_name_oneline(X509_CRL_get_issuer(crl), issuer, sizeof issuer);
-  this_update = asn1_time(X509_CRL_get0_lastUpdate(crl));
-  next_update = asn1_time(X509_CRL_get0_nextUpdate(crl));
+  this_update = cr_x509_time(X509_CRL_get0_lastUpdate(crl));
+  next_update = cr_x509_time(X509_CRL_get0_nextUpdate(crl));
   r = cr_truststore_list(ts, &list, err, errlen);
   if (r < 0)
     goto out;
@@ -1202,7 +912,7 @@ int cr_truststore_add_crl_mem(cr_truststore_t *ts, const void *data, size_t len,
     goto out;
   }
   if (!(flags & CR_TRUST_FORCE) && next_update != 0 && next_update < now) {
-    fmt_time(next_update, when, sizeof when);
+    cr_x509_fmt_time(next_update, CR_X509_TIME_ISO, when, sizeof when);
     seterr(err, errlen,
            "%s: the CRL from %s is stale (nextUpdate %s); download the current one, or use --force to add it anyway",
            label, issuer, when);
@@ -1219,7 +929,7 @@ int cr_truststore_add_crl_mem(cr_truststore_t *ts, const void *data, size_t len,
       goto out;
     }
     if (X509_NAME_cmp(X509_CRL_get_issuer(c->crl), X509_CRL_get_issuer(crl)) == 0 && c->this_update > this_update) {
-      fmt_time(c->this_update, when, sizeof when);
+      cr_x509_fmt_time(c->this_update, CR_X509_TIME_ISO, when, sizeof when);
       seterr(err, errlen, "%s: a newer CRL from %s is already in the store (thisUpdate %s, file %s); nothing changed",
              label, issuer, when, c->path);
       r = CR_ETRUST_REFUSED;
@@ -1360,8 +1070,7 @@ int cr_trust_verify_store(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrust
     soft_ex_index = X509_STORE_CTX_get_ex_new_index(0, "ccrelay soft CRL notes", NULL, NULL, NULL);
   if (!X509_STORE_CTX_init(ctx, store, leaf, untrusted)) {
     char detail[256];
-    drain_errors(detail, sizeof detail, NULL);
-    seterr(err, errlen, "cannot set up chain verification: %s", detail);
+    seterr(err, errlen, "cannot set up chain verification: %s", cr_x509_why(detail, sizeof detail, NULL));
     X509_STORE_CTX_free(ctx);
     return CR_ETLS;
   }
@@ -1404,4 +1113,27 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
   r = cr_trust_verify_store(st, leaf, untrusted, purpose, chain_out, x509_err, warnings, warnlen, err, errlen);
   X509_STORE_free(st);
   return r;
+}
+
+const char *cr_trust_verify_hint(int e) {
+  switch (e) {
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+  case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+  case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+  case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    return "add the root CA that issued it with 'ccrelay trust add' (and any intermediate the file lacks)";
+  case X509_V_ERR_CERT_HAS_EXPIRED:
+    return "renew the certificate named (or, for a root, add its renewed version)";
+  case X509_V_ERR_CERT_NOT_YET_VALID:
+    return "check the clock, or wait until the certificate's notBefore";
+  case X509_V_ERR_CERT_REVOKED:
+    return "its CA revoked it; get a new certificate issued";
+  case X509_V_ERR_INVALID_PURPOSE:
+    return "its extendedKeyUsage does not allow this use; get a certificate issued for it";
+  case X509_V_ERR_UNABLE_TO_GET_CRL:
+  case X509_V_ERR_CRL_HAS_EXPIRED:
+    return "add the issuing CA's current CRL with 'ccrelay trust add-crl', or use --revocation soft";
+  default:
+    return "check the chain with 'openssl verify -show_chain'";
+  }
 }

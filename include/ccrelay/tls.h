@@ -10,9 +10,10 @@
 #include <openssl/x509.h>
 
 #include "ccrelay/stream.h"
+#include "ccrelay/x509.h"
 
-/* Loads OpenSSL's default and legacy providers (legacy PKCS#12 files use RC2-40 and 3DES). Call once
- * at start; 0 or CR_ETLS with prose in err. */
+/* Loads OpenSSL's providers (cr_x509_init) and sets up what TLS streams need. Call once at start;
+ * 0 or CR_ETLS with prose in err. */
 int cr_tls_global_init(char *err, size_t errlen);
 
 /* Where a TLS identity comes from: a PKCS#12 file, or a PEM certificate (chain) plus a PEM key. */
@@ -109,10 +110,5 @@ int cr_stream_is_tls(const cr_stream_t *s);
 /* Frees the process-wide buffers TLS streams keep for the next records (an idle process's memory trim).
  * Never from inside a TLS stream callback. */
 void cr_tls_release_caches(void);
-
-/* Writes "CN=..., O=..." of name into out (RFC 2253 style, one line). */
-void cr_x509_name_oneline(X509_NAME *name, char *out, size_t outlen);
-/* The first commonName of cert's subject, or "" */
-void cr_x509_common_name(X509 *cert, char *out, size_t outlen);
 
 #endif

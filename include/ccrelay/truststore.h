@@ -28,7 +28,9 @@
 
 #include <openssl/x509.h>
 
-#define CR_TRUST_FP_HEX 64 /* SHA-256 in hex */
+#include "ccrelay/x509.h"
+
+#define CR_TRUST_FP_HEX CR_X509_FP_HEX /* names are cr_x509_fingerprint values */
 #define CR_TRUST_MIN_PREFIX 4 /* shortest fingerprint prefix cr_truststore_remove accepts */
 
 typedef struct cr_truststore cr_truststore_t;
@@ -210,14 +212,15 @@ int cr_truststore_verify(cr_truststore_t *ts, X509 *leaf, STACK_OF(X509) *untrus
                          STACK_OF(X509) **chain_out, int *x509_err, char *warnings, size_t warnlen, char *err,
                          size_t errlen);
 
+/* What to do about a verification failure with this X509_V_ERR_* code, one sentence for users
+ * ("add the root CA that issued it with 'ccrelay trust add' ..."); a generic hint for other codes. */
+const char *cr_trust_verify_hint(int x509_err);
+
 /* Reads what `trust verify` checks: a PEM file (first certificate the leaf, the rest untrusted
  * intermediates), a DER certificate, or a PKCS#12 identity (its certificate with the key is the
  * leaf, the others untrusted). The caller frees *leaf and *untrusted (never NULL on success).
  * Errors as for cr_trust_batch_add_file. */
 int cr_trust_load_chain(const char *path, const char *password, X509 **leaf, STACK_OF(X509) **untrusted, char *err,
                         size_t errlen);
-
-/* SHA-256 of cert's DER in lower-case hex. */
-void cr_trust_fingerprint(X509 *cert, char out[CR_TRUST_FP_HEX + 1]);
 
 #endif

@@ -286,7 +286,7 @@ static void test_add_list_remove(void **state) {
   cr_trust_list_free(&l);
 
   /* remove by prefix (upper case and colons accepted), then it is gone */
-  cr_trust_fingerprint(other_root, fp);
+  cr_x509_fingerprint(other_root, fp);
   snprintf(prefix, sizeof prefix, "%c%c:%c%c%c", fp[0], fp[1], fp[2], fp[3], fp[4]);
   for (char *p = prefix; *p; p++)
     if (*p >= 'a' && *p <= 'f')
@@ -311,7 +311,7 @@ static void test_ambiguous_prefix(void **state) {
   for (int i = 0; i < 20000 && twins[0] == NULL; i++) {
     X509 *x = pki_cert(root_key, "prefix twin", NULL, NULL, 1, NULL, -1, 30);
     unsigned slot;
-    cr_trust_fingerprint(x, fp);
+    cr_x509_fingerprint(x, fp);
     memcpy(prefix, fp, 4);
     prefix[4] = '\0';
     slot = (unsigned)strtoul(prefix, NULL, 16);
@@ -332,9 +332,9 @@ static void test_ambiguous_prefix(void **state) {
   assert_int_equal(cr_truststore_remove(ts, prefix, NULL, err, sizeof err), CR_EAMBIGUOUS);
   assert_non_null(strstr(err, "ambiguous"));
   assert_non_null(strstr(err, "CN=prefix twin"));
-  cr_trust_fingerprint(twins[0], fp);
+  cr_x509_fingerprint(twins[0], fp);
   assert_non_null(strstr(err, fp));
-  cr_trust_fingerprint(twins[1], fp);
+  cr_x509_fingerprint(twins[1], fp);
   assert_non_null(strstr(err, fp));
   /* the whole fingerprint is unique, and then so is the prefix */
   assert_int_equal(cr_truststore_remove(ts, fp, NULL, err, sizeof err), 0);
@@ -483,7 +483,7 @@ static void test_verify_reasons(void **state) {
                 "unsuitable certificate purpose");
   expect_verify(ts, leaf_server_only, CR_TRUST_PURPOSE_SERVER, CR_TRUST_CRL_OFF, X509_V_OK, NULL);
   /* an intermediate given by the caller instead of the store */
-  assert_int_equal(cr_truststore_remove(ts, (cr_trust_fingerprint(inter, fp), fp), NULL, err, sizeof err), 0);
+  assert_int_equal(cr_truststore_remove(ts, (cr_x509_fingerprint(inter, fp), fp), NULL, err, sizeof err), 0);
   expect_verify(ts, leaf_by_inter, CR_TRUST_PURPOSE_ANY, CR_TRUST_CRL_OFF,
                 X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, "unable to get local issuer certificate");
   untrusted = sk_X509_new_null();
@@ -642,7 +642,7 @@ static void test_generation_and_problems(void **state) {
   assert_int_equal(cr_truststore_x509_store(ts, CR_TRUST_CRL_OFF, &st, err, sizeof err), 0);
   X509_STORE_free(st);
   /* a damaged store file is a problem: listed, and the store refuses to export */
-  cr_trust_fingerprint(other_root, fp);
+  cr_x509_fingerprint(other_root, fp);
   snprintf(path, sizeof path, "%s/%s.pem", store_dir, fp);
   f = fopen(path, "w");
   fputs("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", f);
@@ -661,7 +661,7 @@ static void test_generation_and_problems(void **state) {
   {
     size_t len;
     char *pem = pem_of(other_root, &len);
-    cr_trust_fingerprint(root, fp);
+    cr_x509_fingerprint(root, fp);
     snprintf(path, sizeof path, "%s/%s.pem", store_dir, fp);
     f = fopen(path, "w");
     fwrite(pem, 1, len, f);
