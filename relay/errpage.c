@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 void cr_json_escape(cr_buf_t *out, const char *s) {
   for (; s && *s; s++) {
     unsigned char c = (unsigned char)*s;
