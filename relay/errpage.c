@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ccrelay/http1.h"
 #include "ccrelay/x509.h"
 
 void cr_json_escape(cr_buf_t *out, const char *s) {

@@ -8,9 +8,9 @@
 #include <errno.h>
 #include <unistd.h>
 
-static cr_log_level_t min_level = CR_LOG_INFO;
+#include "ccrelay/common.h"
 
-#define LOG_MIN(a, b) ((a) < (b) ? (a) : (b))
+static cr_log_level_t min_level = CR_LOG_INFO;
 
 /* Lines wait here until cr_log_flush (once per event-loop turn), so a busy relay pays one write(2)
  * for many access lines. Warnings and errors, and a full buffer, flush at once. Every line is whole
@@ -168,7 +168,7 @@ static void log_logfmt(cr_log_level_t level, const char *msg, const char *fields
     line[o++] = ' ';
     n = vsnprintf(line + o, FIELDS_MAX_LEN, fields, ap);
     if (n > 0)
-      o += LOG_MIN((size_t)n, (size_t)FIELDS_MAX_LEN - 1);
+      o += CR_MIN((size_t)n, (size_t)FIELDS_MAX_LEN - 1);
     else
       o--; /* an empty field list leaves no trailing blank */
   }
