@@ -8,7 +8,6 @@
 
 #include "agent_internal.h"
 
-#include <openssl/rand.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,7 +540,7 @@ static void slot_schedule(slot_t *sl) {
     sl->backoff_ms = c->gateway.reconnect_min_ms;
   else
     sl->backoff_ms = CR_MIN(sl->backoff_ms * 2, c->gateway.reconnect_max_ms);
-  RAND_bytes((unsigned char *)&rnd, sizeof rnd);
+  cr_x509_random_bytes(&rnd, sizeof rnd); /* 0 when it fails: no jitter this once */
   delay = sl->backoff_ms / 2 + (sl->backoff_ms / 2 + 1) * (rnd % 1000) / 1000;
   sl->state = SLOT_BACKOFF;
   uv_timer_start(&sl->timer, slot_dial, delay, 0);
