@@ -96,7 +96,7 @@ static int feed(cr_http1_parser_t *p, const char *data, size_t len, size_t step)
 }
 
 static cr_http1_parser_t *req_parser(rec_t *r, size_t max_head, size_t max_headers) {
-  cr_http1_limits_t lim = {max_head, max_headers};
+  cr_http1_limits_t lim = {max_head, max_headers, 0};
   rec_init(r);
   return cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, r);
 }
