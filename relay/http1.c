@@ -246,7 +246,7 @@ static int on_url_complete(llhttp_t *ll) {
   } else if (llhttp_get_method(ll) != HTTP_CONNECT) { /* CONNECT gets its own refusal later */
     scheme = http_scheme_len(s, len);
     if (scheme == 0)
-      return cb_fail(p, CR_EHTTP_PARSE, "request target is neither a path nor an http(s) URI");
+      return cb_fail(p, CR_EHTTP_PARSE, "invalid request target");
     for (auth_end = scheme; auth_end < len; auth_end++)
       if (s[auth_end] == '/' || s[auth_end] == '?' || s[auth_end] == '#')
         break;
