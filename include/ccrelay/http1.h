@@ -13,10 +13,11 @@
  * cr_http_host_valid). An absolute-form target ("http://h:1/p?q", scheme http or https) is
  * delivered as origin-form ("/p?q") with its authority as the one Host, the received Host (still
  * checked) being ignored as RFC 9112 3.2.2 says; so a delivered request target is always "/..." or
- * "*". Chunk-size lines are bounded (max_chunk_line) in requests and responses. The response parser applies the same framing rules
- * (all but the Host ones), skips 1xx interim responses (never delivered) and refuses a 101. An
- * Upgrade request is delivered as a plain request; the connection stays HTTP. Trailers are checked the
- * same way as heads, then discarded. */
+ * "*". Chunk-size lines (size, extensions, CRLF) are bounded by max_chunk_line in requests and
+ * responses. The response parser applies the same framing rules (all but the target and Host
+ * ones), skips 1xx interim responses (never delivered) and refuses a 101. An Upgrade request is
+ * delivered as a plain request; the connection stays HTTP. Trailers are checked the same way as
+ * heads, then discarded. */
 #ifndef CCRELAY_HTTP1_H
 #define CCRELAY_HTTP1_H
 
