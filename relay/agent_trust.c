@@ -114,6 +114,7 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
     uo.idle_timeout_ms = r->idle_timeout_ms;
     uo.max_idle = r->max_idle;
     uo.max_header_size = a->conf->max_header_size;
+    uo.max_header_fields = a->conf->max_header_fields;
     if (cr_upstream_new(&a->loop, &uo, &rt->up, err, sizeof err) < 0) {
       route_refuse(a, rt, event, "%s", err);
       cr_tls_ctx_free(tls);

@@ -928,7 +928,7 @@ static void on_public_handshake(cr_stream_t *s, int status) {
 
 static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
   gateway_t *gw = arg;
-  cr_http1_limits_t limits = {gw->conf->public_.max_header_size, 0};
+  cr_http1_limits_t limits = {gw->conf->public_.max_header_size, gw->conf->public_.max_header_fields, 0};
   pconn_t *pc;
   if (gw->draining || gw->npconns >= gw->conf->public_.max_connections) {
     if (!gw->draining)

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -22,6 +23,7 @@
 #define DEFAULT_MAX_HEADERS 100
 
 typedef enum { S_HEAD, S_BODY, S_TRAILER } state_t;
+typedef enum { T_ORIGIN, T_ABSOLUTE, T_ASTERISK } target_form_t;
 
 struct cr_http1_parser {
   llhttp_t ll;
@@ -29,6 +31,7 @@ struct cr_http1_parser {
   cr_http1_callbacks_t cbs;
   void *ud;
   size_t max_head;
+  size_t max_chunk_line;
   cr_http_msg_t msg;
   cr_buf_t field;  /* the method, target or header being reassembled from llhttp's pieces */
   size_t name_len; /* for a header: bytes of field holding the name */
@@ -43,6 +46,14 @@ struct cr_http1_parser {
 
   /* framing facts of the message being parsed */
   unsigned nhost, ncl, nte;
+  target_form_t target_form;
+  size_t auth_off, path_off; /* absolute-form: where the authority and the path start in target */
+  /* A chunked body is fed to llhttp a piece at a time so that every chunk-size line (with its
+   * extensions, which llhttp reads without bound) is measured: chunk_left bytes of chunk data and
+   * its CRLF, then a line of which chunk_line bytes were seen. */
+  uint64_t chunk_left;
+  size_t chunk_line;
+  unsigned chunk_framed : 1; /* in a chunked body, before the last chunk */
   unsigned interim : 1;      /* a 1xx response: parsed, never delivered */
   unsigned expect_no_body : 1;
   unsigned paused : 1;       /* a user callback asked to pause */
@@ -183,6 +194,7 @@ static int on_message_begin(llhttp_t *ll) {
   p->name_len = 0;
   p->nhost = p->ncl = p->nte = 0;
   p->interim = 0;
+  p->chunk_framed = 0;
   return 0;
 }
 
@@ -197,10 +209,83 @@ static int on_method_complete(llhttp_t *ll) {
 
 static int on_url(llhttp_t *ll, const char *at, size_t len) { return field_append(from_ll(ll), at, len); }
 
+/* Why the path or query of a target stops being one at byte at. */
+static int bad_target(cr_http1_parser_t *p, const char *s, size_t len, size_t at) {
+  if (at < len && s[at] == '#')
+    return cb_fail(p, CR_EHTTP_PARSE, "request target has a fragment ('#')");
+  if (at < len && s[at] == '%')
+    return cb_fail(p, CR_EHTTP_PARSE, "malformed percent-encoding in the request target");
+  return cb_fail(p, CR_EHTTP_PARSE, "character not allowed in the request target");
+}
+
+/* Length of a leading "http://" or "https://" (scheme case-insensitive), else 0. */
+static size_t http_scheme_len(const char *s, size_t len) {
+  size_t n = len >= 8 && strncasecmp(s, "https://", 8) == 0 ? 8 : 0;
+  if (n == 0 && len >= 7 && strncasecmp(s, "http://", 7) == 0)
+    n = 7;
+  return n;
+}
+
+/* llhttp takes any visible ASCII in a target; RFC 9112 3.2 allows much less. Origin-form is the
+ * usual case; absolute-form is kept whole here and turned into origin-form plus Host once the
+ * headers are known (on_headers_complete); asterisk-form only with OPTIONS; authority-form only
+ * with CONNECT, which is refused anyway. */
 static int on_url_complete(llhttp_t *ll) {
   cr_http1_parser_t *p = from_ll(ll);
-  cr_http_msg_set_target(&p->msg, p->field.base, p->field.len);
+  const char *s = p->field.base;
+  size_t len = p->field.len, at, scheme, auth_end;
+  p->target_form = T_ORIGIN;
+  if (len > 0 && s[0] == '/') {
+    at = cr_http_path_query_end(s, len);
+    if (at != len)
+      return bad_target(p, s, len, at);
+  } else if (len == 1 && s[0] == '*') {
+    if (p->msg.method == NULL || strcmp(p->msg.method, "OPTIONS") != 0)
+      return cb_fail(p, CR_EHTTP_PARSE, "request target '*' outside an OPTIONS request");
+    p->target_form = T_ASTERISK;
+  } else if (llhttp_get_method(ll) != HTTP_CONNECT) { /* CONNECT gets its own refusal later */
+    scheme = http_scheme_len(s, len);
+    if (scheme == 0)
+      return cb_fail(p, CR_EHTTP_PARSE, "invalid request target");
+    for (auth_end = scheme; auth_end < len; auth_end++)
+      if (s[auth_end] == '/' || s[auth_end] == '?' || s[auth_end] == '#')
+        break;
+    if (auth_end == scheme || !cr_http_host_valid(s + scheme, auth_end - scheme))
+      return cb_fail(p, CR_EHTTP_PARSE, "invalid authority in an absolute-form request target");
+    at = cr_http_path_query_end(s + auth_end, len - auth_end);
+    if (at != len - auth_end)
+      return bad_target(p, s + auth_end, len - auth_end, at);
+    p->target_form = T_ABSOLUTE;
+    p->auth_off = scheme;
+    p->path_off = auth_end;
+  }
+  cr_http_msg_set_target(&p->msg, s, len);
   cr_buf_reset(&p->field);
+  return 0;
+}
+
+/* RFC 9112 3.2.2: with an absolute-form target the server ignores the Host field and uses the
+ * target's authority instead. The head carries origin-form and that authority as its one Host, so
+ * every later hop (and the routing on Host) sees one consistent answer. */
+static int absolute_to_origin(cr_http1_parser_t *p) {
+  cr_http_msg_t *m = &p->msg;
+  const char *t = m->target, *rest = t + p->path_off;
+  size_t rlen = strlen(rest);
+  if (cr_http_msg_set_header(m, "Host", 4, t + p->auth_off, p->path_off - p->auth_off) < 0) {
+    snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", m->max_headers);
+    return cb_fail(p, CR_EHTTP_TOO_LARGE, p->errbuf);
+  }
+  if (rlen == 0 && strcmp(m->method, "OPTIONS") == 0) { /* RFC 9112 3.2.4 */
+    cr_http_msg_set_target(m, "*", 1);
+  } else if (rlen == 0 || rest[0] == '?') { /* an empty path is "/" */
+    cr_buf_reset(&p->field);
+    if (cr_buf_append(&p->field, "/", 1) < 0 || cr_buf_append(&p->field, rest, rlen) < 0)
+      return cb_fail(p, CR_EHTTP_TOO_LARGE, "request target too long");
+    cr_http_msg_set_target(m, p->field.base, p->field.len);
+    cr_buf_reset(&p->field);
+  } else {
+    cr_http_msg_set_target(m, rest, rlen);
+  }
   return 0;
 }
 
@@ -260,9 +345,10 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len) {
 
 static int on_header_value_complete(llhttp_t *ll) {
   cr_http1_parser_t *p = from_ll(ll);
-  int r;
+  int r, host;
   if (p->state == S_TRAILER)
     return 0;
+  host = p->type == CR_HTTP1_REQUEST && name_is(p, "host", 4);
   r = cr_http_msg_add_header(&p->msg, p->field.base, p->name_len, p->field.base + p->name_len,
                              p->field.len - p->name_len);
   cr_buf_reset(&p->field);
@@ -270,6 +356,12 @@ static int on_header_value_complete(llhttp_t *ll) {
   if (r < 0) {
     snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", p->msg.max_headers);
     return cb_fail(p, CR_EHTTP_TOO_LARGE, p->errbuf);
+  }
+  /* RFC 9112 3.2: an invalid Host gets 400, even where an absolute-form target overrides it. */
+  if (host) {
+    const cr_http_header_t *h = &p->msg.headers[p->msg.nheaders - 1];
+    if (!cr_http_host_valid(h->value, h->value_len))
+      return cb_fail(p, CR_EHTTP_PARSE, "invalid Host header value");
   }
   return 0;
 }
@@ -319,6 +411,8 @@ static int on_headers_complete(llhttp_t *ll) {
       return cb_fail(p, CR_EHTTP_PARSE, "CONNECT method is not supported");
     if (p->nhost == 0 && m->version_minor == 1)
       return cb_fail(p, CR_EHTTP_PARSE, "missing Host header in an HTTP/1.1 request");
+    if (p->target_form == T_ABSOLUTE && absolute_to_origin(p) < 0)
+      return HPE_USER;
   } else {
     m->status = llhttp_get_status_code(ll);
     if (m->status < 100 || m->status > 999)
@@ -348,6 +442,10 @@ static int on_headers_complete(llhttp_t *ll) {
     if (h == NULL || parse_length(h->value, h->value_len, &m->content_length) < 0)
       return cb_fail(p, CR_EHTTP_PARSE, "invalid Content-Length value");
   }
+
+  p->chunk_framed = m->chunked && !no_body;
+  p->chunk_left = 0;
+  p->chunk_line = 0;
 
   /* What llhttp_should_keep_alive will say at the message end, known now so on_head can use it. */
   m->keep_alive = persistent_connection(ll) &&
@@ -384,11 +482,16 @@ static int on_body(llhttp_t *ll, const char *at, size_t len) {
   return 0;
 }
 
-/* The zero-size chunk: what follows is the trailer section, which the scanner must see first. */
+/* Called right after a chunk-size line's LF. The zero-size chunk: what follows is the trailer
+ * section, which the scanner must see first. */
 static int on_chunk_header(llhttp_t *ll) {
   cr_http1_parser_t *p = from_ll(ll);
-  if (ll->content_length != 0)
+  p->chunk_line = 0;
+  if (ll->content_length != 0) {
+    p->chunk_left = ll->content_length + 2;
     return 0;
+  }
+  p->chunk_framed = 0;
   p->state = S_TRAILER;
   scan_reset(p);
   return HPE_PAUSED;
@@ -414,6 +517,7 @@ static int on_message_complete(llhttp_t *ll) {
   if (p->state == S_TRAILER && !p->scan_done)
     return cb_fail(p, CR_EHTTP_PARSE, "trailer section ended where it should not");
   p->state = S_HEAD;
+  p->chunk_framed = 0;
   scan_reset(p);
   if (p->interim)
     return pause;
@@ -452,6 +556,7 @@ cr_http1_parser_t *cr_http1_parser_new(cr_http1_type_t type, const cr_http1_limi
     p->cbs = *cbs;
   p->ud = ud;
   p->max_head = limits && limits->max_head_size ? limits->max_head_size : DEFAULT_MAX_HEAD;
+  p->max_chunk_line = limits && limits->max_chunk_line ? limits->max_chunk_line : CR_HTTP1_MAX_CHUNK_LINE;
   cr_http_msg_init(&p->msg, max_headers);
   cr_buf_init(&p->field, p->max_head);
   p->state = S_HEAD;
@@ -538,6 +643,37 @@ static ssize_t exec(cr_http1_parser_t *p, const char *buf, size_t n) {
   }
 }
 
+/* A chunked body: chunk data and its CRLF go to llhttp as they come; a chunk-size line only up to
+ * its LF, and no further than max_chunk_line bytes (llhttp still sees those first, so that a
+ * grammar error in them is the one reported). */
+static ssize_t exec_chunked(cr_http1_parser_t *p, const char *buf, size_t n) {
+  size_t room, lim, give;
+  const char *lf;
+  ssize_t r;
+  if (p->chunk_left > 0) {
+    give = p->chunk_left < n ? (size_t)p->chunk_left : n;
+    r = exec(p, buf, give);
+    if (r > 0)
+      p->chunk_left -= (uint64_t)r;
+    return r;
+  }
+  room = p->max_chunk_line - CR_MIN(p->chunk_line, p->max_chunk_line);
+  lim = CR_MIN(n, room);
+  lf = memchr(buf, '\n', lim);
+  give = lf ? (size_t)(lf - buf) + 1 : lim;
+  r = exec(p, buf, give);
+  if (r < 0)
+    return r;
+  if (lf == NULL) {
+    p->chunk_line += (size_t)r;
+    if (n > room) {
+      snprintf(p->errbuf, sizeof(p->errbuf), "chunk size line longer than %zu bytes", p->max_chunk_line);
+      return fail(p, CR_EHTTP_PARSE, p->errbuf);
+    }
+  }
+  return r;
+}
+
 ssize_t cr_http1_parse(cr_http1_parser_t *p, const char *data, size_t len) {
   size_t off = 0;
   ssize_t r;
@@ -554,7 +690,12 @@ ssize_t cr_http1_parse(cr_http1_parser_t *p, const char *data, size_t len) {
       return 0;
   }
   while (off < len && !p->paused) {
-    if (p->state == S_BODY) {
+    if (p->state == S_BODY && p->chunk_framed) {
+      r = exec_chunked(p, data + off, len - off);
+      if (r < 0)
+        return r;
+      off += (size_t)r;
+    } else if (p->state == S_BODY) {
       r = exec(p, data + off, len - off);
       if (r < 0)
         return r;

@@ -1,5 +1,6 @@
 #include "ccrelay/http_msg.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,7 @@ void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len) { m->me
 void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len) { m->target = store(m, s, len); }
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
+static int mem_eq_nocase(const char *a, const char *b, size_t len);
 
 int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
   cr_http_header_t *h;
@@ -152,6 +154,28 @@ int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, cons
   h->name_len = nlen;
   h->value = store(m, value, vlen);
   h->value_len = vlen;
+  return 0;
+}
+
+int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+  size_t i, w;
+  for (i = 0; i < m->nheaders; i++)
+    if (m->headers[i].name_len == nlen && mem_eq_nocase(m->headers[i].name, name, nlen))
+      break;
+  if (i == m->nheaders)
+    return cr_http_msg_add_header(m, name, nlen, value, vlen);
+  while (vlen && is_ows(value[0])) {
+    value++;
+    vlen--;
+  }
+  while (vlen && is_ows(value[vlen - 1]))
+    vlen--;
+  m->headers[i].value = store(m, value, vlen);
+  m->headers[i].value_len = vlen;
+  for (w = ++i; i < m->nheaders; i++)
+    if (!(m->headers[i].name_len == nlen && mem_eq_nocase(m->headers[i].name, name, nlen)))
+      m->headers[w++] = m->headers[i];
+  m->nheaders = w;
   return 0;
 }
 
@@ -382,6 +406,117 @@ int cr_http_field_value_valid(const char *s, size_t len) {
   for (i = 0; i < len; i++)
     if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
       return 0;
+  return 1;
+}
+
+/* RFC 3986 character classes, as a table for the same reason as tchar: every target and Host of
+ * every request goes through it. */
+enum { U_REG = 1, /* unreserved / sub-delims: reg-name, and pchar */
+       U_PCHAR = 2, /* ":" / "@": pchar beyond reg-name */
+       U_SLASH = 4, /* "/" */
+       U_QUERY = 8, /* "?" */
+       U_HEX = 16 };
+static const unsigned char uric[256] = {
+    ['-'] = U_REG, ['.'] = U_REG, ['_'] = U_REG, ['~'] = U_REG,
+    ['!'] = U_REG, ['$'] = U_REG, ['&'] = U_REG, ['\''] = U_REG, ['('] = U_REG, [')'] = U_REG, ['*'] = U_REG,
+    ['+'] = U_REG, [','] = U_REG, [';'] = U_REG, ['='] = U_REG,
+    [':'] = U_PCHAR, ['@'] = U_PCHAR, ['/'] = U_SLASH, ['?'] = U_QUERY,
+    ['0'] = U_REG | U_HEX, ['1'] = U_REG | U_HEX, ['2'] = U_REG | U_HEX, ['3'] = U_REG | U_HEX,
+    ['4'] = U_REG | U_HEX, ['5'] = U_REG | U_HEX, ['6'] = U_REG | U_HEX, ['7'] = U_REG | U_HEX,
+    ['8'] = U_REG | U_HEX, ['9'] = U_REG | U_HEX,
+    ['A'] = U_REG | U_HEX, ['B'] = U_REG | U_HEX, ['C'] = U_REG | U_HEX, ['D'] = U_REG | U_HEX,
+    ['E'] = U_REG | U_HEX, ['F'] = U_REG | U_HEX, ['G'] = U_REG, ['H'] = U_REG, ['I'] = U_REG, ['J'] = U_REG,
+    ['K'] = U_REG, ['L'] = U_REG, ['M'] = U_REG, ['N'] = U_REG, ['O'] = U_REG, ['P'] = U_REG, ['Q'] = U_REG,
+    ['R'] = U_REG, ['S'] = U_REG, ['T'] = U_REG, ['U'] = U_REG, ['V'] = U_REG, ['W'] = U_REG, ['X'] = U_REG,
+    ['Y'] = U_REG, ['Z'] = U_REG,
+    ['a'] = U_REG | U_HEX, ['b'] = U_REG | U_HEX, ['c'] = U_REG | U_HEX, ['d'] = U_REG | U_HEX,
+    ['e'] = U_REG | U_HEX, ['f'] = U_REG | U_HEX, ['g'] = U_REG, ['h'] = U_REG, ['i'] = U_REG, ['j'] = U_REG,
+    ['k'] = U_REG, ['l'] = U_REG, ['m'] = U_REG, ['n'] = U_REG, ['o'] = U_REG, ['p'] = U_REG, ['q'] = U_REG,
+    ['r'] = U_REG, ['s'] = U_REG, ['t'] = U_REG, ['u'] = U_REG, ['v'] = U_REG, ['w'] = U_REG, ['x'] = U_REG,
+    ['y'] = U_REG, ['z'] = U_REG,
+};
+
+static int pct_encoded(const char *s, size_t len, size_t i) {
+  return i + 2 < len && (uric[(unsigned char)s[i + 1]] & U_HEX) && (uric[(unsigned char)s[i + 2]] & U_HEX);
+}
+
+size_t cr_http_path_query_end(const char *s, size_t len) {
+  unsigned allowed = U_REG | U_PCHAR | U_SLASH;
+  size_t i;
+  for (i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (uric[c] & allowed)
+      continue;
+    if (c == '?') {
+      allowed |= U_QUERY;
+      continue;
+    }
+    if (c == '%' && pct_encoded(s, len, i)) {
+      i += 2;
+      continue;
+    }
+    return i;
+  }
+  return len;
+}
+
+/* IPv6address / IPvFuture, the inside of an IP-literal's brackets. */
+static int ip_literal_valid(const char *s, size_t len) {
+  char tmp[INET6_ADDRSTRLEN];
+  unsigned char addr[16];
+  size_t i;
+  if (len > 0 && (s[0] == 'v' || s[0] == 'V')) {
+    /* "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ) */
+    for (i = 1; i < len && (uric[(unsigned char)s[i]] & U_HEX); i++)
+      ;
+    if (i == 1 || i >= len - 1 || s[i] != '.')
+      return 0;
+    for (i++; i < len; i++)
+      if (!(uric[(unsigned char)s[i]] & U_REG) && s[i] != ':')
+        return 0;
+    return 1;
+  }
+  if (len == 0 || len >= sizeof(tmp))
+    return 0;
+  memcpy(tmp, s, len);
+  tmp[len] = '\0';
+  return inet_pton(AF_INET6, tmp, addr) == 1;
+}
+
+int cr_http_host_valid(const char *s, size_t len) {
+  unsigned long port = 0;
+  size_t i = 0;
+  if (len == 0)
+    return 1;
+  if (s[0] == '[') {
+    const char *close = memchr(s, ']', len);
+    if (close == NULL || !ip_literal_valid(s + 1, (size_t)(close - s) - 1))
+      return 0;
+    i = (size_t)(close - s) + 1;
+  } else {
+    /* reg-name; an IPv4 address is one too (dec-octets are digits and dots) */
+    while (i < len && s[i] != ':') {
+      if (uric[(unsigned char)s[i]] & U_REG)
+        i++;
+      else if (s[i] == '%' && pct_encoded(s, len, i))
+        i += 3;
+      else
+        return 0;
+    }
+    if (i == 0) /* ":port" alone names no host */
+      return 0;
+  }
+  if (i == len)
+    return 1;
+  if (s[i] != ':' || ++i == len) /* "h:" has an empty port */
+    return 0;
+  for (; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return 0;
+    port = port * 10 + (unsigned long)(s[i] - '0');
+    if (port > 65535)
+      return 0;
+  }
   return 1;
 }
 

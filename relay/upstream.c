@@ -977,7 +977,7 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
   u->idle_timeout_ms = opts->idle_timeout_ms ? opts->idle_timeout_ms : DEFAULT_IDLE_TIMEOUT_MS;
   u->max_idle = opts->max_idle;
   u->limits.max_head_size = opts->max_header_size ? opts->max_header_size : 16 * 1024;
-  u->limits.max_headers = 0;
+  u->limits.max_headers = opts->max_header_fields;
   format_hostport(u->hostport, sizeof u->hostport, u->host, u->port, 0);
   snprintf(u->who, sizeof u->who, "%s (server name %s)", u->hostport, u->server_name);
   format_hostport(u->host_header, sizeof u->host_header, u->server_name, u->port, 1);

@@ -131,8 +131,16 @@ typedef struct cr_conf_agent {
   cr_conf_route_t *routes;        /* routes: list, at least one */
   size_t nroutes;
   uint64_t max_header_size;       /* limits.max_header_size (16KiB) */
+  unsigned max_header_fields;     /* limits.max_header_fields (100): upstream response heads */
   uint64_t drain_timeout_ms;      /* drain_timeout (10s): SIGTERM -> streams in flight may finish */
 } cr_conf_agent_t;
+
+/* Header fields per head, both roles (limits.max_header_fields, public.max_header_fields). The
+ * ceiling leaves room under the tunnel's own per-stream limit (CR_TUNNEL_MAX_HEADERS, 256) for the
+ * fields a role adds (request id, Forwarded), so any head a role accepts can cross the tunnel. */
+#define CR_CONF_HEADER_FIELDS_DEFAULT 100
+#define CR_CONF_HEADER_FIELDS_MIN 10
+#define CR_CONF_HEADER_FIELDS_MAX 250
 
 /* ---- gateway ---- */
 
@@ -173,6 +181,7 @@ typedef struct cr_conf_gateway {
     uint64_t idle_timeout_ms;     /* public.idle_timeout (60s): keep-alive idle */
     uint64_t request_timeout_ms;  /* public.request_timeout (60s): head forwarded -> response head */
     uint64_t max_header_size;     /* public.max_header_size (16KiB) */
+    unsigned max_header_fields;   /* public.max_header_fields (100): more fields get 431 */
     unsigned max_connections;     /* public.max_connections (10000) */
   } public_;
   cr_conf_group_t *groups;        /* groups: list, at least one */

@@ -7,10 +7,17 @@
  * Content-Length together with Transfer-Encoding, conflicting or repeated Content-Length, obs-fold
  * continuation lines, bare CR or LF line endings, and heads over the size limit. Also refused: control
  * bytes (other than HTAB) anywhere in a head, an empty header name, versions other than HTTP/1.0 and
- * 1.1, and CONNECT (we never tunnel over HTTP/1). The response parser applies the same framing rules
- * (all but the Host ones), skips 1xx interim responses (never delivered) and refuses a 101. An
- * Upgrade request is delivered as a plain request; the connection stays HTTP. Trailers are checked the
- * same way as heads, then discarded. */
+ * 1.1, and CONNECT (we never tunnel over HTTP/1); a request target that is not RFC 3986 syntax
+ * (any byte outside pchar, "/" and the query's "?", a "%" not followed by two hex digits, a
+ * fragment), "*" outside OPTIONS, and a Host value that is not uri-host [":" port] (see
+ * cr_http_host_valid). An absolute-form target ("http://h:1/p?q", scheme http or https) is
+ * delivered as origin-form ("/p?q") with its authority as the one Host, the received Host (still
+ * checked) being ignored as RFC 9112 3.2.2 says; so a delivered request target is always "/..." or
+ * "*". Chunk-size lines (size, extensions, CRLF) are bounded by max_chunk_line in requests and
+ * responses. The response parser applies the same framing rules (all but the target and Host
+ * ones), skips 1xx interim responses (never delivered) and refuses a 101. An Upgrade request is
+ * delivered as a plain request; the connection stays HTTP. Trailers are checked the same way as
+ * heads, then discarded. */
 #ifndef CCRELAY_HTTP1_H
 #define CCRELAY_HTTP1_H
 
@@ -35,9 +42,13 @@ typedef struct cr_http1_callbacks {
   int (*on_end)(void *ud);
 } cr_http1_callbacks_t;
 
+/* Longest chunk-size line (size, extensions and CRLF) by default: a few bytes in practice. */
+#define CR_HTTP1_MAX_CHUNK_LINE 4096
+
 typedef struct cr_http1_limits {
-  size_t max_head_size; /* request/status line plus headers; 0 means 16 KiB */
-  size_t max_headers;   /* 0 means 100 */
+  size_t max_head_size;  /* request/status line plus headers; 0 means 16 KiB */
+  size_t max_headers;    /* header fields; 0 means 100 */
+  size_t max_chunk_line; /* one chunk-size line with its extensions; 0 means CR_HTTP1_MAX_CHUNK_LINE */
 } cr_http1_limits_t;
 
 typedef struct cr_http1_parser cr_http1_parser_t;

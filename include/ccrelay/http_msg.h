@@ -50,6 +50,9 @@ void cr_http_msg_free(cr_http_msg_t *m);
 void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len);
 void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len);
 int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Gives the first header with this name the value (its name and place kept) and removes any
+ * others; adds it at the end when there is none. 0, or CR_ELIMIT as for add. */
+int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
 /* Copies another message's head (method, target, status, version, headers, framing fields). */
 int cr_http_msg_copy(cr_http_msg_t *dst, const cr_http_msg_t *src);
 
@@ -69,6 +72,18 @@ void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m);
 /* 1 if name is a valid RFC 9110 token / value has no CR, LF or NUL; serialisers refuse the rest. */
 int cr_http_token_valid(const char *s, size_t len);
 int cr_http_field_value_valid(const char *s, size_t len);
+
+/* RFC 3986 syntax of what an HTTP/1.1 request names (RFC 9112 3.2), checked by the parser. */
+/* Offset of the first byte of s that cannot continue path-abempty [ "?" query ]: the path takes
+ * pchar and "/", the query (after the first "?") also "?", and a "%" must start "%" HEXDIG HEXDIG
+ * (the offset is then the "%"). A fragment is never part of a request target, so "#" stops it
+ * like any other byte outside those sets. len when every byte belongs. */
+size_t cr_http_path_query_end(const char *s, size_t len);
+/* 1 if s is a valid Host value: empty (RFC 9112 3.2: a target URI with no authority), or uri-host
+ * [ ":" port ] where uri-host is a non-empty reg-name (unreserved, sub-delims, pct-encoded; an IPv4
+ * address is one) or an IP-literal in brackets (an IPv6 address or IPvFuture), and port is one or
+ * more digits with a value of at most 65535. No userinfo ("@"), no whitespace, no empty port. */
+int cr_http_host_valid(const char *s, size_t len);
 
 /* Case-insensitive ASCII comparison of NUL-terminated strings; 1 if equal. */
 int cr_http_name_eq(const char *a, const char *b);

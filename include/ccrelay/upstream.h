@@ -35,9 +35,10 @@ typedef struct cr_upstream_opts {
   unsigned max_idle;            /* pooled connections kept */
   uint64_t purge_interval_ms;   /* how often idle connections beyond recent demand are halved */
   size_t max_header_size;       /* response head limit */
+  size_t max_header_fields;     /* response head field limit */
 } cr_upstream_opts_t;
 /* Zero timeouts mean the defaults (connect 5 s, response 30 s, idle 60 s, purge 1 s); max_header_size 0 means
- * 16 KiB; max_idle 0 means no pooling (every connection closes after its exchange). */
+ * 16 KiB; max_header_fields 0 means 100; max_idle 0 means no pooling (every connection closes after its exchange). */
 
 /* Builds the TLS context (loading the identity). 0, or an error with prose in err. */
 int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream_t **out, char *err,

@@ -1,7 +1,9 @@
 /* libFuzzer target: arbitrary bytes into the HTTP/1.1 request parser, fed in splits chosen by the
  * input itself, with pauses taken at random callbacks and resumed. Checks, beyond "no crash, no
  * leak": every delivered head serialises, and the serialised head parses back to the same fields
- * (what the relay does at every hop). fuzz_http1_response.c includes this file with
+ * (what the relay does at every hop); a delivered request's target is origin-form (RFC 3986 bytes
+ * only, no fragment) or "*", and its Host, if any, is one valid uri-host [":" port].
+ * fuzz_http1_response.c includes this file with
  * FUZZ_HTTP1_RESPONSE defined, for the response parser. */
 #include <stddef.h>
 #include <stdint.h>
@@ -68,6 +70,15 @@ static int on_head(void *ud, cr_http_msg_t *m) {
   int r;
 
   c->heads++;
+  if (FUZZ_TYPE == CR_HTTP1_REQUEST) {
+    size_t tlen = m->target ? strlen(m->target) : 0;
+    const cr_http_header_t *host = cr_http_msg_find(m, "host");
+    if (tlen == 0 || (strcmp(m->target, "*") != 0 &&
+                      (m->target[0] != '/' || cr_http_path_query_end(m->target, tlen) != tlen)))
+      __builtin_trap();
+    if (cr_http_msg_count(m, "host") > 1 || (host && !cr_http_host_valid(host->value, host->value_len)))
+      __builtin_trap();
+  }
   for (i = 0; i < m->nheaders; i++)
     if (!cr_http_token_valid(m->headers[i].name, m->headers[i].name_len) ||
         !cr_http_field_value_valid(m->headers[i].value, m->headers[i].value_len))
@@ -107,7 +118,7 @@ static int on_end(void *ud) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cr_http1_callbacks_t cbs = {on_head, on_body, on_end};
-  cr_http1_limits_t lim = {0, 0};
+  cr_http1_limits_t lim = {0, 0, 0};
   cr_http1_parser_t *p;
   fuzz_ctx_t c;
   size_t off = 0, calls = 0;
@@ -125,6 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (mode & 1) {
     lim.max_head_size = 64 + (mode >> 2) * 4;
     lim.max_headers = 1 + (mode >> 4);
+    lim.max_chunk_line = 8 + (mode >> 3);
   }
   p = cr_http1_parser_new(FUZZ_TYPE, &lim, &cbs, &c);
 #ifdef FUZZ_HTTP1_RESPONSE

@@ -10,6 +10,7 @@
 #   stop_ccrelay NAME                       SIGTERM, wait; fails on a non-zero exit or a sanitizer report
 #   relay_curl OUT HOST PATH CURL_ARGS...   HTTPS call to the gateway's public side as HOST; echoes status
 #   GW_PUBLIC_CLIENT_CA=FILE                callers must present a certificate (set before write_gateway_conf)
+#   GW_PUBLIC_EXTRA="key: value"            one more key under public: (set before write_gateway_conf)
 
 CCRELAY_BIN=${CCRELAY_BIN:-$CR_SRC/build/asan/ccrelay}
 [[ -x $CCRELAY_BIN ]] || fail "ccrelay binary not found at $CCRELAY_BIN (build first, or set CCRELAY_BIN)"
@@ -33,7 +34,8 @@ public:
   listen: 127.0.0.1:$GW_PUBLIC_PORT
   identity: { cert: $CR_PKI/public.pem, key: $CR_PKI/public.key }
   request_timeout: 20s${GW_PUBLIC_CLIENT_CA:+
-  client_ca: $GW_PUBLIC_CLIENT_CA}
+  client_ca: $GW_PUBLIC_CLIENT_CA}${GW_PUBLIC_EXTRA:+
+  $GW_PUBLIC_EXTRA}
 groups:
   - name: acme
     agents: [acme-agent-1]

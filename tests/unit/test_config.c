@@ -15,6 +15,11 @@
 
 #include "ccrelay/config.h"
 #include "ccrelay/error.h"
+#include "ccrelay/tunnel.h"
+
+/* A head at the configured field ceiling, plus what the gateway adds (request id, Forwarded) and a
+ * margin, still fits the tunnel's per-stream header limit at the other role. */
+_Static_assert(CR_CONF_HEADER_FIELDS_MAX + 6 <= CR_TUNNEL_MAX_HEADERS, "max_header_fields ceiling above the tunnel's");
 
 static char data_dir[PATH_MAX]; /* tests/unit/data/config, resolved */
 static char inline_name[PATH_MAX + 32];
@@ -278,6 +283,7 @@ static void test_agent_full(void **state) {
   assert_int_equal(r->max_idle, 64);
 
   assert_true(a.max_header_size == 32768);
+  assert_int_equal(a.max_header_fields, 200);
   assert_true(a.drain_timeout_ms == 0);
   data_path(want, sizeof(want), "files"); /* "./files/" */
   assert_string_equal(a.trust_store, want);
@@ -332,6 +338,7 @@ static void test_agent_defaults(void **state) {
   assert_int_equal(r->max_idle, 64);
   assert_int_equal(r->soap, 0);
   assert_true(a.max_header_size == 16384);
+  assert_int_equal(a.max_header_fields, 100);
   assert_true(a.drain_timeout_ms == 10000);
   /* Defaulted, the store is neither resolved nor required to exist. */
   assert_string_equal(a.trust_store, "/var/lib/ccrelay/trust");
@@ -380,13 +387,14 @@ static void test_gateway_full(void **state) {
   assert_true(g.public_.idle_timeout_ms == 120000);
   assert_true(g.public_.request_timeout_ms == 90000);
   assert_true(g.public_.max_header_size == 8192);
+  assert_int_equal(g.public_.max_header_fields, 150);
   assert_int_equal(g.public_.max_connections, 500);
   assert_int_equal(g.ngroups, 2);
   assert_string_equal(g.groups[0].name, "acme");
   assert_int_equal(g.groups[0].nagents, 2);
   assert_string_equal(g.groups[0].agents[0], "acme-agent-1");
   assert_string_equal(g.groups[0].agents[1], "acme-agent-2");
-  assert_int_equal(g.groups[0].pos.line, 25);
+  assert_int_equal(g.groups[0].pos.line, 26);
   assert_int_equal(g.groups[0].pos.col, 5);
   assert_string_equal(g.groups[1].name, "other");
   assert_int_equal(g.groups[1].nagents, 1);
@@ -396,16 +404,16 @@ static void test_gateway_full(void **state) {
   assert_null(g.services[0].path_prefix);
   assert_string_equal(g.services[0].group, "acme");
   assert_int_equal(g.services[0].group_index, 0);
-  assert_int_equal(g.services[0].pos.line, 31);
+  assert_int_equal(g.services[0].pos.line, 32);
   assert_string_equal(g.services[1].path_prefix, "/policyService");
   assert_int_equal(g.services[1].group_index, 1);
   assert_int_equal(g.services[2].group_index, 0);
   assert_true(g.drain_timeout_ms == 60000);
   assert_string_equal(g.admin_listen.host, "127.0.0.1");
   assert_int_equal(g.admin_listen.port, 9090);
-  assert_int_equal(g.admin_listen.pos.line, 40);
+  assert_int_equal(g.admin_listen.pos.line, 41);
   assert_string_equal(g.admin_token, "0123456789abcdef-token"); /* CRLF removed */
-  assert_int_equal(g.admin_token_pos.line, 41);
+  assert_int_equal(g.admin_token_pos.line, 42);
   assert_int_equal(g.admin_token_pos.col, 15);
   cr_conf_gateway_free(&g);
   assert_null(g.admin_token);
@@ -434,6 +442,7 @@ static void test_gateway_defaults(void **state) {
   assert_true(g.public_.idle_timeout_ms == 60000);
   assert_true(g.public_.request_timeout_ms == 60000);
   assert_true(g.public_.max_header_size == 16384);
+  assert_int_equal(g.public_.max_header_fields, 100);
   assert_int_equal(g.public_.max_connections, 10000);
   assert_true(g.drain_timeout_ms == 10000);
   assert_null(g.admin_listen.host);
@@ -723,6 +732,16 @@ static void test_agent_errors(void **state) {
             "value out of range");
   agent_err(GW ROUTE UP "limits:\n  max_header_size: 2MiB\n", "16:20: limits.max_header_size",
             "value out of range: 2MiB is not between 1KiB and 1MiB");
+  agent_err(GW ROUTE UP "limits:\n  max_header_fields: 9\n", "16:22: limits.max_header_fields",
+            "value out of range: 9 is not between 10 and 250");
+  agent_err(GW ROUTE UP "limits:\n  max_header_fields: 251\n", "16:22: limits.max_header_fields",
+            "value out of range: 251 is not between 10 and 250");
+  agent_err(GW ROUTE UP "limits:\n  max_header_fields: 1e2\n", "16:22: limits.max_header_fields",
+            "expected a number, got '1e2'");
+  agent_err(GW ROUTE UP "limits:\n  max_header_fields: '100'\n", "16:22: limits.max_header_fields",
+            "expected a number");
+  agent_err(GW ROUTE UP "limits:\n  max_header_field: 100\n", "16:3: limits.max_header_field",
+            "did you mean 'max_header_fields'?");
   agent_err(GW "  ping_interval: 50ms\n", "7:18: gateway.ping_interval",
             "value out of range: 50ms is not between 100ms and 1h");
   agent_err(GW ROUTE UP "drain_timeout: 2h\n", "15:16: drain_timeout", "value out of range");
@@ -1019,6 +1038,13 @@ static void test_gateway_errors(void **state) {
   gateway_err("tunnel:\n  listen: 0.0.0.0:8443\n  client_ca: files/ca.pem\n", "2:3: tunnel.identity",
               "missing required key");
   gateway_err(TUN PUBID "  max_connections: 0\n", "8:20: public.max_connections", "value out of range");
+  gateway_err(TUN PUBID "  max_header_fields: 0\n", "8:22: public.max_header_fields",
+              "value out of range: 0 is not between 10 and 250");
+  gateway_err(TUN PUBID "  max_header_fields: 1000\n", "8:22: public.max_header_fields",
+              "value out of range: 1000 is not between 10 and 250");
+  gateway_err(TUN PUBID "  max_header_fields: -5\n", "8:22: public.max_header_fields", "expected a number");
+  gateway_err(TUN PUBID "  max_header_fields: []\n", "8:22: public.max_header_fields",
+              "expected a number, got a list");
   gateway_err(TUN PUBID "  header_timeout: 0s\n", "8:19: public.header_timeout",
               "value out of range: 0s is not between 1ms and 1h");
   gateway_err(TUN PUBID "  idle_timeout: 10\n", "8:17: public.idle_timeout", "missing unit");

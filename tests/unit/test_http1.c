@@ -11,6 +11,7 @@
 #include <llhttp.h>
 
 #include "ccrelay/buf.h"
+#include "ccrelay/common.h"
 #include "ccrelay/error.h"
 #include "ccrelay/http1.h"
 #include "ccrelay/http_msg.h"
@@ -96,7 +97,7 @@ static int feed(cr_http1_parser_t *p, const char *data, size_t len, size_t step)
 }
 
 static cr_http1_parser_t *req_parser(rec_t *r, size_t max_head, size_t max_headers) {
-  cr_http1_limits_t lim = {max_head, max_headers};
+  cr_http1_limits_t lim = {max_head, max_headers, 0};
   rec_init(r);
   return cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, r);
 }
@@ -411,6 +412,12 @@ static void test_callback_error_propagates(void **state) {
 
 /* ---- refusals ---- */
 
+/* 4096 bytes of chunk extension name: with "1;" and CRLF, a line 4 bytes over the default cap */
+#define CR_X16 "xxxxxxxxxxxxxxxx"
+#define CR_X64 CR_X16 CR_X16 CR_X16 CR_X16
+#define CR_X512 CR_X64 CR_X64 CR_X64 CR_X64 CR_X64 CR_X64 CR_X64 CR_X64
+#define CR_X4096 CR_X512 CR_X512 CR_X512 CR_X512 CR_X512 CR_X512 CR_X512 CR_X512
+
 /* Each row names the exact text cr_http1_parser_error must give, so different refusals are told
  * apart in logs and the same refusal reads the same whichever layer (llhttp or ours) caught it. */
 static const struct {
@@ -470,6 +477,12 @@ static const struct {
     {"bad method", "G(T / HTTP/1.1\r\nHost: a\r\n\r\n", "invalid request method"},
     {"bad target", "GET /a\x80 HTTP/1.1\r\nHost: a\r\n\r\n", "invalid request target"},
     {"DEL in the target", "GET /a\x7f HTTP/1.1\r\nHost: a\r\n\r\n", "control character in the header section"},
+    /* issue 16, finding 8: these three were forwarded */
+    {"fragment in the target", "GET /p#frag HTTP/1.1\r\nHost: a\r\n\r\n", "request target has a fragment ('#')"},
+    {"Host port not a number", "GET / HTTP/1.1\r\nHost: name:99x\r\n\r\n", "invalid Host header value"},
+    {"chunk extension over the cap",
+     "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;" CR_X4096 "\r\na\r\n0\r\n\r\n",
+     "chunk size line longer than 4096 bytes"},
 };
 
 /* The NUL case needs its length given explicitly. */
@@ -509,6 +522,331 @@ static void test_http10_without_host_accepted(void **state) {
   assert_int_equal(feed(p, in, strlen(in), 0), 0);
   assert_int_equal(r.nends, 1);
   assert_int_equal(r.heads[0].version_minor, 0);
+  cr_http1_parser_free(p);
+  rec_free(&r);
+}
+
+/* ---- request targets (RFC 9112 3.2, RFC 3986) ---- */
+
+/* The bytes RFC 3986 lets into a path segment (pchar without "%"), written out from the grammar
+ * rather than taken from the code under test. */
+static int rfc_pchar(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c != 0 && strchr("-._~" "!$&'()*+,;=" ":@", c) != NULL);
+}
+
+/* Parses one request; returns 0 with the head in r->heads[0], or the error. */
+static int parse_one(rec_t *r, cr_http1_parser_t **pp, const char *in, size_t len, size_t step) {
+  *pp = req_parser(r, 0, 0);
+  return feed(*pp, in, len, step);
+}
+
+/* Every byte value at three places of a target: inside the path, inside the query and inside an
+ * absolute-form path. Those the grammar allows must come through unchanged (the "/" and "?" ones
+ * included); every other one must be refused, "#" with its own message. */
+static void test_target_every_byte(void **state) {
+  static const char *const forms[][2] = {{"/a", "b"}, {"/a?b", "c"}, {"http://h/a", "b"}};
+  size_t f;
+  int c;
+  (void)state;
+  for (f = 0; f < 3; f++) {
+    for (c = 0; c < 256; c++) {
+      char in[128], want[16];
+      size_t n;
+      int rc, allowed = rfc_pchar(c) || c == '/' || c == '?';
+      rec_t r;
+      cr_http1_parser_t *p;
+      memcpy(in, "GET ", 4);
+      n = 4;
+      n += (size_t)snprintf(in + n, sizeof(in) - n, "%s", forms[f][0]);
+      in[n++] = (char)c;
+      n += (size_t)snprintf(in + n, sizeof(in) - n, "%s HTTP/1.1\r\nHost: h\r\n\r\n", forms[f][1]);
+      rc = parse_one(&r, &p, in, n, 0);
+      if (allowed) {
+        if (rc != 0)
+          fail_msg("form %zu byte 0x%02x refused: %s", f, c, cr_http1_parser_error(p));
+        snprintf(want, sizeof want, "%s%c%s", f == 2 ? "/a" : forms[f][0], c, forms[f][1]);
+        assert_int_equal(r.nends, 1);
+        assert_string_equal(r.heads[0].target, want);
+      } else {
+        if (rc != CR_EHTTP_PARSE)
+          fail_msg("form %zu byte 0x%02x: rc %d, target \"%s\"", f, c, rc, r.nheads ? r.heads[0].target : "");
+        assert_int_equal(r.nheads, 0);
+        if (c == '#')
+          assert_string_equal(cr_http1_parser_error(p), "request target has a fragment ('#')");
+        if (c == '%')
+          assert_string_equal(cr_http1_parser_error(p), "malformed percent-encoding in the request target");
+      }
+      cr_http1_parser_free(p);
+      rec_free(&r);
+    }
+  }
+}
+
+static void test_target_percent_encoding(void **state) {
+  static const char *const good[] = {"/a%41", "/%7e%7E", "/a?x=%20&y=%2F", "/%00%ff", "/?%3f"};
+  static const char *const bad[] = {"/a%", "/a%4", "/a%4g", "/a%g4", "/%%41", "/a?x=%", "/a?x=%2", "/a?%zz=1"};
+  size_t i;
+  (void)state;
+  for (i = 0; i < CR_ARRAY_SIZE(good) + CR_ARRAY_SIZE(bad); i++) {
+    int is_good = i < CR_ARRAY_SIZE(good);
+    const char *t = is_good ? good[i] : bad[i - CR_ARRAY_SIZE(good)];
+    char in[128];
+    int n = snprintf(in, sizeof in, "GET %s HTTP/1.1\r\nHost: h\r\n\r\n", t);
+    rec_t r;
+    cr_http1_parser_t *p;
+    int rc = parse_one(&r, &p, in, (size_t)n, 0);
+    if (is_good) {
+      if (rc != 0)
+        fail_msg("%s refused: %s", t, cr_http1_parser_error(p));
+      assert_string_equal(r.heads[0].target, t);
+    } else {
+      if (rc != CR_EHTTP_PARSE || strcmp(cr_http1_parser_error(p), "malformed percent-encoding in the request target"))
+        fail_msg("%s: rc %d, \"%s\"", t, rc, cr_http1_parser_error(p));
+    }
+    cr_http1_parser_free(p);
+    rec_free(&r);
+  }
+}
+
+/* Absolute-form becomes origin-form with the target's authority as the only Host (RFC 9112 3.2.2);
+ * asterisk-form only with OPTIONS; any other form is refused. */
+static void test_target_forms(void **state) {
+  static const struct {
+    const char *in, *target, *host; /* host NULL: no Host expected */
+  } ok[] = {
+      {"GET http://h:8443/p?q=1 HTTP/1.1\r\nHost: other\r\n\r\n", "/p?q=1", "h:8443"},
+      {"GET HTTPS://Cms.Example.com/a/b HTTP/1.1\r\nHost: cms.example.com\r\n\r\n", "/a/b", "Cms.Example.com"},
+      {"GET http://h HTTP/1.1\r\nHost: h\r\n\r\n", "/", "h"},
+      {"GET http://h?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", "/?x=1", "h"},
+      {"GET http://[::1]:8443/ HTTP/1.1\r\nHost: x\r\n\r\n", "/", "[::1]:8443"},
+      {"OPTIONS http://h HTTP/1.1\r\nHost: h\r\n\r\n", "*", "h"},
+      {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "*", "h"},
+      {"GET http://h/p HTTP/1.0\r\n\r\n", "/p", "h"}, /* HTTP/1.0 with no Host gets one */
+  };
+  static const struct {
+    const char *in, *error;
+  } bad[] = {
+      {"GET * HTTP/1.1\r\nHost: h\r\n\r\n", "request target '*' outside an OPTIONS request"},
+      {"GET ftp://h/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid request target"},
+      {"GET p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid request target"},
+      {"GET h:80 HTTP/1.1\r\nHost: h\r\n\r\n", "invalid request target"},
+      {"GET http:///p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://u@h/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://u:pw@h/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://h:/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://h:70000/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://[::1/p HTTP/1.1\r\nHost: h\r\n\r\n", "invalid authority in an absolute-form request target"},
+      {"GET http://h/p#f HTTP/1.1\r\nHost: h\r\n\r\n", "request target has a fragment ('#')"},
+      {"GET http://h#f HTTP/1.1\r\nHost: h\r\n\r\n", "invalid request target"}, /* llhttp's refusal */
+      {"GET http://h/p HTTP/1.1\r\nHost: h:x\r\n\r\n", "invalid Host header value"}, /* checked, then ignored */
+      {"GET http://h/p HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host header"},
+  };
+  size_t i, step;
+  (void)state;
+  for (step = 0; step <= 1; step++) {
+    for (i = 0; i < CR_ARRAY_SIZE(ok); i++) {
+      rec_t r;
+      cr_http1_parser_t *p;
+      int rc = parse_one(&r, &p, ok[i].in, strlen(ok[i].in), step);
+      if (rc != 0)
+        fail_msg("%s refused: %s", ok[i].in, cr_http1_parser_error(p));
+      assert_string_equal(r.heads[0].target, ok[i].target);
+      assert_int_equal(cr_http_msg_count(&r.heads[0], "host"), 1);
+      assert_string_equal(cr_http_msg_get(&r.heads[0], "host"), ok[i].host);
+      cr_http1_parser_free(p);
+      rec_free(&r);
+    }
+    for (i = 0; i < CR_ARRAY_SIZE(bad); i++) {
+      rec_t r;
+      cr_http1_parser_t *p;
+      int rc = parse_one(&r, &p, bad[i].in, strlen(bad[i].in), step);
+      if (rc != CR_EHTTP_PARSE || strcmp(cr_http1_parser_error(p), bad[i].error) != 0)
+        fail_msg("%s: rc %d, \"%s\", wanted \"%s\"", bad[i].in, rc, cr_http1_parser_error(p), bad[i].error);
+      assert_int_equal(r.nheads, 0);
+      cr_http1_parser_free(p);
+      rec_free(&r);
+    }
+  }
+}
+
+/* ---- Host (RFC 9112 3.2, RFC 9110 7.2) ---- */
+
+static void test_host_values(void **state) {
+  static const char *const good[] = {
+      "h", "h:443", "[::1]:8443", "[::1]", "1.2.3.4", "1.2.3.4:80", "cms.example.com", "CMS.Example.COM:1",
+      "h:0", "h:65535", "h:00443", "xn--bcher-kva.example", "a%41b", "a-b_c~d!$&'()*+,;=", "[2001:db8::7]",
+      "[::ffff:1.2.3.4]:1", "[v1.fe80::a+en1]", "", "  h:80  " /* OWS around the value is not the value */,
+  };
+  static const char *const bad[] = {
+      "h:", "name:99x", "h:x", "h:-1", "h:+1", "h:65536", "h:99999999999999999999", "h:80:80", ":80", ":",
+      "a b", "h :80", "h: 80", "u@h", "u:p@h", "@h", "[::1", "::1]", "[::1]x", "[::1]:", "[::1]:x", "[zz]",
+      "[]", "[1.2.3.4]", "[::1%25eth0]", "[v.x]", "[v1.]", "::1", "h/x", "h?x", "h#x", "h\\x", "h%zz",
+      "h%4", "h\"", "h{", "h<", "h|x", "h^x", "h`x", "h[x]", "\x80h", "h\xff",
+  };
+  size_t i;
+  (void)state;
+  for (i = 0; i < CR_ARRAY_SIZE(good) + CR_ARRAY_SIZE(bad); i++) {
+    int is_good = i < CR_ARRAY_SIZE(good);
+    const char *v = is_good ? good[i] : bad[i - CR_ARRAY_SIZE(good)];
+    char in[256];
+    int n = snprintf(in, sizeof in, "GET / HTTP/1.1\r\nHost:%s%s\r\n\r\n", *v == ' ' ? "" : " ", v);
+    rec_t r;
+    cr_http1_parser_t *p;
+    int rc = parse_one(&r, &p, in, (size_t)n, 0);
+    if (is_good && rc != 0)
+      fail_msg("Host \"%s\" refused: %s", v, cr_http1_parser_error(p));
+    if (!is_good && rc != CR_EHTTP_PARSE)
+      fail_msg("Host \"%s\" accepted (rc %d)", v, rc);
+    if (!is_good)
+      assert_int_equal(r.nheads, 0);
+    /* the codec's own check agrees, except where llhttp or the scanner already refused the bytes */
+    if (!(is_good && strchr(v, ' ') != NULL))
+      assert_int_equal(cr_http_host_valid(v, strlen(v)), is_good);
+    cr_http1_parser_free(p);
+    rec_free(&r);
+  }
+  /* the refusal names the field, so the log line says what was wrong */
+  {
+    rec_t r;
+    cr_http1_parser_t *p;
+    static const char in[] = "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n";
+    assert_int_equal(parse_one(&r, &p, in, strlen(in), 0), CR_EHTTP_PARSE);
+    assert_string_equal(cr_http1_parser_error(p), "invalid Host header value");
+    cr_http1_parser_free(p);
+    rec_free(&r);
+  }
+  /* two Host fields: refused even when both are valid and equal */
+  {
+    rec_t r;
+    cr_http1_parser_t *p;
+    static const char in[] = "GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n";
+    assert_int_equal(parse_one(&r, &p, in, strlen(in), 0), CR_EHTTP_PARSE);
+    assert_string_equal(cr_http1_parser_error(p), "more than one Host header");
+    cr_http1_parser_free(p);
+    rec_free(&r);
+  }
+  /* a response's Host (meaningless there) is not the request rule's business */
+  {
+    rec_t r;
+    cr_http1_parser_t *p = resp_parser(&r);
+    static const char in[] = "HTTP/1.1 200 OK\r\nHost: a b:x\r\nContent-Length: 0\r\n\r\n";
+    assert_int_equal(feed(p, in, strlen(in), 0), 0);
+    assert_int_equal(r.nends, 1);
+    cr_http1_parser_free(p);
+    rec_free(&r);
+  }
+}
+
+/* ---- chunk-size lines ---- */
+
+/* A chunked message whose first chunk-size line (size, extension, CRLF) is line_len bytes. */
+static size_t chunked_with_line(char *out, size_t cap, int response, size_t line_len, int zeros) {
+  size_t n;
+  if (response)
+    n = (size_t)snprintf(out, cap, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+  else
+    n = (size_t)snprintf(out, cap, "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+  assert_true(n + line_len + 32 < cap);
+  if (zeros) { /* "000...01\r\n": no extension, but leading zeros make the line as long */
+    memset(out + n, '0', line_len - 3);
+    n += line_len - 3;
+    out[n++] = '1';
+  } else { /* "1;xxx=\"...\"\r\n" */
+    memcpy(out + n, "1;e=\"", 5);
+    memset(out + n + 5, 'v', line_len - 8);
+    n += line_len - 3;
+    out[n++] = '"';
+  }
+  memcpy(out + n, "\r\na\r\n2;x\r\nbc\r\n0\r\n\r\n", 19);
+  return n + 19;
+}
+
+static void test_chunk_line_cap(void **state) {
+  static char in[80000];
+  static const size_t steps[] = {0, 1, 7, 1000};
+  size_t s, lens[] = {CR_HTTP1_MAX_CHUNK_LINE, CR_HTTP1_MAX_CHUNK_LINE + 1, 70000};
+  int response, zeros;
+  size_t l;
+  (void)state;
+  for (response = 0; response <= 1; response++)
+    for (zeros = 0; zeros <= 1; zeros++)
+      for (l = 0; l < CR_ARRAY_SIZE(lens); l++)
+        for (s = 0; s < CR_ARRAY_SIZE(steps); s++) {
+          size_t n = chunked_with_line(in, sizeof in, response, lens[l], zeros);
+          rec_t r;
+          cr_http1_parser_t *p = response ? resp_parser(&r) : req_parser(&r, 0, 0);
+          int rc = feed(p, in, n, steps[s]);
+          if (lens[l] <= CR_HTTP1_MAX_CHUNK_LINE) {
+            if (rc != 0)
+              fail_msg("line of %zu (resp %d zeros %d step %zu) refused: %s", lens[l], response, zeros, steps[s],
+                       cr_http1_parser_error(p));
+            assert_int_equal(r.nends, 1);
+            assert_true(body_is(&r, 0, "abc"));
+          } else {
+            assert_int_equal(rc, CR_EHTTP_PARSE);
+            assert_string_equal(cr_http1_parser_error(p), "chunk size line longer than 4096 bytes");
+            assert_int_equal(r.nends, 0);
+            assert_int_equal(r.body[0].len, 0);
+          }
+          cr_http1_parser_free(p);
+          rec_free(&r);
+        }
+}
+
+/* The cap is per line: many lines just under it pass; a caller's own cap applies; pausing inside
+ * chunk data does not lose track of where the next line begins. */
+static void test_chunk_line_cap_per_line(void **state) {
+  static char in[64 * 1024];
+  size_t n, i, off = 0;
+  int rounds = 0;
+  rec_t r;
+  cr_http1_limits_t lim = {0, 0, 32};
+  cr_http1_parser_t *p;
+  (void)state;
+  n = (size_t)snprintf(in, sizeof in, "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (i = 0; i < 10; i++) { /* "3;" + 28 x + CRLF = 32 bytes, then "abc\r\n" */
+    memcpy(in + n, "3;", 2);
+    memset(in + n + 2, 'x', 28);
+    memcpy(in + n + 30, "\r\nabc\r\n", 7);
+    n += 37;
+  }
+  memcpy(in + n, "0\r\n\r\n", 5);
+  n += 5;
+  rec_init(&r);
+  r.pause_on_body = 1;
+  p = cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, &r);
+  while (off < n) {
+    ssize_t k = cr_http1_parse(p, in + off, CR_MIN(n - off, 5));
+    if (k < 0)
+      fail_msg("refused at %zu: %s", off, cr_http1_parser_error(p));
+    off += (size_t)k;
+    cr_http1_parser_resume(p);
+    assert_true(++rounds < 10000);
+  }
+  assert_int_equal(r.nends, 1);
+  assert_int_equal(r.body[0].len, 30);
+  cr_http1_parser_free(p);
+  rec_free(&r);
+  /* one byte more on the sixth line */
+  rec_init(&r);
+  p = cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, &r);
+  {
+    static char in2[64 * 1024];
+    size_t m = (size_t)snprintf(in2, sizeof in2, "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
+    for (i = 0; i < 10; i++) {
+      size_t x = i == 5 ? 29 : 28;
+      memcpy(in2 + m, "3;", 2);
+      memset(in2 + m + 2, 'x', x);
+      memcpy(in2 + m + 2 + x, "\r\nabc\r\n", 7);
+      m += 9 + x;
+    }
+    memcpy(in2 + m, "0\r\n\r\n", 5);
+    m += 5;
+    assert_int_equal(feed(p, in2, m, 3), CR_EHTTP_PARSE);
+    assert_string_equal(cr_http1_parser_error(p), "chunk size line longer than 32 bytes");
+    assert_int_equal(r.body[0].len, 15);
+  }
   cr_http1_parser_free(p);
   rec_free(&r);
 }
@@ -969,6 +1307,12 @@ int main(void) {
       cmocka_unit_test(test_callback_error_propagates),
       cmocka_unit_test(test_smuggling_vectors_refused),
       cmocka_unit_test(test_http10_without_host_accepted),
+      cmocka_unit_test(test_target_every_byte),
+      cmocka_unit_test(test_target_percent_encoding),
+      cmocka_unit_test(test_target_forms),
+      cmocka_unit_test(test_host_values),
+      cmocka_unit_test(test_chunk_line_cap),
+      cmocka_unit_test(test_chunk_line_cap_per_line),
       cmocka_unit_test(test_head_too_large),
       cmocka_unit_test(test_head_too_large_total),
       cmocka_unit_test(test_too_many_headers),

@@ -172,6 +172,31 @@ static void test_find_count_remove(void **state) {
   cr_http_msg_free(&m);
 }
 
+static void test_set_header(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  cr_http_msg_init(&m, 4);
+  add(&m, "Accept", "a");
+  add(&m, "host", "old");
+  add(&m, "Via", "v");
+  add(&m, "HOST", "older");
+  /* the first keeps its name and place, the others go */
+  assert_int_equal(cr_http_msg_set_header(&m, "Host", 4, " new:1 ", 7), 0);
+  assert_int_equal(m.nheaders, 3);
+  assert_string_equal(m.headers[1].name, "host");
+  assert_string_equal(m.headers[1].value, "new:1");
+  assert_int_equal(m.headers[1].value_len, 5);
+  assert_string_equal(m.headers[2].name, "Via");
+  /* none yet: added at the end, within max_headers */
+  assert_int_equal(cr_http_msg_set_header(&m, "X-A", 3, "1", 1), 0);
+  assert_string_equal(m.headers[3].value, "1");
+  assert_int_equal(cr_http_msg_set_header(&m, "X-B", 3, "2", 1), CR_ELIMIT);
+  assert_int_equal(cr_http_msg_set_header(&m, "x-a", 3, "3", 1), 0); /* a full head can still replace */
+  assert_string_equal(cr_http_msg_get(&m, "X-A"), "3");
+  assert_int_equal(m.nheaders, 4);
+  cr_http_msg_free(&m);
+}
+
 static void test_copy(void **state) {
   cr_http_msg_t a, b;
   (void)state;
@@ -306,6 +331,7 @@ int main(void) {
       cmocka_unit_test(test_release_gives_storage_back),
       cmocka_unit_test(test_max_headers),
       cmocka_unit_test(test_find_count_remove),
+      cmocka_unit_test(test_set_header),
       cmocka_unit_test(test_copy),
       cmocka_unit_test(test_copy_respects_max_headers),
       cmocka_unit_test(test_strip_hop_by_hop),
