@@ -179,7 +179,7 @@ struct cr__agent_change {
   cr_trust_batch_t *batch;  /* add: parsed on the loop thread */
   char *fp;                 /* remove: the fingerprint (prefix) asked for */
   char *who;
-  cr__agent_control_cb done;/* NULL once cancelled */
+  cr__agent_control_cb done; /* NULL once cancelled */
   void *data;
   unsigned submitted : 1;   /* handed to the thread pool */
   /* written by the worker, read after it */
