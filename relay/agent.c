@@ -66,6 +66,7 @@ typedef struct exchange {
   cr_buf_t control_body;
   char *control_target;
   char *requested_by;
+  cr__agent_change_t *change; /* a trust change being written; the answer waits for it */
   char error[300];
 } exchange_t;
 
@@ -188,7 +189,7 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   x->bytes_in += len;
   if (x->control) {
     cr_tstream_consume(ts, len);
-    if (!x->head_sent && cr_buf_append(&x->control_body, data, len) < 0) {
+    if (!x->head_sent && !x->change && cr_buf_append(&x->control_body, data, len) < 0) {
       cr_buf_t msg;
       cr_buf_init(&msg, 0);
       cr_buf_appendf(&msg, "{\"error\":\"too_large\",\"message\":\"control request bodies are at most 1 MiB\"}\n");
@@ -209,7 +210,7 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
 
 static void ts_on_end(cr_tstream_t *ts) {
   exchange_t *x = cr_tstream_data(ts);
-  if (x->control && !x->head_sent) {
+  if (x->control && !x->head_sent && !x->change) {
     control_finish(x);
     return;
   }
@@ -259,6 +260,10 @@ static void exchange_finish(exchange_t *x) {
               x->head_ms ? (long long)(x->head_ms - x->start_ms) : -1LL, x->error[0] ? " error=\"" : "", x->error,
               x->error[0] ? "\"" : "");
   cr_queue_remove(&x->link);
+  if (x->change) {
+    cr__agent_control_cancel(x->change);
+    x->change = NULL;
+  }
   cr_buf_free(&x->control_body);
   free(x->control_target);
   free(x->requested_by);
@@ -286,15 +291,23 @@ static void respond_json(exchange_t *x, int status, const cr_buf_t *body) {
   cr_http_msg_free(&head);
 }
 
+static void control_done(void *data, int status, const cr_buf_t *body) {
+  exchange_t *x = data;
+  x->change = NULL;
+  respond_json(x, status, body);
+}
+
 /* The control channel: the gateway asks, never a public caller (the gateway refuses that prefix).
- * The request body (a certificate to trust) is collected whole, at most 1 MiB, then answered. */
+ * The request body (a certificate to trust) is collected whole, at most 1 MiB, then answered: at
+ * once, or once a trust change is on disk (control_done). */
 static void control_finish(exchange_t *x) {
   cr_buf_t out;
   int status = 500;
   cr_buf_init(&out, 0);
-  cr__agent_control(x->agent, x->method, x->control_target, x->control_body.base, x->control_body.len,
-                    x->requested_by, &status, &out);
-  respond_json(x, status, &out);
+  x->change = cr__agent_control(x->agent, x->method, x->control_target, x->control_body.base,
+                                x->control_body.len, x->requested_by, &status, &out, control_done, x);
+  if (x->change == NULL)
+    respond_json(x, status, &out);
   cr_buf_free(&out);
 }
 
@@ -308,7 +321,8 @@ static int agent_busy(void *arg) {
   return busy;
 }
 
-/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
+/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages (the
+ * process module adds the lower modules' own). */
 static void agent_release_caches(void *arg) {
   agent_t *a = arg;
   cr_freelist_drain(&a->free_exchanges);
@@ -318,9 +332,6 @@ static void agent_release_caches(void *arg) {
   for (size_t i = 0; a->routes && i < a->conf->nroutes; i++)
     if (a->routes[i].up)
       cr_upstream_release_caches(a->routes[i].up);
-  cr_http_msg_release_caches();
-  cr_tls_release_caches();
-  cr_stream_release_caches();
 }
 
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
@@ -548,7 +559,8 @@ static void slot_schedule(slot_t *sl) {
 
 /* ---------- start, drain, stop ---------- */
 
-static int stop_check(agent_t *a) {
+static int agent_drained(void *arg) {
+  agent_t *a = arg;
   if (!a->draining)
     return 0;
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
@@ -557,13 +569,11 @@ static int stop_check(agent_t *a) {
   return 1;
 }
 
-static void close_handles(agent_t *a) {
-  if (uv_is_closing((uv_handle_t *)&a->sigterm))
+/* The process module closed its own handles (signals, deadline, trim); these are the agent's. */
+static void close_handles(void *arg) {
+  agent_t *a = arg;
+  if (uv_is_closing((uv_handle_t *)&a->slots[0].timer))
     return;
-  uv_close((uv_handle_t *)&a->sigterm, NULL);
-  uv_close((uv_handle_t *)&a->sigint, NULL);
-  uv_close((uv_handle_t *)&a->drain_timer, NULL);
-  cr_memtrim_stop(&a->memtrim);
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
     uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
   cr__agent_trust_stop(a);
@@ -578,23 +588,18 @@ static void close_handles(agent_t *a) {
     }
 }
 
-static void on_drain_deadline(uv_timer_t *t) {
-  agent_t *a = t->data;
-  cr_log_warn("drain deadline reached", "");
+/* The drain deadline passed, or a second stop signal: tunnels still draining close now. */
+static void agent_cut(void *arg, cr_process_end_t why) {
+  agent_t *a = arg;
+  (void)why;
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
     if (a->slots[i].tunnel)
       cr_tunnel_close(a->slots[i].tunnel, CR_ECLOSED);
 }
 
-static void on_stop_signal(uv_signal_t *sig, int signum) {
-  agent_t *a = sig->data;
-  if (a->draining) {
-    cr_log_warn("second stop signal: closing now", "signal=%d", signum);
-    on_drain_deadline(&a->drain_timer);
-    return;
-  }
+static void agent_drain(void *arg) {
+  agent_t *a = arg;
   a->draining = 1;
-  cr_log_info("draining", "signal=%d deadline_ms=%llu", signum, (unsigned long long)a->conf->drain_timeout_ms);
   for (unsigned i = 0; i < a->conf->gateway.connections; i++) {
     slot_t *sl = &a->slots[i];
     uv_timer_stop(&sl->timer);
@@ -608,8 +613,15 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
       sl->state = SLOT_STOPPED;
     }
   }
-  uv_timer_start(&a->drain_timer, on_drain_deadline, a->conf->drain_timeout_ms + 500, 0);
 }
+
+static const cr_process_handlers_t process_handlers = {
+    .drain = agent_drain,
+    .drained = agent_drained,
+    .cut = agent_cut,
+    .stop = close_handles,
+    .busy = agent_busy,
+};
 
 static int build_tunnel_tls(agent_t *a) {
   const cr_conf_agent_t *c = a->conf;
@@ -634,7 +646,6 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   agent_t *a = cr_calloc(1, sizeof *a);
   int code = 1;
 
-  signal(SIGPIPE, SIG_IGN);
   a->conf = conf;
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
@@ -651,28 +662,20 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
     uv_timer_init(&a->loop, &sl->timer);
     sl->timer.data = sl;
   }
-  uv_signal_init(&a->loop, &a->sigterm);
-  uv_signal_init(&a->loop, &a->sigint);
-  uv_timer_init(&a->loop, &a->drain_timer);
-  cr_memtrim_start(&a->loop, &a->memtrim, 1000, agent_busy, agent_release_caches, a);
-  a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+  a->proc = cr_process_new(&a->loop, &process_handlers, a, conf->drain_timeout_ms, 0);
+  cr_process_on_release(a->proc, agent_release_caches, a);
+  cr_process_on_reload(a->proc, cr__agent_trust_sighup, a);
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);
+    cr_process_close(a->proc);
     goto out;
   }
   for (unsigned i = 0; i < conf->gateway.connections; i++)
     slot_dial(&a->slots[i].timer);
-  uv_signal_start(&a->sigterm, on_stop_signal, SIGTERM);
-  uv_signal_start(&a->sigint, on_stop_signal, SIGINT);
+  cr_process_start(a->proc);
   cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
               conf->gateway.port, conf->gateway.connections, conf->nroutes, CCRELAY_VERSION);
-  for (;;) {
-    cr_log_flush(); /* before the loop may block: lines of the last turn go out now */
-    if (!uv_run(&a->loop, UV_RUN_ONCE))
-      break;
-    if (stop_check(a))
-      close_handles(a);
-  }
+  cr_process_run(a->proc); /* how the drain ended does not change the exit status (yet) */
   cr_log_info("agent stopped", "");
   code = 0;
 out:
@@ -680,6 +683,7 @@ out:
   cr_log_flush();
   if (uv_loop_close(&a->loop) != 0)
     cr_log_warn("event loop closed with handles still open", "");
+  cr_process_free(a->proc);
   cr_tls_ctx_free(a->tunnel_tls);
   if (a->trust.store)
     cr_truststore_close(a->trust.store);

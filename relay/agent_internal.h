@@ -11,7 +11,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
-#include "ccrelay/memtrim.h"
+#include "ccrelay/process.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
@@ -39,8 +39,9 @@ typedef struct agent_trust {
   uv_fs_event_t watch;     /* the store directory; a change schedules a reload */
   uv_timer_t debounce;     /* coalesces the burst of events one `trust add` makes */
   uv_timer_t expiry;       /* re-checks expiry warnings twice a day */
-  uv_signal_t sighup;
+  cr_queue_t changes;      /* remote changes (trust_change_t.link), oldest first; the first runs */
   unsigned watching : 1;
+  unsigned stopped : 1;    /* cr__agent_trust_stop ran: routes and upstreams are gone */
 } agent_trust_t;
 
 struct agent {
@@ -60,21 +61,20 @@ struct agent {
   cr_http_msg_t scratch_head;
   cr_buf_t scratch_buf;
   cr_freelist_t free_exchanges;
-  uv_signal_t sigterm;
-  uv_signal_t sigint;
-  uv_timer_t drain_timer;
-  cr_memtrim_t memtrim;
+  cr_process_t *proc;      /* signals, drain deadline, log flush, heap trim */
   int draining;
 };
 
 /* agent_trust.c */
-/* Opens the store, starts watching it and SIGHUP, and loads every route. 0, or -1 when the agent
- * cannot run at all (logged). Routes that cannot be used are refused, not fatal. */
+/* Opens the store, starts watching it, and loads every route. 0, or -1 when the agent cannot run at
+ * all (logged). Routes that cannot be used are refused, not fatal. */
 int cr__agent_trust_start(agent_t *a);
+/* The agent's SIGHUP handler (arg: the agent_t): reloads the store and restarts a failed watch. */
+void cr__agent_trust_sighup(void *arg);
 /* (Re)loads routes from the store: at start, on SIGHUP, on a file event, after a remote change.
  * force: reload even if the directory looks unchanged. why: for the log line. */
 void cr__agent_trust_reload(agent_t *a, const char *why, int force);
-/* Closes the watch, timers and signal handle. */
+/* Closes the watch and timers. Remote changes still running finish without a reload or answer. */
 void cr__agent_trust_stop(agent_t *a);
 /* Appends a JSON array of the store's certificates and CRLs: "certs":[...],"crls":[...] */
 void cr__agent_trust_json(agent_t *a, cr_buf_t *out);
@@ -90,9 +90,23 @@ int cr__agent_ready(agent_t *a, cr_buf_t *why);
 void cr__agent_status_json(agent_t *a, cr_buf_t *out);
 /* Starts the admin listener when configured. 0 or -1 (logged). */
 int cr__agent_admin_start(agent_t *a);
-/* A control call from the gateway (the path is under CR_CONTROL_PREFIX). Fills status, content type
- * and body. requested_by: the gateway's x-ccrelay-requested-by, for the log. */
-void cr__agent_control(agent_t *a, const char *method, const char *target, const char *body, size_t len,
-                       const char *requested_by, int *status, cr_buf_t *out);
+/* A trust-store change in progress (agent_ops.c). */
+typedef struct cr__agent_change cr__agent_change_t;
+/* A control call's late answer: status and a JSON body (valid during the call). */
+typedef void (*cr__agent_control_cb)(void *data, int status, const cr_buf_t *body);
+/* A control call from the gateway (the path is under CR_CONTROL_PREFIX). requested_by: the
+ * gateway's x-ccrelay-requested-by, for the log. body is read during the call only.
+ * Returns NULL when answered now: status and out are filled. A trust change (POST trust, DELETE
+ * trust/FP) instead returns the change: its file-system work runs off the loop thread and
+ * done(data, ...) fires from a later loop turn, after the routes reloaded; status and out stay
+ * untouched. A caller that goes away first cancels it with cr__agent_control_cancel, after which done
+ * never fires. */
+cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char *target, const char *body,
+                                      size_t len, const char *requested_by, int *status, cr_buf_t *out,
+                                      cr__agent_control_cb done, void *data);
+/* Withdraws the caller of a pending change (c is freed by the module, never by the caller): one
+ * that has not started is dropped and writes nothing; one already writing completes, is logged and
+ * reloads the routes, unanswered. */
+void cr__agent_control_cancel(cr__agent_change_t *c);
 
 #endif

@@ -3,6 +3,7 @@
  * and the control channel through which the gateway asks for status and, when `remote_trust: true`,
  * manages the trust store. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent_internal.h"
@@ -153,71 +154,207 @@ static void error_json(cr_buf_t *out, const char *code, const char *message) {
   cr_buf_appendf(out, "\"}\n");
 }
 
-static void control_trust_add(agent_t *a, const char *body, size_t len, const char *who, int *status,
-                              cr_buf_t *out) {
-  cr_trust_batch_t *b = cr_trust_batch_new();
-  cr_trust_report_t rep = {NULL, 0};
+/* ---- remote trust changes, off the loop thread ----
+ *
+ * A change writes, fsyncs, renames and fsyncs the directory: on a slow disk that is many
+ * milliseconds, and on the loop thread every tunnel of the agent would wait for it. So the input is
+ * checked and parsed on the loop thread, the file-system work runs on libuv's thread pool (it
+ * shares only the store handle, which holds nothing but the directory's path and never changes),
+ * and the routes are reloaded and the gateway answered back on the loop thread. Changes run one at
+ * a time, in the order they arrived, so an add and a remove of the same certificate cannot race. */
+
+typedef enum { CHANGE_ADD, CHANGE_REMOVE } change_op_t;
+
+struct cr__agent_change {
+  uv_work_t work;
+  cr_queue_t link;          /* a->trust.changes */
+  agent_t *agent;
+  cr_truststore_t *store;
+  change_op_t op;
+  cr_trust_batch_t *batch;  /* add: parsed on the loop thread */
+  char *fp;                 /* remove: the fingerprint (prefix) asked for */
+  char *who;
+  cr__agent_control_cb done; /* NULL once cancelled */
+  void *data;
+  unsigned submitted : 1;   /* handed to the thread pool */
+  /* written by the worker, read after it */
+  int r;
+  cr_trust_report_t rep;
+  char removed[CR_TRUST_FP_HEX + 1];
+  char err[1024];
+};
+
+static void add_refused(int r, const char *err, const char *who, int *status, cr_buf_t *out) {
+  *status = r == CR_ENO_CERT || r == CR_ETRUST_REFUSED || r == CR_ETLS ? 422 : 500;
+  error_json(out, r == CR_ETRUST_REFUSED ? "refused" : "failed", err);
+  cr_log_warn("remote trust change refused", "requested_by=\"%s\" action=add reason=\"%s\"", who, err);
+}
+
+/* The answer to an add the store took, and its audit lines. */
+static void add_done(cr__agent_change_t *c, int *status, cr_buf_t *out) {
+  const cr_trust_report_t *rep = &c->rep;
+  cr_buf_appendf(out, "{\"added\":[");
+  for (size_t i = 0; i < rep->n; i++) {
+    cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"subject\":\"", i ? "," : "", rep->v[i].fingerprint);
+    cr_json_escape(out, rep->v[i].subject);
+    cr_buf_appendf(out, "\",\"status\":\"%s\"}", rep->v[i].status == CR_TRUST_ADDED ? "added" : "present");
+    cr_log_warn("remote trust change", "requested_by=\"%s\" action=add fingerprint=%s subject=\"%s\" result=%s",
+                c->who, rep->v[i].fingerprint, rep->v[i].subject,
+                rep->v[i].status == CR_TRUST_ADDED ? "added" : "present");
+  }
+  cr_buf_appendf(out, "]}\n");
+  *status = 200;
+}
+
+static void remove_done(cr__agent_change_t *c, int *status, cr_buf_t *out) {
+  int r = c->r;
+  if (r < 0) {
+    *status = r == UV_ENOENT ? 404 : r == CR_EAMBIGUOUS ? 409 : r == UV_EINVAL ? 400 : 500;
+    error_json(out, r == UV_ENOENT ? "not_found" : r == CR_EAMBIGUOUS ? "ambiguous" : "failed", c->err);
+    cr_log_warn("remote trust change refused", "requested_by=\"%s\" action=remove fingerprint=%s reason=\"%s\"",
+                c->who, c->fp, c->err);
+    return;
+  }
+  cr_log_warn("remote trust change", "requested_by=\"%s\" action=remove fingerprint=%s result=removed", c->who,
+              c->removed);
+  cr_buf_appendf(out, "{\"removed\":\"%s\"}\n", c->removed);
+  *status = 200;
+}
+
+static void log_dropped(const cr__agent_change_t *c) {
+  cr_log_warn("remote trust change dropped", "requested_by=\"%s\" action=%s "
+              "reason=\"the control stream closed before the change began\"",
+              c->who, c->op == CHANGE_ADD ? "add" : "remove");
+}
+
+static void change_free(cr__agent_change_t *c) {
+  cr_trust_batch_free(c->batch);
+  cr_trust_report_free(&c->rep);
+  free(c->fp);
+  free(c->who);
+  free(c);
+}
+
+/* On a thread-pool thread: the file-system work, and nothing of the agent. */
+static void change_work(uv_work_t *w) {
+  cr__agent_change_t *c = cr_container_of(w, cr__agent_change_t, work);
+  if (c->op == CHANGE_ADD)
+    c->r = cr_truststore_add(c->store, c->batch, 0, &c->rep, c->err, sizeof c->err);
+  else
+    c->r = cr_truststore_remove(c->store, c->fp, c->removed, c->err, sizeof c->err);
+}
+
+static void change_after(uv_work_t *w, int status);
+
+static void change_next(agent_t *a) {
+  cr__agent_change_t *c;
+  if (cr_queue_empty(&a->trust.changes))
+    return;
+  c = cr_queue_data(cr_queue_head(&a->trust.changes), cr__agent_change_t, link);
+  if (c->submitted)
+    return;
+  c->submitted = 1;
+  uv_queue_work(&a->loop, &c->work, change_work, change_after);
+}
+
+/* Back on the loop thread. A change cancelled before it started wrote nothing; one whose caller
+ * went away while it ran stands (it is logged and the routes reload), only the answer is dropped. */
+static void change_after(uv_work_t *w, int status) {
+  cr__agent_change_t *c = cr_container_of(w, cr__agent_change_t, work);
+  agent_t *a = c->agent;
+  cr_buf_t out;
+  int code = 500;
+  cr_queue_remove(&c->link);
+  if (status == UV_ECANCELED) {
+    log_dropped(c);
+    change_free(c);
+    change_next(a);
+    return;
+  }
+  cr_buf_init(&out, 0);
+  if (c->op == CHANGE_ADD && c->r < 0)
+    add_refused(c->r, c->err, c->who, &code, &out);
+  else if (c->op == CHANGE_ADD)
+    add_done(c, &code, &out);
+  else
+    remove_done(c, &code, &out);
+  if (c->r == 0 && !a->trust.stopped)
+    cr__agent_trust_reload(a, "remote_change", 0);
+  if (c->done)
+    c->done(c->data, code, &out);
+  else
+    cr_log_warn("remote trust change not answered", "requested_by=\"%s\" action=%s status=%d "
+                "reason=\"the control stream closed while the change was written\"",
+                c->who, c->op == CHANGE_ADD ? "add" : "remove", code);
+  cr_buf_free(&out);
+  change_free(c);
+  change_next(a);
+}
+
+/* Queues a change whose input (batch or fp) is complete: the worker may start at once. */
+static cr__agent_change_t *change_queue(agent_t *a, change_op_t op, cr_trust_batch_t *batch, const char *fp,
+                                        const char *who, cr__agent_control_cb done, void *data) {
+  cr__agent_change_t *c = cr_calloc(1, sizeof *c);
+  c->agent = a;
+  c->store = a->trust.store;
+  c->op = op;
+  c->batch = batch;
+  c->fp = fp ? cr_strdup(fp) : NULL;
+  c->who = cr_strdup(who);
+  c->done = done;
+  c->data = data;
+  cr_queue_insert_tail(&a->trust.changes, &c->link);
+  change_next(a);
+  return c;
+}
+
+void cr__agent_control_cancel(cr__agent_change_t *c) {
+  c->done = NULL;
+  c->data = NULL;
+  if (!c->submitted) {
+    log_dropped(c);
+    cr_queue_remove(&c->link);
+    change_free(c);
+    return;
+  }
+  /* Not started yet: it never will be (change_after sees UV_ECANCELED). Running: it finishes. */
+  uv_cancel((uv_req_t *)&c->work);
+}
+
+static cr__agent_change_t *control_trust_add(agent_t *a, const char *body, size_t len, const char *who,
+                                             int *status, cr_buf_t *out, cr__agent_control_cb done, void *data) {
+  cr_trust_batch_t *b;
   char err[1024];
   int r;
   if (len == 0 || len > MAX_REMOTE_BODY) {
     *status = len ? 413 : 400;
     error_json(out, "bad_request", "send one or more CA certificates (PEM or DER), at most 1 MiB");
-    cr_trust_batch_free(b);
-    return;
+    return NULL;
   }
+  b = cr_trust_batch_new();
   r = cr_trust_batch_add_mem(b, body, len, NULL, "remote request", err, sizeof err);
-  if (r == 0)
-    r = cr_truststore_add(a->trust.store, b, 0, &rep, err, sizeof err);
-  cr_trust_batch_free(b);
   if (r < 0) {
-    *status = r == CR_ENO_CERT || r == CR_ETRUST_REFUSED || r == CR_ETLS ? 422 : 500;
-    error_json(out, r == CR_ETRUST_REFUSED ? "refused" : "failed", err);
-    cr_log_warn("remote trust change refused", "requested_by=\"%s\" action=add reason=\"%s\"", who, err);
-    return;
+    cr_trust_batch_free(b);
+    add_refused(r, err, who, status, out);
+    return NULL;
   }
-  cr_buf_appendf(out, "{\"added\":[");
-  for (size_t i = 0; i < rep.n; i++) {
-    cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"subject\":\"", i ? "," : "", rep.v[i].fingerprint);
-    cr_json_escape(out, rep.v[i].subject);
-    cr_buf_appendf(out, "\",\"status\":\"%s\"}", rep.v[i].status == CR_TRUST_ADDED ? "added" : "present");
-    cr_log_warn("remote trust change", "requested_by=\"%s\" action=add fingerprint=%s subject=\"%s\" result=%s", who,
-                rep.v[i].fingerprint, rep.v[i].subject, rep.v[i].status == CR_TRUST_ADDED ? "added" : "present");
-  }
-  cr_buf_appendf(out, "]}\n");
-  cr_trust_report_free(&rep);
-  *status = 200;
-  cr__agent_trust_reload(a, "remote_change", 0);
+  return change_queue(a, CHANGE_ADD, b, NULL, who, done, data);
 }
 
-static void control_trust_remove(agent_t *a, const char *fp, const char *who, int *status, cr_buf_t *out) {
-  char removed[CR_TRUST_FP_HEX + 1], err[1024];
-  int r = cr_truststore_remove(a->trust.store, fp, removed, err, sizeof err);
-  if (r < 0) {
-    *status = r == UV_ENOENT ? 404 : r == CR_EAMBIGUOUS ? 409 : r == UV_EINVAL ? 400 : 500;
-    error_json(out, r == UV_ENOENT ? "not_found" : r == CR_EAMBIGUOUS ? "ambiguous" : "failed", err);
-    cr_log_warn("remote trust change refused", "requested_by=\"%s\" action=remove fingerprint=%s reason=\"%s\"", who,
-                fp, err);
-    return;
-  }
-  cr_log_warn("remote trust change", "requested_by=\"%s\" action=remove fingerprint=%s result=removed", who, removed);
-  cr_buf_appendf(out, "{\"removed\":\"%s\"}\n", removed);
-  *status = 200;
-  cr__agent_trust_reload(a, "remote_change", 0);
-}
-
-void cr__agent_control(agent_t *a, const char *method, const char *target, const char *body, size_t len,
-                       const char *requested_by, int *status, cr_buf_t *out) {
+cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char *target, const char *body,
+                                      size_t len, const char *requested_by, int *status, cr_buf_t *out,
+                                      cr__agent_control_cb done, void *data) {
   const char *path = target + strlen(CR_CONTROL_PREFIX);
   const char *who = requested_by && *requested_by ? requested_by : "gateway";
   if (strcmp(path, "status") == 0 && strcmp(method, "GET") == 0) {
     *status = 200;
     cr__agent_status_json(a, out);
-    return;
+    return NULL;
   }
   if (strcmp(path, "trust") != 0 && strncmp(path, "trust/", 6) != 0) {
     *status = 404;
     error_json(out, "no_control_endpoint", "unknown control endpoint");
-    return;
+    return NULL;
   }
   if (!a->conf->remote_trust) {
     *status = 403;
@@ -225,12 +362,12 @@ void cr__agent_control(agent_t *a, const char *method, const char *target, const
                "this agent does not allow remote trust management (remote_trust: false in its config)");
     cr_log_warn("remote trust request refused", "requested_by=\"%s\" method=%s reason=\"remote_trust is false\"", who,
                 method);
-    return;
+    return NULL;
   }
   if (a->trust.store == NULL) {
     *status = 503;
     error_json(out, "no_trust_store", a->trust.error);
-    return;
+    return NULL;
   }
   if (strcmp(path, "trust") == 0 && strcmp(method, "GET") == 0) {
     *status = 200;
@@ -238,11 +375,12 @@ void cr__agent_control(agent_t *a, const char *method, const char *target, const
     cr__agent_trust_json(a, out);
     cr_buf_appendf(out, "}\n");
   } else if (strcmp(path, "trust") == 0 && strcmp(method, "POST") == 0) {
-    control_trust_add(a, body, len, who, status, out);
+    return control_trust_add(a, body, len, who, status, out, done, data);
   } else if (strncmp(path, "trust/", 6) == 0 && path[6] && strcmp(method, "DELETE") == 0) {
-    control_trust_remove(a, path + 6, who, status, out);
+    return change_queue(a, CHANGE_REMOVE, NULL, path + 6, who, done, data);
   } else {
     *status = 405;
     error_json(out, "method_not_allowed", "use GET or POST on trust, DELETE on trust/FINGERPRINT");
   }
+  return NULL;
 }

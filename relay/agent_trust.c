@@ -260,8 +260,8 @@ static void on_store_event(uv_fs_event_t *h, const char *filename, int events, i
   uv_timer_start(&a->trust.debounce, on_debounced, RELOAD_DEBOUNCE_MS, 0);
 }
 
-static void on_sighup(uv_signal_t *h, int signum) {
-  agent_t *a = h->data;
+void cr__agent_trust_sighup(void *arg) {
+  agent_t *a = arg;
   cr_log_info("SIGHUP: reloading the trust store", "dir=%s", a->conf->trust_store);
   cr__agent_trust_reload(a, "SIGHUP", 1);
   if (!a->trust.watching && a->trust.store) {
@@ -280,9 +280,9 @@ int cr__agent_trust_start(agent_t *a) {
     a->routes[i].conf = &a->conf->routes[i];
   uv_timer_init(&a->loop, &t->debounce);
   uv_timer_init(&a->loop, &t->expiry);
-  uv_signal_init(&a->loop, &t->sighup);
   uv_fs_event_init(&a->loop, &t->watch);
-  t->debounce.data = t->expiry.data = t->sighup.data = t->watch.data = a;
+  cr_queue_init(&t->changes);
+  t->debounce.data = t->expiry.data = t->watch.data = a;
   cr__agent_trust_reload(a, "start", 1);
   if (t->store) {
     r = uv_fs_event_start(&t->watch, on_store_event, a->conf->trust_store, 0);
@@ -291,7 +291,6 @@ int cr__agent_trust_start(agent_t *a) {
                   a->conf->trust_store, cr_strerror(r));
     t->watching = r == 0;
   }
-  uv_signal_start(&t->sighup, on_sighup, SIGHUP);
   uv_timer_start(&t->expiry, on_expiry_timer, EXPIRY_CHECK_MS, EXPIRY_CHECK_MS);
   return 0;
 }
@@ -302,6 +301,6 @@ void cr__agent_trust_stop(agent_t *a) {
     return; /* never started, or already stopped */
   uv_close((uv_handle_t *)&t->debounce, NULL);
   uv_close((uv_handle_t *)&t->expiry, NULL);
-  uv_close((uv_handle_t *)&t->sighup, NULL);
   uv_close((uv_handle_t *)&t->watch, NULL);
+  t->stopped = 1;
 }

@@ -21,7 +21,7 @@
 #include "ccrelay/http1.h"
 #include "ccrelay/http_msg.h"
 #include "ccrelay/log.h"
-#include "ccrelay/memtrim.h"
+#include "ccrelay/process.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/route.h"
 #include "ccrelay/stream.h"
@@ -36,20 +36,7 @@
 
 typedef struct gateway gateway_t;
 
-typedef struct group {
-  const cr_conf_group_t *conf;
-  cr_queue_t tunnels; /* gw_tunnel_t.link */
-  size_t ntunnels;
-} group_t;
-
-typedef struct gw_tunnel {
-  cr_queue_t link;
-  gateway_t *gw;
-  group_t *group;
-  cr_tunnel_t *tunnel;
-  char agent[128];
-  char peer[64];
-} gw_tunnel_t;
+typedef cr__gw_group_t group_t; /* the tunnel registry's (gateway_tunnels.c) */
 
 /* A tunnel connection between accept and a finished TLS handshake. */
 typedef struct tunnel_handshake {
@@ -122,11 +109,7 @@ struct gateway {
   size_t npconns;
   uint64_t pconns_begun; /* ever; memtrim's busy check compares it with pconns_seen */
   uint64_t pconns_seen;
-  uv_signal_t sigterm;
-  uv_signal_t sigint;
-  uv_signal_t sighup;
-  uv_timer_t drain_timer;
-  cr_memtrim_t memtrim;
+  cr_process_t *proc; /* signals, drain deadline, log flush, heap trim; NULL until the listeners are up */
   int draining;
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
   /* Reused for every forwarded request head and every response head (no allocation per request
@@ -150,18 +133,12 @@ static int gateway_busy(void *arg) {
   return busy;
 }
 
-/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages. */
+/* Idle: the caches kept for the next burst go back, so the heap trim can return their pages (the
+ * process module adds the lower modules' own). */
 static void gateway_release_caches(void *arg) {
   gateway_t *gw = arg;
-  cr_queue_t *q;
   cr_freelist_drain(&gw->free_exchanges);
-  for (size_t i = 0; i < gw->conf->ngroups; i++)
-    cr_queue_foreach(q, &gw->groups[i].tunnels) {
-      cr_tunnel_release_caches(cr_queue_data(q, gw_tunnel_t, link)->tunnel);
-    }
-  cr_http_msg_release_caches();
-  cr_tls_release_caches();
-  cr_stream_release_caches();
+  cr__gw_groups_release_caches(gw->groups, gw->conf->ngroups);
 }
 
 /* ---------- agent identity -> relay group ---------- */
@@ -207,28 +184,7 @@ static int tunnel_peer_check(X509 *leaf, void *arg, char *why, size_t whylen) {
   return 1;
 }
 
-/* ---------- tunnels ---------- */
-
-static void on_tunnel_close(cr_tunnel_t *t, int error) {
-  gw_tunnel_t *gt = cr_tunnel_data(t);
-  cr_queue_remove(&gt->link);
-  gt->group->ntunnels--;
-  cr_log(error == 0 || error == UV_EOF ? CR_LOG_INFO : CR_LOG_WARN, "tunnel down",
-         "group=%s agent=%s peer=%s reason=\"%s\" tunnels_left=%zu", gt->group->conf->name, gt->agent, gt->peer,
-         error ? cr_strerror(error) : "closed", gt->group->ntunnels);
-  free(gt);
-}
-
-static void on_tunnel_goaway(cr_tunnel_t *t) {
-  gw_tunnel_t *gt = cr_tunnel_data(t);
-  cr_log_info("tunnel draining", "group=%s agent=%s peer=%s", gt->group->conf->name, gt->agent, gt->peer);
-}
-
-static const cr_tunnel_callbacks_t tunnel_cbs = {
-    .on_stream = NULL,
-    .on_goaway = on_tunnel_goaway,
-    .on_close = on_tunnel_close,
-};
+/* ---------- agent tunnels: handshake and admission (the registry: gateway_tunnels.c) ---------- */
 
 static void handshake_timer_closed(uv_handle_t *h) {
   tunnel_handshake_t *hs = h->data;
@@ -244,12 +200,9 @@ static void handshake_done(tunnel_handshake_t *hs) {
 static void on_tunnel_handshake(cr_stream_t *tls, int status) {
   tunnel_handshake_t *hs = tls->data;
   gateway_t *gw = hs->gw;
-  cr_tunnel_opts_t opts;
-  gw_tunnel_t *gt;
   group_t *g;
   char cn[128];
   X509 *cert;
-  int r;
 
   handshake_done(hs);
   if (status < 0) {
@@ -269,25 +222,7 @@ static void on_tunnel_handshake(cr_stream_t *tls, int status) {
     cr_stream_close(tls, NULL);
     return;
   }
-  gt = cr_calloc(1, sizeof *gt);
-  gt->gw = gw;
-  gt->group = g;
-  snprintf(gt->agent, sizeof gt->agent, "%s", cn);
-  snprintf(gt->peer, sizeof gt->peer, "%s", tls->peer);
-  memset(&opts, 0, sizeof opts);
-  opts.role = CR_TUNNEL_GATEWAY;
-  opts.ping_interval_ms = gw->conf->tunnel.ping_interval_ms;
-  opts.ping_timeout_ms = gw->conf->tunnel.ping_timeout_ms;
-  gt->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, gt);
-  cr_queue_insert_tail(&g->tunnels, &gt->link);
-  g->ntunnels++;
-  r = cr_tunnel_start(gt->tunnel);
-  if (r < 0) {
-    cr_tunnel_close(gt->tunnel, r);
-    return;
-  }
-  cr_log_info("tunnel up", "group=%s agent=%s peer=%s tunnels=%zu", g->conf->name, gt->agent, gt->peer,
-              g->ntunnels);
+  cr__gw_tunnel_add(g, tls, cn, gw->conf);
 }
 
 static void on_tunnel_handshake_timeout(uv_timer_t *timer) {
@@ -319,25 +254,6 @@ static void on_tunnel_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
     cr_stream_close(tls, NULL);
     handshake_done(hs);
   }
-}
-
-/* The usable tunnel of the group with the fewest streams in flight. */
-static cr_tunnel_t *pick_tunnel(group_t *g) {
-  cr_tunnel_t *best = NULL;
-  size_t best_n = 0;
-  cr_queue_t *q;
-  cr_queue_foreach(q, &g->tunnels) {
-    gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
-    size_t n;
-    if (!cr_tunnel_usable(gt->tunnel))
-      continue;
-    n = cr_tunnel_nstreams(gt->tunnel);
-    if (best == NULL || n < best_n) {
-      best = gt->tunnel;
-      best_n = n;
-    }
-  }
-  return best;
 }
 
 /* ---------- writing to the caller ---------- */
@@ -626,7 +542,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   }
   x->service = conf->services[si].host;
   x->group = gw->groups[conf->services[si].group_index].conf->name;
-  t = pick_tunnel(&gw->groups[conf->services[si].group_index]);
+  t = cr__gw_group_pick(&gw->groups[conf->services[si].group_index]);
   if (t == NULL) {
     pconn_local_answer(pc, 503, "no_tunnel", "no agent of this service's relay group is connected; retry later",
                        "Retry-After", "5");
@@ -958,33 +874,15 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
 
 void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
                                 void *arg) {
-  cr_queue_t *q;
-  for (size_t i = 0; i < gw->conf->ngroups; i++)
-    cr_queue_foreach(q, &gw->groups[i].tunnels) {
-      gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
-      cr__gw_tunnel_info_t info = {gt->agent, gt->group->conf->name, gt->peer, gt->tunnel};
-      visit(&info, arg);
-    }
+  cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, visit, arg);
 }
 
 /* ---------- start, drain, stop ---------- */
 
-static void close_signal_handles(gateway_t *gw) {
-  if (!uv_is_closing((uv_handle_t *)&gw->sigterm)) {
-    uv_close((uv_handle_t *)&gw->sigterm, NULL);
-    uv_close((uv_handle_t *)&gw->sigint, NULL);
-    uv_close((uv_handle_t *)&gw->sighup, NULL);
-    uv_close((uv_handle_t *)&gw->drain_timer, NULL);
-    cr_memtrim_stop(&gw->memtrim);
-  }
-}
-
 static void force_close_all(gateway_t *gw) {
   cr_queue_t *q, *n;
   cr_queue_foreach_safe(q, n, &gw->pconns) pconn_close(cr_queue_data(q, pconn_t, link));
-  for (size_t i = 0; i < gw->conf->ngroups; i++)
-    cr_queue_foreach_safe(q, n, &gw->groups[i].tunnels)
-        cr_tunnel_close(cr_queue_data(q, gw_tunnel_t, link)->tunnel, CR_ECLOSED);
+  cr__gw_groups_close(gw->groups, gw->conf->ngroups);
   cr_queue_foreach_safe(q, n, &gw->handshakes) {
     tunnel_handshake_t *hs = cr_queue_data(q, tunnel_handshake_t, link);
     cr_stream_close(hs->tls, NULL);
@@ -992,36 +890,26 @@ static void force_close_all(gateway_t *gw) {
   }
 }
 
-static void on_drain_deadline(uv_timer_t *t) {
-  gateway_t *gw = t->data;
-  cr_log_warn("drain deadline reached", "connections=%zu", gw->npconns);
-  force_close_all(gw);
-  close_signal_handles(gw);
+/* The drain deadline passed, or a second stop signal: callers and tunnels still busy close now. */
+static void gateway_cut(void *arg, cr_process_end_t why) {
+  (void)why;
+  force_close_all(arg);
 }
 
-static void on_drain_check(gateway_t *gw) {
-  if (gw->npconns == 0) {
-    size_t tunnels = 0;
-    for (size_t i = 0; i < gw->conf->ngroups; i++)
-      tunnels += gw->groups[i].ntunnels;
-    if (tunnels == 0) {
-      close_signal_handles(gw);
-      return;
-    }
-  }
+static void gateway_deadline_fields(void *arg, char *buf, size_t len) {
+  gateway_t *gw = arg;
+  snprintf(buf, len, "connections=%zu", gw->npconns);
 }
 
-static void on_stop_signal(uv_signal_t *sig, int signum) {
-  gateway_t *gw = sig->data;
+static int gateway_drained(void *arg) {
+  gateway_t *gw = arg;
+  return gw->npconns == 0 && cr__gw_groups_ntunnels(gw->groups, gw->conf->ngroups) == 0;
+}
+
+static void gateway_drain(void *arg) {
+  gateway_t *gw = arg;
   cr_queue_t *q, *n;
-  if (gw->draining) {
-    cr_log_warn("second stop signal: closing now", "signal=%d", signum);
-    force_close_all(gw);
-    close_signal_handles(gw);
-    return;
-  }
   gw->draining = 1;
-  cr_log_info("draining", "signal=%d deadline_ms=%llu", signum, (unsigned long long)gw->conf->drain_timeout_ms);
   cr_listener_close(gw->tunnel_listener);
   cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
@@ -1034,21 +922,25 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
       pconn_close(pc);
   }
-  for (size_t i = 0; i < gw->conf->ngroups; i++)
-    cr_queue_foreach_safe(q, n, &gw->groups[i].tunnels)
-        cr_tunnel_shutdown(cr_queue_data(q, gw_tunnel_t, link)->tunnel, gw->conf->drain_timeout_ms);
-  uv_timer_start(&gw->drain_timer, on_drain_deadline, gw->conf->drain_timeout_ms + 500, 0);
-  on_drain_check(gw);
+  cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
 }
 
 /* SIGHUP's default action would end the process: a habit (log rotation, `systemctl reload`) must
  * not take the gateway down. It has nothing to reload while it runs; the log line says so. */
-static void on_sighup(uv_signal_t *sig, int signum) {
-  gateway_t *gw = sig->data;
+static void gateway_sighup(void *arg) {
+  gateway_t *gw = arg;
   cr_log_warn("SIGHUP ignored: the gateway reloads nothing while it runs; restart it to apply a new "
               "configuration (agents redial within their backoff)",
               "config=%s", gw->conf->path);
 }
+
+static const cr_process_handlers_t process_handlers = {
+    .drain = gateway_drain,
+    .drained = gateway_drained,
+    .cut = gateway_cut,
+    .deadline_fields = gateway_deadline_fields,
+    .busy = gateway_busy,
+};
 
 static int make_tls_contexts(gateway_t *gw) {
   const cr_conf_gateway_t *c = gw->conf;
@@ -1089,7 +981,6 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   char err[512];
   int r, code = 1;
 
-  signal(SIGPIPE, SIG_IGN);
   gw->conf = conf;
   /* a tunnel response's fields (or a request's, fewer) plus the ones a rewrite adds */
   cr_http_msg_init(&gw->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
@@ -1098,11 +989,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_loop_init(&gw->loop);
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
-  gw->groups = cr_calloc(conf->ngroups, sizeof *gw->groups);
-  for (size_t i = 0; i < conf->ngroups; i++) {
-    gw->groups[i].conf = &conf->groups[i];
-    cr_queue_init(&gw->groups[i].tunnels);
-  }
+  gw->groups = cr__gw_groups_new(conf);
   if (make_tls_contexts(gw) < 0)
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
@@ -1125,26 +1012,15 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     cr_listener_close(gw->public_listener);
     goto out;
   }
-  uv_signal_init(&gw->loop, &gw->sigterm);
-  uv_signal_init(&gw->loop, &gw->sigint);
-  uv_signal_init(&gw->loop, &gw->sighup);
-  uv_timer_init(&gw->loop, &gw->drain_timer);
-  cr_memtrim_start(&gw->loop, &gw->memtrim, 1000, gateway_busy, gateway_release_caches, gw);
-  gw->sigterm.data = gw->sigint.data = gw->sighup.data = gw->drain_timer.data = gw;
-  uv_signal_start(&gw->sigterm, on_stop_signal, SIGTERM);
-  uv_signal_start(&gw->sigint, on_stop_signal, SIGINT);
-  uv_signal_start(&gw->sighup, on_sighup, SIGHUP);
+  gw->proc = cr_process_new(&gw->loop, &process_handlers, gw, conf->drain_timeout_ms, 0);
+  cr_process_on_release(gw->proc, gateway_release_caches, gw);
+  cr_process_on_reload(gw->proc, gateway_sighup, gw);
+  cr_process_start(gw->proc);
   cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu version=%s",
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
               cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
 
-  for (;;) {
-    cr_log_flush(); /* before the loop may block: lines of the last turn go out now */
-    if (!uv_run(&gw->loop, UV_RUN_ONCE))
-      break;
-    if (gw->draining)
-      on_drain_check(gw);
-  }
+  cr_process_run(gw->proc); /* how the drain ended does not change the exit status (yet) */
   cr_log_info("gateway stopped", "");
   code = 0;
 out:
@@ -1152,9 +1028,10 @@ out:
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
     cr_log_warn("event loop closed with handles still open", "");
+  cr_process_free(gw->proc);
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
-  free(gw->groups);
+  cr__gw_groups_free(gw->groups);
   cr_http_msg_free(&gw->scratch_head);
   cr_buf_free(&gw->scratch_out);
   cr_freelist_drain(&gw->free_exchanges);

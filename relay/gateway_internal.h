@@ -1,11 +1,16 @@
-/* Shared between the two files of the gateway module: gateway.c (tunnels, public calls) and
- * gateway_admin.c (the operators' admin API, which drives control calls down agent tunnels). */
+/* Shared between the files of the gateway module: gateway.c (admitting agents, public calls),
+ * gateway_tunnels.c (the registry of agent tunnels by relay group) and gateway_admin.c (the
+ * operators' admin API, which drives control calls down agent tunnels). */
 #ifndef CCRELAY_GATEWAY_INTERNAL_H
 #define CCRELAY_GATEWAY_INTERNAL_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "ccrelay/config.h"
+#include "ccrelay/queue.h"
+#include "ccrelay/stream.h"
 #include "ccrelay/tunnel.h"
 
 struct gateway;
@@ -21,6 +26,37 @@ typedef struct cr__gw_tunnel_info {
  * during the call; visit must not open, close or shut down tunnels. */
 void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
                                 void *arg);
+
+/* ---- the agent-tunnel registry (gateway_tunnels.c) ---- */
+
+/* A relay group and its live tunnels. The gateway keeps one per configured group, in config order. */
+typedef struct cr__gw_group {
+  const cr_conf_group_t *conf;
+  cr_queue_t tunnels; /* the registry's entries, in arrival order */
+  size_t ntunnels;    /* usable or draining */
+} cr__gw_group_t;
+
+/* One group per conf->groups entry, none with a tunnel. */
+cr__gw_group_t *cr__gw_groups_new(const cr_conf_gateway_t *conf);
+/* Frees the array; every tunnel must have closed (their close callbacks unregister them). */
+void cr__gw_groups_free(cr__gw_group_t *groups);
+/* Registers an admitted agent: runs a tunnel over tls (its handshake done; the tunnel owns it from
+ * here) in group g. The tunnel leaves the group by itself when it closes, and logs both. agent: the
+ * certificate name that admitted it (copied). */
+void cr__gw_tunnel_add(cr__gw_group_t *g, cr_stream_t *tls, const char *agent, const cr_conf_gateway_t *conf);
+/* The usable tunnel of g with the fewest streams in flight; NULL when none is usable. */
+cr_tunnel_t *cr__gw_group_pick(cr__gw_group_t *g);
+/* Tunnels of all groups, usable or draining. */
+size_t cr__gw_groups_ntunnels(const cr__gw_group_t *groups, size_t ngroups);
+/* Calls visit for every tunnel, group by group, as cr__gateway_foreach_tunnel says. */
+void cr__gw_groups_foreach(const cr__gw_group_t *groups, size_t ngroups,
+                           void (*visit)(const cr__gw_tunnel_info_t *info, void *arg), void *arg);
+/* GOAWAY on every tunnel: streams in flight get until deadline_ms. */
+void cr__gw_groups_shutdown(cr__gw_group_t *groups, size_t ngroups, uint64_t deadline_ms);
+/* Closes every tunnel now (their close callbacks run later and unregister them). */
+void cr__gw_groups_close(cr__gw_group_t *groups, size_t ngroups);
+/* Gives back every tunnel's caches kept for the next burst (an idle process's memory trim). */
+void cr__gw_groups_release_caches(cr__gw_group_t *groups, size_t ngroups);
 
 typedef struct cr__gw_admin cr__gw_admin_t;
 

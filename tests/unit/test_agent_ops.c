@@ -1,0 +1,272 @@
+/* The agent's control channel (relay/agent_ops.c), the trust changes in particular: the store is
+ * written on the thread pool and the answer comes from a later loop turn, after the reload; changes
+ * run one at a time in order; a caller that goes away before its change began drops it, one that
+ * goes away while it is written leaves it applied (and reloaded) but unanswered; bad input is
+ * answered at once. The agent is a bare agent_t with no routes (nothing of agent.c is linked). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509v3.h>
+
+#include "../../relay/agent_internal.h"
+#include "ccrelay/error.h"
+#include "ccrelay/route.h"
+
+typedef struct answer {
+  int calls;
+  int status;
+  char body[2048];
+} answer_t;
+
+typedef struct fixture {
+  agent_t a;
+  cr_conf_agent_t conf;
+  char dir[64];
+} fixture_t;
+
+static EVP_PKEY *ca_key;
+static X509 *ca1, *ca2;
+
+static X509 *make_ca(const char *cn) {
+  X509 *x = X509_new();
+  X509_NAME *name = X509_get_subject_name(x);
+  X509V3_CTX v3;
+  X509_EXTENSION *ext;
+  static long serial = 7000;
+  X509_set_version(x, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(x), serial++);
+  X509_time_adj_ex(X509_getm_notBefore(x), -1, 0, NULL);
+  X509_time_adj_ex(X509_getm_notAfter(x), 3650, 0, NULL);
+  X509_set_pubkey(x, ca_key);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+  ext = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE");
+  X509_add_ext(x, ext, -1);
+  X509_EXTENSION_free(ext);
+  X509_sign(x, ca_key, EVP_sha256());
+  return x;
+}
+
+static char *pem_of(X509 *x, size_t *len) {
+  BIO *bio = BIO_new(BIO_s_mem());
+  char *p, *out;
+  long n;
+  PEM_write_bio_X509(bio, x);
+  n = BIO_get_mem_data(bio, &p);
+  out = malloc((size_t)n + 1);
+  memcpy(out, p, (size_t)n);
+  out[n] = '\0';
+  *len = (size_t)n;
+  BIO_free(bio);
+  return out;
+}
+
+static int stored(fixture_t *f, X509 *x) {
+  char fp[CR_TRUST_FP_HEX + 1], path[256];
+  cr_trust_fingerprint(x, fp);
+  snprintf(path, sizeof path, "%s/%s.pem", f->dir, fp);
+  return access(path, F_OK) == 0;
+}
+
+static void on_answer(void *data, int status, const cr_buf_t *body) {
+  answer_t *ans = data;
+  ans->calls++;
+  ans->status = status;
+  snprintf(ans->body, sizeof ans->body, "%.*s", (int)body->len, body->base);
+}
+
+/* Sends a control call; returns the pending change (or NULL: answered now, into *now). */
+static cr__agent_change_t *control(fixture_t *f, const char *method, const char *path, X509 *cert, answer_t *ans,
+                                   answer_t *now) {
+  char target[256];
+  cr_buf_t out;
+  cr__agent_change_t *c;
+  size_t len = 0;
+  char *body = cert ? pem_of(cert, &len) : NULL;
+  int status = 0;
+  snprintf(target, sizeof target, "%s%s", CR_CONTROL_PREFIX, path);
+  cr_buf_init(&out, 0);
+  c = cr__agent_control(&f->a, method, target, body, len, "test", &status, &out, on_answer, ans);
+  if (c == NULL && now) {
+    now->calls++;
+    now->status = status;
+    snprintf(now->body, sizeof now->body, "%.*s", (int)out.len, out.base);
+  }
+  assert_int_equal(ans->calls, 0); /* a late answer never comes during the call */
+  cr_buf_free(&out);
+  free(body);
+  return c;
+}
+
+static int setup(void **state) {
+  fixture_t *f = calloc(1, sizeof *f);
+  char err[512];
+  snprintf(f->dir, sizeof f->dir, "/tmp/ccrelay-ops-XXXXXX");
+  if (mkdtemp(f->dir) == NULL)
+    return -1;
+  chmod(f->dir, 0700);
+  f->conf.path = (char *)"agent-test.yaml";
+  f->conf.trust_store = f->dir;
+  f->conf.remote_trust = 1;
+  f->a.conf = &f->conf;
+  uv_loop_init(&f->a.loop);
+  cr_queue_init(&f->a.trust.changes);
+  if (cr_truststore_open(f->dir, 0, &f->a.trust.store, err, sizeof err) < 0)
+    return -1;
+  *state = f;
+  return 0;
+}
+
+static int teardown(void **state) {
+  fixture_t *f = *state;
+  char cmd[128];
+  assert_true(cr_queue_empty(&f->a.trust.changes));
+  assert_int_equal(uv_loop_close(&f->a.loop), 0);
+  cr_truststore_close(f->a.trust.store);
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+  assert_int_equal(system(cmd), 0);
+  free(f);
+  return 0;
+}
+
+/* An add answers from a later loop turn, after the file is on disk and the store reloaded. */
+static void test_add_then_remove(void **state) {
+  fixture_t *f = *state;
+  answer_t add = {0}, del = {0};
+  char path[128], fp[CR_TRUST_FP_HEX + 1];
+  assert_non_null(control(f, "POST", "trust", ca1, &add, NULL));
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(add.calls, 1);
+  assert_int_equal(add.status, 200);
+  assert_non_null(strstr(add.body, "\"status\":\"added\""));
+  assert_true(stored(f, ca1));
+  assert_true(f->a.trust.loaded); /* the after-work reload ran */
+  assert_true(f->a.trust.generation != 0);
+
+  cr_trust_fingerprint(ca1, fp);
+  snprintf(path, sizeof path, "trust/%.12s", fp);
+  assert_non_null(control(f, "DELETE", path, NULL, &del, NULL));
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(del.calls, 1);
+  assert_int_equal(del.status, 200);
+  assert_non_null(strstr(del.body, fp));
+  assert_false(stored(f, ca1));
+}
+
+/* Errors the worker meets come back through the late answer too. */
+static void test_remove_unknown(void **state) {
+  fixture_t *f = *state;
+  answer_t del = {0};
+  assert_non_null(control(f, "DELETE", "trust/abcdef0123", NULL, &del, NULL));
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(del.calls, 1);
+  assert_int_equal(del.status, 404);
+  assert_non_null(strstr(del.body, "not_found"));
+}
+
+/* Input that does not parse never reaches the thread pool: answered during the call. */
+static void test_bad_input_answered_now(void **state) {
+  fixture_t *f = *state;
+  answer_t late = {0}, now = {0};
+  char target[64];
+  cr_buf_t out;
+  int status = 0;
+  snprintf(target, sizeof target, "%strust", CR_CONTROL_PREFIX);
+  cr_buf_init(&out, 0);
+  assert_null(cr__agent_control(&f->a, "POST", target, "not a certificate", 17, "test", &status, &out, on_answer,
+                                &late));
+  assert_int_equal(status, 422);
+  cr_buf_free(&out);
+  assert_null(control(f, "POST", "trust", NULL, &late, &now)); /* empty body */
+  assert_int_equal(now.status, 400);
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(late.calls, 0);
+}
+
+/* Changes run one at a time: a second one waits, and a caller gone before it began drops it. */
+static void test_cancel_queued(void **state) {
+  fixture_t *f = *state;
+  answer_t first = {0}, second = {0};
+  assert_non_null(control(f, "POST", "trust", ca1, &first, NULL));
+  cr__agent_change_t *c = control(f, "POST", "trust", ca2, &second, NULL);
+  assert_non_null(c);
+  cr__agent_control_cancel(c);
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(first.calls, 1);
+  assert_int_equal(first.status, 200);
+  assert_int_equal(second.calls, 0);
+  assert_true(stored(f, ca1));
+  assert_false(stored(f, ca2));
+}
+
+/* A caller gone while its change is written: the after-work callback sees it, applies the reload,
+ * and answers no one. */
+static void test_cancel_while_writing(void **state) {
+  fixture_t *f = *state;
+  answer_t ans = {0};
+  cr__agent_change_t *c = control(f, "POST", "trust", ca2, &ans, NULL);
+  assert_non_null(c);
+  /* The worker renames the file into place before it syncs the directory: once it is there the
+   * change has begun, and cannot be withdrawn any more. */
+  for (int i = 0; i < 500 && !stored(f, ca2); i++)
+    usleep(10 * 1000);
+  assert_true(stored(f, ca2));
+  assert_false(f->a.trust.loaded);
+  cr__agent_control_cancel(c);
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(ans.calls, 0);
+  assert_true(stored(f, ca2));
+  assert_true(f->a.trust.loaded); /* reloaded all the same */
+}
+
+/* With the agent's trust state stopped (shutting down), the change still completes, unreloaded. */
+static void test_after_stop(void **state) {
+  fixture_t *f = *state;
+  answer_t ans = {0};
+  assert_non_null(control(f, "POST", "trust", ca1, &ans, NULL));
+  f->a.trust.stopped = 1;
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(ans.calls, 1);
+  assert_int_equal(ans.status, 200);
+  assert_false(f->a.trust.loaded);
+}
+
+static int group_setup(void **state) {
+  (void)state;
+  ca_key = EVP_EC_gen("P-256");
+  ca1 = make_ca("ops test root one");
+  ca2 = make_ca("ops test root two");
+  return ca_key && ca1 && ca2 ? 0 : -1;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  X509_free(ca1);
+  X509_free(ca2);
+  EVP_PKEY_free(ca_key);
+  return 0;
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test_setup_teardown(test_add_then_remove, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_remove_unknown, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_bad_input_answered_now, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_queued, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_cancel_while_writing, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_after_stop, setup, teardown),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
