@@ -454,18 +454,21 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   cr_http_msg_t *head = &pc->gw->scratch_head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
+  cr_http_body_t framing;
   int rc;
   cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
   x->status = resp->status;
-  x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
+  framing = cr_http_body_framing(resp, x->method, 1);
+  x->resp_no_body = framing == CR_HTTP_BODY_NONE;
   rc = cr_http_msg_copy(head, resp); /* fails only past the scratch head's field limit */
   cr_http_msg_strip_hop_by_hop(head);
-  if (resp->content_length >= 0) {
+  if (framing == CR_HTTP_BODY_LENGTH || (framing == CR_HTTP_BODY_NONE && resp->content_length >= 0)) {
+    /* A HEAD's or 304's answer carries the length the full response would have had. */
     size_t n = cr_u64_dec(len, (uint64_t)resp->content_length);
     if (resp->status != 204 && rc == 0)
       rc = cr_http_msg_add_header(head, "Content-Length", 14, len, n);
-  } else if (!x->resp_no_body) {
+  } else if (framing != CR_HTTP_BODY_NONE) {
     if (!x->http10) {
       x->resp_chunked = 1;
       if (rc == 0)
@@ -593,6 +596,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   char fwdval[256];
   size_t fwdlen;
   long si;
+  cr_http_body_t framing;
   int err = 0, has_body, rc;
 
   pc->x = x;
@@ -647,8 +651,9 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
                        NULL, NULL);
     return 0;
   }
-  has_body = m->chunked || m->content_length > 0;
-  fwd->content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
+  framing = cr_http_body_framing(m, NULL, 0);
+  has_body = framing != CR_HTTP_BODY_NONE;
+  fwd->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];
