@@ -261,14 +261,17 @@ static void test_connect_failures(void **state) {
 
   /* A server that never answers the handshake: the connect timeout covers it. */
   memset(&o, 0, sizeof o);
-  o.connect_timeout_ms = 100;
+  o.connect_timeout_ms = 300;
   fx_init(&f, "server.pem", 1, &o);
   assert_int_equal(cr_upool_connect(f.pool, on_ready, &f, &c, err, sizeof err), 0);
   RUN_UNTIL(&f, f.calls == 1, 3000);
   assert_int_equal(f.status, UV_ETIMEDOUT);
-  snprintf(want, sizeof want,
-           "TLS handshake with 127.0.0.1:%u (server name localhost) timed out after 100 ms (connect timeout)",
-           cr_listener_port(f.srv.l));
+  if (f.srv.nconns == 1) /* the TCP part made it in time (unless the machine is very busy) */
+    snprintf(want, sizeof want,
+             "TLS handshake with 127.0.0.1:%u (server name localhost) timed out after 300 ms (connect timeout)",
+             cr_listener_port(f.srv.l));
+  else
+    snprintf(want, sizeof want, "connect to 127.0.0.1:%u timed out after 300 ms", cr_listener_port(f.srv.l));
   assert_string_equal(f.detail, want);
   fx_done(&f);
 
