@@ -121,8 +121,7 @@ static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
     return;
   }
   cr_http_msg_strip_hop_by_hop(head);
-  has_body = strcmp(x->method, "HEAD") != 0 && resp->status != 204 && resp->status != 304 &&
-             resp->content_length != 0;
+  has_body = cr_http_body_framing(resp, x->method, 0) != CR_HTTP_BODY_NONE;
   x->resp_has_body = has_body;
   x->head_sent = 1;
   if (cr_tstream_respond(x->ts, head, has_body) < 0) {
@@ -391,7 +390,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     cr_buf_appendf(&a->scratch_buf, "%s%s", r->upstream_base_path, req->target);
     cr_http_msg_set_target(uh, a->scratch_buf.base, a->scratch_buf.len);
   }
-  has_body = req->content_length != 0;
+  has_body = cr_http_body_framing(req, NULL, 1) != CR_HTTP_BODY_NONE;
   if (!has_body && (strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0 ||
                     strcmp(x->method, "DELETE") == 0 || strcmp(x->method, "OPTIONS") == 0))
     uh->content_length = -1; /* no body and no reason to announce an empty one */

@@ -7,7 +7,6 @@
  * response byte has been flushed to the caller. */
 #include "ccrelay/gateway.h"
 
-#include <openssl/x509v3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,27 +149,28 @@ static int name_in_group(const cr_conf_group_t *g, const char *name) {
   return 0;
 }
 
+typedef struct group_match {
+  gateway_t *gw;
+  group_t *found;
+} group_match_t;
+
+static int group_of_name(const char *name, void *arg) {
+  group_match_t *m = arg;
+  for (size_t i = 0; i < m->gw->conf->ngroups; i++)
+    if (name_in_group(&m->gw->conf->groups[i], name)) {
+      m->found = &m->gw->groups[i];
+      return 1;
+    }
+  return 0;
+}
+
 /* The group whose agents list names this certificate's CN or one of its DNS SANs; NULL if none. */
 static group_t *group_for_cert(gateway_t *gw, X509 *cert, char *cn, size_t cnlen) {
-  GENERAL_NAMES *sans;
-  group_t *found = NULL;
+  group_match_t m = {gw, NULL};
   cr_x509_common_name(cert, cn, cnlen);
-  for (size_t i = 0; i < gw->conf->ngroups && !found; i++)
-    if (cn[0] && name_in_group(&gw->conf->groups[i], cn))
-      found = &gw->groups[i];
-  sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-  for (int j = 0; sans && !found && j < sk_GENERAL_NAME_num(sans); j++) {
-    GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, j);
-    const unsigned char *dns;
-    if (gn->type != GEN_DNS)
-      continue;
-    dns = ASN1_STRING_get0_data(gn->d.dNSName);
-    for (size_t i = 0; i < gw->conf->ngroups && !found; i++)
-      if (name_in_group(&gw->conf->groups[i], (const char *)dns))
-        found = &gw->groups[i];
-  }
-  GENERAL_NAMES_free(sans);
-  return found;
+  if (!(cn[0] && group_of_name(cn, &m)))
+    cr_x509_each_dns_san(cert, group_of_name, &m);
+  return m.found;
 }
 
 static int tunnel_peer_check(X509 *leaf, void *arg, char *why, size_t whylen) {
@@ -370,18 +370,21 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   cr_http_msg_t *head = &pc->gw->scratch_head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
+  cr_http_body_t framing;
   int rc;
   cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
   x->status = resp->status;
-  x->resp_no_body = x->head_request || resp->status == 204 || resp->status == 304;
+  framing = cr_http_body_framing(resp, x->method, 1);
+  x->resp_no_body = framing == CR_HTTP_BODY_NONE;
   rc = cr_http_msg_copy(head, resp); /* fails only past the scratch head's field limit */
   cr_http_msg_strip_hop_by_hop(head);
-  if (resp->content_length >= 0) {
+  if (framing == CR_HTTP_BODY_LENGTH || (framing == CR_HTTP_BODY_NONE && resp->content_length >= 0)) {
+    /* A HEAD's or 304's answer carries the length the full response would have had. */
     size_t n = cr_u64_dec(len, (uint64_t)resp->content_length);
     if (resp->status != 204 && rc == 0)
       rc = cr_http_msg_add_header(head, "Content-Length", 14, len, n);
-  } else if (!x->resp_no_body) {
+  } else if (framing != CR_HTTP_BODY_NONE) {
     if (!x->http10) {
       x->resp_chunked = 1;
       if (rc == 0)
@@ -509,6 +512,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   char fwdval[256];
   size_t fwdlen;
   long si;
+  cr_http_body_t framing;
   int err = 0, has_body, rc;
 
   pc->x = x;
@@ -563,8 +567,9 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
                        NULL, NULL);
     return 0;
   }
-  has_body = m->chunked || m->content_length > 0;
-  fwd->content_length = m->chunked ? -1 : (m->content_length > 0 ? m->content_length : 0);
+  framing = cr_http_body_framing(m, NULL, 0);
+  has_body = framing != CR_HTTP_BODY_NONE;
+  fwd->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];

@@ -598,3 +598,25 @@ void cr_http_msg_release_caches(void) {
   while (nfree_headers > 0)
     free(free_headers[--nfree_headers]);
 }
+
+cr_http_body_t cr_http_body_framing(const cr_http_msg_t *m, const char *request_method, int stream_delimited) {
+  int response = m->status != 0;
+  if (response) {
+    if (m->status < 200 || m->status == 204 || m->status == 304)
+      return CR_HTTP_BODY_NONE;
+    if (request_method != NULL && strcmp(request_method, "HEAD") == 0)
+      return CR_HTTP_BODY_NONE;
+    /* A 2xx to CONNECT turns the connection into a tunnel: what follows is not a body. */
+    if (request_method != NULL && strcmp(request_method, "CONNECT") == 0 && m->status < 300)
+      return CR_HTTP_BODY_NONE;
+  }
+  if (m->chunked)
+    return CR_HTTP_BODY_CHUNKED;
+  if (m->content_length > 0)
+    return CR_HTTP_BODY_LENGTH;
+  if (m->content_length == 0)
+    return CR_HTTP_BODY_NONE;
+  /* No length: a response runs to the end of its connection or stream; a request has a body only
+   * when its carrier delimits it. */
+  return response || stream_delimited ? CR_HTTP_BODY_UNTIL_END : CR_HTTP_BODY_NONE;
+}

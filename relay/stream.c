@@ -424,6 +424,14 @@ static void tcp_close(cr_stream_t *s, cr_stream_close_cb cb) {
   uv_close((uv_handle_t *)&t->handle, handle_closed);
 }
 
+/* TCP knows nothing beyond the libuv code. */
+static size_t tcp_error_detail(const cr_stream_t *s, char *buf, size_t len) {
+  (void)s;
+  if (len > 0)
+    buf[0] = '\0';
+  return 0;
+}
+
 static const cr_stream_vtbl_t tcp_vtbl = {
     .name = "tcp",
     .copies_writes = 0,
@@ -433,7 +441,16 @@ static const cr_stream_vtbl_t tcp_vtbl = {
     .shutdown = tcp_shutdown,
     .close = tcp_close,
     .write_queue_size = tcp_write_queue_size,
+    .error_detail = tcp_error_detail,
 };
+
+const char *cr_stream_strerror(const cr_stream_t *s, int err, char *buf, size_t len) {
+  if (len == 0)
+    return cr_strerror(err);
+  if (s == NULL || cr_stream_error_detail(s, buf, len) == 0)
+    snprintf(buf, len, "%s", cr_strerror(err));
+  return buf;
+}
 
 /* ---- connect ---- */
 

@@ -1062,6 +1062,16 @@ static void tls_close(cr_stream_t *s, cr_stream_close_cb cb) {
   cr_stream_close(t->lower, lower_closed);
 }
 
+/* What this layer recorded (verify reason, alert, OpenSSL queue), else what the lower stream knows. */
+static size_t tls_error_detail(const cr_stream_t *s, char *buf, size_t len) {
+  const tls_stream_t *t = (const tls_stream_t *)s;
+  int n;
+  if (t->err == NULL || t->err[0] == '\0')
+    return cr_stream_error_detail(t->lower, buf, len);
+  n = snprintf(buf, len, "%s", t->err);
+  return n < 0 ? 0 : CR_MIN((size_t)n, len > 0 ? len - 1 : 0);
+}
+
 static const cr_stream_vtbl_t tls_vtbl = {
     .name = "tls",
     .copies_writes = 1,
@@ -1071,6 +1081,7 @@ static const cr_stream_vtbl_t tls_vtbl = {
     .shutdown = tls_shutdown,
     .close = tls_close,
     .write_queue_size = tls_write_queue_size,
+    .error_detail = tls_error_detail,
 };
 
 /* ---- public ---- */
@@ -1151,6 +1162,15 @@ int cr_tls_stream_resumed(const cr_stream_t *tls) {
 
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
   return cr_stream_is_tls(tls) ? SSL_get0_peer_certificate(((const tls_stream_t *)tls)->ssl) : NULL;
+}
+
+int cr_tls_stream_peer_summary(const cr_stream_t *tls, char *subject, size_t subjectlen, time_t *not_after) {
+  X509 *peer = cr_tls_stream_peer_cert(tls);
+  if (peer == NULL)
+    return UV_ENOENT;
+  cr_x509_subject(peer, subject, subjectlen);
+  *not_after = cr_x509_not_after(peer);
+  return 0;
 }
 
 const char *cr_tls_stream_verify_warning(const cr_stream_t *tls) {

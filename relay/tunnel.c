@@ -34,7 +34,6 @@
 #include "ccrelay/error.h"
 #include "ccrelay/log.h"
 #include "ccrelay/queue.h"
-#include "ccrelay/tls.h"
 
 #define OUTBUF_SIZE (64 * 1024)          /* one transport write at most this big */
 #define WRITE_QUEUE_LIMIT (256 * 1024)   /* stop pulling frames while this much is unwritten */
@@ -206,8 +205,8 @@ static void request_close(cr_tunnel_t *t, int err, int graceful) {
     return;
   t->closing = 1;
   t->close_err = err;
-  if (err != 0 && cr_stream_is_tls(t->transport))
-    snprintf(t->error_detail, sizeof t->error_detail, "%s", cr_tls_stream_error(t->transport));
+  if (err != 0)
+    cr_stream_error_detail(t->transport, t->error_detail, sizeof t->error_detail);
   t->graceful = graceful && !t->transport_failed;
   if (t->reading) {
     cr_stream_read_stop(t->transport);

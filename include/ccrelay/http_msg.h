@@ -69,6 +69,24 @@ size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name);
  * again by whoever serialises the next hop). */
 void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m);
 
+/* How a message's body is delimited (RFC 9112 6.3), decided in one place for every hop. */
+typedef enum {
+  CR_HTTP_BODY_NONE,      /* no body follows the head */
+  CR_HTTP_BODY_LENGTH,    /* exactly content_length (> 0) bytes */
+  CR_HTTP_BODY_CHUNKED,   /* Transfer-Encoding: chunked */
+  CR_HTTP_BODY_UNTIL_END, /* up to the end of the connection (an HTTP/1 response without length) or of
+                             the carrying stream (an HTTP/2 message without content-length) */
+} cr_http_body_t;
+
+/* The framing of m, a request (status 0) or a response, from its status, chunked and content_length.
+ * request_method: for a response, the method of the request it answers (a HEAD's answer, and a
+ * CONNECT's 2xx, have no body), NULL when unknown; ignored for a request. A response without a body by
+ * its status (1xx, 204, 304) has none whatever it announces. stream_delimited: 1 when the message
+ * travels on a carrier that marks each message's end itself (the tunnel's HTTP/2 streams): a request
+ * without Content-Length or chunked then has a body up to that end; over HTTP/1 (0) it has none.
+ * Content-Length: 0 is CR_HTTP_BODY_NONE; chunked wins over a Content-Length. */
+cr_http_body_t cr_http_body_framing(const cr_http_msg_t *m, const char *request_method, int stream_delimited);
+
 /* 1 if name is a valid RFC 9110 token / value has no CR, LF or NUL; serialisers refuse the rest. */
 int cr_http_token_valid(const char *s, size_t len);
 int cr_http_field_value_valid(const char *s, size_t len);

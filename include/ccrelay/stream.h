@@ -14,6 +14,9 @@
  * - close: cancels everything; no read callback and no connect callback fire after it; pending write
  *   callbacks fire with UV_ECANCELED before close_cb; close_cb fires on a later loop turn, after which
  *   the stream memory is freed. Closing twice is a bug.
+ * - error_detail: what the stream knows about its last failure beyond the error code (a TLS stream:
+ *   the certificate verify reason, the peer's alert, OpenSSL's error queue), so log lines can say why
+ *   without their code knowing which stream it has. Valid until close_cb.
  * Streams are single-threaded: every call happens on the loop's thread. */
 #ifndef CCRELAY_STREAM_H
 #define CCRELAY_STREAM_H
@@ -42,6 +45,9 @@ typedef struct cr_stream_vtbl {
   void (*close)(cr_stream_t *s, cr_stream_close_cb cb);
   /* Bytes accepted by write whose callback has not fired yet. */
   size_t (*write_queue_size)(const cr_stream_t *s);
+  /* Writes prose about the last failure into buf (NUL-terminated, truncated to len) and returns its
+   * length; 0 and "" when the stream knows nothing beyond the error code. NULL: never knows more. */
+  size_t (*error_detail)(const cr_stream_t *s, char *buf, size_t len);
 } cr_stream_vtbl_t;
 
 struct cr_stream {
@@ -60,6 +66,16 @@ static inline int cr_stream_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void
 static inline void cr_stream_close(cr_stream_t *s, cr_stream_close_cb cb) { s->vt->close(s, cb); }
 static inline size_t cr_stream_write_queue_size(const cr_stream_t *s) { return s->vt->write_queue_size(s); }
 static inline int cr_stream_copies_writes(const cr_stream_t *s) { return s->vt->copies_writes; }
+static inline size_t cr_stream_error_detail(const cr_stream_t *s, char *buf, size_t len) {
+  if (s->vt->error_detail != NULL)
+    return s->vt->error_detail(s, buf, len);
+  if (len > 0)
+    buf[0] = '\0';
+  return 0;
+}
+/* The stream's error detail when it has one, else cr_strerror(err); written into buf, which is
+ * returned. For log lines and error prose: "certificate has expired" rather than "TLS error". */
+const char *cr_stream_strerror(const cr_stream_t *s, int err, char *buf, size_t len);
 
 /* TCP. Every socket gets TCP_NODELAY and keepalive. */
 

@@ -8,6 +8,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <time.h>
 
 #include "ccrelay/stream.h"
 #include "ccrelay/x509.h"
@@ -98,6 +99,9 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
 const char *cr_tls_stream_error(const cr_stream_t *tls);
 /* The peer's leaf certificate (borrowed, valid until close), or NULL. */
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls);
+/* The peer's leaf certificate as the subject line ("CN=..., O=...") and notAfter (0 when it cannot
+ * be read). 0, or UV_ENOENT when there is no peer certificate. */
+int cr_tls_stream_peer_summary(const cr_stream_t *tls, char *subject, size_t subjectlen, time_t *not_after);
 /* What soft revocation forgave while verifying the peer ("unable to get certificate CRL (depth 0,
  * subject ...)"), or "" when nothing was. */
 const char *cr_tls_stream_verify_warning(const cr_stream_t *tls);

@@ -1,6 +1,7 @@
 /* The agent's side toward one on-prem service: a route's TLS client context (its PKCS#12 client
- * identity, its CA, its server name) and a keep-alive pool of HTTPS connections, plus one HTTP/1.1
- * exchange at a time on each connection. The agent contacts nothing but the upstreams built here.
+ * identity, its CA, its server name) and a keep-alive pool of HTTPS connections (upstream_pool.h), plus
+ * one HTTP/1.1 exchange at a time on each connection (http1_client.h). The agent contacts nothing but
+ * the upstreams built here.
  *
  * Bodies stream both ways through bounded buffers: cr_upstream_req_write() returns 1 when the
  * request body buffer is above its high-water mark (pause the producer until on_writable), and
@@ -14,7 +15,10 @@
 #include <uv.h>
 
 #include "ccrelay/http_msg.h"
-#include "ccrelay/tls.h"
+
+/* tls.h's types, by name only (a caller that builds contexts includes tls.h itself). */
+typedef struct cr_tls_ctx cr_tls_ctx_t;
+typedef struct cr_tls_identity_src cr_tls_identity_src_t;
 
 typedef struct cr_upstream cr_upstream_t;
 typedef struct cr_upstream_req cr_upstream_req_t;

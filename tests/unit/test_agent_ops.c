@@ -75,7 +75,7 @@ static char *pem_of(X509 *x, size_t *len) {
 
 static int stored(fixture_t *f, X509 *x) {
   char fp[CR_TRUST_FP_HEX + 1], path[256];
-  cr_trust_fingerprint(x, fp);
+  cr_x509_fingerprint(x, fp);
   snprintf(path, sizeof path, "%s/%s.pem", f->dir, fp);
   return access(path, F_OK) == 0;
 }
@@ -155,7 +155,7 @@ static void test_add_then_remove(void **state) {
   assert_true(f->a.trust.loaded); /* the after-work reload ran */
   assert_true(f->a.trust.generation != 0);
 
-  cr_trust_fingerprint(ca1, fp);
+  cr_x509_fingerprint(ca1, fp);
   snprintf(path, sizeof path, "trust/%.12s", fp);
   assert_non_null(control(f, "DELETE", path, NULL, &del, NULL));
   assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);

@@ -323,6 +323,77 @@ static void test_name_eq_and_reason(void **state) {
     assert_string_not_equal(cr_http_reason(s), "Unknown");
 }
 
+/* RFC 9112 6.3, one row per rule: status 0 is a request; method is the request's (for a response, the
+ * request it answers). */
+static void test_body_framing(void **state) {
+  static const struct {
+    int status;
+    const char *method;
+    int chunked;
+    int64_t length;
+    int stream_delimited;
+    cr_http_body_t want;
+  } rows[] = {
+      /* responses: no body by status or by the request, whatever the framing headers say */
+      {100, "GET", 0, -1, 0, CR_HTTP_BODY_NONE},
+      {103, "GET", 0, 10, 0, CR_HTTP_BODY_NONE},
+      {204, "GET", 0, -1, 0, CR_HTTP_BODY_NONE},
+      {204, "POST", 0, 5, 1, CR_HTTP_BODY_NONE},
+      {304, "GET", 0, 1234, 0, CR_HTTP_BODY_NONE},
+      {304, "GET", 1, -1, 0, CR_HTTP_BODY_NONE},
+      {200, "HEAD", 0, 1234, 0, CR_HTTP_BODY_NONE},
+      {200, "HEAD", 1, -1, 0, CR_HTTP_BODY_NONE},
+      {404, "HEAD", 0, -1, 1, CR_HTTP_BODY_NONE},
+      {200, "CONNECT", 0, -1, 0, CR_HTTP_BODY_NONE},
+      {299, "CONNECT", 0, 10, 0, CR_HTTP_BODY_NONE},
+      {407, "CONNECT", 0, 10, 0, CR_HTTP_BODY_LENGTH}, /* a refused CONNECT has an ordinary body */
+      /* responses: chunked, then Content-Length, then the end of the connection */
+      {200, "GET", 1, -1, 0, CR_HTTP_BODY_CHUNKED},
+      {200, "GET", 1, 7, 0, CR_HTTP_BODY_CHUNKED},
+      {200, "GET", 0, 7, 0, CR_HTTP_BODY_LENGTH},
+      {500, NULL, 0, 7, 0, CR_HTTP_BODY_LENGTH},
+      {200, "GET", 0, 0, 0, CR_HTTP_BODY_NONE},
+      {200, "GET", 0, -1, 0, CR_HTTP_BODY_UNTIL_END},
+      {200, NULL, 0, -1, 1, CR_HTTP_BODY_UNTIL_END},
+      {201, "POST", 0, -1, 0, CR_HTTP_BODY_UNTIL_END},
+      /* requests: the method does not matter, the carrier does when nothing frames the body */
+      {0, "POST", 1, -1, 0, CR_HTTP_BODY_CHUNKED},
+      {0, "POST", 1, 9, 0, CR_HTTP_BODY_CHUNKED},
+      {0, "PUT", 0, 9, 0, CR_HTTP_BODY_LENGTH},
+      {0, "GET", 0, 9, 1, CR_HTTP_BODY_LENGTH},
+      {0, "POST", 0, 0, 0, CR_HTTP_BODY_NONE},
+      {0, "POST", 0, 0, 1, CR_HTTP_BODY_NONE},
+      {0, "POST", 0, -1, 0, CR_HTTP_BODY_NONE},
+      {0, "GET", 0, -1, 0, CR_HTTP_BODY_NONE},
+      {0, "POST", 0, -1, 1, CR_HTTP_BODY_UNTIL_END},
+      {0, "HEAD", 0, -1, 1, CR_HTTP_BODY_UNTIL_END},
+  };
+  cr_http_msg_t m;
+  char what[96];
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+    cr_http_msg_reset(&m);
+    m.status = rows[i].status;
+    if (rows[i].status == 0)
+      cr_http_msg_set_method(&m, rows[i].method, strlen(rows[i].method));
+    m.chunked = rows[i].chunked != 0;
+    m.content_length = rows[i].length;
+    snprintf(what, sizeof what, "row %zu: %d %s", i, rows[i].status, rows[i].method ? rows[i].method : "-");
+    if (cr_http_body_framing(&m, rows[i].status ? rows[i].method : NULL, rows[i].stream_delimited) !=
+        rows[i].want)
+      fail_msg("%s: framing %d, want %d", what,
+               (int)cr_http_body_framing(&m, rows[i].status ? rows[i].method : NULL, rows[i].stream_delimited),
+               (int)rows[i].want);
+  }
+  /* For a request the method passed as request_method is ignored: only the message counts. */
+  cr_http_msg_reset(&m);
+  cr_http_msg_set_method(&m, "GET", 3);
+  m.content_length = 5;
+  assert_int_equal(cr_http_body_framing(&m, "HEAD", 0), CR_HTTP_BODY_LENGTH);
+  cr_http_msg_free(&m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_setters_copy_and_trim),
@@ -337,6 +408,7 @@ int main(void) {
       cmocka_unit_test(test_strip_hop_by_hop),
       cmocka_unit_test(test_token_and_value_validity),
       cmocka_unit_test(test_name_eq_and_reason),
+      cmocka_unit_test(test_body_framing),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
