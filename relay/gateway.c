@@ -111,6 +111,7 @@ struct pconn {
   unsigned stream_closed : 1;
   unsigned timer_closed : 1;
   unsigned eof_seen : 1;
+  unsigned shut_done : 1; /* the shutdown's callback fired */
 };
 
 struct gateway {
@@ -141,6 +142,7 @@ struct gateway {
 };
 
 static void pconn_close(pconn_t *pc);
+static void pconn_after_shutdown(pconn_t *pc);
 static void on_idle_timeout(cr_deadline_t *d);
 static void on_flush_timeout(cr_deadline_t *d);
 static void pconn_try_finish(pconn_t *pc);
@@ -374,7 +376,10 @@ static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
     }
     return;
   }
-  pconn_try_finish(pc);
+  if (pc->state == PC_SHUTDOWN && pc->shut_done)
+    pconn_after_shutdown(pc);
+  else
+    pconn_try_finish(pc);
 }
 
 /* Sends prefix + data + suffix as one write; consume is credited back to the stream when flushed. */
@@ -775,20 +780,32 @@ static void pconn_close(pconn_t *pc) {
   cr_stream_close(pc->s, pconn_stream_closed);
 }
 
-static void pconn_shutdown_done(cr_stream_t *s, int status, void *arg) {
-  pconn_t *pc = arg;
-  (void)s;
-  if (pc->state == PC_CLOSING)
-    return;
-  if (pc->x && status == 0) {
-    /* A cut response is out to its last queued byte: log it, then linger like any other end. */
+/* Our FIN is out. A cut response is logged once the callbacks of its last writes have fired too
+ * (a TLS stream may report them after the shutdown), then the connection lingers like any other. */
+static void pconn_after_shutdown(pconn_t *pc) {
+  if (pc->x) {
+    if (pc->writes_inflight > 0)
+      return;
     access_log(pc);
     cr_freelist_put(&pc->gw->free_exchanges, pc->x);
     pc->x = NULL;
     cr_deadline_set(&pc->deadline, on_idle_timeout, LINGER_MS);
   }
-  if (status < 0 || pc->eof_seen)
+  if (pc->eof_seen)
     pconn_close(pc);
+}
+
+static void pconn_shutdown_done(cr_stream_t *s, int status, void *arg) {
+  pconn_t *pc = arg;
+  (void)s;
+  if (pc->state == PC_CLOSING)
+    return;
+  if (status < 0) {
+    pconn_close(pc);
+    return;
+  }
+  pc->shut_done = 1;
+  pconn_after_shutdown(pc);
 }
 
 /* The tunnel stream failed after the response head went out. What is queued for the caller still

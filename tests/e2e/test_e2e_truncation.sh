@@ -12,16 +12,19 @@
 # The gateway's access log must count the body bytes that reached the caller's socket and mark the
 # call truncated.
 #
-# Also: cuts right after the head with no pause (head and reset arrive together: a status line, or
-# a 502 when the agent had not forwarded the head), an upstream that dies before any head (502 with
-# the relay's JSON error body), and an agent that dies before the head (the gateway's own 502).
+# Also: cuts with no pause, right after the head (head and reset reach the relay together: a status
+# line, or a 502 when the relay saw the reset first) or right after a burst of body bytes closed by
+# a FIN or close_notify (the agent reads them all before the end, so the caller must get them all:
+# the agent sends them down the tunnel before its reset, the gateway flushes them before its close);
+# an upstream that dies before any head (502 with the relay's JSON error body); and an agent that
+# dies before the head (the gateway's own 502).
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/relay.sh"
 cr_init e2e_truncation 400
 
 N_CUTS=100
-N_IMMEDIATE=20
+N_IMMEDIATE=30
 WORKERS=4
 
 make_pki
@@ -51,7 +54,10 @@ for i in range(n):
     stall = 800 if kind == 4 or (kind == 3 and i % 4 == 3) else 0
     print("cut-%03d %d %d %d %s 150 %d" % (i, size, chunked, mid, hows[i % 3], stall))
 for i in range(nimm):
-    print("now-%03d 0 %d 0 %s 0 0" % (i, i % 2, ("rst", "fin")[i // 2 % 2]))
+    if i % 3 == 0:
+        print("now-%03d 0 %d 0 %s 0 0" % (i, i // 3 % 2, ("rst", "fin")[i // 6 % 2]))
+    else:
+        print("now-%03d %d %d 0 %s 0 0" % (i, rnd.randint(1, 60000), i % 2, ("fin", "notify")[i // 2 % 2]))
 EOF
 
 # call_cut ID BYTES CHUNKED MID HOW PAUSE STALL: one call; appends "ID CURL_EXIT STATUS SIZE VERDICT"
@@ -78,7 +84,7 @@ call_cut() {
   size=$(stat -c %s "$out" 2>/dev/null || echo 0)
   if [[ $rc == 52 ]]; then
     verdict="empty reply (curl 52)"
-  elif [[ $st == 502 && $pause == 0 ]]; then
+  elif [[ $st == 502 && $pause == 0 && $bytes == 0 ]]; then
     # The agent (or the gateway) may see the reset before the head: then the caller gets the relay's
     # error answer.
     grep -Eq '"error":"(upstream_failed|tunnel_stream_failed)"' "$out" ||
@@ -127,7 +133,7 @@ fi
 
 # The access log counts what reached the caller's socket and says the call was cut short.
 while read -r id bytes _ _ _ pause _; do
-  [[ $pause != 0 ]] || continue
+  [[ $pause != 0 || $bytes != 0 ]] || continue
   line=$(grep "msg=\"access\" request_id=$id " "$(log_of gateway)" || true)
   [[ -n $line ]] || fail "no access log line for $id"
   assert_contains "$line" " bytes_out=$bytes " "access log of $id counts the body bytes delivered"
