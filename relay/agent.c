@@ -156,7 +156,9 @@ static void up_on_error(cr_upstream_req_t *req, int err, const char *detail) {
   cr_log_warn("upstream failed", "request_id=%s route=%s upstream=%s reason=\"%s\" code=%s", x->request_id,
               r->name, r->upstream_url, detail, cr_err_name(err));
   if (x->head_sent) {
-    cr_tstream_reset(x->ts); /* mid-body: the caller must see a broken response, not a short one */
+    /* Mid-body: what the upstream sent still goes down the tunnel, then a reset, never END_STREAM:
+     * the caller must see a broken response, not a short one. */
+    cr_tstream_abort(x->ts);
     return;
   }
   if (err == UV_ETIMEDOUT)

@@ -46,7 +46,10 @@ typedef struct tunnel_handshake {
 } tunnel_handshake_t;
 
 /* PC_SHUTDOWN: our close_notify and FIN are out; we read and drop until the caller's EOF (a short
- * lingering close, so an unread request tail does not turn into a reset that destroys our answer). */
+ * lingering close, so an unread request tail does not turn into a reset that destroys our answer).
+ * A response cut short enters it with its exchange still set (x->truncated): the FIN, without
+ * close_notify, waits behind the bytes still queued for the caller, and the exchange is logged
+ * once they are out (or the flush gave up). */
 typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING } pconn_state_t;
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
@@ -65,7 +68,7 @@ typedef struct exchange {
   int soap;              /* answer our own errors as SOAP Faults */
   uint64_t start_ms;
   uint64_t bytes_in;
-  uint64_t bytes_out;
+  uint64_t bytes_out;     /* response body bytes that reached the caller's socket */
   unsigned req_ended : 1;
   unsigned head_sent : 1;
   unsigned resp_ended : 1;
@@ -75,6 +78,7 @@ typedef struct exchange {
   unsigned head_request : 1;
   unsigned keep_alive : 1;
   unsigned http10 : 1;
+  unsigned truncated : 1; /* the response was cut short after its head went out */
   char error[160];       /* why the exchange failed, for the access log */
 } exchange_t;
 
@@ -93,6 +97,7 @@ struct pconn {
   unsigned stream_closed : 1;
   unsigned timer_closed : 1;
   unsigned eof_seen : 1;
+  unsigned shut_done : 1; /* the shutdown's callback fired */
 };
 
 struct gateway {
@@ -119,7 +124,9 @@ struct gateway {
 };
 
 static void pconn_close(pconn_t *pc);
+static void pconn_after_shutdown(pconn_t *pc);
 static void on_idle_timeout(cr_deadline_t *d);
+static void on_flush_timeout(cr_deadline_t *d);
 static void pconn_try_finish(pconn_t *pc);
 static int pconn_start_reading(pconn_t *pc);
 
@@ -260,7 +267,7 @@ static void on_tunnel_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
 
 typedef struct pwrite {
   pconn_t *pc;
-  size_t consume; /* body bytes to give back to the tunnel stream's window once flushed */
+  size_t consume; /* body bytes: counted as delivered and given back to the stream's window once flushed */
   size_t len;
   char data[];
 } pwrite_t;
@@ -269,8 +276,13 @@ static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
   pwrite_t *w = arg;
   pconn_t *pc = w->pc;
   pc->writes_inflight -= w->len;
-  if (status == 0 && pc->x && pc->x->ts && w->consume)
-    cr_tstream_consume(pc->x->ts, w->consume);
+  if (status == 0 && pc->x) {
+    pc->x->bytes_out += w->consume;
+    if (pc->x->ts && w->consume)
+      cr_tstream_consume(pc->x->ts, w->consume);
+    if (pc->x->truncated) /* flushing a cut response: each write done is progress */
+      cr_deadline_set(&pc->deadline, on_flush_timeout, pc->gw->conf->public_.idle_timeout_ms);
+  }
   free(w);
   if (status < 0) {
     if (pc->state != PC_CLOSING) {
@@ -280,7 +292,10 @@ static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
     }
     return;
   }
-  pconn_try_finish(pc);
+  if (pc->state == PC_SHUTDOWN && pc->shut_done)
+    pconn_after_shutdown(pc);
+  else
+    pconn_try_finish(pc);
 }
 
 /* Sends prefix + data + suffix as one write; consume is credited back to the stream when flushed. */
@@ -364,6 +379,9 @@ static void pconn_local_answer(pconn_t *pc, int status, const char *code, const 
 
 /* ---------- the tunnel stream of an exchange ---------- */
 
+static void pconn_end_truncated(pconn_t *pc);
+static void exchange_abandon_stream(exchange_t *x);
+
 static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
@@ -393,11 +411,20 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
       pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
     }
   }
-  x->head_sent = 1;
-  if (rc < 0 || write_response_head(pc, head, out) < 0 ||
-      pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
-    snprintf(x->error, sizeof x->error, "response head from the agent cannot be sent on HTTP/1.1%s",
+  if (rc < 0 || write_response_head(pc, head, out) < 0) {
+    /* Nothing reached the caller yet: it gets our error answer, never an empty reply. */
+    char msg[160];
+    snprintf(msg, sizeof msg, "the response head from the agent cannot be sent on HTTP/1.1%s",
              rc < 0 ? ": more header fields than the gateway forwards" : "");
+    exchange_abandon_stream(x);
+    x->resp_chunked = 0;
+    pconn_local_answer(pc, 502, "bad_response_head", msg, NULL, NULL);
+    pconn_try_finish(pc);
+    return;
+  }
+  x->head_sent = 1;
+  if (pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
+    snprintf(x->error, sizeof x->error, "writing the response head to the caller failed");
     cr_tstream_reset(ts);
     pconn_close(pc);
   }
@@ -412,7 +439,6 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
     cr_tstream_consume(ts, len);
     return;
   }
-  x->bytes_out += len;
   if (x->resp_chunked) {
     clen = cr_http1_chunk_header(chunk, len);
     pconn_send(pc, chunk, clen, data, len, CR_HTTP1_CHUNK_TRAILER, 2, len);
@@ -448,7 +474,7 @@ static void ts_on_close(cr_tstream_t *ts, int error) {
     } else if (!x->resp_ended) {
       /* Part of the body is out: the caller must see a truncated response, never a clean end. */
       snprintf(x->error, sizeof x->error, "tunnel stream failed mid-response: %s", cr_strerror(error));
-      pconn_close(pc);
+      pconn_end_truncated(pc);
       return;
     }
   }
@@ -646,15 +672,17 @@ static void pconn_timer_closed(uv_handle_t *h) {
   pconn_free_if_done(pc);
 }
 
+/* bytes_out counts the body bytes whose write reached the caller's socket; truncated=1 marks a
+ * response the caller got only part of (its head went out, its end did not). */
 static void access_log(pconn_t *pc) {
   exchange_t *x = pc->x;
   cr_log_info("access",
               "request_id=%s peer=%s method=%s service=%s group=%s status=%d bytes_in=%llu bytes_out=%llu "
-              "duration_ms=%llu%s%s%s",
+              "duration_ms=%llu%s%s%s%s",
               x->request_id, pc->s->peer, x->method, x->service ? x->service : "-", x->group ? x->group : "-",
               x->status, (unsigned long long)x->bytes_in, (unsigned long long)x->bytes_out,
-              (unsigned long long)(now_ms(pc) - x->start_ms), x->error[0] ? " error=\"" : "", x->error,
-              x->error[0] ? "\"" : "");
+              (unsigned long long)(now_ms(pc) - x->start_ms), x->truncated ? " truncated=1" : "",
+              x->error[0] ? " error=\"" : "", x->error, x->error[0] ? "\"" : "");
 }
 
 static void pconn_close(pconn_t *pc) {
@@ -673,11 +701,51 @@ static void pconn_close(pconn_t *pc) {
   cr_stream_close(pc->s, pconn_stream_closed);
 }
 
+/* Our FIN is out. A cut response is logged once the callbacks of its last writes have fired too
+ * (a TLS stream may report them after the shutdown), then the connection lingers like any other. */
+static void pconn_after_shutdown(pconn_t *pc) {
+  if (pc->x) {
+    if (pc->writes_inflight > 0)
+      return;
+    access_log(pc);
+    cr_freelist_put(&pc->gw->free_exchanges, pc->x);
+    pc->x = NULL;
+    cr_deadline_set(&pc->deadline, on_idle_timeout, LINGER_MS);
+  }
+  if (pc->eof_seen)
+    pconn_close(pc);
+}
+
 static void pconn_shutdown_done(cr_stream_t *s, int status, void *arg) {
   pconn_t *pc = arg;
   (void)s;
-  if (status < 0 || pc->eof_seen)
+  if (pc->state == PC_CLOSING)
+    return;
+  if (status < 0) {
     pconn_close(pc);
+    return;
+  }
+  pc->shut_done = 1;
+  pconn_after_shutdown(pc);
+}
+
+/* The tunnel stream failed after the response head went out. What is queued for the caller still
+ * goes out; then our direction ends with a FIN and no close_notify, so the caller must read the
+ * response as incomplete whatever its framing: no last chunk, fewer bytes than Content-Length, and
+ * for a body delimited by the close, a TLS connection truncated. (A reset would be as clear but
+ * would destroy the queued bytes in the kernel.) A caller that stops reading is closed once no
+ * write completed for idle_timeout. */
+static void pconn_end_truncated(pconn_t *pc) {
+  pc->x->truncated = 1;
+  pc->state = PC_SHUTDOWN;
+  pc->x->client_paused = 0; /* the stream is gone: the rest of the request is read and dropped */
+  cr_deadline_set(&pc->deadline, on_flush_timeout, pc->gw->conf->public_.idle_timeout_ms);
+  if (cr_tls_stream_shutdown_truncated(pc->s, pconn_shutdown_done, pc) < 0) {
+    pconn_close(pc);
+    return;
+  }
+  if (!pc->eof_seen)
+    pconn_start_reading(pc);
 }
 
 static void pconn_feed(pconn_t *pc, const char *data, size_t len);
@@ -773,7 +841,9 @@ static void pconn_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
     pc->reading = 0;
     pc->eof_seen = 1;
     if (pc->state == PC_SHUTDOWN) {
-      pconn_close(pc);
+      /* A half-close may still read what we flush: the shutdown's callback closes then. */
+      if (!(pc->x && nread == UV_EOF))
+        pconn_close(pc);
       return;
     }
     if (pc->x && pc->x->req_ended && nread == UV_EOF)
@@ -817,6 +887,16 @@ static void on_idle_timeout(cr_deadline_t *d) {
   if (pc->state == PC_WAIT_HEAD && cr_http1_parser_in_message(pc->parser)) {
     cr_log_warn("bad request", "peer=%s reason=\"request head not complete within %llu ms\"", pc->s->peer,
                 (unsigned long long)pc->gw->conf->public_.header_timeout_ms);
+  }
+  pconn_close(pc);
+}
+
+static void on_flush_timeout(cr_deadline_t *d) {
+  pconn_t *pc = d->timer.data;
+  if (pc->x) {
+    size_t n = strlen(pc->x->error);
+    snprintf(pc->x->error + n, sizeof pc->x->error - n, "%scaller read nothing for %llu ms; %zu bytes not sent",
+             n ? "; " : "", (unsigned long long)pc->gw->conf->public_.idle_timeout_ms, pc->writes_inflight);
   }
   pconn_close(pc);
 }

@@ -986,8 +986,8 @@ static void shutdown_done(cr_stream_t *lower, int status, void *arg) {
   free(sd);
 }
 
-static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
-  tls_stream_t *t = (tls_stream_t *)s;
+/* notify 0 leaves close_notify out: the peer then reads a truncated connection. */
+static int shutdown_impl(tls_stream_t *t, cr_stream_write_cb cb, void *arg, int notify) {
   shutdown_req_t *sd;
   int r;
   if (t->closing || t->shut)
@@ -996,12 +996,14 @@ static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
     return UV_ENOTCONN;
   t->shut = 1;
   if (!t->fatal) {
-    r = encrypt_stage(t); /* staged writes go before close_notify */
+    r = encrypt_stage(t); /* staged writes go before close_notify and the FIN */
     if (r < 0)
       return r;
-    ERR_clear_error();
-    SSL_shutdown(t->ssl); /* queues close_notify; the peer's may come later or never */
-    ERR_clear_error();
+    if (notify) {
+      ERR_clear_error();
+      SSL_shutdown(t->ssl); /* queues close_notify; the peer's may come later or never */
+      ERR_clear_error();
+    }
     r = flush(t);
     if (r < 0)
       return r;
@@ -1014,6 +1016,16 @@ static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
   if (r < 0)
     free(sd);
   return r;
+}
+
+static int tls_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
+  return shutdown_impl((tls_stream_t *)s, cb, arg, 1);
+}
+
+int cr_tls_stream_shutdown_truncated(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
+  if (!cr_stream_is_tls(s))
+    return cr_stream_shutdown(s, cb, arg);
+  return shutdown_impl((tls_stream_t *)s, cb, arg, 0);
 }
 
 static size_t tls_write_queue_size(const cr_stream_t *s) { return ((const tls_stream_t *)s)->write_queued; }

@@ -93,6 +93,7 @@ struct cr_tstream {
   unsigned remote_ended : 1;
   unsigned rejected : 1;    /* we reset it because of its head */
   unsigned local_reset : 1;
+  unsigned reset_after_send : 1; /* cr_tstream_abort: RST_STREAM once sbuf is framed */
   unsigned peer_reset : 1;
   unsigned proto_error : 1;
 };
@@ -548,6 +549,8 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
   cr_tstream_t *ts = source->ptr;
   size_t avail = sring_front_len(&ts->sbuf), n;
   if (avail == 0) {
+    if (ts->reset_after_send)
+      return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* nghttp2 resets the stream (INTERNAL_ERROR) */
     if (ts->ended_local) {
       *data_flags |= NGHTTP2_DATA_FLAG_EOF;
       return 0;
@@ -557,7 +560,7 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
   }
   n = CR_MIN(avail, length);
   *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-  if (n == send_pending(ts) && ts->ended_local)
+  if (n == send_pending(ts) && ts->ended_local && !ts->reset_after_send)
     *data_flags |= NGHTTP2_DATA_FLAG_EOF;
   return (ssize_t)n;
 }
@@ -1232,6 +1235,22 @@ void cr_tstream_reset(cr_tstream_t *ts) {
     return;
   nghttp2_submit_rst_stream(t->session, NGHTTP2_FLAG_NONE, ts->id, NGHTTP2_CANCEL);
   schedule_flush(t);
+}
+
+void cr_tstream_abort(cr_tstream_t *ts) {
+  cr_tunnel_t *t = ts->t;
+  if (ts->local_reset)
+    return;
+  /* Without bytes queued, or without a data provider to frame them yet (an agent that has not
+   * responded), there is nothing to send first. */
+  if (send_pending(ts) == 0 || (t->role == CR_TUNNEL_AGENT && !ts->responded) || t->closing ||
+      t->session == NULL) {
+    cr_tstream_reset(ts);
+    return;
+  }
+  ts->local_reset = 1;
+  ts->reset_after_send = 1;
+  resume_if_deferred(t, ts);
 }
 
 void cr_tstream_consume(cr_tstream_t *ts, size_t n) {

@@ -95,6 +95,13 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
 typedef void (*cr_tls_handshake_cb)(cr_stream_t *tls, int status);
 int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
 
+/* Like cr_stream_shutdown (the queued writes first, then the lower stream's shutdown: a TCP FIN), but
+ * without close_notify, so the peer reads the connection as truncated (RFC 8446 6.1). For ending a
+ * response that was cut short: the caller must not take what it got for all there is, not even a
+ * body delimited by the connection's end. Same contract as shutdown; on a stream that is not TLS it
+ * is cr_stream_shutdown. */
+int cr_tls_stream_shutdown_truncated(cr_stream_t *s, cr_stream_write_cb cb, void *arg);
+
 /* Prose for the last failure on this stream (verify reason, OpenSSL error queue, peer alert), or "". */
 const char *cr_tls_stream_error(const cr_stream_t *tls);
 /* The peer's leaf certificate (borrowed, valid until close), or NULL. */

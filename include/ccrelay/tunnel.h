@@ -128,6 +128,12 @@ int cr_tstream_write(cr_tstream_t *ts, const char *data, size_t len);
 int cr_tstream_end(cr_tstream_t *ts);
 /* Resets the stream (RST_STREAM CANCEL); on_close still fires later with CR_ECANCELED. */
 void cr_tstream_reset(cr_tstream_t *ts);
+/* Ends the stream as broken once the bytes already queued by cr_tstream_write are sent: DATA frames
+ * for them (as the peer's window allows), then RST_STREAM INTERNAL_ERROR instead of END_STREAM, so
+ * the peer gets everything written before a failure and still knows the body is incomplete. From
+ * the call on the stream counts as reset (writes fail with CR_ECLOSED, received data is dropped);
+ * on_close fires later with CR_ECANCELED. With nothing queued it is cr_tstream_reset. */
+void cr_tstream_abort(cr_tstream_t *ts);
 /* Reopens the receive window by n bytes of data delivered by on_data. */
 void cr_tstream_consume(cr_tstream_t *ts, size_t n);
 

@@ -24,6 +24,7 @@ import signal
 import socket
 import socketserver
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -462,8 +463,12 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(c)
                 self.wfile.flush()
                 raise DropConnection()
+            elif path == "/test/cut" and m in ("GET", "POST"):
+                self.test_cut(qint("bytes", None, 0, 1 << 30), qint("chunk", 65536, 1, 1 << 20),
+                              query.get("chunked", ["0"])[0] == "1", query.get("mid", ["0"])[0] == "1",
+                              qint("pause_ms", 0, 0, 60000), query.get("how", ["rst"])[0])
             elif path in ("/test/big", "/test/sha256", "/test/slow", "/test/status",
-                          "/test/truncate"):
+                          "/test/truncate", "/test/cut"):
                 self.send_json_error(405, "method_not_allowed", "%s not allowed on %s" % (m, path))
             else:
                 self.send_json_error(404, "not_found", "no such test endpoint: %s" % path)
@@ -484,6 +489,36 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(c)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
+
+    def test_cut(self, n, chunk, chunked, mid, pause_ms, how):
+        """A response cut short after n body bytes: the head promises more (Content-Length 2n+1, or
+        chunked without the last chunk), the n bytes are flushed, and after pause_ms the connection
+        ends without close_notify: a TCP reset ("rst") or FIN ("fin"), or with close_notify
+        ("notify", a clean TLS close in the middle of the body)."""
+        if how not in ("rst", "fin", "notify"):
+            raise ValueError("how must be rst, fin or notify")
+        self.start_response(200, [("Content-Type", "application/octet-stream")],
+                            None if chunked else 2 * n + 1, chunked=chunked)
+        pieces = list(pattern_chunks(n, chunk))
+        for i, c in enumerate(pieces):
+            if chunked:
+                # mid=1: the last chunk announces one byte more than is sent, so the cut falls inside it
+                size = len(c) + (1 if mid and i == len(pieces) - 1 else 0)
+                self.wfile.write(b"%x\r\n" % size + c + (b"" if size > len(c) else b"\r\n"))
+            else:
+                self.wfile.write(c)
+        self.wfile.flush()
+        time.sleep(pause_ms / 1000.0)
+        sock = self.connection
+        if how == "rst":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif how == "notify":
+            try:
+                sock.settimeout(0.5)  # unwrap waits for the peer's close_notify, which may never come
+                sock.unwrap()
+            except (ssl.SSLError, OSError):
+                pass
+        raise DropConnection()
 
     def test_sha256(self):
         h = hashlib.sha256()

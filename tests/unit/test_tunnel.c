@@ -577,6 +577,62 @@ static void test_reset_by_agent(void **state) {
   pair_free(c);
 }
 
+/* An agent whose upstream failed mid-body: what it had queued still arrives, even past a window
+ * the gateway reopens only later, then a reset instead of END_STREAM (the gateway must see a broken
+ * body, not a short one). */
+static void test_abort_sends_queued_then_resets(void **state) {
+  cr_tunnel_opts_t o = {.stream_window = 64 * 1024, .send_high_water = 256 * 1024};
+  ctx_t *c = pair_new(MODE_HOLD, &o, &o);
+  cr_http_msg_t req, resp;
+  static char body[100000];
+  int err;
+  request_head(&req, "GET", "/cut", -1);
+  sst_t *s = gw_open(c, &req, 0, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  sst_t *a = c->ags[0];
+  c->mode = MODE_BULK; /* readers hold what they get (and check the pattern): the window closes at 64 KiB */
+  cr_http_msg_init(&resp, 0);
+  resp.status = 200;
+  resp.content_length = 200000;
+  c->in_api = 1;
+  assert_int_equal(cr_tstream_respond(a->ts, &resp, 1), 0);
+  for (size_t i = 0; i < sizeof body; i++)
+    body[i] = (char)pattern(i, AG);
+  assert_int_equal(cr_tstream_write(a->ts, body, sizeof body), 0);
+  cr_tstream_abort(a->ts);
+  cr_tstream_abort(a->ts); /* twice is harmless */
+  assert_int_equal(cr_tstream_write(a->ts, "x", 1), CR_ECLOSED);
+  c->in_api = 0;
+  cr_http_msg_free(&resp);
+  RUN_UNTIL(c, s->rx >= 64 * 1024, 1000);
+  spin(c, 50);
+  assert_int_equal(s->closed, 0); /* the rest waits for the window, and the reset behind it */
+  assert_int_equal(s->rx, 64 * 1024);
+  c->in_api = 1;
+  cr_tstream_consume(s->ts, s->rx);
+  c->in_api = 0;
+  RUN_UNTIL(c, s->closed && a->closed, 1000);
+  assert_int_equal(s->rx, sizeof body);
+  assert_int_equal(s->bad_pattern, 0);
+  assert_int_equal(s->ended, 0);
+  assert_int_equal(s->close_err, UV_ECONNRESET);
+  assert_int_equal(a->close_err, CR_ECANCELED);
+  /* with nothing queued it is a plain reset */
+  c->mode = MODE_HOLD;
+  sst_t *s2 = gw_open(c, &req, 0, &err);
+  assert_non_null(s2);
+  RUN_UNTIL(c, c->nag == 2, 1000);
+  c->in_api = 1;
+  cr_tstream_abort(c->ags[1]->ts);
+  c->in_api = 0;
+  RUN_UNTIL(c, s2->closed && c->ags[1]->closed, 1000);
+  assert_int_equal(s2->close_err, UV_ECONNRESET);
+  assert_true(cr_tunnel_usable(c->gw));
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
 static void test_ping_ok_then_timeout(void **state) {
   cr_tunnel_opts_t g = {.ping_interval_ms = 50, .ping_timeout_ms = 100};
   cr_tunnel_opts_t a = {.ping_interval_ms = 0};
@@ -876,6 +932,7 @@ int main(void) {
       cmocka_unit_test(test_backpressure_no_consume),
       cmocka_unit_test(test_reset_by_gateway),
       cmocka_unit_test(test_reset_by_agent),
+      cmocka_unit_test(test_abort_sends_queued_then_resets),
       cmocka_unit_test(test_ping_ok_then_timeout),
       cmocka_unit_test(test_goaway_drain),
       cmocka_unit_test(test_goaway_deadline),
