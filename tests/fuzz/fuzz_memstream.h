@@ -38,6 +38,7 @@ typedef struct fuzz_mem {
   cr_stream_read_cb read_cb;
   const uint8_t *in;
   size_t in_len, in_off;
+  size_t hold_at;  /* nonzero: stop before this offset until fuzz_mem_release */
   unsigned flags;
   uint32_t rng;
   fuzz_mem_write_t *w; /* pending write callbacks */
@@ -46,6 +47,7 @@ typedef struct fuzz_mem {
   size_t nwrites;
   size_t *bytes_written; /* optional: the harness's count of bytes written, kept past the stream */
   cr_stream_close_cb close_cb;
+  void (*close_probe)(cr_stream_t *s); /* optional: the harness learns the stream is gone */
   unsigned reading : 1;
   unsigned end_sent : 1;
   unsigned closing : 1;
@@ -58,8 +60,16 @@ static uint32_t fuzz_mem_rand(uint32_t *x) {
   return *x;
 }
 
+static size_t fuzz_mem_avail_end(const fuzz_mem_t *m) { return m->hold_at ? m->hold_at : m->in_len; }
+
 static int fuzz_mem_busy(const fuzz_mem_t *m) {
-  return m->nw > 0 || (m->reading && !m->end_sent && (m->in_off < m->in_len || (m->flags & (FUZZ_MEM_EOF | FUZZ_MEM_RESET))));
+  if (m->nw > 0)
+    return 1;
+  if (!m->reading || m->end_sent)
+    return 0;
+  if (m->in_off < fuzz_mem_avail_end(m))
+    return 1;
+  return m->hold_at == 0 && (m->flags & (FUZZ_MEM_EOF | FUZZ_MEM_RESET));
 }
 
 static void fuzz_mem_tick(uv_idle_t *h);
@@ -93,8 +103,8 @@ static void fuzz_mem_tick(uv_idle_t *h) {
   fuzz_mem_complete_writes(m, 0);
   if (m->closing)
     return;
-  if (m->reading && m->in_off < m->in_len) {
-    size_t n = m->in_len - m->in_off;
+  if (m->reading && m->in_off < fuzz_mem_avail_end(m)) {
+    size_t n = fuzz_mem_avail_end(m) - m->in_off;
     char *chunk;
     if (m->flags & FUZZ_MEM_SPLIT)
       n = 1 + fuzz_mem_rand(&m->rng) % (n < 64 ? n : (fuzz_mem_rand(&m->rng) & 1) ? 64 : n);
@@ -103,7 +113,7 @@ static void fuzz_mem_tick(uv_idle_t *h) {
     m->in_off += n;
     m->read_cb(&m->s, (ssize_t)n, chunk);
     free(chunk);
-  } else if (m->reading && !m->end_sent && (m->flags & (FUZZ_MEM_EOF | FUZZ_MEM_RESET))) {
+  } else if (m->reading && !m->end_sent && m->hold_at == 0 && (m->flags & (FUZZ_MEM_EOF | FUZZ_MEM_RESET))) {
     m->end_sent = 1;
     m->reading = 0;
     m->read_cb(&m->s, (m->flags & FUZZ_MEM_EOF) ? UV_EOF : UV_ECONNRESET, NULL);
@@ -144,10 +154,10 @@ static int fuzz_mem_queue(fuzz_mem_t *m, size_t len, cr_stream_write_cb cb, void
 static int fuzz_mem_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
   size_t len = 0;
   for (unsigned i = 0; i < nbufs; i++) {
-    /* touch every byte: a caller handing over freed or uninitialised memory shows up here */
+    /* touch both ends: a caller handing over freed memory or a wrong length shows up here */
     volatile uint8_t sink = 0;
-    for (size_t j = 0; j < bufs[i].len; j++)
-      sink ^= (uint8_t)bufs[i].base[j];
+    if (bufs[i].len)
+      sink ^= (uint8_t)(bufs[i].base[0] ^ bufs[i].base[bufs[i].len - 1]);
     (void)sink;
     len += bufs[i].len;
   }
@@ -165,6 +175,8 @@ static void fuzz_mem_closed(uv_handle_t *h) {
     abort(); /* a write accepted after close: write refuses them */
   if (m->close_cb)
     m->close_cb(&m->s);
+  if (m->close_probe)
+    m->close_probe(&m->s);
   free(m);
 }
 
@@ -200,12 +212,39 @@ static fuzz_mem_t *fuzz_mem_new(uv_loop_t *loop, const uint8_t *in, size_t len, 
   return m;
 }
 
-/* Runs the loop until nothing is left to do, or for at most max_turns turns (a timer that is armed
- * but far off counts as nothing to do: its callback would fire only after the bytes are all in). */
-static void fuzz_run_turns(uv_loop_t *loop, int max_turns) {
-  for (int i = 0; i < max_turns; i++)
+/* Lets the rest of the input through (after hold_at). */
+static void fuzz_mem_release(fuzz_mem_t *m) {
+  if (m->hold_at == 0)
+    return;
+  m->hold_at = 0;
+  fuzz_mem_kick(m);
+}
+
+static void fuzz_walk_busy(uv_handle_t *h, void *arg) {
+  if (uv_is_closing(h) || (h->type == UV_IDLE && uv_is_active(h)))
+    *(int *)arg = 1;
+}
+
+/* Runs the loop until it is quiet: no idle handle wants to run (the memory streams deliver and
+ * complete through them; so do the tunnel's flushes) and no handle is closing; timers far off do
+ * not count, their callbacks would only fire after the bytes are all in. At most max_turns turns. */
+static void fuzz_run_until_quiet(uv_loop_t *loop, int max_turns) {
+  for (int i = 0; i < max_turns; i++) {
+    int busy = 0;
     if (uv_run(loop, UV_RUN_NOWAIT) == 0)
-      break;
+      return;
+    uv_walk(loop, fuzz_walk_busy, &busy);
+    if (!busy)
+      return;
+  }
+}
+
+/* After everything was closed: the loop must empty out on its own, timers included. */
+static void fuzz_run_to_end(uv_loop_t *loop) {
+  for (int i = 0; i < 100000; i++)
+    if (uv_run(loop, UV_RUN_NOWAIT) == 0)
+      return;
+  __builtin_trap(); /* something still runs after its owner was closed */
 }
 
 #endif

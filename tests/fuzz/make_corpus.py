@@ -193,7 +193,71 @@ def gateway_seeds():
     s["data_before_head"] = bytes([RESET_END]) + ACK_SETTINGS + data(1, b"x" * 200) + headers(
         1, response(), end_stream=True) + data(9, b"unopened")
     s["huge_header_block"] = bytes([FEW]) + ACK_SETTINGS + headers(
-        1, response(extra=[("x-h%d" % i, "v" * 300) for i in range(250)]), True)
+        1, response(extra=[("x-h%d" % i, "v") for i in range(260)]), True)
+    return s
+
+
+# fuzz_admin knob byte: bits 0-1 the handler, then these
+A_AGENT, A_GATEWAY, A_CONTROL, A_CONTROL_OFF = 0, 1, 2, 3
+A_SPLIT, A_EOF, A_WRITE_FAIL, A_TUNNEL_UP = 4, 8, 16, 32
+TOKEN = "fuzz-token"
+
+
+def http(method, target, headers=(), body=b"", host="127.0.0.1:9090"):
+    head = "%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host)
+    for k, v in headers:
+        head += "%s: %s\r\n" % (k, v)
+    if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
+        head += "Content-Length: %d\r\n" % len(body)
+    return head.encode() + b"\r\n" + body
+
+
+def auth(*more):
+    return [("Authorization", "Bearer " + TOKEN)] + list(more)
+
+
+def admin_seeds():
+    root_pem = os.path.join(HERE, "corpus", "fuzz_truststore_input", "root.pem")
+    pem = open(root_pem, "rb").read() if os.path.exists(root_pem) else b"-----BEGIN CERTIFICATE-----\n"
+    s = {}
+    s["agent_healthz"] = bytes([A_AGENT | A_EOF]) + http("GET", "/healthz")
+    s["agent_readyz_up"] = bytes([A_AGENT | A_EOF | A_TUNNEL_UP]) + http("GET", "/readyz")
+    s["agent_status_split"] = bytes([A_AGENT | A_SPLIT]) + http("GET", "/status", [("Accept", "application/json")])
+    s["agent_post_405"] = bytes([A_AGENT | A_EOF]) + http("POST", "/healthz", body=b"x")
+    s["agent_head_unknown"] = bytes([A_AGENT]) + http("HEAD", "/metrics")
+    s["agent_malformed"] = bytes([A_AGENT | A_EOF]) + b"GET /healthz HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n"
+    s["agent_big_head"] = bytes([A_AGENT | A_SPLIT]) + http("GET", "/status", [("X-Pad", "p" * 17000)])
+    s["agent_pipelined_http10"] = bytes([A_AGENT | A_EOF]) + b"GET /healthz HTTP/1.0\r\n\r\n" + http("GET", "/status")
+    s["agent_write_fail"] = bytes([A_AGENT | A_WRITE_FAIL | A_EOF]) + http("GET", "/status")
+    s["gw_no_token"] = bytes([A_GATEWAY | A_EOF]) + http("GET", "/agents")
+    s["gw_wrong_token"] = bytes([A_GATEWAY]) + http("GET", "/agents", [("Authorization", "Bearer nope")])
+    s["gw_two_tokens"] = bytes([A_GATEWAY]) + http("GET", "/agents", auth(("Authorization", "Bearer x")))
+    s["gw_agents"] = bytes([A_GATEWAY | A_EOF]) + http("GET", "/agents?pretty=1", auth())
+    s["gw_status_forward"] = bytes([A_GATEWAY]) + http("GET", "/agents/agent-1/status", auth())
+    s["gw_status_forward_eof"] = bytes([A_GATEWAY | A_EOF | A_SPLIT]) + http("GET", "/agents/agent-1/status", auth())
+    s["gw_trust_list"] = bytes([A_GATEWAY]) + http("GET", "/agents/agent-1/trust", auth())
+    s["gw_trust_add"] = bytes([A_GATEWAY | A_SPLIT]) + http(
+        "POST", "/agents/agent-1/trust", auth(("Content-Type", "application/x-pem-file"), ("Expect", "100-continue")), pem)
+    s["gw_trust_add_chunked"] = bytes([A_GATEWAY]) + http(
+        "POST", "/agents/agent-1/trust", auth(("Transfer-Encoding", "chunked")),
+        b"%x\r\n" % len(pem) + pem + b"\r\n0\r\n\r\n")
+    s["gw_trust_empty_post"] = bytes([A_GATEWAY | A_EOF]) + http("POST", "/agents/agent-1/trust", auth(("Content-Length", "0")))
+    s["gw_trust_remove"] = bytes([A_GATEWAY]) + http("DELETE", "/agents/agent-1/trust/ab:cd:ef:01", auth())
+    s["gw_trust_remove_bad"] = bytes([A_GATEWAY | A_EOF]) + http("DELETE", "/agents/agent-1/trust/zz%2F..", auth())
+    s["gw_unknown_agent"] = bytes([A_GATEWAY | A_EOF]) + http("GET", "/agents/other.agent_2/status", auth())
+    s["gw_bad_agent_name"] = bytes([A_GATEWAY | A_EOF]) + http("GET", "/agents/bad%20name/status", auth())
+    s["gw_wrong_methods"] = bytes([A_GATEWAY | A_EOF]) + http("PUT", "/agents/agent-1/trust", auth(), b"{}")
+    s["gw_no_sub"] = bytes([A_GATEWAY | A_EOF]) + http("GET", "/agents/agent-1", auth())
+    s["ctl_status"] = bytes([A_CONTROL | A_EOF]) + http(
+        "GET", "/.well-known/ccrelay/status", [("x-ccrelay-requested-by", "admin 127.0.0.1:1")], host="ccrelay-control")
+    s["ctl_trust_list"] = bytes([A_CONTROL | A_TUNNEL_UP]) + http("GET", "/.well-known/ccrelay/trust")
+    s["ctl_trust_add"] = bytes([A_CONTROL | A_SPLIT]) + http("POST", "/.well-known/ccrelay/trust", body=pem)
+    s["ctl_trust_add_garbage"] = bytes([A_CONTROL]) + http("POST", "/.well-known/ccrelay/trust", body=b"\x30\x82\x01")
+    s["ctl_trust_remove"] = bytes([A_CONTROL | A_EOF]) + http("DELETE", "/.well-known/ccrelay/trust/abcd")
+    s["ctl_trust_remove_short"] = bytes([A_CONTROL]) + http("DELETE", "/.well-known/ccrelay/trust/ab")
+    s["ctl_wrong_method"] = bytes([A_CONTROL]) + http("PATCH", "/.well-known/ccrelay/trust")
+    s["ctl_unknown"] = bytes([A_CONTROL | A_EOF]) + http("GET", "/.well-known/ccrelay/metrics")
+    s["ctl_off"] = bytes([A_CONTROL_OFF | A_EOF]) + http("POST", "/.well-known/ccrelay/trust", body=pem)
     return s
 
 
@@ -208,6 +272,7 @@ def write(target, seeds):
 def main():
     write("fuzz_tunnel_agent", agent_seeds())
     write("fuzz_tunnel_gateway", gateway_seeds())
+    write("fuzz_admin", admin_seeds())
     return 0
 
 
