@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 /* Replaces the file's content with data; returns its path (static storage). */
-static const char *fuzz_memfile(const uint8_t *data, size_t size) {
+static inline const char *fuzz_memfile(const uint8_t *data, size_t size) {
   static int fd = -1;
   static char path[64];
   if (fd < 0) {

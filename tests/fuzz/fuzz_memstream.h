@@ -53,16 +53,16 @@ typedef struct fuzz_mem {
   unsigned closing : 1;
 } fuzz_mem_t;
 
-static uint32_t fuzz_mem_rand(uint32_t *x) {
+static inline uint32_t fuzz_mem_rand(uint32_t *x) {
   *x ^= *x << 13;
   *x ^= *x >> 17;
   *x ^= *x << 5;
   return *x;
 }
 
-static size_t fuzz_mem_avail_end(const fuzz_mem_t *m) { return m->hold_at ? m->hold_at : m->in_len; }
+static inline size_t fuzz_mem_avail_end(const fuzz_mem_t *m) { return m->hold_at ? m->hold_at : m->in_len; }
 
-static int fuzz_mem_busy(const fuzz_mem_t *m) {
+static inline int fuzz_mem_busy(const fuzz_mem_t *m) {
   if (m->nw > 0)
     return 1;
   if (!m->reading || m->end_sent)
@@ -72,14 +72,14 @@ static int fuzz_mem_busy(const fuzz_mem_t *m) {
   return m->hold_at == 0 && (m->flags & (FUZZ_MEM_EOF | FUZZ_MEM_RESET));
 }
 
-static void fuzz_mem_tick(uv_idle_t *h);
+static inline void fuzz_mem_tick(uv_idle_t *h);
 
-static void fuzz_mem_kick(fuzz_mem_t *m) {
+static inline void fuzz_mem_kick(fuzz_mem_t *m) {
   if (!m->closing && fuzz_mem_busy(m))
     uv_idle_start(&m->tick, fuzz_mem_tick);
 }
 
-static void fuzz_mem_complete_writes(fuzz_mem_t *m, int status_override) {
+static inline void fuzz_mem_complete_writes(fuzz_mem_t *m, int status_override) {
   /* Callbacks may write again: complete only the ones pending now. */
   size_t n = m->nw;
   fuzz_mem_write_t *w = m->w;
@@ -98,7 +98,7 @@ static void fuzz_mem_complete_writes(fuzz_mem_t *m, int status_override) {
   free(w);
 }
 
-static void fuzz_mem_tick(uv_idle_t *h) {
+static inline void fuzz_mem_tick(uv_idle_t *h) {
   fuzz_mem_t *m = h->data;
   fuzz_mem_complete_writes(m, 0);
   if (m->closing)
@@ -122,7 +122,7 @@ static void fuzz_mem_tick(uv_idle_t *h) {
     uv_idle_stop(&m->tick);
 }
 
-static int fuzz_mem_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
+static inline int fuzz_mem_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
   fuzz_mem_t *m = (fuzz_mem_t *)s;
   if (m->closing || m->end_sent)
     return UV_EINVAL;
@@ -132,13 +132,13 @@ static int fuzz_mem_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
   return 0;
 }
 
-static int fuzz_mem_read_stop(cr_stream_t *s) {
+static inline int fuzz_mem_read_stop(cr_stream_t *s) {
   fuzz_mem_t *m = (fuzz_mem_t *)s;
   m->reading = 0;
   return 0;
 }
 
-static int fuzz_mem_queue(fuzz_mem_t *m, size_t len, cr_stream_write_cb cb, void *arg) {
+static inline int fuzz_mem_queue(fuzz_mem_t *m, size_t len, cr_stream_write_cb cb, void *arg) {
   if (m->closing)
     return UV_EPIPE;
   if (m->nw == m->wcap) {
@@ -151,7 +151,7 @@ static int fuzz_mem_queue(fuzz_mem_t *m, size_t len, cr_stream_write_cb cb, void
   return 0;
 }
 
-static int fuzz_mem_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
+static inline int fuzz_mem_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, cr_stream_write_cb cb, void *arg) {
   size_t len = 0;
   for (unsigned i = 0; i < nbufs; i++) {
     /* touch both ends: a caller handing over freed memory or a wrong length shows up here */
@@ -164,11 +164,11 @@ static int fuzz_mem_write(cr_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
   return fuzz_mem_queue((fuzz_mem_t *)s, len, cb, arg);
 }
 
-static int fuzz_mem_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
+static inline int fuzz_mem_shutdown(cr_stream_t *s, cr_stream_write_cb cb, void *arg) {
   return fuzz_mem_queue((fuzz_mem_t *)s, 0, cb, arg);
 }
 
-static void fuzz_mem_closed(uv_handle_t *h) {
+static inline void fuzz_mem_closed(uv_handle_t *h) {
   fuzz_mem_t *m = h->data;
   fuzz_mem_complete_writes(m, UV_ECANCELED);
   if (m->nw != 0)
@@ -180,7 +180,7 @@ static void fuzz_mem_closed(uv_handle_t *h) {
   free(m);
 }
 
-static void fuzz_mem_close(cr_stream_t *s, cr_stream_close_cb cb) {
+static inline void fuzz_mem_close(cr_stream_t *s, cr_stream_close_cb cb) {
   fuzz_mem_t *m = (fuzz_mem_t *)s;
   if (m->closing)
     abort(); /* closing twice is a bug (stream.h) */
@@ -190,7 +190,7 @@ static void fuzz_mem_close(cr_stream_t *s, cr_stream_close_cb cb) {
   uv_close((uv_handle_t *)&m->tick, fuzz_mem_closed);
 }
 
-static size_t fuzz_mem_queue_size(const cr_stream_t *s) { return ((const fuzz_mem_t *)s)->queued; }
+static inline size_t fuzz_mem_queue_size(const cr_stream_t *s) { return ((const fuzz_mem_t *)s)->queued; }
 
 static const cr_stream_vtbl_t fuzz_mem_vtbl = {
     "fuzz-mem",        0, fuzz_mem_read_start, fuzz_mem_read_stop, fuzz_mem_write, fuzz_mem_shutdown,
@@ -198,7 +198,7 @@ static const cr_stream_vtbl_t fuzz_mem_vtbl = {
 };
 
 /* A stream that will read in[0..len) (which must outlive the stream). */
-static fuzz_mem_t *fuzz_mem_new(uv_loop_t *loop, const uint8_t *in, size_t len, unsigned flags, uint32_t seed) {
+static inline fuzz_mem_t *fuzz_mem_new(uv_loop_t *loop, const uint8_t *in, size_t len, unsigned flags, uint32_t seed) {
   fuzz_mem_t *m = cr_calloc(1, sizeof *m);
   m->s.vt = &fuzz_mem_vtbl;
   m->s.loop = loop;
@@ -213,14 +213,14 @@ static fuzz_mem_t *fuzz_mem_new(uv_loop_t *loop, const uint8_t *in, size_t len, 
 }
 
 /* Lets the rest of the input through (after hold_at). */
-static void fuzz_mem_release(fuzz_mem_t *m) {
+static inline void fuzz_mem_release(fuzz_mem_t *m) {
   if (m->hold_at == 0)
     return;
   m->hold_at = 0;
   fuzz_mem_kick(m);
 }
 
-static void fuzz_walk_busy(uv_handle_t *h, void *arg) {
+static inline void fuzz_walk_busy(uv_handle_t *h, void *arg) {
   if (uv_is_closing(h) || (h->type == UV_IDLE && uv_is_active(h)))
     *(int *)arg = 1;
 }
@@ -228,7 +228,7 @@ static void fuzz_walk_busy(uv_handle_t *h, void *arg) {
 /* Runs the loop until it is quiet: no idle handle wants to run (the memory streams deliver and
  * complete through them; so do the tunnel's flushes) and no handle is closing; timers far off do
  * not count, their callbacks would only fire after the bytes are all in. At most max_turns turns. */
-static void fuzz_run_until_quiet(uv_loop_t *loop, int max_turns) {
+static inline void fuzz_run_until_quiet(uv_loop_t *loop, int max_turns) {
   for (int i = 0; i < max_turns; i++) {
     int busy = 0;
     if (uv_run(loop, UV_RUN_NOWAIT) == 0)
@@ -240,7 +240,7 @@ static void fuzz_run_until_quiet(uv_loop_t *loop, int max_turns) {
 }
 
 /* After everything was closed: the loop must empty out on its own, timers included. */
-static void fuzz_run_to_end(uv_loop_t *loop) {
+static inline void fuzz_run_to_end(uv_loop_t *loop) {
   for (int i = 0; i < 100000; i++)
     if (uv_run(loop, UV_RUN_NOWAIT) == 0)
       return;

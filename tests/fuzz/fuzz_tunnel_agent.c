@@ -227,7 +227,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *hea
     cr_tstream_set_callbacks(ts, &none, NULL);
     cr_tstream_reset(ts);
     f->announced++;
-    f->closed++; /* on_close(NULL data) is counted by the none callbacks' absence */
+    f->closed++; /* without callbacks its on_close cannot count itself */
     return;
   }
   s->ts = ts;
