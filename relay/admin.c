@@ -337,8 +337,9 @@ static void on_deadline(uv_timer_t *t) {
     conn_close(c); /* the caller does not read its answer */
 }
 
-static void on_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
-  cr_admin_t *a = arg;
+static void on_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) { cr_admin_accept(arg, conn); }
+
+void cr_admin_accept(cr_admin_t *a, cr_stream_t *conn) {
   cr_http1_limits_t limits = {ADMIN_MAX_HEAD, 0, 0};
   cr_admin_req_t *c;
   if (a->closing || a->nconns >= ADMIN_MAX_CONNS) {

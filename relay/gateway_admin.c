@@ -470,6 +470,8 @@ int cr__gw_admin_start(struct gateway *gw, uv_loop_t *loop, const cr_conf_gatewa
 
 unsigned cr__gw_admin_port(const cr__gw_admin_t *ga) { return cr_admin_port(ga->admin); }
 
+cr_admin_t *cr__gw_admin_listener(const cr__gw_admin_t *ga) { return ga->admin; }
+
 void cr__gw_admin_stop(cr__gw_admin_t *ga) {
   cr_admin_close(ga->admin);
   free(ga);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ccrelay/admin.h"
 #include "ccrelay/config.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/stream.h"
@@ -65,6 +66,8 @@ typedef struct cr__gw_admin cr__gw_admin_t;
 int cr__gw_admin_start(struct gateway *gw, uv_loop_t *loop, const cr_conf_gateway_t *conf, cr__gw_admin_t **out);
 /* The bound port (admin.listen may say port 0 in tests). */
 unsigned cr__gw_admin_port(const cr__gw_admin_t *ga);
+/* The listener behind the API, for feeding it connections directly (fuzz_admin). */
+cr_admin_t *cr__gw_admin_listener(const cr__gw_admin_t *ga);
 /* Stops listening and aborts admin calls in flight (their control streams are reset); frees ga. */
 void cr__gw_admin_stop(cr__gw_admin_t *ga);
 

@@ -459,7 +459,6 @@ static void close_transport(cr_tunnel_t *t) {
     return;
   t->transport_closing = 1;
   uv_timer_stop(&t->drain_timer);
-  t->pending_closes += 2;
   uv_close((uv_handle_t *)&t->drain_timer, handle_closed);
   cr_stream_close(t->transport, transport_closed);
 }
@@ -487,7 +486,9 @@ static void finish_close(cr_tunnel_t *t) {
     ts->unconsumed = 0;
     tstream_finish(t, ts, ts->local_reset ? CR_ECANCELED : CR_ECLOSED);
   }
-  t->pending_closes += 3;
+  /* All five closes are counted before the first: while a graceful shutdown is in flight the three
+   * handles may close before close_transport runs, and must not free the tunnel under it. */
+  t->pending_closes += 5; /* idle, two ping timers; drain timer and transport in close_transport */
   uv_close((uv_handle_t *)&t->idle, handle_closed);
   uv_close((uv_handle_t *)&t->ping_timer, handle_closed);
   uv_close((uv_handle_t *)&t->ping_deadline, handle_closed);

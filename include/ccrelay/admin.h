@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "ccrelay/http_msg.h"
+#include "ccrelay/stream.h"
 
 typedef struct cr_admin cr_admin_t;
 typedef struct cr_admin_req cr_admin_req_t;
@@ -30,6 +31,9 @@ typedef struct cr_admin_callbacks {
 int cr_admin_listen(uv_loop_t *loop, const char *host, unsigned port, const cr_admin_callbacks_t *cbs, void *arg,
                     cr_admin_t **out, char *err, size_t errlen);
 unsigned cr_admin_port(const cr_admin_t *a);
+/* Serves conn (which the admin now owns) as if the listener had accepted it; the listener's own
+ * connections come this way too. Tests and fuzz targets feed in-memory streams through it. */
+void cr_admin_accept(cr_admin_t *a, cr_stream_t *conn);
 /* Stops listening and closes every connection (aborting requests in flight); frees on a later turn. */
 void cr_admin_close(cr_admin_t *a);
 
