@@ -349,10 +349,10 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   x->route = -1;
   x->start_ms = now_ms(a);
   cr_strlcpy(x->method, req->method ? req->method : "-", sizeof x->method);
-  if (rid && cr_request_id_valid(rid))
+  if (rid && cr_errpage_request_id_valid(rid))
     cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
-    cr_request_id_new(x->request_id);
+    cr_errpage_request_id_new(x->request_id);
   cr_queue_insert_tail(&a->exchanges, &x->link);
   a->exchanges_begun++;
   cr_tstream_set_callbacks(ts, &ts_cbs, x);

@@ -17,7 +17,7 @@
 
 static void json_reason(cr_buf_t *out, int *first, const char *fmt_prefix, const char *text) {
   cr_buf_appendf(out, "%s\"%s", *first ? "" : ",", fmt_prefix);
-  cr_json_escape(out, text);
+  cr_errpage_json_escape(out, text);
   cr_buf_appendf(out, "\"");
   *first = 0;
 }
@@ -55,7 +55,7 @@ static void cert_json(cr_buf_t *out, const char *key, const char *subject, time_
   }
   cr_x509_fmt_time(not_after, CR_X509_TIME_ISO, when, sizeof when);
   cr_buf_appendf(out, "\"%s\":{\"subject\":\"", key);
-  cr_json_escape(out, subject);
+  cr_errpage_json_escape(out, subject);
   cr_buf_appendf(out, "\",\"not_after\":\"%s\",\"days_left\":%ld,\"expired\":%s}", when,
                  (long)((not_after - time(NULL)) / 86400), not_after <= time(NULL) ? "true" : "false");
 }
@@ -80,11 +80,11 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
       cr_upstream_peer_cert(rt->up, subject, sizeof subject, &up_na);
     }
     cr_buf_appendf(out, "%s{\"name\":\"", i ? "," : "");
-    cr_json_escape(out, rt->conf->name);
+    cr_errpage_json_escape(out, rt->conf->name);
     cr_buf_appendf(out, "\",\"upstream\":\"");
-    cr_json_escape(out, rt->conf->upstream_url);
+    cr_errpage_json_escape(out, rt->conf->upstream_url);
     cr_buf_appendf(out, "\",\"usable\":%s,\"why\":\"", rt->usable ? "true" : "false");
-    cr_json_escape(out, rt->why);
+    cr_errpage_json_escape(out, rt->why);
     cr_buf_appendf(out, "\",\"verify\":\"%s\",", rt->conf->ca.path ? "ca_file" : "trust_store");
     cert_json(out, "identity", rt->id_subject, rt->id_not_after);
     cr_buf_appendf(out, ",");
@@ -92,9 +92,9 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
     cr_buf_appendf(out, ",\"idle_connections\":%zu,\"busy_connections\":%zu}", idle, busy);
   }
   cr_buf_appendf(out, "],\"trust_store\":{\"dir\":\"");
-  cr_json_escape(out, a->conf->trust_store);
+  cr_errpage_json_escape(out, a->conf->trust_store);
   cr_buf_appendf(out, "\",\"error\":\"");
-  cr_json_escape(out, a->trust.error);
+  cr_errpage_json_escape(out, a->trust.error);
   cr_buf_appendf(out, "\",");
   cr__agent_trust_json(a, out);
   cr_buf_appendf(out, "}}\n");
@@ -150,7 +150,7 @@ int cr__agent_admin_start(agent_t *a) {
 
 static void error_json(cr_buf_t *out, const char *code, const char *message) {
   cr_buf_appendf(out, "{\"error\":\"%s\",\"message\":\"", code);
-  cr_json_escape(out, message);
+  cr_errpage_json_escape(out, message);
   cr_buf_appendf(out, "\"}\n");
 }
 
@@ -196,7 +196,7 @@ static void add_done(cr__agent_change_t *c, int *status, cr_buf_t *out) {
   cr_buf_appendf(out, "{\"added\":[");
   for (size_t i = 0; i < rep->n; i++) {
     cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"subject\":\"", i ? "," : "", rep->v[i].fingerprint);
-    cr_json_escape(out, rep->v[i].subject);
+    cr_errpage_json_escape(out, rep->v[i].subject);
     cr_buf_appendf(out, "\",\"status\":\"%s\"}", rep->v[i].status == CR_TRUST_ADDED ? "added" : "present");
     cr_log_warn("remote trust change", "requested_by=\"%s\" action=add fingerprint=%s subject=\"%s\" result=%s",
                 c->who, rep->v[i].fingerprint, rep->v[i].subject,

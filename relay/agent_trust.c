@@ -220,9 +220,9 @@ void cr__agent_trust_json(agent_t *a, cr_buf_t *out) {
       const cr_trust_cert_t *c = &l.certs[i];
       cr_x509_fmt_time(c->not_after, CR_X509_TIME_ISO, when, sizeof when);
       cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"subject\":\"", i ? "," : "", c->fingerprint);
-      cr_json_escape(out, c->subject);
+      cr_errpage_json_escape(out, c->subject);
       cr_buf_appendf(out, "\",\"issuer\":\"");
-      cr_json_escape(out, c->issuer);
+      cr_errpage_json_escape(out, c->issuer);
       cr_buf_appendf(out, "\",\"not_after\":\"%s\",\"days_left\":%ld,\"root\":%s,\"expired\":%s}", when,
                      c->days_left, c->self_signed ? "true" : "false", c->expired ? "true" : "false");
     }
@@ -231,7 +231,7 @@ void cr__agent_trust_json(agent_t *a, cr_buf_t *out) {
       const cr_trust_crl_t *c = &l.crls[i];
       cr_x509_fmt_time(c->next_update, CR_X509_TIME_ISO, when, sizeof when);
       cr_buf_appendf(out, "%s{\"fingerprint\":\"%s\",\"issuer\":\"", i ? "," : "", c->fingerprint);
-      cr_json_escape(out, c->issuer);
+      cr_errpage_json_escape(out, c->issuer);
       cr_buf_appendf(out, "\",\"next_update\":\"%s\",\"stale\":%s,\"revoked\":%zu}", c->next_update ? when : "",
                      c->stale ? "true" : "false", c->nrevoked);
     }

@@ -6,7 +6,7 @@
 
 #include "ccrelay/x509.h"
 
-void cr_json_escape(cr_buf_t *out, const char *s) {
+void cr_errpage_json_escape(cr_buf_t *out, const char *s) {
   for (; s && *s; s++) {
     unsigned char c = (unsigned char)*s;
     if (c == '"' || c == '\\')
@@ -57,13 +57,13 @@ void cr_errpage_build(int status, const char *code, const char *message, const c
   } else {
     ctype = "application/json";
     cr_buf_appendf(body, "{\"error\":\"");
-    cr_json_escape(body, code);
+    cr_errpage_json_escape(body, code);
     cr_buf_appendf(body, "\",\"status\":%d,\"message\":\"", status);
-    cr_json_escape(body, message);
+    cr_errpage_json_escape(body, message);
     cr_buf_appendf(body, "\"");
     if (request_id) {
       cr_buf_appendf(body, ",\"request_id\":\"");
-      cr_json_escape(body, request_id);
+      cr_errpage_json_escape(body, request_id);
       cr_buf_appendf(body, "\"");
     }
     cr_buf_appendf(body, "}\n");
@@ -78,7 +78,7 @@ void cr_errpage_build(int status, const char *code, const char *message, const c
   cr_http_msg_add_header(head, "Cache-Control", 13, "no-store", 8);
 }
 
-void cr_request_id_new(char out[17]) {
+void cr_errpage_request_id_new(char out[17]) {
   static uint32_t prefix;
   static uint32_t counter;
   static int seeded;
@@ -95,7 +95,7 @@ void cr_request_id_new(char out[17]) {
   out[16] = '\0';
 }
 
-int cr_request_id_valid(const char *id) {
+int cr_errpage_request_id_valid(const char *id) {
   size_t n = 0;
   for (; id && id[n]; n++) {
     char c = id[n];

@@ -550,22 +550,22 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   x->head_request = strcmp(m->method, "HEAD") == 0;
   cr_strlcpy(x->method, m->method, sizeof x->method);
   rid = cr_http_msg_get(m, "x-request-id");
-  if (rid && cr_request_id_valid(rid))
+  if (rid && cr_errpage_request_id_valid(rid))
     cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
-    cr_request_id_new(x->request_id);
+    cr_errpage_request_id_new(x->request_id);
   cr_deadline_clear(&pc->deadline);
   x->soap = cr_http_msg_find(m, "soapaction") != NULL;
 
-  if ((why = cr_target_unsafe_reason(m->target)) != NULL) {
+  if ((why = cr_route_target_unsafe_reason(m->target)) != NULL) {
     pconn_local_answer(pc, 400, "bad_request_target", why, NULL, NULL);
     return 0;
   }
-  if (cr_path_has_prefix(m->target, CR_CONTROL_PREFIX) || strncmp(m->target, "/.well-known/ccrelay", 20) == 0) {
+  if (cr_route_path_has_prefix(m->target, CR_CONTROL_PREFIX) || strncmp(m->target, "/.well-known/ccrelay", 20) == 0) {
     pconn_local_answer(pc, 404, "not_found", "no service serves this path", NULL, NULL);
     return 0;
   }
-  si = cr_service_match(conf->services, conf->nservices, m);
+  si = cr_route_service_match(conf->services, conf->nservices, m);
   if (si < 0) {
     pconn_local_answer(pc, 404, "no_service", "no service is configured for this host and path", NULL, NULL);
     return 0;
@@ -795,7 +795,7 @@ static void pconn_bad_request(pconn_t *pc, int err) {
     x = pc->x = cr_freelist_get(&pc->gw->free_exchanges);
     x->pc = pc;
     x->start_ms = now_ms(pc);
-    cr_request_id_new(x->request_id);
+    cr_errpage_request_id_new(x->request_id);
     snprintf(x->method, sizeof x->method, "-");
     pc->state = PC_EXCHANGE;
   } else if (x->head_sent) {

@@ -240,11 +240,11 @@ static void list_visit(const cr__gw_tunnel_info_t *info, void *arg) {
   if (out->len > 1 && out->base[out->len - 1] == '}')
     cr_buf_append(out, ",", 1);
   cr_buf_appendf(out, "{\"agent\":\"");
-  cr_json_escape(out, info->agent);
+  cr_errpage_json_escape(out, info->agent);
   cr_buf_appendf(out, "\",\"group\":\"");
-  cr_json_escape(out, info->group);
+  cr_errpage_json_escape(out, info->group);
   cr_buf_appendf(out, "\",\"peer\":\"");
-  cr_json_escape(out, info->peer);
+  cr_errpage_json_escape(out, info->peer);
   cr_buf_appendf(out, "\",\"streams\":%zu,\"usable\":%s}", cr_tunnel_nstreams(info->tunnel),
                  cr_tunnel_usable(info->tunnel) ? "true" : "false");
 }
@@ -313,7 +313,7 @@ static void forward(cr__gw_admin_t *ga, cr_admin_req_t *req, const cr_http_msg_t
   snprintf(c->target, sizeof c->target, "%s", head->target);
   snprintf(c->action, sizeof c->action, "%s", action);
   snprintf(c->fp, sizeof c->fp, "%s", fp ? fp : "");
-  cr_request_id_new(c->request_id);
+  cr_errpage_request_id_new(c->request_id);
   uv_timer_init(ga->loop, &c->timer);
   c->timer.data = c;
 

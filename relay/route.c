@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-int cr_path_has_prefix(const char *path, const char *prefix) {
+int cr_route_path_has_prefix(const char *path, const char *prefix) {
   size_t n = strlen(prefix);
   if (n == 0 || (n == 1 && prefix[0] == '/'))
     return 1;
@@ -15,7 +15,7 @@ int cr_path_has_prefix(const char *path, const char *prefix) {
   return path[n] == '\0' || path[n] == '/' || path[n] == '?';
 }
 
-const char *cr_target_unsafe_reason(const char *target) {
+const char *cr_route_target_unsafe_reason(const char *target) {
   const char *p;
   size_t pathlen;
   if (target == NULL || target[0] != '/')
@@ -48,7 +48,7 @@ const char *cr_target_unsafe_reason(const char *target) {
   return NULL;
 }
 
-int cr_host_matches(const cr_http_msg_t *m, const char *host) {
+int cr_route_host_matches(const cr_http_msg_t *m, const char *host) {
   const char *h = cr_http_msg_get(m, "host");
   size_t hl, want = strlen(host);
   const char *colon;
@@ -73,9 +73,9 @@ int cr_host_matches(const cr_http_msg_t *m, const char *host) {
 }
 
 static int route_matches(const cr_conf_route_t *r, const cr_http_msg_t *req) {
-  if (r->match_host && !cr_host_matches(req, r->match_host))
+  if (r->match_host && !cr_route_host_matches(req, r->match_host))
     return 0;
-  if (r->match_path_prefix && !cr_path_has_prefix(req->target, r->match_path_prefix))
+  if (r->match_path_prefix && !cr_route_path_has_prefix(req->target, r->match_path_prefix))
     return 0;
   if (r->nmatch_methods > 0) {
     size_t i;
@@ -94,7 +94,7 @@ static int route_matches(const cr_conf_route_t *r, const cr_http_msg_t *req) {
 }
 
 long cr_route_match(const cr_conf_route_t *routes, size_t n, const cr_http_msg_t *req) {
-  if (req->method == NULL || req->target == NULL || cr_target_unsafe_reason(req->target) != NULL)
+  if (req->method == NULL || req->target == NULL || cr_route_target_unsafe_reason(req->target) != NULL)
     return -1;
   for (size_t i = 0; i < n; i++)
     if (route_matches(&routes[i], req))
@@ -102,15 +102,15 @@ long cr_route_match(const cr_conf_route_t *routes, size_t n, const cr_http_msg_t
   return -1;
 }
 
-long cr_service_match(const cr_conf_service_t *services, size_t n, const cr_http_msg_t *req) {
+long cr_route_service_match(const cr_conf_service_t *services, size_t n, const cr_http_msg_t *req) {
   long best = -1;
   size_t best_len = 0;
   for (size_t i = 0; i < n; i++) {
     const cr_conf_service_t *s = &services[i];
     size_t len = s->path_prefix ? strlen(s->path_prefix) : 0;
-    if (!cr_host_matches(req, s->host))
+    if (!cr_route_host_matches(req, s->host))
       continue;
-    if (s->path_prefix && !cr_path_has_prefix(req->target, s->path_prefix))
+    if (s->path_prefix && !cr_route_path_has_prefix(req->target, s->path_prefix))
       continue;
     if (best < 0 || len > best_len) {
       best = (long)i;

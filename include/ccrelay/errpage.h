@@ -13,11 +13,11 @@ void cr_errpage_build(int status, const char *code, const char *message, const c
                       cr_http_msg_t *head, cr_buf_t *body);
 
 /* Appends s to out as the inside of a JSON string (quotes not included). */
-void cr_json_escape(cr_buf_t *out, const char *s);
+void cr_errpage_json_escape(cr_buf_t *out, const char *s);
 
 /* A new request id: 16 lowercase hex digits, unique per process run and unpredictable across runs. */
-void cr_request_id_new(char out[17]);
+void cr_errpage_request_id_new(char out[17]);
 /* 1 if a caller-supplied id is acceptable to pass on (1..64 chars of [A-Za-z0-9._:-]). */
-int cr_request_id_valid(const char *id);
+int cr_errpage_request_id_valid(const char *id);
 
 #endif

@@ -43,11 +43,11 @@ static void test_u64_dec(void **state) {
 static void test_request_ids(void **state) {
   char a[17], b[17];
   (void)state;
-  cr_request_id_new(a);
-  cr_request_id_new(b);
+  cr_errpage_request_id_new(a);
+  cr_errpage_request_id_new(b);
   assert_int_equal(strlen(a), 16);
   assert_int_equal(strspn(a, "0123456789abcdef"), 16);
-  assert_true(cr_request_id_valid(a));
+  assert_true(cr_errpage_request_id_valid(a));
   assert_string_not_equal(a, b);
   assert_memory_equal(a, b, 8); /* one process-wide prefix, then a counter */
 }

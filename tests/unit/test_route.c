@@ -18,43 +18,43 @@ static void make_req(cr_http_msg_t *m, const char *method, const char *target, c
 
 static void test_prefix_on_segment_boundary(void **state) {
   (void)state;
-  assert_true(cr_path_has_prefix("/connector/mdm.cgi", "/connector/mdm.cgi"));
-  assert_true(cr_path_has_prefix("/connector/mdm.cgi?x=1", "/connector/mdm.cgi"));
-  assert_true(cr_path_has_prefix("/connector/mdm.cgi/sub", "/connector/mdm.cgi"));
-  assert_false(cr_path_has_prefix("/connector/mdm.cgix", "/connector/mdm.cgi"));
-  assert_true(cr_path_has_prefix("/connector/anything", "/connector/"));
-  assert_false(cr_path_has_prefix("/connectorx", "/connector/"));
-  assert_true(cr_path_has_prefix("/whatever", "/"));
+  assert_true(cr_route_path_has_prefix("/connector/mdm.cgi", "/connector/mdm.cgi"));
+  assert_true(cr_route_path_has_prefix("/connector/mdm.cgi?x=1", "/connector/mdm.cgi"));
+  assert_true(cr_route_path_has_prefix("/connector/mdm.cgi/sub", "/connector/mdm.cgi"));
+  assert_false(cr_route_path_has_prefix("/connector/mdm.cgix", "/connector/mdm.cgi"));
+  assert_true(cr_route_path_has_prefix("/connector/anything", "/connector/"));
+  assert_false(cr_route_path_has_prefix("/connectorx", "/connector/"));
+  assert_true(cr_route_path_has_prefix("/whatever", "/"));
 }
 
 static void test_unsafe_targets_refused(void **state) {
   (void)state;
-  assert_null(cr_target_unsafe_reason("/connector/mdm.cgi"));
-  assert_null(cr_target_unsafe_reason("/"));
-  assert_null(cr_target_unsafe_reason("/a/b/?q=../x"));
-  assert_null(cr_target_unsafe_reason("/a%20b"));
-  assert_non_null(cr_target_unsafe_reason("/connector/mdm.cgi/../../admin"));
-  assert_non_null(cr_target_unsafe_reason("/connector/./mdm.cgi"));
-  assert_non_null(cr_target_unsafe_reason("/connector/mdm.cgi/.."));
-  assert_non_null(cr_target_unsafe_reason("//evil"));
-  assert_non_null(cr_target_unsafe_reason("/a%2e%2e/b"));
-  assert_non_null(cr_target_unsafe_reason("/a%2Fb"));
-  assert_non_null(cr_target_unsafe_reason("/a\\b"));
-  assert_non_null(cr_target_unsafe_reason("/a%zz"));
-  assert_non_null(cr_target_unsafe_reason("http://host/a"));
-  assert_non_null(cr_target_unsafe_reason("*"));
+  assert_null(cr_route_target_unsafe_reason("/connector/mdm.cgi"));
+  assert_null(cr_route_target_unsafe_reason("/"));
+  assert_null(cr_route_target_unsafe_reason("/a/b/?q=../x"));
+  assert_null(cr_route_target_unsafe_reason("/a%20b"));
+  assert_non_null(cr_route_target_unsafe_reason("/connector/mdm.cgi/../../admin"));
+  assert_non_null(cr_route_target_unsafe_reason("/connector/./mdm.cgi"));
+  assert_non_null(cr_route_target_unsafe_reason("/connector/mdm.cgi/.."));
+  assert_non_null(cr_route_target_unsafe_reason("//evil"));
+  assert_non_null(cr_route_target_unsafe_reason("/a%2e%2e/b"));
+  assert_non_null(cr_route_target_unsafe_reason("/a%2Fb"));
+  assert_non_null(cr_route_target_unsafe_reason("/a\\b"));
+  assert_non_null(cr_route_target_unsafe_reason("/a%zz"));
+  assert_non_null(cr_route_target_unsafe_reason("http://host/a"));
+  assert_non_null(cr_route_target_unsafe_reason("*"));
 }
 
 static void test_host_match_ignores_port_and_case(void **state) {
   cr_http_msg_t m;
   (void)state;
   make_req(&m, "GET", "/", "CMS.Example.com:443");
-  assert_true(cr_host_matches(&m, "cms.example.com"));
-  assert_false(cr_host_matches(&m, "cms.example.co"));
+  assert_true(cr_route_host_matches(&m, "cms.example.com"));
+  assert_false(cr_route_host_matches(&m, "cms.example.co"));
   cr_http_msg_free(&m);
   make_req(&m, "GET", "/", "[::1]:8443");
-  assert_true(cr_host_matches(&m, "::1"));
-  assert_true(cr_host_matches(&m, "[::1]"));
+  assert_true(cr_route_host_matches(&m, "::1"));
+  assert_true(cr_route_host_matches(&m, "[::1]"));
   cr_http_msg_free(&m);
 }
 
@@ -103,13 +103,13 @@ static void test_services_longest_prefix(void **state) {
   s[1].path_prefix = "/connector/";
   s[2].host = "pki.example.com";
   make_req(&m, "POST", "/connector/mdm.cgi", "cms.example.com");
-  assert_int_equal(cr_service_match(s, 3, &m), 1);
+  assert_int_equal(cr_route_service_match(s, 3, &m), 1);
   cr_http_msg_free(&m);
   make_req(&m, "GET", "/other", "cms.example.com");
-  assert_int_equal(cr_service_match(s, 3, &m), 0);
+  assert_int_equal(cr_route_service_match(s, 3, &m), 0);
   cr_http_msg_free(&m);
   make_req(&m, "GET", "/other", "unknown.example.com");
-  assert_int_equal(cr_service_match(s, 3, &m), -1);
+  assert_int_equal(cr_route_service_match(s, 3, &m), -1);
   cr_http_msg_free(&m);
 }
 
