@@ -10,6 +10,10 @@
 #include "ccrelay/error.h"
 #include "ccrelay/gateway.h"
 #include "ccrelay/health_cli.h"
+#include "ccrelay/http1.h"
+#include "ccrelay/tunnel.h"
+#include "ccrelay_revision.h"
+#include <uv.h>
 #include "ccrelay/log.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/trust_cli.h"
@@ -240,7 +244,11 @@ int cr_cli_main(int argc, char **argv) {
     return CR_EXIT_OK;
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-    printf("ccrelay %s (%s)\n", CCRELAY_VERSION, cr_x509_openssl_version());
+    /* What a supply-chain review needs: our revision and every library as loaded at run time (llhttp is
+     * compiled in, from Debian's node-llhttp sources). */
+    printf("ccrelay %s (revision %s)\n", CCRELAY_VERSION, CCRELAY_REVISION);
+    printf("  %s\n  libuv %s\n  nghttp2 %s\n  llhttp %s (built in)\n  libyaml %s\n", cr_x509_openssl_version(),
+           uv_version_string(), cr_tunnel_nghttp2_version(), cr_http1_llhttp_version(), cr_conf_libyaml_version());
     return CR_EXIT_OK;
   }
   if (strcmp(cmd, "trust") == 0)

@@ -1235,3 +1235,5 @@ int cr__conf_root_check(ctx_t *c, const node_t *root, const char *const *keys, s
                     "unknown key (this looks like %s configuration)", role);
   return cr__conf_map_check(c, root, "", keys, nkeys);
 }
+
+const char *cr_conf_libyaml_version(void) { return yaml_get_version_string(); }

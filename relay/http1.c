@@ -862,3 +862,9 @@ size_t cr_http1_chunk_header(char *out, size_t len) {
   out[n] = '\0';
   return n;
 }
+
+#define CR_STR2(x) #x
+#define CR_STR(x) CR_STR2(x)
+const char *cr_http1_llhttp_version(void) {
+  return CR_STR(LLHTTP_VERSION_MAJOR) "." CR_STR(LLHTTP_VERSION_MINOR) "." CR_STR(LLHTTP_VERSION_PATCH);
+}

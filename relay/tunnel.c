@@ -1270,3 +1270,5 @@ void *cr_tstream_data(const cr_tstream_t *ts) { return ts->data; }
 cr_tunnel_t *cr_tstream_tunnel(const cr_tstream_t *ts) { return ts->t; }
 
 int32_t cr_tstream_id(const cr_tstream_t *ts) { return ts->id; }
+
+const char *cr_tunnel_nghttp2_version(void) { return nghttp2_version(0)->version_str; }

@@ -221,4 +221,7 @@ const char *cr_conf_detect_role(const char *path, char *err, size_t errlen);
 int cr_conf_parse_duration(const char *s, uint64_t *ms);
 int cr_conf_parse_size(const char *s, uint64_t *bytes);
 
+/* The libyaml this process runs with ("0.2.5"), for `ccrelay version`. */
+const char *cr_conf_libyaml_version(void);
+
 #endif

@@ -88,4 +88,7 @@ size_t cr_http1_chunk_header(char *out, size_t len);
 #define CR_HTTP1_CHUNK_TRAILER "\r\n"
 #define CR_HTTP1_LAST_CHUNK "0\r\n\r\n"
 
+/* The llhttp sources this binary was built from ("8.1.0"), for `ccrelay version`. */
+const char *cr_http1_llhttp_version(void);
+
 #endif

@@ -144,4 +144,7 @@ int32_t cr_tstream_id(const cr_tstream_t *ts);
 /* Frees the stream and output buffers kept for the next burst (an idle process's memory trim). */
 void cr_tunnel_release_caches(cr_tunnel_t *t);
 
+/* The nghttp2 library this process runs with ("1.52.0"), for `ccrelay version`. */
+const char *cr_tunnel_nghttp2_version(void);
+
 #endif

@@ -43,7 +43,11 @@ assert_file_lacks "$CR_TMP/wrongpw.err" 'not-the-password' "the password is neve
 
 # CLI: usage and exit codes.
 "$CCRELAY_BIN" --help | grep -q 'usage: ccrelay' || fail "--help"
-"$CCRELAY_BIN" version | grep -q '^ccrelay ' || fail "version"
+version=$("$CCRELAY_BIN" version) || fail "version"
+# The revision and every library it runs with, for supply-chain reviews.
+for want in '^ccrelay [0-9.]+ \(revision [0-9a-f]' 'OpenSSL 3\.' 'libuv [0-9]' 'nghttp2 [0-9]' 'llhttp [0-9]' 'libyaml [0-9]'; do
+  grep -Eq "$want" <<<"$version" || fail "ccrelay version lacks $want: $version"
+done
 rc=0; "$CCRELAY_BIN" frobnicate 2>/dev/null || rc=$?
 assert_eq "$rc" 2 "unknown command"
 rc=0; "$CCRELAY_BIN" agent 2>/dev/null || rc=$?
