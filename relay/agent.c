@@ -230,6 +230,8 @@ static void ts_on_writable(cr_tstream_t *ts) {
 static void ts_on_close(cr_tstream_t *ts, int error) {
   exchange_t *x = cr_tstream_data(ts);
   x->ts = NULL;
+  if (x->req && x->agent->draining)
+    cr_process_note_cut(x->agent->proc); /* the drain ended this call: not a clean stop */
   if (x->req) {
     cr_upstream_req_cancel(x->req);
     x->req = NULL;
@@ -646,6 +648,7 @@ static int build_tunnel_tls(agent_t *a) {
 int cr_agent_run(const cr_conf_agent_t *conf) {
   agent_t *a = cr_calloc(1, sizeof *a);
   int code = 1;
+  cr_process_end_t end;
 
   a->conf = conf;
   uv_loop_init(&a->loop);
@@ -676,9 +679,11 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_process_start(a->proc);
   cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
               conf->gateway.port, conf->gateway.connections, conf->nroutes, CCRELAY_VERSION);
-  cr_process_run(a->proc); /* how the drain ended does not change the exit status (yet) */
+  /* A stop that cut calls in flight (drain deadline, second signal) is not a clean one: the exit
+   * status says so, for supervisors and scripts (README, Operations). */
+  end = cr_process_run(a->proc);
   cr_log_info("agent stopped", "");
-  code = 0;
+  code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
   uv_run(&a->loop, UV_RUN_DEFAULT);
   cr_log_flush();

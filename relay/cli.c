@@ -38,7 +38,8 @@ static const char usage_text[] =
     "  version           print the version\n"
     "  help, --help      print this text\n"
     "\n"
-    "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error\n";
+    "exit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
+    "            3 agent/gateway stopped with calls cut (drain deadline or a second stop signal)\n";
 
 static int usage_error(const char *what, const char *arg) {
   fprintf(stderr, "ccrelay: %s%s\nrun 'ccrelay --help' for usage\n", what, arg);

@@ -466,6 +466,8 @@ static void ts_on_close(cr_tstream_t *ts, int error) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
   x->ts = NULL;
+  if (error != 0 && !x->resp_ended && pc->gw->draining)
+    cr_process_note_cut(pc->gw->proc); /* the drain ended this call: not a clean stop */
   if (error != 0 && pc->state != PC_CLOSING) {
     if (!x->head_sent) {
       char msg[200];
@@ -1065,6 +1067,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gateway_t *gw = cr_calloc(1, sizeof *gw);
   char err[512];
   int r, code = 1;
+  cr_process_end_t end;
 
   gw->conf = conf;
   /* a tunnel response's fields (or a request's, fewer) plus the ones a rewrite adds */
@@ -1105,9 +1108,11 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
               cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
 
-  cr_process_run(gw->proc); /* how the drain ended does not change the exit status (yet) */
+  /* A stop that cut calls in flight (drain deadline, second signal) is not a clean one: the exit
+   * status says so, for supervisors and scripts (README, Operations). */
+  end = cr_process_run(gw->proc);
   cr_log_info("gateway stopped", "");
-  code = 0;
+  code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();

@@ -33,6 +33,7 @@ struct cr_process {
   size_t nhooks;
   cr_process_end_t end;
   unsigned closed : 1;
+  int cut_seen; /* a call in flight was cut while draining (by the tunnels' own drain deadline) */
 };
 
 /* The memtrim's idle callback: the role's caches first (they hold chunks of the lower modules'
@@ -67,7 +68,7 @@ static void check_drained(cr_process_t *p) {
   if (p->closed || p->end == CR_PROCESS_RUNNING || !p->h.drained(p->arg))
     return;
   if (p->end == CR_PROCESS_DRAINING)
-    p->end = CR_PROCESS_DRAINED;
+    p->end = p->cut_seen ? CR_PROCESS_DEADLINE : CR_PROCESS_DRAINED;
   cr_process_close(p);
   if (p->h.stop)
     p->h.stop(p->arg);
@@ -164,4 +165,9 @@ void cr_process_free(cr_process_t *p) {
     return;
   free(p->hooks);
   free(p);
+}
+
+void cr_process_note_cut(cr_process_t *p) {
+  if (p != NULL && p->end == CR_PROCESS_DRAINING)
+    p->cut_seen = 1;
 }

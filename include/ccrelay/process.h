@@ -31,8 +31,11 @@
 
 typedef struct cr_process cr_process_t;
 
-/* How the run ended, or where it is. A later exit status is meant to tell DRAINED from the two cut
- * ends; today both roles exit 0 whichever it is. */
+/* The exit status of a role whose stop cut calls in flight (CR_PROCESS_DEADLINE or CR_PROCESS_FORCED);
+ * a clean drain exits 0. Beside cli.h's 0 (ok), 1 (runtime failure) and 2 (usage or configuration). */
+#define CR_PROCESS_EXIT_CUT 3
+
+/* How the run ended, or where it is. */
 typedef enum {
   CR_PROCESS_RUNNING = 0, /* no stop signal yet */
   CR_PROCESS_DRAINING,    /* a stop signal arrived; work in flight is finishing */
@@ -93,5 +96,10 @@ void cr_process_close(cr_process_t *p);
 /* Frees p. Its handles must be closed (a finished drain, or cr_process_close) and the loop must
  * have run since, so their close callbacks are done; NULL is ignored. */
 void cr_process_free(cr_process_t *p);
+
+/* A call in flight was cut while draining, by something other than the process's own deadline (the
+ * tunnels' GOAWAY deadline, which equals drain_timeout): the run then ends as CR_PROCESS_DEADLINE, not
+ * DRAINED. No effect unless draining. */
+void cr_process_note_cut(cr_process_t *p);
 
 #endif

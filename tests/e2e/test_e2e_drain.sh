@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stopping a role (relay/process.c with each role's handlers): SIGTERM lets a call in flight finish
-# and then exits 0; a second SIGTERM during the drain cuts the call at once and still exits 0. Both
-# for the gateway and for the agent.
+# and then exits 0; a second SIGTERM during the drain cuts the call at once and exits 3, as does a drain
+# deadline that cuts a call. Both for the gateway and for the agent.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/relay.sh"
@@ -26,13 +26,13 @@ slow_call() {
   fail "the slow call $1 did not reach the upstream within 5 s"
 }
 
-# exits_within NAME SECONDS: NAME exits by itself with status 0 within SECONDS, without sanitizer
-# reports; its PID is forgotten (stop_all must never signal a reused number).
+# exits_within NAME SECONDS [STATUS=0]: NAME exits by itself with STATUS within SECONDS, without
+# sanitizer reports; its PID is forgotten (stop_all must never signal a reused number).
 exits_within() {
   local rc=0 pid=${CR_PID_OF[$1]} p keep=()
   wait_exit "$1" "$2" || rc=$?
   no_sanitizer_reports "$(log_of "$1")"
-  assert_eq "$rc" 0 "$1 exit status"
+  assert_eq "$rc" "${3:-0}" "$1 exit status"
   for p in "${CR_PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
   CR_PIDS=("${keep[@]}")
 }
@@ -59,7 +59,7 @@ t0=$(date +%s%N)
 kill -TERM "$(pid_of gw2)"
 wait_for_log gw2 'msg="draining"' 5
 kill -INT "$(pid_of gw2)"
-exits_within gw2 2
+exits_within gw2 2 3
 wait "$SLOW_PID"
 assert_ne "$(cat "$CR_TMP/cut1.status")" 200 "the cut call did not complete"
 assert_file_contains "$(log_of gw2)" 'msg="second stop signal: closing now" signal=2'
@@ -82,11 +82,23 @@ slow_call cut2 6000
 kill -TERM "$(pid_of agent2)"
 wait_for_log agent2 'msg="draining"' 5
 kill -TERM "$(pid_of agent2)"
-exits_within agent2 2
+exits_within agent2 2 3
 wait "$SLOW_PID"
 assert_ne "$(cat "$CR_TMP/cut2.status")" 200 "the cut call did not complete"
 assert_file_contains "$(log_of agent2)" 'msg="second stop signal: closing now" signal=15'
 assert_file_contains "$(log_of agent2)" 'msg="agent stopped"'
 
+# ---- gateway: the drain deadline (drain_timeout 3s) cuts a call that outlives it: exit 3 ----------
 stop_ccrelay gw3
+start_gateway gw4
+start_agent agent3 "$CR_TMP/agent.yaml" 2
+slow_call cut3 8000
+t0=$(date +%s%N)
+kill -TERM "$(pid_of gw4)"
+exits_within gw4 6 3
+wait "$SLOW_PID"
+assert_ne "$(cat "$CR_TMP/cut3.status")" 200 "the call cut by the deadline did not complete"
+assert_file_contains "$(log_of gw4)" 'msg="gateway stopped"'
+cr_log "gateway deadline cut after $((($(date +%s%N) - t0) / 1000000)) ms"
+stop_ccrelay agent3
 cr_pass
