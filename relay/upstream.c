@@ -38,6 +38,9 @@
 
 #define HIGH_WATER (64 * 1024)
 #define LOW_WATER (16 * 1024)
+/* A request write's largest piece when more waits: a slow upstream's progress (cr_upstream_req_sent)
+ * then shows at least every 64 KiB it takes, not only once per whole backlog. */
+#define WRITE_MAX (64 * 1024)
 /* A caller that ignores the high-water signal gets CR_ELIMIT here rather than unbounded memory. */
 #define OUT_MAX (16 * 1024 * 1024)
 /* Response bytes received while the caller had paused: at most one read's worth is ever held. */
@@ -139,6 +142,7 @@ struct cr_upstream_req {
   cr_upstream_req_callbacks_t cbs;
   void *data;
   cr_buf_t out;      /* head and body bytes not yet handed to the stream */
+  uint64_t sent;     /* head and body bytes whose write completed */
   int64_t body_left; /* Content-Length framing: body bytes still expected; -1 otherwise */
   req_state_t state;
   unsigned defer_flags;
@@ -540,6 +544,8 @@ static void on_write_complete(cr_stream_t *s, int status, void *arg) {
   conn_t *c = arg;
   cr_upstream_req_t *r = c->req;
   c->writing = 0;
+  if (status == 0 && r != NULL && !c->finishing)
+    r->sent += c->inflight.len;
   c->inflight.len = 0;
   if (c->state == CONN_CLOSED)
     return;
@@ -561,8 +567,9 @@ static void on_write_complete(cr_stream_t *s, int status, void *arg) {
     on_writable_due(r);
 }
 
-/* Hands everything queued to the stream as one write, unless a write is already in flight (its
- * completion sends the rest): this batches head and body, and body pieces written in one turn.
+/* Hands everything queued (at most WRITE_MAX when more waits) to the stream as one write, unless a
+ * write is already in flight (its completion sends the rest): this batches head and body, and body
+ * pieces written in one turn.
  * Returns -1 when the request failed (and may be gone), else 0. */
 static int flush(conn_t *c) {
   cr_upstream_req_t *r = c->req;
@@ -571,7 +578,16 @@ static int flush(conn_t *c) {
   if (r == NULL || c->state != CONN_ACTIVE)
     return 0;
   if (!c->writing && r->out.len > 0) {
-    buf_swap(&c->inflight, &r->out);
+    if (r->out.len <= WRITE_MAX) {
+      buf_swap(&c->inflight, &r->out);
+    } else { /* only when the upstream is behind: a piece, copied; the rest moves to the front */
+      cr_buf_reset(&c->inflight);
+      if (cr_buf_append(&c->inflight, r->out.base, WRITE_MAX) < 0) {
+        req_fail(r, CR_ELIMIT, "%s %s failed: %s", "sending request to", c->u->who, cr_strerror(CR_ELIMIT));
+        return -1;
+      }
+      cr_buf_consume(&r->out, WRITE_MAX);
+    }
     b = uv_buf_init(c->inflight.base, (unsigned)c->inflight.len);
     rc = cr_stream_write(c->s, &b, 1, on_write_complete, c);
     if (rc < 0) {
@@ -1210,3 +1226,5 @@ void cr_upstream_req_cancel(cr_upstream_req_t *r) {
 }
 
 void *cr_upstream_req_data(const cr_upstream_req_t *r) { return r->data; }
+
+uint64_t cr_upstream_req_sent(const cr_upstream_req_t *r) { return r->sent; }
