@@ -59,6 +59,8 @@ typedef struct exchange {
   uint64_t bytes_in;
   uint64_t bytes_out;
   size_t unconsumed;      /* request bytes held out of the tunnel window while the upstream is full */
+  uint64_t wait_since;    /* when unconsumed last became non-zero (the current send_timeout window); 0: none */
+  uint64_t sent_mark;     /* the upstream's sent count at wait_since */
   unsigned head_sent : 1;
   unsigned upstream_paused : 1;
   unsigned resp_has_body : 1;
@@ -169,6 +171,7 @@ static void up_on_error(cr_upstream_req_t *req, int err, const char *detail) {
 
 static void up_on_writable(cr_upstream_req_t *req) {
   exchange_t *x = cr_upstream_req_data(req);
+  x->wait_since = 0; /* everything but a little was taken: no window until bytes wait again */
   if (x->unconsumed && x->ts) {
     cr_tstream_consume(x->ts, x->unconsumed);
     x->unconsumed = 0;
@@ -182,6 +185,79 @@ static const cr_upstream_req_callbacks_t up_cbs = {
     .on_error = up_on_error,
     .on_writable = up_on_writable,
 };
+
+/* ---------- an upstream that stops reading the request body ---------- */
+
+/* While an exchange holds request bytes back from the tunnel because its upstream's buffer is full,
+ * a send_timeout window runs from when they began to wait (dropped when the upstream drains, so a
+ * window that ends had bytes waiting throughout). By its end the upstream must have taken some (at
+ * least one write, and min_send_rate x send_timeout bytes), else the exchange is cut. One timer per
+ * agent checks every exchange a few times per window while any waits. */
+static uint64_t send_watch_tick(const agent_t *a) {
+  return CR_MAX(CR_MIN(a->conf->send_timeout_ms / 4, 1000), 50);
+}
+
+static void send_cut(exchange_t *x, uint64_t took) {
+  const cr_conf_agent_t *conf = x->agent->conf;
+  const cr_conf_route_t *r = &conf->routes[x->route];
+  char msg[200];
+  snprintf(msg, sizeof msg, "the upstream took %llu request bytes in %llu ms (send_timeout, min_send_rate %llu B/s)",
+           (unsigned long long)took, (unsigned long long)conf->send_timeout_ms,
+           (unsigned long long)conf->min_send_rate);
+  cr_log_warn("upstream too slow",
+              "request_id=%s route=%s upstream=%s took=%llu send_timeout_ms=%llu min_send_rate=%llu", x->request_id,
+              r->name, r->upstream_url, (unsigned long long)took, (unsigned long long)conf->send_timeout_ms,
+              (unsigned long long)conf->min_send_rate);
+  snprintf(x->error, sizeof x->error, "%s", msg);
+  cr_upstream_req_cancel(x->req); /* closes the upstream connection */
+  x->req = NULL;
+  x->wait_since = 0;
+  if (!x->head_sent)
+    respond_local(x, 504, "upstream_send_timeout", msg); /* the rest of the body is taken and dropped */
+  else
+    cr_tstream_reset(x->ts);
+  if (x->unconsumed) {
+    cr_tstream_consume(x->ts, x->unconsumed);
+    x->unconsumed = 0;
+  }
+}
+
+static void on_send_watch(uv_timer_t *h) {
+  agent_t *a = h->data;
+  uint64_t now = now_ms(a), ms = a->conf->send_timeout_ms;
+  uint64_t need = a->conf->min_send_rate * ms / 1000;
+  int waiting = 0;
+  cr_queue_t *q, *n;
+  cr_queue_foreach_safe(q, n, &a->exchanges) {
+    exchange_t *x = cr_queue_data(q, exchange_t, link);
+    uint64_t sent, took;
+    if (x->wait_since == 0 || x->req == NULL || x->ts == NULL)
+      continue;
+    waiting = 1;
+    if (now - x->wait_since < ms)
+      continue;
+    sent = cr_upstream_req_sent(x->req);
+    took = sent - x->sent_mark;
+    if (took >= (need ? need : 1)) {
+      x->wait_since = now; /* the next window */
+      x->sent_mark = sent;
+      continue;
+    }
+    send_cut(x, took);
+  }
+  if (!waiting)
+    uv_timer_stop(h);
+}
+
+static void send_watch_start(exchange_t *x) {
+  agent_t *a = x->agent;
+  if (a->conf->send_timeout_ms == 0 || x->wait_since != 0)
+    return;
+  x->wait_since = now_ms(a);
+  x->sent_mark = cr_upstream_req_sent(x->req);
+  if (!uv_is_active((uv_handle_t *)&a->send_watch))
+    uv_timer_start(&a->send_watch, on_send_watch, send_watch_tick(a), send_watch_tick(a));
+}
 
 /* ---------- tunnel side of an exchange ---------- */
 
@@ -203,9 +279,10 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
     cr_tstream_consume(ts, len); /* answered already: drop the rest of the body */
     return;
   }
-  if (cr_upstream_req_write(x->req, data, len) == 1)
+  if (cr_upstream_req_write(x->req, data, len) == 1) {
     x->unconsumed += len; /* the window stays closed by these bytes until the upstream drains */
-  else
+    send_watch_start(x);
+  } else
     cr_tstream_consume(ts, len);
 }
 
@@ -577,6 +654,7 @@ static void close_handles(void *arg) {
   agent_t *a = arg;
   if (uv_is_closing((uv_handle_t *)&a->slots[0].timer))
     return;
+  uv_close((uv_handle_t *)&a->send_watch, NULL);
   for (unsigned i = 0; i < a->conf->gateway.connections; i++)
     uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
   cr__agent_trust_stop(a);
@@ -669,6 +747,8 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   a->proc = cr_process_new(&a->loop, &process_handlers, a, conf->drain_timeout_ms, 0);
   cr_process_on_release(a->proc, agent_release_caches, a);
   cr_process_on_reload(a->proc, cr__agent_trust_sighup, a);
+  uv_timer_init(&a->loop, &a->send_watch);
+  a->send_watch.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);
     cr_process_close(a->proc);

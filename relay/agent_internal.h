@@ -53,6 +53,7 @@ struct agent {
   cr_queue_t exchanges;
   uint64_t exchanges_begun; /* ever; memtrim's busy check compares it with exchanges_seen */
   uint64_t exchanges_seen;
+  uv_timer_t send_watch;    /* runs while an exchange waits for its upstream to take body bytes */
   size_t tunnels_up;
   agent_trust_t trust;
   cr_admin_t *admin;

@@ -35,7 +35,7 @@ static const char *const header_keys[] = {"name", "value"};
 static const char *const upstream_keys[] = {"url",          "server_name",     "ca",
                                             "identity",     "connect_timeout", "response_timeout",
                                             "idle_timeout", "max_idle"};
-static const char *const limits_keys[] = {"max_header_size", "max_header_fields"};
+static const char *const limits_keys[] = {"max_header_size", "max_header_fields", "send_timeout", "min_send_rate"};
 
 static const range_t r_connect = {10 * MS_PER_S, 1, MS_PER_H};
 static const range_t r_ping_interval = {15 * MS_PER_S, 100, MS_PER_H};
@@ -52,6 +52,9 @@ static const range_t r_header_timeout = {10 * MS_PER_S, 1, MS_PER_H};
 static const range_t r_pub_idle = {60 * MS_PER_S, 1, 24 * MS_PER_H};
 static const range_t r_request = {60 * MS_PER_S, 1, 24 * MS_PER_H};
 static const range_t r_expiry_warning = {30 * MS_PER_D, 0, 3650 * MS_PER_D};
+/* 0s turns the send timeout off; a rate of 0 asks only for some progress in each send_timeout. */
+static const range_t r_send_timeout = {30 * MS_PER_S, 0, MS_PER_H};
+static const range_t r_min_send_rate = {0, 0, 1024 * 1024 * 1024};
 
 static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   const node_t *m, *v;
@@ -229,6 +232,8 @@ static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
       cr__conf_get_size(c, lim, "limits", "max_header_size", r_header_size, &a->max_header_size) != 0 ||
       cr__conf_get_uint(c, lim, "limits", "max_header_fields", CR_CONF_HEADER_FIELDS_DEFAULT,
                         CR_CONF_HEADER_FIELDS_MIN, CR_CONF_HEADER_FIELDS_MAX, &a->max_header_fields) != 0 ||
+      cr__conf_get_duration(c, lim, "limits", "send_timeout", r_send_timeout, &a->send_timeout_ms, NULL) != 0 ||
+      cr__conf_get_size(c, lim, "limits", "min_send_rate", r_min_send_rate, &a->min_send_rate) != 0 ||
       cr__conf_get_duration(c, root, "", "drain_timeout", r_drain, &a->drain_timeout_ms, NULL) != 0 ||
       cr__conf_get_enum(c, root, "", "revocation", revocation_names, CR_ARRAY_SIZE(revocation_names),
                CR_REVOCATION_OFF, &rev) != 0 ||
@@ -300,7 +305,8 @@ static const char *const tunnel_keys[] = {"listen",        "identity",     "clie
                                           "handshake_timeout", "ping_interval", "ping_timeout"};
 static const char *const public_keys[] = {"listen",          "identity",     "client_ca",
                                           "header_timeout",  "idle_timeout", "request_timeout",
-                                          "max_header_size", "max_header_fields", "max_connections"};
+                                          "max_header_size", "max_header_fields", "max_connections",
+                                          "send_timeout", "min_send_rate"};
 static const char *const group_keys[] = {"name", "agents"};
 static const char *const service_keys[] = {"host", "path_prefix", "group"};
 
@@ -335,7 +341,9 @@ static int load_public(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       cr__conf_get_size(c, m, p, "max_header_size", r_header_size, &g->public_.max_header_size) != 0 ||
       cr__conf_get_uint(c, m, p, "max_header_fields", CR_CONF_HEADER_FIELDS_DEFAULT, CR_CONF_HEADER_FIELDS_MIN,
                         CR_CONF_HEADER_FIELDS_MAX, &g->public_.max_header_fields) != 0 ||
-      cr__conf_get_uint(c, m, p, "max_connections", 10000, 1, 1000000, &g->public_.max_connections) != 0)
+      cr__conf_get_uint(c, m, p, "max_connections", 10000, 1, 1000000, &g->public_.max_connections) != 0 ||
+      cr__conf_get_duration(c, m, p, "send_timeout", r_send_timeout, &g->public_.send_timeout_ms, NULL) != 0 ||
+      cr__conf_get_size(c, m, p, "min_send_rate", r_min_send_rate, &g->public_.min_send_rate) != 0)
     return CR_ECONFIG;
   return 0;
 }

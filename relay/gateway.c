@@ -92,6 +92,8 @@ struct pconn {
   exchange_t *x;
   cr_buf_t pending;        /* bytes read but not parsed while an exchange is in progress */
   size_t writes_inflight;  /* response bytes handed to the stream, not yet flushed */
+  uint64_t flushed;        /* response bytes flushed, ever */
+  uint64_t send_mark;      /* flushed when the current send_timeout window began */
   unsigned reading : 1;
   unsigned close_after : 1;
   unsigned stream_closed : 1;
@@ -129,6 +131,7 @@ static void on_idle_timeout(cr_deadline_t *d);
 static void on_flush_timeout(cr_deadline_t *d);
 static void pconn_try_finish(pconn_t *pc);
 static int pconn_start_reading(pconn_t *pc);
+static void on_send_timeout(cr_deadline_t *d);
 
 /* Callers connected (or connecting), or arrived since the previous check: heap they freed is likely
  * to be wanted again soon (callers opening a connection per request leave instants with none). */
@@ -272,10 +275,51 @@ typedef struct pwrite {
   char data[];
 } pwrite_t;
 
+/* A caller that stops taking its response: while response bytes wait for it, a send_timeout window
+ * runs from when they began to wait, and it is dropped once the caller has taken them all
+ * (pconn_write_done), so a window that ends had bytes waiting throughout. The caller must have taken
+ * some of them by then (at least one write, and min_send_rate x send_timeout bytes), else it is cut.
+ * The connection's deadline is free for this: from the response head to the end of the exchange
+ * nothing else uses it, and a deadline already set (the header timeout that bounds reading the rest
+ * of a request answered early) is left alone. */
+static void send_watch(pconn_t *pc) {
+  uint64_t ms = pc->gw->conf->public_.send_timeout_ms;
+  if (ms == 0 || pc->x == NULL || !pc->x->head_sent || cr_deadline_is_set(&pc->deadline))
+    return;
+  pc->send_mark = pc->flushed;
+  cr_deadline_set(&pc->deadline, on_send_timeout, ms);
+}
+
+static void on_send_timeout(cr_deadline_t *d) {
+  pconn_t *pc = d->timer.data;
+  const cr_conf_gateway_t *conf = pc->gw->conf;
+  exchange_t *x = pc->x;
+  uint64_t ms = conf->public_.send_timeout_ms, took = pc->flushed - pc->send_mark;
+  uint64_t need = conf->public_.min_send_rate * ms / 1000;
+  if (x == NULL || pc->state != PC_EXCHANGE || pc->writes_inflight == 0)
+    return;
+  if (took >= (need ? need : 1)) {
+    send_watch(pc); /* the next window */
+    return;
+  }
+  cr_log_warn("caller too slow",
+              "request_id=%s peer=%s took=%llu waiting=%zu send_timeout_ms=%llu min_send_rate=%llu", x->request_id,
+              pc->s->peer, (unsigned long long)took, pc->writes_inflight, (unsigned long long)ms,
+              (unsigned long long)conf->public_.min_send_rate);
+  snprintf(x->error, sizeof x->error,
+           "caller took %llu response bytes in %llu ms (send_timeout, min_send_rate %llu B/s)",
+           (unsigned long long)took, (unsigned long long)ms, (unsigned long long)conf->public_.min_send_rate);
+  pconn_close(pc); /* resets the tunnel stream too */
+}
+
 static void pconn_write_done(cr_stream_t *s, int status, void *arg) {
   pwrite_t *w = arg;
   pconn_t *pc = w->pc;
   pc->writes_inflight -= w->len;
+  if (status == 0)
+    pc->flushed += w->len;
+  if (pc->writes_inflight == 0 && pc->deadline.cb == on_send_timeout)
+    cr_deadline_clear(&pc->deadline); /* everything taken: no window until bytes wait again */
   if (status == 0 && pc->x) {
     pc->x->bytes_out += w->consume;
     if (pc->x->ts && w->consume)
@@ -335,6 +379,7 @@ static int pconn_send(pconn_t *pc, const char *prefix, size_t plen, const char *
     return r;
   }
   pc->writes_inflight += w->len;
+  send_watch(pc);
   return 0;
 }
 

@@ -36,6 +36,9 @@
 #define LOW_WATER (16 * 1024)
 /* A caller that ignores the high-water signal gets CR_ELIMIT here rather than unbounded memory. */
 #define OUT_MAX (16 * 1024 * 1024)
+/* A request write's largest piece when more waits: a slow upstream's progress (cr_h1client_sent) then
+ * shows at least every 64 KiB it takes, not only once per whole backlog. */
+#define WRITE_MAX (64 * 1024)
 /* Response bytes received while the caller had paused: at most one read's worth is ever held. */
 #define HELD_MAX (1024 * 1024)
 /* A recycled exchange keeps no buffer that served one big transfer. */
@@ -95,6 +98,7 @@ struct cr_h1client {
   cr_deadline_t deadline; /* response timeout; while finishing, the same bound on the rest */
   cr_buf_t out;      /* head and body bytes not yet handed to the stream */
   cr_buf_t inflight; /* bytes the stream is writing; valid until on_write_complete */
+  uint64_t sent;     /* head and body bytes whose write completed */
   cr_buf_t held;     /* response bytes received but not parsed while paused */
   int64_t body_left; /* Content-Length framing: body bytes still expected; -1 otherwise */
   phase_t phase;
@@ -343,9 +347,9 @@ static void response_timer_update(cr_h1client_t *c) {
   cr_deadline_set(&c->deadline, on_deadline, c->ctx->response_timeout_ms);
 }
 
-/* Hands everything queued to the stream as one write, unless a write is already in flight (its
- * completion sends the rest): this batches head and body, and body pieces written in one turn.
- * Returns -1 when the exchange failed, else 0. */
+/* Hands everything queued (at most WRITE_MAX when more waits) to the stream as one write, unless a
+ * write is already in flight (its completion sends the rest): this batches head and body, and body
+ * pieces written in one turn. Returns -1 when the exchange failed, else 0. */
 static int flush(cr_h1client_t *c) {
   uv_buf_t b;
   char why[256];
@@ -353,7 +357,16 @@ static int flush(cr_h1client_t *c) {
   if (c->s == NULL || c->life != LIFE_ACTIVE)
     return 0;
   if (!c->writing && c->out.len > 0) {
-    buf_swap(&c->inflight, &c->out);
+    if (c->out.len <= WRITE_MAX) {
+      buf_swap(&c->inflight, &c->out);
+    } else { /* only when the upstream is behind: a piece, copied; the rest moves to the front */
+      cr_buf_reset(&c->inflight);
+      if (cr_buf_append(&c->inflight, c->out.base, WRITE_MAX) < 0) {
+        fail(c, CR_ELIMIT, "%s %s failed: %s", "sending request to", c->ctx->peer, cr_strerror(CR_ELIMIT));
+        return -1;
+      }
+      cr_buf_consume(&c->out, WRITE_MAX);
+    }
     b = uv_buf_init(c->inflight.base, (unsigned)c->inflight.len);
     rc = cr_stream_write(c->s, &b, 1, on_write_complete, c);
     if (rc < 0) {
@@ -420,6 +433,8 @@ static void on_write_complete(cr_stream_t *s, int status, void *arg) {
   (void)s;
   enter(c);
   c->writing = 0;
+  if (status == 0 && c->phase != P_FINISHING)
+    c->sent += c->inflight.len;
   c->inflight.len = 0;
   if (c->s == NULL)
     goto out; /* released: a write the close canceled, or one that completed meanwhile */
@@ -918,3 +933,5 @@ void cr_h1client_cancel(cr_h1client_t *c) {
 }
 
 void *cr_h1client_data(const cr_h1client_t *c) { return c->data; }
+
+uint64_t cr_h1client_sent(const cr_h1client_t *c) { return c->sent; }

@@ -12,8 +12,20 @@
  * send_data callback copies the frame header and the bytes from the stream's send buffer straight
  * into the output buffer (one copy instead of two).
  *
- * Receive flow control is manual (no_auto_window_update): window is only given back by
- * cr_tstream_consume, which is the backpressure the header promises.
+ * Receive flow control is manual (no_auto_window_update), and the two levels are kept apart. The
+ * connection window is given back as soon as a DATA frame has been handed to its stream's owner
+ * (on_data), so one stream whose consumer is slow can never hold it: it only bounds the bytes in
+ * flight on the wire. A stream's own window is given back only by cr_tstream_consume, once its owner
+ * has passed the bytes on: that is the per-stream backpressure the header promises. (Giving the
+ * connection window back on consume let ~16 slow callers, each holding a 1 MiB stream window, fill
+ * the 16 MiB connection window, and every other stream got a head and no body.)
+ *
+ * Memory, the worst case per tunnel: what a receiving owner holds for a stream is at most the stream
+ * window (it only gets more once it consumes), what waits in a stream's send buffer at most send_max,
+ * so streams x (stream_window + send_max) + WRITE_QUEUE_LIMIT + OUTBUF_SIZE x (1 + MAX_FREE_OUTBUFS);
+ * with the defaults, streams x (1 MiB + 320 KiB) + 576 KiB. Streams are bounded by the agent's
+ * SETTINGS_MAX_CONCURRENT_STREAMS (max_streams) and, at the gateway, by the public connections; the
+ * roles' send timeouts bound how long a stream may hold its share without making progress.
  *
  * Closing: user callbacks must never run inside a cr_tunnel_* or cr_tstream_* call, and nghttp2
  * callbacks only run inside mem_recv/mem_send, which only run from I/O callbacks and the idle
@@ -257,11 +269,9 @@ static cr_tstream_t *find_stream(cr_tunnel_t *t, int32_t id) {
   return NULL;
 }
 
-/* The stream is gone from nghttp2: tell the owner (once), give back the connection window its
- * unconsumed bytes still hold, free it. */
+/* The stream is gone from nghttp2: tell the owner (once), free it. (Its bytes never held the
+ * connection window: that was given back when they arrived.) */
 static void tstream_finish(cr_tunnel_t *t, cr_tstream_t *ts, int err) {
-  if (ts->unconsumed && t->session)
-    nghttp2_session_consume_connection(t->session, ts->unconsumed);
   if (ts->announced && ts->cbs.on_close)
     ts->cbs.on_close(ts, err);
   tstream_free(t, ts);
@@ -819,10 +829,12 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          size_t len, void *user_data) {
   cr_tunnel_t *t = user_data;
   cr_tstream_t *ts = nghttp2_session_get_stream_user_data(session, stream_id);
+  /* The connection's share comes back at once, whatever the stream's owner does with the bytes. */
+  nghttp2_session_consume_connection(session, len);
   if (t->closing || ts == NULL || !ts->announced || !ts->head_seen || ts->rejected || ts->local_reset ||
       ts->cbs.on_data == NULL) {
-    /* nobody will consume these: give the window back now */
-    nghttp2_session_consume(session, stream_id, len);
+    /* nobody will consume these: give the stream's window back now too */
+    nghttp2_session_consume_stream(session, stream_id, len);
     return 0;
   }
   ts->unconsumed += len;
@@ -1261,7 +1273,7 @@ void cr_tstream_consume(cr_tstream_t *ts, size_t n) {
   if (n == 0 || t->closing || t->session == NULL)
     return;
   ts->unconsumed -= n;
-  nghttp2_session_consume(t->session, ts->id, n);
+  nghttp2_session_consume_stream(t->session, ts->id, n);
   schedule_flush(t);
 }
 

@@ -281,3 +281,5 @@ void cr_upstream_req_cancel(cr_upstream_req_t *r) {
 }
 
 void *cr_upstream_req_data(const cr_upstream_req_t *r) { return r->data; }
+
+uint64_t cr_upstream_req_sent(const cr_upstream_req_t *r) { return r->h1 ? cr_h1client_sent(r->h1) : 0; }

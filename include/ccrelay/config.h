@@ -132,6 +132,14 @@ typedef struct cr_conf_agent {
   size_t nroutes;
   uint64_t max_header_size;       /* limits.max_header_size (16KiB) */
   unsigned max_header_fields;     /* limits.max_header_fields (100): upstream response heads */
+  uint64_t send_timeout_ms;       /* limits.send_timeout (30s), 0s..1h, 0s: off. While request body
+                                     bytes wait for an upstream, it must take some of them (at least
+                                     min_send_rate x send_timeout, and at least one write) in every
+                                     send_timeout, or the exchange is cut: 504 before the response
+                                     head, else the tunnel stream is reset; the upstream connection
+                                     is closed and the cut logged with the request id */
+  uint64_t min_send_rate;         /* limits.min_send_rate (0), bytes per second, 0..1GiB; 0: any
+                                     progress will do */
   uint64_t drain_timeout_ms;      /* drain_timeout (10s): SIGTERM -> streams in flight may finish */
 } cr_conf_agent_t;
 
@@ -183,6 +191,13 @@ typedef struct cr_conf_gateway {
     uint64_t max_header_size;     /* public.max_header_size (16KiB) */
     unsigned max_header_fields;   /* public.max_header_fields (100): more fields get 431 */
     unsigned max_connections;     /* public.max_connections (10000) */
+    uint64_t send_timeout_ms;     /* public.send_timeout (30s), 0s..1h, 0s: off. While response
+                                     bytes wait for a caller, it must take some of them (at least
+                                     min_send_rate x send_timeout, and at least one write) in every
+                                     send_timeout, or its connection is closed, the tunnel stream
+                                     reset and the cut logged with the request id */
+    uint64_t min_send_rate;       /* public.min_send_rate (0), bytes per second, 0..1GiB; 0: any
+                                     progress will do */
   } public_;
   cr_conf_group_t *groups;        /* groups: list, at least one */
   size_t ngroups;

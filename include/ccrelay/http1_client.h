@@ -94,5 +94,9 @@ void cr_h1client_pause(cr_h1client_t *c, int paused);
  * (from inside this call). A no-op from inside on_end or on_error. */
 void cr_h1client_cancel(cr_h1client_t *c);
 void *cr_h1client_data(const cr_h1client_t *c);
+/* Request bytes (head and body as framed) whose write to the stream completed, so far. While
+ * cr_h1client_write() reports the buffer full, a count that stays put means the server reads nothing;
+ * it moves in pieces of at most 64 KiB. */
+uint64_t cr_h1client_sent(const cr_h1client_t *c);
 
 #endif

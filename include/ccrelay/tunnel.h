@@ -2,10 +2,13 @@
  * dialled the connection but is the HTTP/2 *server*; the gateway accepted it and is the HTTP/2
  * *client* that opens one stream per public call.
  *
- * Flow control is the backpressure: a stream's receive window is only reopened when the receiver
- * calls cr_tstream_consume() for bytes it has passed on, so a slow reader stops the sender and no
- * side buffers a whole body. Each stream's send buffer is bounded too: cr_tstream_write() reports
- * when it is above its high-water mark and on_writable() says when to produce again.
+ * Flow control is the backpressure, stream by stream: a stream's receive window is only reopened
+ * when the receiver calls cr_tstream_consume() for bytes it has passed on, so a slow reader stops its
+ * own sender and no side buffers a whole body. The connection's window is reopened as soon as bytes
+ * are delivered by on_data, so a slow stream never stops the others; what a receiver holds per stream
+ * is therefore at most stream_window (the tunnel's worst case is in tunnel.c). Each stream's send
+ * buffer is bounded too: cr_tstream_write() reports when it is above its high-water mark and
+ * on_writable() says when to produce again.
  *
  * Liveness: a PING every ping_interval; no ACK within ping_timeout closes the tunnel (ETIMEDOUT).
  * Shutdown: cr_tunnel_shutdown() sends GOAWAY, lets streams in flight finish until the deadline,
@@ -47,7 +50,8 @@ typedef struct cr_tstream_callbacks {
    * head is valid only during the call. Not used on the agent side. */
   void (*on_head)(cr_tstream_t *ts, const cr_http_msg_t *head);
   /* Body bytes, valid only during the call. The receiver calls cr_tstream_consume(ts, n) once it
-   * has passed n bytes on; until then they count against the window. */
+   * has passed n bytes on; until then they count against the stream's window (never against the
+   * connection's), so the receiver holds at most stream_window bytes of the stream. */
   void (*on_data)(cr_tstream_t *ts, const char *data, size_t len);
   /* The peer ended its side of the stream (no more on_data). */
   void (*on_end)(cr_tstream_t *ts);
@@ -81,7 +85,8 @@ typedef struct cr_tunnel_opts {
   uint64_t ping_interval_ms;   /* 0 disables PING */
   uint64_t ping_timeout_ms;    /* 0 means ping_interval_ms */
   uint32_t stream_window;      /* receive window per stream (0 means 1 MiB) */
-  uint32_t connection_window;  /* receive window for the connection (0 means 16 MiB) */
+  uint32_t connection_window;  /* receive window for the connection (0 means 16 MiB): bounds the bytes
+                                  in flight on the wire, not what receivers hold */
   size_t send_high_water;      /* per-stream send buffer mark (0 means 64 KiB) */
   uint32_t max_streams;        /* agent: SETTINGS_MAX_CONCURRENT_STREAMS (0 means 10000) */
 } cr_tunnel_opts_t;

@@ -105,6 +105,10 @@ void cr_upstream_req_pause(cr_upstream_req_t *r, int paused);
 /* Abandons the exchange: no callback fires afterwards; its connection is closed, not pooled. */
 void cr_upstream_req_cancel(cr_upstream_req_t *r);
 void *cr_upstream_req_data(const cr_upstream_req_t *r);
+/* Request bytes (head and body as framed) whose write to the upstream connection completed, so far.
+ * While cr_upstream_req_write() reports the buffer full, a count that stays put means the upstream
+ * reads nothing; it moves in pieces of at most 64 KiB. */
+uint64_t cr_upstream_req_sent(const cr_upstream_req_t *r);
 
 /* Frees the request structures kept for the next burst (an idle process's memory trim). */
 void cr_upstream_release_caches(cr_upstream_t *u);

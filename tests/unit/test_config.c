@@ -339,6 +339,8 @@ static void test_agent_defaults(void **state) {
   assert_int_equal(r->soap, 0);
   assert_true(a.max_header_size == 16384);
   assert_int_equal(a.max_header_fields, 100);
+  assert_true(a.send_timeout_ms == 30000);
+  assert_true(a.min_send_rate == 0);
   assert_true(a.drain_timeout_ms == 10000);
   /* Defaulted, the store is neither resolved nor required to exist. */
   assert_string_equal(a.trust_store, "/var/lib/ccrelay/trust");
@@ -444,6 +446,8 @@ static void test_gateway_defaults(void **state) {
   assert_true(g.public_.max_header_size == 16384);
   assert_int_equal(g.public_.max_header_fields, 100);
   assert_int_equal(g.public_.max_connections, 10000);
+  assert_true(g.public_.send_timeout_ms == 30000);
+  assert_true(g.public_.min_send_rate == 0);
   assert_true(g.drain_timeout_ms == 10000);
   assert_null(g.admin_listen.host);
   assert_null(g.admin_token);
@@ -1140,6 +1144,46 @@ static void test_small_err_buffer(void **state) {
   assert_int_equal(strncmp(err, "n.yaml:1:10: ga", 15), 0);
 }
 
+/* limits.send_timeout / min_send_rate (agent) and public.send_timeout / min_send_rate (gateway). */
+static void test_send_limits(void **state) {
+  static const char agent_yaml[] = GW ROUTE UP "limits:\n  send_timeout: 45s\n  min_send_rate: 2KiB\n";
+  static const char agent_off[] = GW ROUTE UP "limits: {send_timeout: 0s}\n";
+  static const char gw_yaml[] = TUN PUBID "  send_timeout: 2500ms\n  min_send_rate: 512\n" GROUPS
+                                          "services:\n  - host: a.example\n    group: acme\n";
+  cr_conf_agent_t a;
+  cr_conf_gateway_t g;
+  char err[1024] = "";
+
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, agent_yaml, strlen(agent_yaml), &a, err, sizeof(err)), 0);
+  assert_true(a.send_timeout_ms == 45000);
+  assert_true(a.min_send_rate == 2048);
+  cr_conf_agent_free(&a);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, agent_off, strlen(agent_off), &a, err, sizeof(err)), 0);
+  assert_true(a.send_timeout_ms == 0);
+  assert_true(a.min_send_rate == 0);
+  cr_conf_agent_free(&a);
+  if (cr_conf_gateway_load_mem(inline_name, gw_yaml, strlen(gw_yaml), &g, err, sizeof(err)) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_true(g.public_.send_timeout_ms == 2500);
+  assert_true(g.public_.min_send_rate == 512);
+  cr_conf_gateway_free(&g);
+
+  agent_err(GW ROUTE UP "limits:\n  send_timeout: 2h\n", "16:17: limits.send_timeout",
+            "value out of range: 2h is not between 0ms and 1h");
+  agent_err(GW ROUTE UP "limits:\n  send_timeout: 30\n", "16:17: limits.send_timeout", "missing unit");
+  agent_err(GW ROUTE UP "limits:\n  min_send_rate: 1KB\n", "16:18: limits.min_send_rate", "bad size");
+  agent_err(GW ROUTE UP "limits:\n  min_send_rate: 2GiB\n", "16:18: limits.min_send_rate",
+            "value out of range");
+  agent_err(GW ROUTE UP "limits:\n  send_timout: 5s\n", "16:3: limits.send_timout",
+            "did you mean 'send_timeout'?");
+  gateway_err(TUN PUBID "  send_timeout: -1s\n", "8:17: public.send_timeout", "bad duration");
+  gateway_err(TUN PUBID "  send_timeout: 61m\n", "8:17: public.send_timeout", "value out of range");
+  gateway_err(TUN PUBID "  min_send_rate: fast\n", "8:18: public.min_send_rate", "bad size");
+  gateway_err(TUN PUBID "  min_send_rate: 4GiB\n", "8:18: public.min_send_rate", "value out of range");
+}
+
 static int reset_bad(void **state) {
   nbad = 0;
   return 0;
@@ -1172,6 +1216,7 @@ int main(void) {
       T(test_detect_role),
       T(test_detect_role_partial),
       T(test_small_err_buffer),
+      T(test_send_limits),
   };
 
   find_data_dir();

@@ -30,7 +30,8 @@ typedef enum {
   MODE_HOLD,     /* agent: keep the stream, answer nothing until the test says so */
   MODE_BULK,     /* agent: answer 200 at once and stream BULK_SIZE bytes; both sides consume slowly */
   MODE_HEADERS,  /* agent: check the mapped request head, answer 201 with headers and no body */
-  MODE_NOCONSUME /* agent: never consume (backpressure) */
+  MODE_NOCONSUME, /* agent: never consume (backpressure) */
+  MODE_SLOWREAD   /* agent: answer 200 at once and stream tx_goal bytes; the gateway never consumes */
 } mode_t_;
 
 typedef struct ctx ctx_t;
@@ -107,7 +108,8 @@ static void s_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   }
   s->rx += len;
   /* bulk and no-consume modes consume later (or never): that is the backpressure under test */
-  if (s->c->mode != MODE_BULK && !(s->c->mode == MODE_NOCONSUME && s->side == AG)) {
+  if (s->c->mode != MODE_BULK && !(s->c->mode == MODE_NOCONSUME && s->side == AG) &&
+      !(s->c->mode == MODE_SLOWREAD && s->side == GW)) {
     cr_tstream_consume(ts, len);
     s->consumed += len;
   }
@@ -221,6 +223,14 @@ static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *
     s->peer = &c->gws[0];
     c->gws[0].peer = s;
     s->tx_goal = BULK_SIZE;
+    pump(s);
+  } else if (c->mode == MODE_SLOWREAD) {
+    cr_http_msg_t resp;
+    cr_http_msg_init(&resp, 0);
+    resp.status = 200;
+    assert_int_equal(cr_tstream_respond(ts, &resp, 1), 0);
+    cr_http_msg_free(&resp);
+    s->tx_goal = 256 * 1024;
     pump(s);
   }
 }
@@ -523,6 +533,71 @@ static void test_backpressure_no_consume(void **state) {
   assert_int_equal(a->rx, s->tx_goal);
   pair_free(c);
 }
+
+/* Streams whose readers never consume hold their own windows and nothing more: together they hold
+ * twice the connection window, and a stream opened after them still gets its body at once. (When the
+ * connection window came back only on consume, the first two took all of it and the rest got
+ * nothing.) Both directions: request bodies into the agent, response bodies into the gateway. */
+#define ISO_WINDOW (64 * 1024)
+#define ISO_CONN_WINDOW (128 * 1024)
+#define ISO_STREAMS 4
+
+static void slow_streams_isolated(mode_t_ mode) {
+  cr_tunnel_opts_t rx = {.stream_window = ISO_WINDOW, .connection_window = ISO_CONN_WINDOW,
+                         .send_high_water = 16 * 1024};
+  cr_tunnel_opts_t tx = {.send_high_water = 16 * 1024};
+  int upload = mode == MODE_NOCONSUME;
+  ctx_t *c = upload ? pair_new(mode, &tx, &rx) : pair_new(mode, &rx, &tx);
+  cr_http_msg_t req;
+  size_t held = 0;
+  int err;
+  for (int i = 0; i < ISO_STREAMS; i++) {
+    request_head(&req, upload ? "POST" : "GET", "/slow", upload ? -1 : 0);
+    sst_t *s = gw_open(c, &req, upload, &err);
+    assert_non_null(s);
+    cr_http_msg_free(&req);
+    if (upload) {
+      s->tx_goal = 256 * 1024;
+      pump(s);
+    }
+  }
+  /* every stream fills its own window, although together they exceed the connection's */
+  RUN_UNTIL(c, c->nag == ISO_STREAMS, 1000);
+  for (int i = 0; i < ISO_STREAMS; i++) {
+    sst_t *r = upload ? c->ags[i] : &c->gws[i];
+    RUN_UNTIL(c, r->rx == ISO_WINDOW, 2000);
+  }
+  spin(c, 50);
+  for (int i = 0; i < ISO_STREAMS; i++) {
+    sst_t *r = upload ? c->ags[i] : &c->gws[i];
+    assert_int_equal(r->rx, ISO_WINDOW); /* and never more than that: the per-stream bound */
+    assert_int_equal(r->consumed, 0);
+    held += r->rx;
+  }
+  assert_true(held > ISO_CONN_WINDOW);
+  /* a new stream is not held up by the slow ones */
+  c->mode = MODE_ECHO;
+  request_head(&req, "POST", "/control", 5);
+  sst_t *ctl = gw_open(c, &req, 1, &err);
+  assert_non_null(ctl);
+  cr_http_msg_free(&req);
+  assert_int_equal(cr_tstream_write(ctl->ts, "hello", 5), 0);
+  assert_int_equal(cr_tstream_end(ctl->ts), 0);
+  RUN_UNTIL(c, ctl->closed, 2000);
+  assert_int_equal(ctl->close_err, 0);
+  assert_int_equal(ctl->status, 200);
+  assert_memory_equal(ctl->body, "ok:5", 4);
+  /* a slow reader that consumes gets the rest of its stream */
+  sst_t *r0 = upload ? c->ags[0] : &c->gws[0];
+  r0->consumed = r0->rx;
+  cr_tstream_consume(r0->ts, r0->rx);
+  RUN_UNTIL(c, r0->rx > ISO_WINDOW, 2000);
+  pair_free(c);
+}
+
+static void test_slow_uploads_isolated(void **state) { slow_streams_isolated(MODE_NOCONSUME); }
+
+static void test_slow_readers_isolated(void **state) { slow_streams_isolated(MODE_SLOWREAD); }
 
 static void test_reset_by_gateway(void **state) {
   ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
@@ -930,6 +1005,8 @@ int main(void) {
       cmocka_unit_test(test_bulk_32mib_both_ways),
       cmocka_unit_test(test_bulk_odd_writes_both_ways),
       cmocka_unit_test(test_backpressure_no_consume),
+      cmocka_unit_test(test_slow_uploads_isolated),
+      cmocka_unit_test(test_slow_readers_isolated),
       cmocka_unit_test(test_reset_by_gateway),
       cmocka_unit_test(test_reset_by_agent),
       cmocka_unit_test(test_abort_sends_queued_then_resets),
