@@ -163,10 +163,23 @@ static void up_on_error(cr_upstream_req_t *req, int err, const char *detail) {
     cr_tstream_abort(x->ts);
     return;
   }
-  if (err == UV_ETIMEDOUT)
-    respond_local(x, 504, "upstream_timeout", detail);
+  /* The caller learns what failed, by class; the addresses and certificate details in `detail` stay in
+   * the log, found by the request id the body carries. */
+  char pub[256];
+  if (err == UV_ETIMEDOUT) {
+    snprintf(pub, sizeof pub, "the upstream of route %s did not answer in time", r->name);
+    respond_local(x, 504, "upstream_timeout", pub);
+    return;
+  }
+  if (err == CR_ETLS_VERIFY)
+    snprintf(pub, sizeof pub, "the upstream of route %s presented a certificate the agent does not accept", r->name);
+  else if (err == CR_ETLS)
+    snprintf(pub, sizeof pub, "the TLS handshake with the upstream of route %s failed", r->name);
+  else if (err == CR_EHTTP_PARSE)
+    snprintf(pub, sizeof pub, "the upstream of route %s sent a malformed response", r->name);
   else
-    respond_local(x, 502, "upstream_failed", detail);
+    snprintf(pub, sizeof pub, "the connection to the upstream of route %s failed (%s)", r->name, cr_strerror(err));
+  respond_local(x, 502, "upstream_failed", pub);
 }
 
 static void up_on_writable(cr_upstream_req_t *req) {

@@ -43,7 +43,13 @@ check_502() { # PATH REASON_REGEX
   st=$(relay_curl "$CR_TMP/out" cms.example.com "$1" -H 'Content-Type: application/json' -d '{"action":"test"}')
   assert_eq "$st" 502 "upstream $1"
   assert_file_contains "$CR_TMP/out" '"error":"upstream_failed"' "JSON error body for $1"
-  wait_for_log agent "msg=\"upstream failed\".*reason=\"[^\"]*$2" 5
+  # The body says what failed without internal addresses; the log keeps them under the request id.
+  assert_file_lacks "$CR_TMP/out" '127\.0\.0\.1|localhost|:[0-9]{4,5}' "no internal address in the body for $1"
+  assert_file_contains "$CR_TMP/out" 'the (connection to the |TLS handshake with the )?upstream of route' "the body names the failure for $1"
+  local id
+  id=$(grep -o '"request_id":"[0-9a-f]*"' "$CR_TMP/out" | cut -d'"' -f4)
+  [[ -n $id ]] || fail "no request id in the body for $1"
+  wait_for_log agent "msg=\"upstream failed\" request_id=$id.*reason=\"[^\"]*$2" 5
 }
 check_502 /expired/x 'certificate has expired'
 check_502 /unknownca/x 'unable to get local issuer certificate'
