@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 
@@ -159,6 +160,34 @@ int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *ou
     return CR_EKEY_MISMATCH;
   }
   return 0;
+}
+
+int cr_tls_identity_check_current(const cr_tls_identity_t *id, const char *file, char *err, size_t errlen) {
+  time_t now = time(NULL), nb = cr_x509_not_before(id->cert), na = cr_x509_not_after(id->cert);
+  char subject[256], when[32];
+  if (na != 0 && na < now) {
+    cr_x509_subject(id->cert, subject, sizeof subject);
+    cr_x509_fmt_time(na, CR_X509_TIME_ISO, when, sizeof when);
+    snprintf(err, errlen, "certificate %s in %s expired at %s; no peer will accept it: renew it", subject, file,
+             when);
+    return CR_ETLS;
+  }
+  if (nb != 0 && nb > now) {
+    cr_x509_subject(id->cert, subject, sizeof subject);
+    cr_x509_fmt_time(nb, CR_X509_TIME_ISO, when, sizeof when);
+    snprintf(err, errlen, "certificate %s in %s is not valid before %s; check the system clock", subject, file,
+             when);
+    return CR_ETLS;
+  }
+  return 0;
+}
+
+int cr_tls_identity_load_current(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err,
+                                 size_t errlen) {
+  int r = cr_tls_identity_load(src, out, err, errlen);
+  if (r == 0 && (r = cr_tls_identity_check_current(out, src->pkcs12 ? src->pkcs12 : src->cert, err, errlen)) < 0)
+    cr_tls_identity_free(out);
+  return r;
 }
 
 /* ---- context ---- */
@@ -431,7 +460,8 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
     }
   } else if (opts->identity) {
     cr_tls_identity_t id;
-    r = cr_tls_identity_load(opts->identity, &id, err, errlen);
+    r = opts->identity_current ? cr_tls_identity_load_current(opts->identity, &id, err, errlen)
+                               : cr_tls_identity_load(opts->identity, &id, err, errlen);
     if (r < 0) {
       cr_tls_ctx_free(ctx);
       return r;
