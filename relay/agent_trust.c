@@ -3,7 +3,14 @@
  * what the route presents, and upstream certificates are verified against the store unless the route
  * names its own CA file. Reloaded on SIGHUP, on a change in the directory, and after a remote change:
  * new connections use the new store, streams in flight are untouched, and no pooled connection or TLS
- * session made under the old store is reused (each reload gives every upstream a new TLS context). */
+ * session made under the old store is reused (each reload gives every upstream a new TLS context).
+ *
+ * A load is never all-or-nothing on one file: a store file that does not parse, does not match its
+ * name, is not a regular file or is group/world-writable is left out (it adds nothing it would have
+ * added) and reported once (log, /status "bad_files", a counter), and the rest loads, so a removal
+ * or a new CRL always takes effect. A reload that cannot read the store at all (directory gone,
+ * unreadable, now group/world-writable) changes nothing: the last good state stays, and /status says
+ * why. Routes with their own `ca:` never consult the store. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
