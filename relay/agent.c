@@ -726,6 +726,7 @@ static int build_tunnel_tls(agent_t *a) {
   memset(&o, 0, sizeof o);
   o.ca_file = c->gateway.ca.path;
   o.identity = &id;
+  o.identity_current = 1;
   o.tls13_only = 1;
   o.alpn = CR_TUNNEL_ALPN;
   o.alpn_required = 1;
@@ -784,8 +785,7 @@ out:
     cr_log_warn("event loop closed with handles still open", "");
   cr_process_free(a->proc);
   cr_tls_ctx_free(a->tunnel_tls);
-  if (a->trust.store)
-    cr_truststore_close(a->trust.store);
+  cr__agent_trust_free(a);
   free(a->routes);
   free(a->slots);
   cr_http_msg_free(&a->scratch_head);

@@ -33,9 +33,13 @@ typedef struct route_rt {
 
 typedef struct agent_trust {
   cr_truststore_t *store;  /* NULL when the directory cannot be opened (error says why) */
-  char error[1024];
+  char error[1024];        /* why the last load failed and the last good state was kept, or "" */
   uint64_t generation;     /* of the directory at the last load; 0 = never loaded */
-  int loaded;
+  int loaded;              /* a listing was loaded once: reload failures keep it */
+  cr_trust_problem_t *bad; /* the store files left out at the last load (path, why), reported */
+  size_t nbad;
+  uint64_t bad_reported;   /* bad files reported since start (each file once per distinct reason) */
+  uint64_t kept_last_good; /* reloads that failed and kept the last good state */
   uv_fs_event_t watch;     /* the store directory; a change schedules a reload */
   uv_timer_t debounce;     /* coalesces the burst of events one `trust add` makes */
   uv_timer_t expiry;       /* re-checks expiry warnings twice a day */
@@ -77,6 +81,19 @@ void cr__agent_trust_sighup(void *arg);
 void cr__agent_trust_reload(agent_t *a, const char *why, int force);
 /* Closes the watch and timers. Remote changes still running finish without a reload or answer. */
 void cr__agent_trust_stop(agent_t *a);
+/* The client identity route r presents, validated as the agent does before using the route: a route
+ * with its own ca: needs only an identity in date (it never depends on the store); any other one an
+ * identity that chains to store (NULL: the store is unusable, and store_error says why). 0: *id holds
+ * the identity with the chain to present, subject its subject, warn what soft revocation forgave ("");
+ * else err is the reason the route is refused. Shared with `ccrelay check` (cr_agent_check). */
+int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, X509_STORE *store,
+                             const char *store_error, cr_tls_identity_t *id, char *subject, size_t sublen, char *warn,
+                             size_t warnlen, char *err, size_t errlen);
+/* Appends the files the last load left out and the counters for them (for metrics):
+ * "bad_files":[{"file","why"}],"bad_files_reported":N,"reloads_kept_last_good":N */
+void cr__agent_trust_bad_json(agent_t *a, cr_buf_t *out);
+/* Frees what the trust state holds (the store handle, the bad-file list); after the loop closed. */
+void cr__agent_trust_free(agent_t *a);
 /* Appends a JSON array of the store's certificates and CRLs: "certs":[...],"crls":[...] */
 void cr__agent_trust_json(agent_t *a, cr_buf_t *out);
 /* Logs expiry warnings for roots, CRLs, route identities and upstream certificates within the

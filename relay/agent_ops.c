@@ -96,6 +96,8 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
   cr_buf_appendf(out, "\",\"error\":\"");
   cr_errpage_json_escape(out, a->trust.error);
   cr_buf_appendf(out, "\",");
+  cr__agent_trust_bad_json(a, out);
+  cr_buf_appendf(out, ",");
   cr__agent_trust_json(a, out);
   cr_buf_appendf(out, "}}\n");
 }

@@ -3,12 +3,21 @@
  * what the route presents, and upstream certificates are verified against the store unless the route
  * names its own CA file. Reloaded on SIGHUP, on a change in the directory, and after a remote change:
  * new connections use the new store, streams in flight are untouched, and no pooled connection or TLS
- * session made under the old store is reused (each reload gives every upstream a new TLS context). */
+ * session made under the old store is reused (each reload gives every upstream a new TLS context).
+ *
+ * A load is never all-or-nothing on one file: a store file that does not parse, does not match its
+ * name, is not a regular file or is group/world-writable is left out (it adds nothing it would have
+ * added) and reported once (log, /status "bad_files", a counter), and the rest loads, so a removal
+ * or a new CRL always takes effect. A reload that cannot read the store at all (directory gone,
+ * unreadable, now group/world-writable) changes nothing: the last good state stays, and /status says
+ * why. Routes with their own `ca:` never consult the store. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent_internal.h"
+#include "ccrelay/agent.h"
 #include "ccrelay/alloc.h"
 #include "ccrelay/error.h"
 #include "ccrelay/errpage.h"
@@ -43,42 +52,82 @@ static void route_refuse(agent_t *a, route_rt_t *rt, const char *why_event, cons
   rt->usable = 0;
 }
 
-/* Makes one route usable under store (the X509_STORE for its revocation mode), or refuses it. */
-static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_crl_mode_t mode, const char *event) {
-  const cr_conf_route_t *r = rt->conf;
+int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, X509_STORE *store,
+                             const char *store_error, cr_tls_identity_t *id, char *subject, size_t sublen, char *warn,
+                             size_t warnlen, char *err, size_t errlen) {
   cr_tls_identity_src_t src = {r->identity.pkcs12.path, r->identity.password, r->identity.cert.path,
                                r->identity.key.path};
-  cr_tls_identity_t id;
   STACK_OF(X509) *verified = NULL;
+  char detail[600];
+  int xerr = 0, rc;
+
+  subject[0] = '\0';
+  if (warn && warnlen)
+    warn[0] = '\0';
+  if ((rc = cr_tls_identity_load(&src, id, detail, sizeof detail)) < 0) {
+    snprintf(err, errlen, "client identity cannot be loaded: %s", detail);
+    return rc;
+  }
+  cr_x509_subject(id->cert, subject, sublen);
+  if (r->ca.path) {
+    /* Pinned to its own CA: nothing about this route depends on the store, so a damaged or missing
+     * store never takes it down. It presents the chain its identity file carries. */
+    if ((rc = cr_tls_identity_check_current(id, src.pkcs12 ? src.pkcs12 : src.cert, detail, sizeof detail)) < 0) {
+      snprintf(err, errlen, "client identity cannot be used: %s", detail);
+      cr_tls_identity_free(id);
+    }
+    return rc;
+  }
+  if (store == NULL) {
+    snprintf(err, errlen, "%s", store_error ? store_error : "the trust store cannot be used");
+    cr_tls_identity_free(id);
+    return CR_ETRUST_REFUSED;
+  }
+  if ((rc = cr_trust_verify_store(store, id->cert, id->chain, CR_TRUST_PURPOSE_CLIENT, &verified, &xerr, warn, warnlen,
+                                  detail, sizeof detail)) < 0) {
+    snprintf(err, errlen,
+             "client identity %s does not chain to a trusted root of %s: %s; add the root of its chain with "
+             "`ccrelay trust add`",
+             subject, conf->trust_store, detail);
+    cr_tls_identity_free(id);
+    return rc;
+  }
+  /* The route presents the chain without a self-signed root: the peer has that, or the chain is
+   * useless to it anyway. */
+  cr_x509_chain_free(id->chain);
+  id->chain = cr_x509_chain_after_leaf(verified);
+  cr_x509_chain_free(verified);
+  return 0;
+}
+
+/* Makes one route usable, or refuses it. store: the X509_STORE for its revocation mode, or NULL when
+ * the store cannot be used (store_error says why); routes with their own ca: ignore both. */
+static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char *store_error,
+                       cr_trust_crl_mode_t mode, const char *event) {
+  const cr_conf_route_t *r = rt->conf;
+  cr_tls_identity_t id;
   cr_tls_ctx_opts_t o;
   cr_tls_ctx_t *tls = NULL;
-  char err[600], warn[400] = "", subject[256];
-  int xerr = 0;
+  char err[700], warn[400] = "", subject[256];
 
-  if (cr_tls_identity_load(&src, &id, err, sizeof err) < 0) {
-    route_refuse(a, rt, event, "client identity cannot be loaded: %s", err);
+  memset(&id, 0, sizeof id);
+  if (cr__agent_route_identity(a->conf, r, store, store_error, &id, subject, sizeof subject, warn, sizeof warn, err,
+                               sizeof err) < 0) {
+    if (subject[0])
+      snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
+    if (!r->ca.path && store && a->trust.nbad > 0)
+      /* The root it needs may be in a file that was left out: say so where the operator looks. */
+      route_refuse(a, rt, event, "%s; %zu file(s) of the store were left out, first %s: %s", err, a->trust.nbad,
+                   a->trust.bad[0].path, a->trust.bad[0].why);
+    else
+      route_refuse(a, rt, event, "%s", err);
     return;
   }
-  cr_x509_subject(id.cert, subject, sizeof subject);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
   rt->id_not_after = cr_x509_not_after(id.cert);
-  if (cr_trust_verify_store(store, id.cert, id.chain, CR_TRUST_PURPOSE_CLIENT, &verified, &xerr, warn, sizeof warn,
-                            err, sizeof err) < 0) {
-    route_refuse(a, rt, event,
-                 "client identity %s does not chain to a trusted root of %s: %s; add the root of its chain with "
-                 "`ccrelay trust add`",
-                 subject, a->conf->trust_store, err);
-    cr_tls_identity_free(&id);
-    return;
-  }
   if (warn[0])
     cr_log_warn("soft revocation: client identity allowed without a usable CRL", "route=%s reason=\"%s\"", r->name,
                 warn);
-  /* The route presents the chain without a self-signed root: the peer has that, or the chain is
-   * useless to it anyway. */
-  cr_x509_chain_free(id.chain);
-  id.chain = cr_x509_chain_after_leaf(verified);
-  cr_x509_chain_free(verified);
 
   memset(&o, 0, sizeof o);
   o.identity_loaded = &id;
@@ -131,44 +180,114 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
   rt->why[0] = '\0';
 }
 
+/* A reload that cannot read the store at all (directory gone, unreadable, or now group/world-writable)
+ * changes nothing: the routes keep the state of the last good load. Before any load succeeded there
+ * is none, so routes on the store are refused; routes with their own ca: load regardless. */
+static void keep_last_good(agent_t *a, const char *why, const char *err) {
+  agent_trust_t *t = &a->trust;
+  int again = strcmp(t->error, err) == 0;
+  snprintf(t->error, sizeof t->error, "%s", err);
+  if (t->loaded) {
+    t->kept_last_good++;
+    if (!again)
+      cr_log_error("trust store reload failed; keeping the last good state", "dir=%s trigger=%s reason=\"%s\"",
+                   a->conf->trust_store, why, err);
+    return;
+  }
+  for (size_t i = 0; i < a->conf->nroutes; i++)
+    load_route(a, &a->routes[i], NULL, t->error, crl_mode_of(a->routes[i].conf->revocation), why);
+}
+
+static int same_problem(const cr_trust_problem_t *p, const cr_trust_problem_t *q) {
+  return strcmp(p->path, q->path) == 0 && strcmp(p->why, q->why) == 0;
+}
+
+/* Logs the store files this load leaves out that the previous one did not (once per file and
+ * reason, however often the store reloads), and the ones that are fine again; keeps the new set. */
+static void report_bad_files(agent_t *a, cr_trust_list_t *l, const char *why) {
+  agent_trust_t *t = &a->trust;
+  for (size_t i = 0; i < l->nproblems; i++) {
+    int known = 0;
+    for (size_t j = 0; j < t->nbad && !known; j++)
+      known = same_problem(&l->problems[i], &t->bad[j]);
+    if (known)
+      continue;
+    t->bad_reported++;
+    cr_log_error("trust store file left out", "dir=%s file=%s reason=\"%s\" trigger=%s", a->conf->trust_store,
+                 l->problems[i].path, l->problems[i].why, why);
+  }
+  for (size_t j = 0; j < t->nbad; j++) {
+    int still = 0;
+    for (size_t i = 0; i < l->nproblems && !still; i++)
+      still = strcmp(l->problems[i].path, t->bad[j].path) == 0;
+    if (!still)
+      cr_log_info("trust store file no longer left out", "dir=%s file=%s trigger=%s", a->conf->trust_store,
+                  t->bad[j].path, why);
+  }
+  for (size_t j = 0; j < t->nbad; j++) {
+    free(t->bad[j].path);
+    free(t->bad[j].why);
+  }
+  free(t->bad);
+  t->bad = l->problems;
+  t->nbad = l->nproblems;
+  l->problems = NULL;
+  l->nproblems = 0;
+}
+
 void cr__agent_trust_reload(agent_t *a, const char *why, int force) {
   agent_trust_t *t = &a->trust;
   X509_STORE *stores[3] = {NULL, NULL, NULL};
-  char err[600];
+  int built[3] = {0, 0, 0};
+  char err[600], store_err[3][600] = {"", "", ""};
+  cr_trust_list_t l;
   uint64_t gen = 0;
 
   if (t->store == NULL) {
     if (cr_truststore_open(a->conf->trust_store, 0, &t->store, err, sizeof err) < 0) {
-      snprintf(t->error, sizeof t->error, "trust store %.300s: %.600s", a->conf->trust_store, err);
-      for (size_t i = 0; i < a->conf->nroutes; i++)
-        route_refuse(a, &a->routes[i], why, "%s", t->error);
+      keep_last_good(a, why, err);
       return;
     }
+  } else {
+    /* The handle was checked when opened; the directory's mode can change since. */
+    cr_truststore_t *probe;
+    if (cr_truststore_open(a->conf->trust_store, 0, &probe, err, sizeof err) < 0) {
+      keep_last_good(a, why, err);
+      return;
+    }
+    cr_truststore_close(probe);
   }
   if (cr_truststore_generation(t->store, &gen, err, sizeof err) < 0) {
-    snprintf(t->error, sizeof t->error, "trust store %.300s: %.600s", a->conf->trust_store, err);
-    for (size_t i = 0; i < a->conf->nroutes; i++)
-      route_refuse(a, &a->routes[i], why, "%s", t->error);
+    keep_last_good(a, why, err);
     return;
   }
-  if (!force && t->loaded && gen == t->generation)
+  if (!force && t->loaded && gen == t->generation && t->error[0] == '\0')
     return;
+  if (cr_truststore_list(t->store, &l, err, sizeof err) < 0) {
+    keep_last_good(a, why, err);
+    return;
+  }
   t->error[0] = '\0';
+  /* One bad file costs only what it would have added: it is left out and reported, the rest loads.
+   * Refusing the whole new state instead would also hold back a removal or a new CRL, which must
+   * take effect whatever else lies in the directory. */
+  report_bad_files(a, &l, why);
   for (size_t i = 0; i < a->conf->nroutes; i++) {
     route_rt_t *rt = &a->routes[i];
     cr_trust_crl_mode_t mode = crl_mode_of(rt->conf->revocation);
-    if (stores[mode] == NULL &&
-        cr_truststore_x509_store(t->store, (int)mode, &stores[mode], err, sizeof err) < 0) {
-      snprintf(t->error, sizeof t->error, "trust store %.300s: %.600s", a->conf->trust_store, err);
-      route_refuse(a, rt, why, "%s", t->error);
-      continue;
+    if (!rt->conf->ca.path && !built[mode]) {
+      built[mode] = 1;
+      if (cr_truststore_x509_store_list(t->store, &l, (int)mode, &stores[mode], store_err[mode],
+                                        sizeof store_err[mode]) < 0)
+        stores[mode] = NULL;
     }
-    load_route(a, rt, stores[mode], mode, why);
+    load_route(a, rt, stores[mode], stores[mode] ? NULL : store_err[mode], mode, why);
   }
   for (int m = 0; m < 3; m++)
     X509_STORE_free(stores[m]);
+  cr_trust_list_free(&l);
   if (t->loaded)
-    cr_log_info("trust store reloaded", "dir=%s trigger=%s", a->conf->trust_store, why);
+    cr_log_info("trust store reloaded", "dir=%s trigger=%s files_left_out=%zu", a->conf->trust_store, why, t->nbad);
   t->loaded = 1;
   t->generation = gen;
   cr__agent_trust_check_expiry(a);
@@ -209,6 +328,33 @@ void cr__agent_trust_check_expiry(agent_t *a) {
     if (l.crls[i].next_update)
       warn_expiry(a, "crl", l.crls[i].issuer, l.crls[i].next_update);
   cr_trust_list_free(&l);
+}
+
+void cr__agent_trust_bad_json(agent_t *a, cr_buf_t *out) {
+  agent_trust_t *t = &a->trust;
+  cr_buf_appendf(out, "\"bad_files\":[");
+  for (size_t i = 0; i < t->nbad; i++) {
+    cr_buf_appendf(out, "%s{\"file\":\"", i ? "," : "");
+    cr_json_escape(out, t->bad[i].path);
+    cr_buf_appendf(out, "\",\"why\":\"");
+    cr_json_escape(out, t->bad[i].why);
+    cr_buf_appendf(out, "\"}");
+  }
+  cr_buf_appendf(out, "],\"bad_files_reported\":%llu,\"reloads_kept_last_good\":%llu",
+                 (unsigned long long)t->bad_reported, (unsigned long long)t->kept_last_good);
+}
+
+void cr__agent_trust_free(agent_t *a) {
+  agent_trust_t *t = &a->trust;
+  for (size_t i = 0; i < t->nbad; i++) {
+    free(t->bad[i].path);
+    free(t->bad[i].why);
+  }
+  free(t->bad);
+  t->bad = NULL;
+  t->nbad = 0;
+  cr_truststore_close(t->store);
+  t->store = NULL;
 }
 
 void cr__agent_trust_json(agent_t *a, cr_buf_t *out) {
@@ -303,4 +449,55 @@ void cr__agent_trust_stop(agent_t *a) {
   uv_close((uv_handle_t *)&t->expiry, NULL);
   uv_close((uv_handle_t *)&t->watch, NULL);
   t->stopped = 1;
+}
+
+/* ---- `ccrelay check` ---- */
+
+int cr_agent_check(const cr_conf_agent_t *conf, cr_agent_check_cb report, void *arg) {
+  cr_truststore_t *ts = NULL;
+  cr_trust_list_t l;
+  X509_STORE *stores[3] = {NULL, NULL, NULL};
+  int built[3] = {0, 0, 0}, have_list = 0, need_store = conf->remote_trust, nbad = 0, r;
+  char err[700], store_error[700] = "", store_err[3][600] = {"", "", ""}, key[96], subject[256];
+
+  memset(&l, 0, sizeof l);
+  for (size_t i = 0; i < conf->nroutes; i++)
+    need_store |= conf->routes[i].ca.path == NULL;
+  /* What the agent does at start, in the same order and with the same messages: the store opened
+   * with its safety checks and read, then each route's identity validated. */
+  r = cr_truststore_open(conf->trust_store, 0, &ts, store_error, sizeof store_error);
+  if (r == 0 && (r = cr_truststore_list(ts, &l, store_error, sizeof store_error)) == 0)
+    have_list = 1;
+  if (r < 0 && (need_store || r != UV_ENOENT)) {
+    report(arg, conf->trust_store_pos, "trust_store", store_error);
+    nbad++;
+  }
+  for (size_t i = 0; i < l.nproblems; i++) {
+    snprintf(err, sizeof err, "%s %s (the agent leaves this file out)", l.problems[i].path, l.problems[i].why);
+    report(arg, conf->trust_store_pos, "trust_store", err);
+    nbad++;
+  }
+  for (size_t i = 0; i < conf->nroutes; i++) {
+    const cr_conf_route_t *rc = &conf->routes[i];
+    cr_trust_crl_mode_t mode = crl_mode_of(rc->revocation);
+    cr_tls_identity_t id;
+    if (!rc->ca.path && have_list && !built[mode]) {
+      built[mode] = 1;
+      if (cr_truststore_x509_store_list(ts, &l, (int)mode, &stores[mode], store_err[mode], sizeof store_err[mode]) < 0)
+        stores[mode] = NULL;
+    }
+    if (cr__agent_route_identity(conf, rc, stores[mode], have_list ? store_err[mode] : store_error, &id, subject,
+                                 sizeof subject, NULL, 0, err, sizeof err) < 0) {
+      snprintf(key, sizeof key, "routes[%zu].upstream.identity", i);
+      report(arg, rc->identity.pkcs12.path ? rc->identity.pkcs12.pos : rc->identity.cert.pos, key, err);
+      nbad++;
+      continue;
+    }
+    cr_tls_identity_free(&id);
+  }
+  for (int m = 0; m < 3; m++)
+    X509_STORE_free(stores[m]);
+  cr_trust_list_free(&l);
+  cr_truststore_close(ts);
+  return nbad;
 }

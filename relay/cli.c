@@ -31,7 +31,9 @@ static const char usage_text[] =
     "  gateway -c FILE [--allow-root]\n"
     "                    run the gateway: accept agent tunnels and public HTTPS calls\n"
     "  check -c FILE     validate a config file and every file it names (certificates, keys,\n"
-    "                    PKCS#12 identities with their passwords); opens no socket\n"
+    "                    PKCS#12 identities with their passwords, the agent's trust store) as\n"
+    "                    the role does at start: identities in date, routes' identities chain\n"
+    "                    to the trust store; opens no socket\n"
     "  trust [--store DIR | -c FILE] add|list|list-crls|remove|verify|add-crl ...\n"
     "                    manage the agent's trusted-root store ('ccrelay trust --help')\n"
     "  health -c FILE    GET the admin listener's /readyz; exit 0 when ready (container probes)\n"
@@ -110,6 +112,8 @@ static int check_ca_file(const char *file, const char *key, const cr_conf_file_t
   return 0;
 }
 
+/* A role's own identity (the agent's tunnel identity, the gateway's tunnel and public ones), loaded
+ * as the role loads it at start: it must open and be in date. */
 static int check_identity(const char *file, const char *key, const cr_conf_identity_t *id) {
   cr_tls_identity_src_t src = {id->pkcs12.path, id->password, id->cert.path, id->key.path};
   cr_tls_identity_t loaded;
@@ -117,7 +121,7 @@ static int check_identity(const char *file, const char *key, const cr_conf_ident
   int r;
   if (id->pkcs12.path == NULL && id->cert.path == NULL)
     return 0;
-  r = cr_tls_identity_load(&src, &loaded, err, sizeof err);
+  r = cr_tls_identity_load_current(&src, &loaded, err, sizeof err);
   if (r < 0) {
     pos_prefix(where, sizeof where, file, id->pkcs12.path ? id->pkcs12.pos : id->cert.pos);
     fprintf(stderr, "%s: %s: %s\n", where, key, err);
@@ -125,6 +129,12 @@ static int check_identity(const char *file, const char *key, const cr_conf_ident
   }
   cr_tls_identity_free(&loaded);
   return 0;
+}
+
+static void report_problem(void *arg, cr_conf_pos_t pos, const char *key, const char *msg) {
+  char where[1200];
+  pos_prefix(where, sizeof where, arg, pos);
+  fprintf(stderr, "%s: %s: %s\n", where, key, msg);
 }
 
 static int check_agent(const char *path) {
@@ -140,9 +150,10 @@ static int check_agent(const char *path) {
   for (size_t i = 0; i < c.nroutes; i++) {
     snprintf(key, sizeof key, "routes[%zu].upstream.ca", i);
     bad |= check_ca_file(path, key, &c.routes[i].ca);
-    snprintf(key, sizeof key, "routes[%zu].upstream.identity", i);
-    bad |= check_identity(path, key, &c.routes[i].identity);
   }
+  /* The trust store and the routes' identities, validated by the agent's own code. */
+  if (cr_agent_check(&c, report_problem, (void *)path) > 0)
+    bad = 1;
   if (!bad)
     printf("%s: OK (agent: gateway %s:%u, %zu route%s)\n", path, c.gateway.host, c.gateway.port, c.nroutes,
            c.nroutes == 1 ? "" : "s");

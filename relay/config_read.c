@@ -22,6 +22,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
+#include "ccrelay/fileio.h"
 #include "config_internal.h"
 
 /* ---------------------------------------------------------------- tree */
@@ -284,53 +285,6 @@ int cr__conf_build_tree(ctx_t *c, const char *data, size_t len, node_t **out) {
 }
 
 /* ---------------------------------------------------------------- files */
-
-static int read_all(const char *path, size_t max, char **data, size_t *len, int *too_big) {
-  int fd, err = 0;
-  /* A small limit (a secret) gets its whole buffer at once: a realloc would leave a copy of the
-   * secret in freed memory that nobody wipes. */
-  size_t cap = max < 65536 ? max + 1 : 4096, n = 0;
-  char *buf;
-
-  *too_big = 0;
-  fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0)
-    return -errno;
-  buf = cr_malloc(cap + 1);
-  for (;;) {
-    ssize_t r;
-    if (n == cap) {
-      if (cap > max)
-        break;
-      cap *= 2;
-      buf = cr_realloc(buf, cap + 1);
-    }
-    r = read(fd, buf + n, cap - n);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      err = -errno;
-      break;
-    }
-    if (r == 0)
-      break;
-    n += (size_t)r;
-  }
-  close(fd);
-  if (err == 0 && n > max) {
-    *too_big = 1;
-    err = CR_ELIMIT;
-  }
-  if (err != 0) {
-    cr_wipe(buf, n);
-    free(buf);
-    return err;
-  }
-  buf[n] = '\0';
-  *data = buf;
-  *len = n;
-  return 0;
-}
 
 /* The config's directory made absolute, so resolved paths read the same whatever the cwd is later. */
 static char *config_dir(const char *path) {
@@ -857,6 +811,12 @@ int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *k
     free(abs);
     return CR_ECONFIG;
   }
+  /* A FIFO would block the first read forever; a device or socket is never what was meant. */
+  if (!S_ISREG(st.st_mode)) {
+    cr__conf_fail(c, v->pos, kp, "%s is %s, not a regular file", abs, cr_fileio_kind((unsigned)st.st_mode));
+    free(abs);
+    return CR_ECONFIG;
+  }
   if (access(abs, R_OK) != 0) {
     cr__conf_fail(c, v->pos, kp, "cannot read %s: %s", abs, strerror(errno));
     free(abs);
@@ -914,20 +874,22 @@ int cr__conf_read_secret_file(ctx_t *c, const node_t *m, const char *path, const
                             const char *what, char **out, cr_conf_pos_t *pos) {
   cr_conf_file_t f = {0};
   char kp[PATH_LEN];
-  char *data = NULL;
+  char *data = NULL, why[PATH_MAX + 64];
   size_t len = 0;
-  int too_big, rc;
+  int rc;
 
   if (cr__conf_get_file(c, m, path, key, REQ, &f) != 0)
     return CR_ECONFIG;
   cr__conf_join(kp, path, key);
-  rc = read_all(f.path, MAX_SECRET_SIZE, &data, &len, &too_big);
+  rc = cr_fileio_read(f.path, MAX_SECRET_SIZE, &data, &len, why, sizeof why);
   if (rc != 0) {
-    if (too_big)
+    if (rc == CR_ELIMIT)
       cr__conf_fail(c, f.pos, kp, "%s is larger than %d bytes; is it really a %s file?", f.path,
            MAX_SECRET_SIZE, what);
+    else if (rc == CR_ENOT_REGULAR)
+      cr__conf_fail(c, f.pos, kp, "%s", why);
     else
-      cr__conf_fail(c, f.pos, kp, "cannot read %s: %s", f.path, strerror(-rc));
+      cr__conf_fail(c, f.pos, kp, "cannot read %s: %s", f.path, why);
     free(f.path);
     return CR_ECONFIG;
   }
@@ -1207,15 +1169,18 @@ int cr__conf_ctx_open(ctx_t *c, const char *name, char *err, size_t errlen) {
 }
 
 int cr__conf_read_config(ctx_t *c, const char *path, char **data, size_t *len) {
-  int too_big, rc;
+  int rc;
+  char why[PATH_MAX + 64];
   cr_conf_pos_t one = {1, 1};
 
-  rc = read_all(path, MAX_CONFIG_SIZE, data, len, &too_big);
+  rc = cr_fileio_read(path, MAX_CONFIG_SIZE, data, len, why, sizeof why);
   if (rc == 0)
     return 0;
-  if (too_big)
+  if (rc == CR_ELIMIT)
     return cr__conf_fail(c, one, ROOT_KEY, "the file is larger than %d bytes", MAX_CONFIG_SIZE);
-  return cr__conf_fail(c, one, ROOT_KEY, "cannot read the file: %s", strerror(-rc));
+  if (rc == CR_ENOT_REGULAR)
+    return cr__conf_fail(c, one, ROOT_KEY, "%s", why);
+  return cr__conf_fail(c, one, ROOT_KEY, "cannot read the file: %s", why);
 }
 
 int cr__conf_root_check(ctx_t *c, const node_t *root, const char *const *keys, size_t nkeys,

@@ -1087,6 +1087,7 @@ static int make_tls_contexts(gateway_t *gw) {
   o.server = 1;
   o.ca_file = c->tunnel.client_ca.path;
   o.identity = &tid;
+  o.identity_current = 1;
   o.tls13_only = 1;
   o.alpn = CR_TUNNEL_ALPN;
   o.alpn_required = 1;
@@ -1100,6 +1101,7 @@ static int make_tls_contexts(gateway_t *gw) {
   o.server = 1;
   o.ca_file = c->public_.client_ca.path;
   o.identity = &pid;
+  o.identity_current = 1;
   o.alpn = "http/1.1";
   if ((r = cr_tls_ctx_new(&o, &gw->public_tls, err, sizeof err)) < 0) {
     cr_log_error("cannot start", "config=%s key=public reason=\"%s\"", c->path, err);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/err.h>
 
@@ -161,6 +162,34 @@ int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *ou
   return 0;
 }
 
+int cr_tls_identity_check_current(const cr_tls_identity_t *id, const char *file, char *err, size_t errlen) {
+  time_t now = time(NULL), nb = cr_x509_not_before(id->cert), na = cr_x509_not_after(id->cert);
+  char subject[256], when[32];
+  if (na != 0 && na < now) {
+    cr_x509_subject(id->cert, subject, sizeof subject);
+    cr_x509_fmt_time(na, CR_X509_TIME_ISO, when, sizeof when);
+    snprintf(err, errlen, "certificate %s in %s expired at %s; no peer will accept it: renew it", subject, file,
+             when);
+    return CR_ETLS;
+  }
+  if (nb != 0 && nb > now) {
+    cr_x509_subject(id->cert, subject, sizeof subject);
+    cr_x509_fmt_time(nb, CR_X509_TIME_ISO, when, sizeof when);
+    snprintf(err, errlen, "certificate %s in %s is not valid before %s; check the system clock", subject, file,
+             when);
+    return CR_ETLS;
+  }
+  return 0;
+}
+
+int cr_tls_identity_load_current(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err,
+                                 size_t errlen) {
+  int r = cr_tls_identity_load(src, out, err, errlen);
+  if (r == 0 && (r = cr_tls_identity_check_current(out, src->pkcs12 ? src->pkcs12 : src->cert, err, errlen)) < 0)
+    cr_tls_identity_free(out);
+  return r;
+}
+
 /* ---- context ---- */
 
 static cr__tls_notes_t *notes_of(SSL *ssl) { return ssl ? SSL_get_ex_data(ssl, notes_index) : NULL; }
@@ -298,13 +327,46 @@ static void info_cb(const SSL *ssl, int where, int ret) {
     notes->sent_alert = ret & 0xff;
 }
 
-static int count_store_certs(X509_STORE *store) {
-  STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
-  int i, n = 0;
-  for (i = 0; i < sk_X509_OBJECT_num(objs); i++)
-    if (X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) == X509_LU_X509)
-      n++;
-  return n;
+/* Loads the PEM roots of path into the context's store (and, on a server, the list of acceptable
+ * client CAs it sends). Read through cr_x509_read_file rather than OpenSSL's own file loaders, so a
+ * FIFO or device given as ca_file is refused instead of blocking the process. */
+static int load_ca_file(SSL_CTX *sc, const char *path, int server, char *err, size_t errlen) {
+  X509_STORE *store = SSL_CTX_get_cert_store(sc);
+  cr_x509_set_t set;
+  unsigned char *data;
+  size_t len;
+  char detail[256];
+  int r, n;
+  r = cr_x509_read_file(path, "CA file", MAX_CRED_FILE, &data, &len, err, errlen);
+  if (r < 0)
+    return r;
+  r = cr_x509_decode(data, len, NULL, path, &set, detail, sizeof detail);
+  free(data);
+  if (r < 0 || set.format != CR_X509_PEM) {
+    snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
+             path, r < 0 ? detail : "not PEM");
+    if (r == 0)
+      cr_x509_set_free(&set);
+    return CR_ETLS;
+  }
+  n = sk_X509_num(set.certs);
+  if (n == 0) {
+    snprintf(err, errlen, "%s contains no certificate; put the PEM roots the peer must chain to in it", path);
+    cr_x509_set_free(&set);
+    return CR_ETLS;
+  }
+  for (int i = 0; i < n; i++) {
+    X509 *x = sk_X509_value(set.certs, i);
+    X509_STORE_add_cert(store, x); /* a duplicate is not an error worth reporting */
+    /* Tells clients which roots we accept, so one holding several identities picks the right one. */
+    if (server)
+      SSL_CTX_add_client_CA(sc, x);
+  }
+  for (int i = 0; i < sk_X509_CRL_num(set.crls); i++)
+    X509_STORE_add_crl(store, sk_X509_CRL_value(set.crls, i));
+  ERR_clear_error();
+  cr_x509_set_free(&set);
+  return 0;
 }
 
 int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err, size_t errlen) {
@@ -376,27 +438,9 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
     X509_STORE_up_ref(opts->verify_store);
     SSL_CTX_set_cert_store(sc, opts->verify_store); /* takes the reference just made */
   }
-  if (opts->ca_file && *opts->ca_file) {
-    if (!SSL_CTX_load_verify_locations(sc, opts->ca_file, NULL)) {
-      cr_x509_drain_errors(detail, sizeof detail, NULL);
-      snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
-               opts->ca_file, detail);
-      cr_tls_ctx_free(ctx);
-      return CR_ETLS;
-    }
-    if (count_store_certs(SSL_CTX_get_cert_store(sc)) == 0) {
-      snprintf(err, errlen, "%s contains no certificate; put the PEM roots the peer must chain to in it",
-               opts->ca_file);
-      cr_tls_ctx_free(ctx);
-      return CR_ETLS;
-    }
-    if (opts->server) {
-      /* Tells clients which roots we accept, so one holding several identities picks the right one. */
-      STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(opts->ca_file);
-      if (names)
-        SSL_CTX_set_client_CA_list(sc, names);
-      ERR_clear_error();
-    }
+  if (opts->ca_file && *opts->ca_file && (r = load_ca_file(sc, opts->ca_file, opts->server, err, errlen)) < 0) {
+    cr_tls_ctx_free(ctx);
+    return r;
   }
   /* Verification is never off. A server without ca_file has nothing to check a client certificate
    * against, so it does not ask for one (asking would make browsers prompt the user). */
@@ -416,7 +460,8 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
     }
   } else if (opts->identity) {
     cr_tls_identity_t id;
-    r = cr_tls_identity_load(opts->identity, &id, err, errlen);
+    r = opts->identity_current ? cr_tls_identity_load_current(opts->identity, &id, err, errlen)
+                               : cr_tls_identity_load(opts->identity, &id, err, errlen);
     if (r < 0) {
       cr_tls_ctx_free(ctx);
       return r;

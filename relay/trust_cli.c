@@ -3,6 +3,7 @@
 #include "ccrelay/trust_cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "ccrelay/cli.h"
 #include "ccrelay/config.h"
 #include "ccrelay/error.h"
+#include "ccrelay/fileio.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
 #include "ccrelay/x509.h"
@@ -156,25 +158,23 @@ static int check_options(const opts_t *o) {
 
 /* The password file's first line (one trailing newline stripped), as config's password_file. */
 static int read_password(const char *path, char **out) {
-  FILE *f = fopen(path, "rb");
-  char *buf;
+  char why[PATH_MAX + 64], *buf;
   size_t n;
+  int r;
   *out = NULL;
-  if (f == NULL) {
-    fprintf(stderr, "ccrelay trust: cannot read password file %s: %s\n", path, strerror(errno));
-    return -1;
-  }
-  buf = cr_malloc(MAX_PASSWORD + 1);
-  n = fread(buf, 1, MAX_PASSWORD + 1, f);
-  fclose(f);
-  if (n > MAX_PASSWORD) {
-    cr_wipe(buf, MAX_PASSWORD + 1);
-    free(buf);
+  r = cr_fileio_read(path, MAX_PASSWORD, &buf, &n, why, sizeof why);
+  if (r == CR_ELIMIT) {
     fprintf(stderr, "ccrelay trust: password file %s is larger than %d bytes; is it the right file?\n", path,
             MAX_PASSWORD);
     return -1;
   }
-  buf[n] = '\0';
+  if (r < 0) {
+    if (r == CR_ENOT_REGULAR)
+      fprintf(stderr, "ccrelay trust: password file %s\n", why);
+    else
+      fprintf(stderr, "ccrelay trust: cannot read password file %s: %s\n", path, why);
+    return -1;
+  }
   if (n > 0 && buf[n - 1] == '\n')
     buf[--n] = '\0';
   if (n > 0 && buf[n - 1] == '\r')

@@ -1020,9 +1020,31 @@ static int soft_verify_cb(int ok, X509_STORE_CTX *ctx) {
   return 1;
 }
 
+int cr_truststore_x509_store_list(const cr_truststore_t *ts, const cr_trust_list_t *l, int crl_mode, X509_STORE **out,
+                                  char *err, size_t errlen) {
+  X509_STORE *st;
+  *out = NULL;
+  if (l->ncerts == 0) {
+    seterr(err, errlen, "trust store %s holds no certificate; add the root CA with 'ccrelay trust add'", ts->dir);
+    return CR_ENO_CERT;
+  }
+  st = X509_STORE_new();
+  for (size_t i = 0; i < l->ncerts; i++)
+    X509_STORE_add_cert(st, l->certs[i].x509);
+  if (crl_mode != CR_TRUST_CRL_OFF) {
+    for (size_t i = 0; i < l->ncrls; i++)
+      X509_STORE_add_crl(st, l->crls[i].crl);
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (crl_mode == CR_TRUST_CRL_SOFT)
+      X509_STORE_set_verify_cb(st, soft_verify_cb);
+  }
+  ERR_clear_error();
+  *out = st;
+  return 0;
+}
+
 int cr_truststore_x509_store(cr_truststore_t *ts, int crl_mode, X509_STORE **out, char *err, size_t errlen) {
   cr_trust_list_t l;
-  X509_STORE *st;
   int r;
   *out = NULL;
   r = cr_truststore_list(ts, &l, err, errlen);
@@ -1033,25 +1055,9 @@ int cr_truststore_x509_store(cr_truststore_t *ts, int crl_mode, X509_STORE **out
     cr_trust_list_free(&l);
     return CR_ETRUST_REFUSED;
   }
-  if (l.ncerts == 0) {
-    seterr(err, errlen, "trust store %s holds no certificate; add the root CA with 'ccrelay trust add'", ts->dir);
-    cr_trust_list_free(&l);
-    return CR_ENO_CERT;
-  }
-  st = X509_STORE_new();
-  for (size_t i = 0; i < l.ncerts; i++)
-    X509_STORE_add_cert(st, l.certs[i].x509);
-  if (crl_mode != CR_TRUST_CRL_OFF) {
-    for (size_t i = 0; i < l.ncrls; i++)
-      X509_STORE_add_crl(st, l.crls[i].crl);
-    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
-    if (crl_mode == CR_TRUST_CRL_SOFT)
-      X509_STORE_set_verify_cb(st, soft_verify_cb);
-  }
-  ERR_clear_error();
+  r = cr_truststore_x509_store_list(ts, &l, crl_mode, out, err, errlen);
   cr_trust_list_free(&l);
-  *out = st;
-  return 0;
+  return r;
 }
 
 int cr_trust_verify_store(X509_STORE *store, X509 *leaf, STACK_OF(X509) *untrusted, int purpose,

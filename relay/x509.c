@@ -3,6 +3,7 @@
 #include "ccrelay/x509.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
+#include "ccrelay/fileio.h"
 
 /* ---- setup ---- */
 
@@ -114,36 +116,25 @@ const char *cr_x509_why(char *out, size_t outlen, int *unsupported) {
 
 int cr_x509_read_file(const char *path, const char *what, size_t max, unsigned char **out, size_t *outlen, char *err,
                       size_t errlen) {
-  FILE *f = fopen(path, "rb");
   const char *sp = what ? " " : "";
-  unsigned char *buf;
-  size_t len = 0, n;
+  char why[PATH_MAX + 64];
+  char *data;
   int r;
   what = what ? what : "";
-  if (f == NULL) {
-    r = -errno;
-    snprintf(err, errlen, "cannot read %s%s%s: %s; check the path and its permissions", what, sp, path,
-             strerror(-r));
-    return r;
-  }
-  buf = cr_malloc(max + 1);
-  while (len <= max && (n = fread(buf + len, 1, max + 1 - len, f)) > 0)
-    len += n;
-  if (ferror(f)) {
-    r = errno ? -errno : UV_EIO;
-    fclose(f);
-    free(buf);
-    snprintf(err, errlen, "cannot read %s%s%s: %s", what, sp, path, strerror(-r));
-    return r;
-  }
-  fclose(f);
-  if (len > max) {
-    free(buf);
+  r = cr_fileio_read(path, max, &data, outlen, why, sizeof why);
+  if (r == CR_ELIMIT) {
     snprintf(err, errlen, "%s%s%s is larger than %zu bytes; is it the right file?", what, sp, path, max);
-    return CR_ELIMIT;
+    return r;
   }
-  *out = buf;
-  *outlen = len;
+  if (r == CR_ENOT_REGULAR) {
+    snprintf(err, errlen, "%s%s%s; give the file itself", what, sp, why);
+    return r;
+  }
+  if (r < 0) {
+    snprintf(err, errlen, "cannot read %s%s%s: %s; check the path and its permissions", what, sp, path, why);
+    return r;
+  }
+  *out = (unsigned char *)data;
   return 0;
 }
 

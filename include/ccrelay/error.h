@@ -25,7 +25,8 @@
   XX(CLOSED, "connection closed")                                                   \
   XX(NO_CERT, "no certificate found")                                               \
   XX(TRUST_REFUSED, "refused by the trust store's rules")                           \
-  XX(AMBIGUOUS, "ambiguous fingerprint prefix")
+  XX(AMBIGUOUS, "ambiguous fingerprint prefix")                                     \
+  XX(NOT_REGULAR, "not a regular file")
 
 #define CR_ERR_BASE (-20000)
 

@@ -37,6 +37,16 @@ typedef struct cr_tls_identity {
  * friends for unreadable files, CR_ETLS for PEM that does not parse. */
 int cr_tls_identity_load(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err, size_t errlen);
 void cr_tls_identity_free(cr_tls_identity_t *id);
+/* cr_tls_identity_load, then the certificate must be within its validity period now: an identity a
+ * process presents as itself (the agent's tunnel identity, the gateway's tunnel and public ones)
+ * that has expired cannot work, so the role refuses to start and `ccrelay check` says so, both with
+ * this message: "certificate SUBJECT in FILE expired at DATE; ..." (or "is not valid before DATE;
+ * check the system clock"), CR_ETLS. cr_tls_ctx_new uses it for opts->identity when
+ * opts->identity_current is set. */
+int cr_tls_identity_load_current(const cr_tls_identity_src_t *src, cr_tls_identity_t *out, char *err,
+                                 size_t errlen);
+/* The date check alone, for an identity already loaded from file: 0 or CR_ETLS as above. */
+int cr_tls_identity_check_current(const cr_tls_identity_t *id, const char *file, char *err, size_t errlen);
 
 /* A hook the accepting side runs on the peer's leaf certificate after chain verification succeeded;
  * returning nonzero fails the handshake (the peer gets an alert), with why logged by the caller. */
@@ -48,6 +58,8 @@ typedef struct cr_tls_ctx_opts {
                                           Server: if set, a client certificate is required;
                                           if NULL, none is asked for. */
   const cr_tls_identity_src_t *identity; /* server: required; client: optional (mTLS) */
+  int identity_current;                /* with identity: refuse one that is expired or not yet valid
+                                          (cr_tls_identity_load_current): the roles' own identities */
   int tls13_only;                      /* the tunnel uses TLS 1.3 only; others allow 1.2 */
   const char *alpn;                    /* one protocol id ("ccrelay/1", "http/1.1"), or NULL */
   int alpn_required;                   /* 1: a peer that negotiates no ALPN is refused (the tunnel);

@@ -6,8 +6,9 @@
  *   <sha256-hex>.crl.pem  one PEM CRL; the name is the SHA-256 of the CRL's DER
  * Other names are ignored (a README, an editor's backup), and so are our own temporary files
  * (".tmp-*", left only by a crash). A file with one of our names that does not parse, whose content
- * does not match its name, or that is group/world-writable is a "problem": listing reports it and
- * building an X509_STORE fails closed on it, naming the file.
+ * does not match its name, that is not a regular file or that is group/world-writable is a
+ * "problem": listing reports it; cr_truststore_x509_store fails closed on it, naming the file, and
+ * cr_truststore_x509_store_list (the agent's loader) leaves it out.
  *
  * Every change is atomic and durable: a temporary file in the store directory (O_EXCL, 0644),
  * written, fsync'ed, renamed over its final name, then the directory fsync'ed. A change that fails
@@ -183,6 +184,13 @@ typedef enum {
  * Errors: UV_E* (unreadable directory), CR_ETRUST_REFUSED (a problem file; err names it), CR_ENO_CERT
  * (the store holds no certificate: nothing could verify, which is surely a mistake). */
 int cr_truststore_x509_store(cr_truststore_t *ts, int crl_mode, X509_STORE **out, char *err, size_t errlen);
+
+/* The same from a listing already read (one cr_truststore_list serves every crl_mode, and every
+ * route sees the same snapshot), leaving out the listing's problem files: the caller reports them.
+ * This is how the agent loads, so one bad file costs only what it would have added. CR_ENO_CERT when
+ * the listing holds no usable certificate. l stays the caller's; the store takes its own references. */
+int cr_truststore_x509_store_list(const cr_truststore_t *ts, const cr_trust_list_t *l, int crl_mode, X509_STORE **out,
+                                  char *err, size_t errlen);
 
 /* 1 when soft revocation forgives this X509_V_ERR_* (no CRL for the issuer, CRL expired or not yet
  * valid, CRL issuer not found); a revoked certificate or a bad CRL signature is never forgiven. */

@@ -37,7 +37,8 @@ const char *cr_x509_why(char *out, size_t outlen, int *unsupported);
 
 /* Reads a whole file of at most max bytes into *out (malloc'ed; the caller frees it, and wipes it
  * first when it holds a key). what names the file in messages ("key file"), or NULL. Errors with
- * prose naming the path: UV_E* from open/read, CR_ELIMIT when the file is larger than max. */
+ * prose naming the path: UV_E* from open/read, CR_ELIMIT when the file is larger than max,
+ * CR_ENOT_REGULAR when it is a FIFO, device, socket or directory (never waits on a FIFO). */
 int cr_x509_read_file(const char *path, const char *what, size_t max, unsigned char **out, size_t *outlen, char *err,
                       size_t errlen);
 

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -393,6 +395,39 @@ static void test_expired_server_cert(void **state) {
   assert_int_equal(pr->srv.hs_status, CR_ETLS);
   assert_non_null(strstr(pr->srv.hs_err, "peer alert: certificate expired"));
   pair_finish(pr);
+}
+
+/* A role's own identity must be in date: the same expired certificate is refused when loaded as
+ * one (identity_current), with the message `ccrelay check` prints too. A FIFO as the CA file is
+ * refused at once instead of blocking. */
+static void test_role_identity_current(void **state) {
+  cr_tls_identity_src_t id = id_pem("expired");
+  cr_tls_identity_t loaded;
+  cr_tls_ctx_opts_t o = {0};
+  cr_tls_ctx_t *ctx = NULL;
+  char err[512], fifo[64];
+  (void)state;
+  assert_int_equal(cr_tls_identity_load_current(&id, &loaded, err, sizeof err), CR_ETLS);
+  assert_non_null(strstr(err, "expired.pem expired at "));
+  assert_null(loaded.cert);
+  o.server = 1;
+  o.identity = &id;
+  o.identity_current = 1;
+  assert_int_equal(cr_tls_ctx_new(&o, &ctx, err, sizeof err), CR_ETLS);
+  assert_non_null(strstr(err, "expired.pem expired at "));
+  assert_null(ctx);
+  id_pem_free(&id);
+  id = id_pem("server");
+  assert_int_equal(cr_tls_identity_load_current(&id, &loaded, err, sizeof err), 0);
+  cr_tls_identity_free(&loaded);
+  snprintf(fifo, sizeof fifo, "/tmp/cr_tls_fifo_%d", (int)getpid());
+  unlink(fifo);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  o.ca_file = fifo;
+  assert_int_equal(cr_tls_ctx_new(&o, &ctx, err, sizeof err), CR_ENOT_REGULAR);
+  assert_non_null(strstr(err, "is a FIFO, not a regular file"));
+  unlink(fifo);
+  id_pem_free(&id);
 }
 
 static void test_unknown_ca(void **state) {
@@ -847,6 +882,7 @@ int main(void) {
       cmocka_unit_test(test_mtls_echo_1mib),
       cmocka_unit_test(test_ip_literal_and_no_client_cert),
       cmocka_unit_test(test_expired_server_cert),
+      cmocka_unit_test(test_role_identity_current),
       cmocka_unit_test(test_unknown_ca),
       cmocka_unit_test(test_wrong_host),
       cmocka_unit_test(test_wrong_ip),

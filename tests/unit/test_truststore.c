@@ -654,6 +654,13 @@ static void test_generation_and_problems(void **state) {
   cr_trust_list_free(&l);
   assert_int_equal(cr_truststore_x509_store(ts, CR_TRUST_CRL_OFF, &st, err, sizeof err), CR_ETRUST_REFUSED);
   assert_non_null(strstr(err, path));
+  /* the agent's loader leaves the damaged file out and keeps the rest: root still verifies */
+  assert_int_equal(cr_truststore_list(ts, &l, err, sizeof err), 0);
+  assert_int_equal(cr_truststore_x509_store_list(ts, &l, CR_TRUST_CRL_SOFT, &st, err, sizeof err), 0);
+  assert_int_equal(cr_trust_verify_store(st, root, NULL, CR_TRUST_PURPOSE_ANY, NULL, NULL, NULL, 0, err, sizeof err),
+                   0);
+  X509_STORE_free(st);
+  cr_trust_list_free(&l);
   assert_int_equal(cr_truststore_generation(ts, &g3, err, sizeof err), 0);
   assert_true(g3 != g1);
   assert_int_equal(cr_truststore_remove(ts, fp, NULL, err, sizeof err), 0);
@@ -679,6 +686,17 @@ static void test_generation_and_problems(void **state) {
   assert_int_equal(cr_truststore_x509_store(ts, CR_TRUST_CRL_OFF, &st, err, sizeof err), CR_ETRUST_REFUSED);
   assert_non_null(strstr(err, "group/world-writable"));
   chmod(path, 0644);
+  unlink(path);
+  /* a FIFO under a store name is a problem, found without blocking on it; with nothing else
+   * usable, the loader says the store holds no certificate */
+  assert_int_equal(mkfifo(path, 0644), 0);
+  assert_int_equal(cr_truststore_list(ts, &l, err, sizeof err), 0);
+  assert_int_equal(l.ncerts, 0);
+  assert_int_equal(l.nproblems, 1);
+  assert_non_null(strstr(l.problems[0].why, "not a regular file"));
+  assert_int_equal(cr_truststore_x509_store_list(ts, &l, CR_TRUST_CRL_OFF, &st, err, sizeof err), CR_ENO_CERT);
+  assert_null(st);
+  cr_trust_list_free(&l);
   unlink(path);
   cr_truststore_close(ts);
 }
