@@ -335,9 +335,9 @@ void cr__agent_trust_bad_json(agent_t *a, cr_buf_t *out) {
   cr_buf_appendf(out, "\"bad_files\":[");
   for (size_t i = 0; i < t->nbad; i++) {
     cr_buf_appendf(out, "%s{\"file\":\"", i ? "," : "");
-    cr_json_escape(out, t->bad[i].path);
+    cr_errpage_json_escape(out, t->bad[i].path);
     cr_buf_appendf(out, "\",\"why\":\"");
-    cr_json_escape(out, t->bad[i].why);
+    cr_errpage_json_escape(out, t->bad[i].why);
     cr_buf_appendf(out, "\"}");
   }
   cr_buf_appendf(out, "],\"bad_files_reported\":%llu,\"reloads_kept_last_good\":%llu",
