@@ -245,6 +245,31 @@ void cr__tls_crls_free(cr__tls_crls_t *c) {
   memset(c, 0, sizeof *c);
 }
 
+int cr_tls_crl_check(const char *ca_file, const char *crl_file, int mode, cr_tls_crl_info_t *info, char *err,
+                     size_t errlen) {
+  cr__tls_crls_t c;
+  char detail[256];
+  SSL_CTX *sc;
+  int r = cr_tls_global_init(err, errlen);
+  memset(info, 0, sizeof *info);
+  if (r < 0)
+    return r;
+  ERR_clear_error();
+  if ((sc = SSL_CTX_new(TLS_server_method())) == NULL || !SSL_CTX_load_verify_locations(sc, ca_file, NULL)) {
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "cannot load CA certificates from %s (%s)", ca_file, detail);
+    SSL_CTX_free(sc);
+    return CR_ETLS;
+  }
+  r = mode == CR_TRUST_CRL_OFF ? 0 : cr__tls_crls_init(&c, sc, ca_file, crl_file, mode, err, errlen);
+  if (r == 0 && mode != CR_TRUST_CRL_OFF) {
+    *info = c.info;
+    cr__tls_crls_free(&c);
+  }
+  SSL_CTX_free(sc);
+  return r;
+}
+
 void cr_tls_ctx_crl_info(const cr_tls_ctx_t *ctx, cr_tls_crl_info_t *info) {
   *info = cr__tls_ctx_crls((cr_tls_ctx_t *)ctx)->info;
 }

@@ -122,6 +122,11 @@ typedef struct cr_tls_crl_info {
                           only when a client presents that CA as an intermediate */
 } cr_tls_crl_info_t;
 
+/* What a server context with these options would load, without making one (`ccrelay check`): 0 with
+ * info filled (info->mode OFF when AUTO finds no CRL), or the error cr_tls_ctx_new would give. */
+int cr_tls_crl_check(const char *ca_file, const char *crl_file, int mode, cr_tls_crl_info_t *info, char *err,
+                     size_t errlen);
+
 /* What the context's CRLs are now. */
 void cr_tls_ctx_crl_info(const cr_tls_ctx_t *ctx, cr_tls_crl_info_t *info);
 
