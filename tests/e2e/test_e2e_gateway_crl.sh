@@ -54,6 +54,14 @@ GW_PUBLIC_CLIENT_CA=$CR_PKI/client-ca.pem GW_PUBLIC_EXTRA="crl: $CR_TMP/crl/publ
 sed -i "s|^  client_ca: $CR_PKI/tunnel-ca.pem|&\n  crl: $CR_TMP/crl/tunnel.crl.pem|" "$CR_TMP/gw2.yaml"
 agent_confs
 "$CCRELAY_BIN" check -c "$CR_TMP/gw2.yaml" >"$CR_TMP/check.out" 2>&1 || { cat "$CR_TMP/check.out" >&2; fail "check refused gw2.yaml"; }
+# check loads the CRLs as the gateway would, and says where a bad one is named.
+echo "not a CRL" >"$CR_TMP/crl/garbage.pem"
+sed "s|crl: $CR_TMP/crl/tunnel.crl.pem|crl: $CR_TMP/crl/garbage.pem|" "$CR_TMP/gw2.yaml" >"$CR_TMP/bad.yaml"
+line=$(grep -n 'crl: .*garbage.pem' "$CR_TMP/bad.yaml" | cut -d: -f1)
+rc=0
+"$CCRELAY_BIN" check -c "$CR_TMP/bad.yaml" >"$CR_TMP/bad.out" 2>&1 || rc=$?
+assert_eq "$rc" 2 "check refuses a CRL file that holds no CRL"
+assert_file_contains "$CR_TMP/bad.out" "bad\.yaml:$line:8: tunnel\.crl: no CRL found in .*garbage\.pem"
 start_gateway gw2 "$CR_TMP/gw2.yaml"
 wait_for_log gw2 'msg="CRLs loaded" listener=tunnel trigger=start revocation=hard crls=1 revoked=1' 5
 wait_for_log gw2 'msg="CRLs loaded" listener=public trigger=start revocation=hard crls=1 revoked=1' 5
