@@ -1066,21 +1066,31 @@ static void on_sighup(uv_signal_t *sig, int signum) {
 
 /* After the tunnel's CRLs changed: a tunnel made before, whose agent certificate is now revoked, gets
  * no new calls and goes within drain_timeout (GOAWAY; calls in flight may finish). Its redial is
- * refused at the handshake. */
-static void on_tunnel_crls_reloaded(void *arg) {
-  gateway_t *gw = arg;
-  cr_queue_t *q, *n;
+ * refused at the handshake. Found through the registry's walk, shut down after it. */
+typedef struct revoked_tunnels {
+  gateway_t *gw;
+  cr_tunnel_t **v;
+  size_t n;
+} revoked_tunnels_t;
+
+static void find_revoked(const cr__gw_tunnel_info_t *info, void *arg) {
+  revoked_tunnels_t *rt = arg;
+  X509 *cert = cr_tls_stream_peer_cert(cr_tunnel_transport(info->tunnel));
   char why[300];
-  for (size_t i = 0; i < gw->conf->ngroups; i++)
-    cr_queue_foreach_safe(q, n, &gw->groups[i].tunnels) {
-      gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
-      X509 *cert = cr_tls_stream_peer_cert(cr_tunnel_transport(gt->tunnel));
-      if (!cr_tunnel_usable(gt->tunnel) || !cr_tls_ctx_cert_revoked(gw->tunnel_tls, cert, why, sizeof why))
-        continue;
-      cr_log_warn("tunnel closed: agent certificate revoked", "group=%s agent=%s peer=%s reason=\"%s\" deadline_ms=%llu",
-                  gt->group->conf->name, gt->agent, gt->peer, why, (unsigned long long)gw->conf->drain_timeout_ms);
-      cr_tunnel_shutdown(gt->tunnel, gw->conf->drain_timeout_ms);
-    }
+  if (!cr_tunnel_usable(info->tunnel) || !cr_tls_ctx_cert_revoked(rt->gw->tunnel_tls, cert, why, sizeof why))
+    return;
+  cr_log_warn("tunnel closed: agent certificate revoked", "group=%s agent=%s peer=%s reason=\"%s\" deadline_ms=%llu",
+              info->group, info->agent, info->peer, why, (unsigned long long)rt->gw->conf->drain_timeout_ms);
+  rt->v = cr_realloc(rt->v, (rt->n + 1) * sizeof *rt->v);
+  rt->v[rt->n++] = info->tunnel;
+}
+
+static void on_tunnel_crls_reloaded(void *arg) {
+  revoked_tunnels_t rt = {arg, NULL, 0};
+  cr__gateway_foreach_tunnel(rt.gw, find_revoked, &rt);
+  for (size_t i = 0; i < rt.n; i++)
+    cr_tunnel_shutdown(rt.v[i], rt.gw->conf->drain_timeout_ms);
+  free(rt.v);
 }
 
 static void crl_watch(gateway_t *gw, cr_tls_ctx_t *tls, const char *what, cr_tls_crl_reload_cb cb,
