@@ -161,6 +161,41 @@ static int check_agent(const char *path) {
   return bad ? CR_EXIT_USAGE : CR_EXIT_OK;
 }
 
+/* The CRLs a listener would load, and what they say, as the gateway would at start. */
+static int check_crls(const char *file, const char *key, const cr_conf_file_t *ca, const cr_conf_file_t *crl,
+                      int rev_set, cr_conf_revocation_t rev, cr_conf_pos_t rev_pos) {
+  int mode = !rev_set && rev == CR_REVOCATION_OFF ? CR_TLS_CRL_AUTO
+             : rev == CR_REVOCATION_HARD            ? CR_TRUST_CRL_HARD
+             : rev == CR_REVOCATION_SOFT            ? CR_TRUST_CRL_SOFT
+                                                    : CR_TRUST_CRL_OFF;
+  cr_tls_crl_info_t info;
+  char where[1200], err[1024];
+  if (ca->path == NULL || mode == CR_TRUST_CRL_OFF)
+    return 0;
+  if (cr_tls_crl_check(ca->path, crl->path, mode, &info, err, sizeof err) < 0) {
+    pos_prefix(where, sizeof where, file, crl->path ? crl->pos : rev_pos.line ? rev_pos : ca->pos);
+    fprintf(stderr, "%s: %s: %s\n", where, key, err);
+    return -1;
+  }
+  if (info.nstale > 0) {
+    pos_prefix(where, sizeof where, file, crl->path ? crl->pos : ca->pos);
+    fprintf(stderr, "%s: %s: warning: %d CRL%s past nextUpdate; under revocation %s %s\n", where, key, info.nstale,
+            info.nstale == 1 ? " is" : "s are", info.mode == CR_TRUST_CRL_HARD ? "hard" : "soft",
+            info.mode == CR_TRUST_CRL_HARD ? "the certificates of its issuer are refused"
+                                            : "the certificates of its issuer are admitted with a warning");
+  }
+  return 0;
+}
+
+static int check_ciphers(const char *file, const cr_conf_gateway_t *c) {
+  char where[1200], err[1024];
+  if (c->public_.tls_ciphers == NULL || cr_tls_cipher_list_check(c->public_.tls_ciphers, err, sizeof err) == 0)
+    return 0;
+  pos_prefix(where, sizeof where, file, c->public_.tls_ciphers_pos);
+  fprintf(stderr, "%s: public.tls.ciphers: %s\n", where, err);
+  return -1;
+}
+
 static int check_gateway(const char *path) {
   cr_conf_gateway_t c;
   char err[2048];
@@ -173,6 +208,11 @@ static int check_gateway(const char *path) {
   bad |= check_identity(path, "tunnel.identity", &c.tunnel.identity);
   bad |= check_ca_file(path, "public.client_ca", &c.public_.client_ca);
   bad |= check_identity(path, "public.identity", &c.public_.identity);
+  bad |= check_crls(path, "tunnel.crl", &c.tunnel.client_ca, &c.tunnel.crl, c.tunnel.revocation_set,
+                    c.tunnel.revocation, c.tunnel.revocation_pos);
+  bad |= check_crls(path, "public.crl", &c.public_.client_ca, &c.public_.crl, c.public_.revocation_set,
+                    c.public_.revocation, c.public_.revocation_pos);
+  bad |= check_ciphers(path, &c);
   if (!bad)
     printf("%s: OK (gateway: %zu group%s, %zu service%s)\n", path, c.ngroups, c.ngroups == 1 ? "" : "s",
            c.nservices, c.nservices == 1 ? "" : "s");

@@ -302,11 +302,67 @@ static const char *const gateway_keys[] = {"log",      "tunnel",        "public"
                                            "services", "drain_timeout", "admin"};
 static const char *const gateway_admin_keys[] = {"listen", "token_file"};
 static const char *const tunnel_keys[] = {"listen",        "identity",     "client_ca",
-                                          "handshake_timeout", "ping_interval", "ping_timeout"};
+                                          "handshake_timeout", "ping_interval", "ping_timeout",
+                                          "crl",           "revocation"};
 static const char *const public_keys[] = {"listen",          "identity",     "client_ca",
                                           "header_timeout",  "idle_timeout", "request_timeout",
                                           "max_header_size", "max_header_fields", "max_connections",
-                                          "send_timeout", "min_send_rate"};
+                                          "send_timeout", "min_send_rate", "crl", "revocation", "tls"};
+static const char *const public_tls_keys[] = {"ciphers", "min_version"};
+static const char *const tls_version_names[] = {"TLSv1.2", "TLSv1.3"};
+
+/* crl and revocation of a listener with client_ca. Without client_ca there is no client certificate
+ * to check, so either key is a mistake. */
+static int load_revocation(ctx_t *c, const node_t *m, const char *p, const cr_conf_file_t *client_ca,
+                           cr_conf_file_t *crl, cr_conf_revocation_t *rev, int *rev_set, cr_conf_pos_t *rev_pos) {
+  const node_t *v = cr__conf_map_get(m, "revocation");
+  char kp[PATH_LEN], cp[PATH_LEN];
+  int r;
+  if (cr__conf_get_file(c, m, p, "crl", OPT, crl) != 0 ||
+      cr__conf_get_enum(c, m, p, "revocation", revocation_names, CR_ARRAY_SIZE(revocation_names), -1, &r) != 0)
+    return CR_ECONFIG;
+  *rev_set = r >= 0;
+  *rev = r >= 0 ? (cr_conf_revocation_t)r : crl->path ? CR_REVOCATION_HARD : CR_REVOCATION_OFF;
+  *rev_pos = v ? v->pos : crl->pos;
+  if (client_ca->path == NULL && (crl->path || (*rev_set && *rev != CR_REVOCATION_OFF)))
+    return cr__conf_fail(c, crl->path ? crl->pos : *rev_pos, cr__conf_join(kp, p, crl->path ? "crl" : "revocation"),
+                         "checks client certificates, but %s is not set: no client certificate is asked for",
+                         cr__conf_join(cp, p, "client_ca"));
+  return 0;
+}
+
+/* public.tls: the TLS 1.2 suites and the lowest version. The list's syntax is checked here; whether
+ * OpenSSL knows its names is for cr_tls_cipher_list_check (`check` and start). */
+static int load_public_tls(ctx_t *c, const node_t *pub, cr_conf_gateway_t *g) {
+  const node_t *m, *v;
+  const char *p = "public.tls";
+  char kp[PATH_LEN], tmp[80];
+  int ver;
+  g->public_.tls_min_version = 12;
+  if (cr__conf_get_map(c, pub, "public", "tls", OPT, public_tls_keys, CR_ARRAY_SIZE(public_tls_keys), &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL)
+    return 0;
+  if (cr__conf_get_enum(c, m, p, "min_version", tls_version_names, CR_ARRAY_SIZE(tls_version_names), 0, &ver) != 0)
+    return CR_ECONFIG;
+  g->public_.tls_min_version = ver == 1 ? 13 : 12;
+  if ((v = cr__conf_map_get(m, "ciphers")) == NULL)
+    return 0;
+  cr__conf_join(kp, p, "ciphers");
+  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+    return CR_ECONFIG;
+  if (v->len > 1024)
+    return cr__conf_fail(c, v->pos, kp, "longer than 1024 characters");
+  for (size_t i = 0; i < v->len; i++) {
+    unsigned char ch = (unsigned char)v->str[i];
+    if (!isalnum(ch) && strchr("!+-:,@=._ ", ch) == NULL)
+      return cr__conf_fail(c, v->pos, kp, "'%s' is not an OpenSSL cipher list (character %zu)",
+                           cr__conf_sanitize(v->str, v->len, tmp, sizeof(tmp)), i + 1);
+  }
+  g->public_.tls_ciphers = cr_strdup(v->str);
+  g->public_.tls_ciphers_pos = v->pos;
+  return 0;
+}
 static const char *const group_keys[] = {"name", "agents"};
 static const char *const service_keys[] = {"host", "path_prefix", "group"};
 
@@ -321,7 +377,9 @@ static int load_tunnel(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       cr__conf_get_duration(c, m, p, "handshake_timeout", r_handshake, &g->tunnel.handshake_timeout_ms,
                    NULL) ||
       cr__conf_get_duration(c, m, p, "ping_interval", r_ping_interval, &g->tunnel.ping_interval_ms, NULL) ||
-      cr__conf_get_duration(c, m, p, "ping_timeout", r_ping_timeout, &g->tunnel.ping_timeout_ms, NULL))
+      cr__conf_get_duration(c, m, p, "ping_timeout", r_ping_timeout, &g->tunnel.ping_timeout_ms, NULL) ||
+      load_revocation(c, m, p, &g->tunnel.client_ca, &g->tunnel.crl, &g->tunnel.revocation,
+                      &g->tunnel.revocation_set, &g->tunnel.revocation_pos) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -343,7 +401,10 @@ static int load_public(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
                         CR_CONF_HEADER_FIELDS_MAX, &g->public_.max_header_fields) != 0 ||
       cr__conf_get_uint(c, m, p, "max_connections", 10000, 1, 1000000, &g->public_.max_connections) != 0 ||
       cr__conf_get_duration(c, m, p, "send_timeout", r_send_timeout, &g->public_.send_timeout_ms, NULL) != 0 ||
-      cr__conf_get_size(c, m, p, "min_send_rate", r_min_send_rate, &g->public_.min_send_rate) != 0)
+      cr__conf_get_size(c, m, p, "min_send_rate", r_min_send_rate, &g->public_.min_send_rate) != 0 ||
+      load_revocation(c, m, p, &g->public_.client_ca, &g->public_.crl, &g->public_.revocation,
+                      &g->public_.revocation_set, &g->public_.revocation_pos) != 0 ||
+      load_public_tls(c, m, g) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -502,6 +563,9 @@ void cr_conf_gateway_free(cr_conf_gateway_t *g) {
   free(g->tunnel.listen.host);
   identity_free(&g->tunnel.identity);
   free(g->tunnel.client_ca.path);
+  free(g->tunnel.crl.path);
+  free(g->public_.crl.path);
+  free(g->public_.tls_ciphers);
   free(g->public_.listen.host);
   identity_free(&g->public_.identity);
   free(g->public_.client_ca.path);

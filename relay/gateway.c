@@ -107,6 +107,8 @@ struct gateway {
   const cr_conf_gateway_t *conf;
   cr_tls_ctx_t *tunnel_tls;
   cr_tls_ctx_t *public_tls;
+  cr_tls_crl_watch_t *tunnel_crls; /* NULL when the listener checks no CRL, and once draining */
+  cr_tls_crl_watch_t *public_crls;
   cr_listener_t *tunnel_listener;
   cr_listener_t *public_listener;
   group_t *groups;
@@ -232,6 +234,9 @@ static void on_tunnel_handshake(cr_stream_t *tls, int status) {
     cr_stream_close(tls, NULL);
     return;
   }
+  if (cr_tls_stream_verify_warning(tls)[0]) /* tunnel.revocation: soft */
+    cr_log_warn("agent admitted without a current CRL", "peer=%s agent=%s reason=\"%s\"", tls->peer, cn,
+                cr_tls_stream_verify_warning(tls));
   cr__gw_tunnel_add(g, tls, cn, gw->conf);
 }
 
@@ -1045,6 +1050,7 @@ static void gateway_drain(void *arg) {
   cr_listener_close(gw->tunnel_listener);
   cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
+  cr__gw_crl_stop(gw);
   if (gw->admin)
     cr__gw_admin_stop(gw->admin);
   gw->admin = NULL;
@@ -1058,9 +1064,15 @@ static void gateway_drain(void *arg) {
 }
 
 /* SIGHUP's default action would end the process: a habit (log rotation, `systemctl reload`) must
- * not take the gateway down. It has nothing to reload while it runs; the log line says so. */
+ * not take the gateway down. It reloads the CRLs it checks; the rest needs a restart, as the log says. */
 static void gateway_sighup(void *arg) {
   gateway_t *gw = arg;
+  if (gw->tunnel_crls || gw->public_crls) {
+    cr_log_info("SIGHUP: reloading the CRLs; the rest of the configuration needs a restart", "config=%s",
+                gw->conf->path);
+    cr__gw_crl_reload(gw);
+    return;
+  }
   cr_log_warn("SIGHUP ignored: the gateway reloads nothing while it runs; restart it to apply a new "
               "configuration (agents redial within their backoff)",
               "config=%s", gw->conf->path);
@@ -1073,6 +1085,62 @@ static const cr_process_handlers_t process_handlers = {
     .deadline_fields = gateway_deadline_fields,
     .busy = gateway_busy,
 };
+
+/* ---------- CRLs ---------- */
+
+/* After the tunnel's CRLs changed: a tunnel made before, whose agent certificate is now revoked, gets
+ * no new calls and goes within drain_timeout (GOAWAY; calls in flight may finish). Its redial is
+ * refused at the handshake. Found through the registry's walk, shut down after it. */
+typedef struct revoked_tunnels {
+  gateway_t *gw;
+  cr_tunnel_t **v;
+  size_t n;
+} revoked_tunnels_t;
+
+static void find_revoked(const cr__gw_tunnel_info_t *info, void *arg) {
+  revoked_tunnels_t *rt = arg;
+  X509 *cert = cr_tls_stream_peer_cert(cr_tunnel_transport(info->tunnel));
+  char why[300];
+  if (!cr_tunnel_usable(info->tunnel) || !cr_tls_ctx_cert_revoked(rt->gw->tunnel_tls, cert, why, sizeof why))
+    return;
+  cr_log_warn("tunnel closed: agent certificate revoked", "group=%s agent=%s peer=%s reason=\"%s\" deadline_ms=%llu",
+              info->group, info->agent, info->peer, why, (unsigned long long)rt->gw->conf->drain_timeout_ms);
+  rt->v = cr_realloc(rt->v, (rt->n + 1) * sizeof *rt->v);
+  rt->v[rt->n++] = info->tunnel;
+}
+
+static void on_tunnel_crls_reloaded(void *arg) {
+  revoked_tunnels_t rt = {arg, NULL, 0};
+  cr__gateway_foreach_tunnel(rt.gw, find_revoked, &rt);
+  for (size_t i = 0; i < rt.n; i++)
+    cr_tunnel_shutdown(rt.v[i], rt.gw->conf->drain_timeout_ms);
+  free(rt.v);
+}
+
+static void crl_watch(gateway_t *gw, cr_tls_ctx_t *tls, const char *what, cr_tls_crl_reload_cb cb,
+                      cr_tls_crl_watch_t **out) {
+  cr_tls_crl_info_t info;
+  cr_tls_ctx_crl_info(tls, &info);
+  if (info.mode != CR_TRUST_CRL_OFF)
+    cr_tls_crl_watch_start(&gw->loop, tls, what, CR_GW_CRL_CHECK_MS, cb, gw, out);
+}
+
+void cr__gw_crl_reload(gateway_t *gw) {
+  cr_tls_crl_watch_reload(gw->tunnel_crls, "SIGHUP");
+  cr_tls_crl_watch_reload(gw->public_crls, "SIGHUP");
+}
+
+void cr__gw_crl_stop(gateway_t *gw) {
+  cr_tls_crl_watch_stop(gw->tunnel_crls);
+  cr_tls_crl_watch_stop(gw->public_crls);
+  gw->tunnel_crls = gw->public_crls = NULL;
+}
+
+static int crl_mode(int set, cr_conf_revocation_t r) {
+  if (!set && r == CR_REVOCATION_OFF)
+    return CR_TLS_CRL_AUTO; /* not given and no crl: CRLs in client_ca still count */
+  return r == CR_REVOCATION_HARD ? CR_TRUST_CRL_HARD : r == CR_REVOCATION_SOFT ? CR_TRUST_CRL_SOFT : CR_TRUST_CRL_OFF;
+}
 
 static int make_tls_contexts(gateway_t *gw) {
   const cr_conf_gateway_t *c = gw->conf;
@@ -1093,6 +1161,8 @@ static int make_tls_contexts(gateway_t *gw) {
   o.alpn_required = 1;
   o.peer_check = tunnel_peer_check;
   o.peer_check_arg = gw;
+  o.crl_file = c->tunnel.crl.path;
+  o.crl_mode = crl_mode(c->tunnel.revocation_set, c->tunnel.revocation);
   if ((r = cr_tls_ctx_new(&o, &gw->tunnel_tls, err, sizeof err)) < 0) {
     cr_log_error("cannot start", "config=%s key=tunnel reason=\"%s\"", c->path, err);
     return r;
@@ -1103,10 +1173,23 @@ static int make_tls_contexts(gateway_t *gw) {
   o.identity = &pid;
   o.identity_current = 1;
   o.alpn = "http/1.1";
+  o.tls13_only = c->public_.tls_min_version == 13;
+  o.ciphers = c->public_.tls_ciphers ? c->public_.tls_ciphers : CR_TLS_CIPHERS_AEAD;
+  if (c->public_.tls_ciphers && cr_tls_cipher_list_check(o.ciphers, err, sizeof err) < 0) {
+    cr_log_error("cannot start", "config=%s:%d:%d key=public.tls.ciphers reason=\"%s\"", c->path,
+                 c->public_.tls_ciphers_pos.line, c->public_.tls_ciphers_pos.col, err);
+    return CR_ECONFIG;
+  }
+  if (c->public_.client_ca.path) {
+    o.crl_file = c->public_.crl.path;
+    o.crl_mode = crl_mode(c->public_.revocation_set, c->public_.revocation);
+  }
   if ((r = cr_tls_ctx_new(&o, &gw->public_tls, err, sizeof err)) < 0) {
     cr_log_error("cannot start", "config=%s key=public reason=\"%s\"", c->path, err);
     return r;
   }
+  crl_watch(gw, gw->tunnel_tls, "tunnel", on_tunnel_crls_reloaded, &gw->tunnel_crls);
+  crl_watch(gw, gw->public_tls, "public", NULL, &gw->public_crls);
   return 0;
 }
 
@@ -1161,6 +1244,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_log_info("gateway stopped", "");
   code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
+  cr__gw_crl_stop(gw); /* a start that failed after the watches began */
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)

@@ -59,6 +59,17 @@ void cr__gw_groups_close(cr__gw_group_t *groups, size_t ngroups);
 /* Gives back every tunnel's caches kept for the next burst (an idle process's memory trim). */
 void cr__gw_groups_release_caches(cr__gw_group_t *groups, size_t ngroups);
 
+/* The CRLs of tunnel.client_ca and public.client_ca (tunnel.crl, public.crl) are also checked for a
+ * change this often (inotify sees most changes at once). */
+#define CR_GW_CRL_CHECK_MS 10000
+
+/* SIGHUP: reloads the CRLs of both listeners that check any (new handshakes use them; a tunnel whose
+ * agent certificate is now revoked is shut down), logging the outcome; a bad file keeps the CRLs in
+ * force. Nothing when neither listener checks CRLs. */
+void cr__gw_crl_reload(struct gateway *gw);
+/* Stops watching the CRL files (the drain, or a failed start). Idempotent. */
+void cr__gw_crl_stop(struct gateway *gw);
+
 typedef struct cr__gw_admin cr__gw_admin_t;
 
 /* Starts the admin API on conf->admin_listen (the caller checked host is set). 0, or an error

@@ -30,6 +30,7 @@ struct cr_tls_ctx {
   int resume_sessions;
   SSL_SESSION *resume; /* the latest session a server gave, for resume_name; NULL when none */
   char *resume_name;
+  cr__tls_crls_t crls;
 };
 
 static int notes_index = -1;
@@ -224,10 +225,17 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   if (!preverify_ok) {
     if (notes && notes->verify_why == NULL) {
       int e = X509_STORE_CTX_get_error(store);
-      cr_x509_subject(cert, subject, sizeof subject);
-      snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
-               X509_verify_cert_error_string(e), X509_STORE_CTX_get_error_depth(store),
-               subject[0] ? subject : "unknown");
+      if (e == X509_V_ERR_CERT_REVOKED) { /* the serial is what the CA's records know it by */
+        char detail[260];
+        cr__tls_revoked_detail(cert, detail, sizeof detail);
+        snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s (depth %d, %s)",
+                 X509_verify_cert_error_string(e), X509_STORE_CTX_get_error_depth(store), detail);
+      } else {
+        cr_x509_subject(cert, subject, sizeof subject);
+        snprintf(note_text(&notes->verify_why), CR__TLS_NOTE_MAX, "%s (depth %d, subject %s)",
+                 X509_verify_cert_error_string(e), X509_STORE_CTX_get_error_depth(store),
+                 subject[0] ? subject : "unknown");
+      }
     }
     return 0;
   }
@@ -409,6 +417,13 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   SSL_CTX_set_app_data(sc, ctx);
 
   SSL_CTX_set_min_proto_version(sc, opts->tls13_only ? TLS1_3_VERSION : TLS1_2_VERSION);
+  if (opts->ciphers && !SSL_CTX_set_cipher_list(sc, opts->ciphers)) {
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "no TLS 1.2 cipher matches '%s' (%s); see `openssl ciphers -v '%s'`", opts->ciphers,
+             detail[0] ? detail : "no detail from OpenSSL", opts->ciphers);
+    cr_tls_ctx_free(ctx);
+    return CR_ECONFIG;
+  }
   SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (opts->server) {
     /* Resumption is by stateless TLS 1.3 tickets; the server-side session cache only costs a
@@ -441,6 +456,15 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
   if (opts->ca_file && *opts->ca_file && (r = load_ca_file(sc, opts->ca_file, opts->server, err, errlen)) < 0) {
     cr_tls_ctx_free(ctx);
     return r;
+  }
+  if (opts->ca_file && *opts->ca_file && opts->server && opts->crl_mode != CR_TRUST_CRL_OFF) {
+    r = cr__tls_crls_init(&ctx->crls, sc, opts->ca_file, opts->crl_file, opts->crl_mode, err, errlen);
+    if (r < 0) {
+      cr_tls_ctx_free(ctx);
+      return r;
+    }
+    if (ctx->crls.mode == CR_TRUST_CRL_SOFT)
+      ctx->crl_soft = 1;
   }
   /* Verification is never off. A server without ca_file has nothing to check a client certificate
    * against, so it does not ask for one (asking would make browsers prompt the user). */
@@ -503,6 +527,7 @@ void cr__tls_ctx_unref(cr_tls_ctx_t *ctx) {
   if (ctx == NULL || --ctx->refs > 0)
     return;
   SSL_CTX_free(ctx->ssl_ctx);
+  cr__tls_crls_free(&ctx->crls);
   SSL_SESSION_free(ctx->resume);
   free(ctx->resume_name);
   free(ctx->alpn);
@@ -517,6 +542,32 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx) {
 }
 
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx) { return ctx->ssl_ctx; }
+
+cr__tls_crls_t *cr__tls_ctx_crls(cr_tls_ctx_t *ctx) { return &ctx->crls; }
+
+int cr_tls_cipher_list_check(const char *list, char *err, size_t errlen) {
+  char detail[256];
+  SSL_CTX *sc;
+  int ok;
+  int r = cr_tls_global_init(err, errlen);
+  if (r < 0)
+    return r;
+  ERR_clear_error();
+  if ((sc = SSL_CTX_new(TLS_server_method())) == NULL) {
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "cannot create a TLS context: %s", detail);
+    return CR_ETLS;
+  }
+  ok = SSL_CTX_set_cipher_list(sc, list);
+  cr_x509_drain_errors(detail, sizeof detail, NULL);
+  SSL_CTX_free(sc);
+  if (!ok) {
+    snprintf(err, errlen, "no TLS 1.2 cipher matches '%s' (%s); see `openssl ciphers -v '%s'`", list,
+             detail[0] ? detail : "no detail from OpenSSL", list);
+    return CR_ECONFIG;
+  }
+  return 0;
+}
 
 SSL *cr__tls_ctx_ssl_new(cr_tls_ctx_t *ctx, cr__tls_notes_t *notes) {
   SSL *ssl = SSL_new(ctx->ssl_ctx);

@@ -20,6 +20,27 @@ typedef struct cr__tls_notes {
   const char *server_name; /* client: the name the server is verified against (owned by the stream) */
 } cr__tls_notes_t;
 
+/* A server context's CRLs (tls_crl.c): what is in force and where it came from. */
+typedef struct cr__tls_crls {
+  int mode;                     /* in force, cr_trust_crl_mode_t; OFF: nothing below is set */
+  char *ca_file, *crl_file;     /* crl_file may be NULL */
+  STACK_OF(X509) *ca_certs;     /* the CAs of ca_file as read at creation */
+  STACK_OF(X509_CRL) *crls;     /* in force */
+  unsigned char digest[32];     /* of the file bytes they came from */
+  cr_tls_crl_info_t info;
+} cr__tls_crls_t;
+
+/* At creation, after ca_file went into sc's store: resolves mode (CR_TLS_CRL_AUTO), reads the CRLs
+ * and, unless the mode is OFF, gives sc a store with the CAs, the CRLs and the CRL flags. */
+int cr__tls_crls_init(cr__tls_crls_t *c, SSL_CTX *sc, const char *ca_file, const char *crl_file, int mode,
+                      char *err, size_t errlen);
+int cr__tls_crls_reload(cr__tls_crls_t *c, SSL_CTX *sc, int force, int *changed, char *err, size_t errlen);
+void cr__tls_crls_free(cr__tls_crls_t *c);
+/* "subject ..., serial HEX" of cert, for messages about revocation. */
+void cr__tls_revoked_detail(X509 *cert, char *out, size_t outlen);
+/* The CRL state of a context (tls_ctx.c). */
+cr__tls_crls_t *cr__tls_ctx_crls(cr_tls_ctx_t *ctx);
+
 /* Frees the texts notes hold; the notes stay usable (as if nothing was written). */
 void cr__tls_notes_release(cr__tls_notes_t *notes);
 /* A new SSL on ctx's SSL_CTX with notes attached (the caller keeps notes alive as long as the SSL),

@@ -177,6 +177,14 @@ typedef struct cr_conf_gateway {
     cr_conf_listen_t listen;      /* tunnel.listen: host:port; required */
     cr_conf_identity_t identity;  /* tunnel.identity: the gateway's tunnel certificate; required */
     cr_conf_file_t client_ca;     /* tunnel.client_ca: agents must chain to it; required */
+    cr_conf_file_t crl;           /* tunnel.crl: PEM or DER CRLs of the agents' CAs; optional. CRLs
+                                     inside client_ca count as well. Reloaded when changed and on
+                                     SIGHUP */
+    cr_conf_revocation_t revocation; /* tunnel.revocation: off|soft|hard; the value given, else hard
+                                     when crl is given; see revocation_set */
+    int revocation_set;           /* 0: not given: hard when crl is given or client_ca holds a CRL
+                                     (decided at start), else off */
+    cr_conf_pos_t revocation_pos; /* of the value given, or of crl */
     uint64_t handshake_timeout_ms;/* tunnel.handshake_timeout (10s) */
     uint64_t ping_interval_ms;    /* tunnel.ping_interval (15s) */
     uint64_t ping_timeout_ms;     /* tunnel.ping_timeout (10s) */
@@ -185,6 +193,15 @@ typedef struct cr_conf_gateway {
     cr_conf_listen_t listen;      /* public.listen: host:port; required */
     cr_conf_identity_t identity;  /* public.identity: the public HTTPS certificate; required */
     cr_conf_file_t client_ca;     /* public.client_ca: optional; if set callers need a certificate */
+    cr_conf_file_t crl;           /* public.crl: as tunnel.crl, for callers' certificates; needs client_ca */
+    cr_conf_revocation_t revocation; /* public.revocation: as tunnel.revocation; needs client_ca */
+    int revocation_set;
+    cr_conf_pos_t revocation_pos;
+    char *tls_ciphers;            /* public.tls.ciphers: TLS 1.2 suites, OpenSSL cipher-list syntax;
+                                     NULL: AEAD with ECDHE only (CR_TLS_CIPHERS_AEAD). The syntax is
+                                     checked here, the list compiled by `check` and at start */
+    cr_conf_pos_t tls_ciphers_pos;
+    int tls_min_version;          /* public.tls.min_version: TLSv1.2|TLSv1.3 (TLSv1.2), as 12 or 13 */
     uint64_t header_timeout_ms;   /* public.header_timeout (10s): connection/keep-alive -> full head */
     uint64_t idle_timeout_ms;     /* public.idle_timeout (60s): keep-alive idle */
     uint64_t request_timeout_ms;  /* public.request_timeout (60s): head forwarded -> response head */

@@ -6,11 +6,16 @@
 #ifndef CCRELAY_TLS_H
 #define CCRELAY_TLS_H
 
+#include <stdint.h>
+#include <time.h>
+
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <time.h>
+#include <uv.h>
 
 #include "ccrelay/stream.h"
+#include "ccrelay/truststore.h"
 #include "ccrelay/x509.h"
 
 /* Loads OpenSSL's providers (cr_x509_init) and sets up what TLS streams need. Call once at start;
@@ -52,6 +57,16 @@ int cr_tls_identity_check_current(const cr_tls_identity_t *id, const char *file,
  * returning nonzero fails the handshake (the peer gets an alert), with why logged by the caller. */
 typedef int (*cr_tls_peer_check_cb)(X509 *leaf, void *arg, char *why, size_t whylen);
 
+/* TLS 1.2 suites a server offers when its caller names none (the gateway's public listener): forward
+ * secret AEAD only, ECDSA and RSA certificates alike. TLS 1.3 suites are all AEAD and stay OpenSSL's. */
+#define CR_TLS_CIPHERS_AEAD                                                                                    \
+  "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"                  \
+  "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* Revocation of client certificates on a server context (crl_mode): the values of cr_trust_crl_mode_t,
+ * or AUTO: HARD when crl_file is given or ca_file holds a CRL, else OFF. Decided once, at creation. */
+#define CR_TLS_CRL_AUTO (-1)
+
 typedef struct cr_tls_ctx_opts {
   int server;                          /* 1: accepting side */
   const char *ca_file;                 /* PEM roots the peer must chain to. Client: required.
@@ -73,6 +88,18 @@ typedef struct cr_tls_ctx_opts {
                                           its chain completed); the context takes references */
   cr_tls_peer_check_cb peer_check;     /* server only, optional */
   void *peer_check_arg;
+  const char *ciphers;                 /* TLS 1.2 suites in OpenSSL cipher-list syntax; NULL: OpenSSL's
+                                          default (CR_TLS_CIPHERS_AEAD is what the public listener uses) */
+  const char *crl_file;                /* server with ca_file: PEM or DER CRLs (one or several) for the
+                                          client certificates; CRLs inside ca_file count too. Each CRL
+                                          whose issuer is a CA of ca_file must verify with its key. */
+  int crl_mode;                        /* server with ca_file: cr_trust_crl_mode_t or CR_TLS_CRL_AUTO
+                                          (0 is OFF). Not OFF: every certificate of the client's chain
+                                          is checked against its issuer's CRL (X509_V_FLAG_CRL_CHECK_ALL;
+                                          a self-signed root by its own CRL, so one root's CRL covers
+                                          a chain root -> leaf); SOFT forgives a missing or stale CRL
+                                          (cr_tls_stream_verify_warning says what), HARD refuses. A
+                                          revoked certificate is refused under both. */
   int resume_sessions;                 /* client: keep the latest session the server gave and offer
                                           it on the next connection to the same server name, which
                                           then skips the certificate exchange and its verification
@@ -91,6 +118,59 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx);
 /* The underlying SSL_CTX (borrowed), for settings policy does not cover, e.g. a test capping the
  * protocol version. Change it before the first stream is created. */
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx);
+
+/* Checks a TLS 1.2 cipher list (OpenSSL syntax) by compiling it: 0, or CR_ECONFIG with prose in err
+ * ("no cipher matches ..."). For `ccrelay check` and start-up, which add the config position. */
+int cr_tls_cipher_list_check(const char *list, char *err, size_t errlen);
+
+/* ---- CRLs of a server context ---- */
+
+typedef struct cr_tls_crl_info {
+  int mode;            /* in force: cr_trust_crl_mode_t (OFF: the rest is zero) */
+  int ncrls;           /* CRLs loaded, from crl_file and ca_file */
+  int nstale;          /* of those, past nextUpdate (or before thisUpdate) now */
+  long nrevoked;       /* serial numbers listed, summed over the CRLs */
+  time_t next_update;  /* the earliest nextUpdate, 0 when none has one */
+  char foreign[200];   /* issuers of CRLs that no CA of ca_file issued ("" when none): they apply
+                          only when a client presents that CA as an intermediate */
+} cr_tls_crl_info_t;
+
+/* What a server context with these options would load, without making one (`ccrelay check`): 0 with
+ * info filled (info->mode OFF when AUTO finds no CRL), or the error cr_tls_ctx_new would give. */
+int cr_tls_crl_check(const char *ca_file, const char *crl_file, int mode, cr_tls_crl_info_t *info, char *err,
+                     size_t errlen);
+
+/* What the context's CRLs are now. */
+void cr_tls_ctx_crl_info(const cr_tls_ctx_t *ctx, cr_tls_crl_info_t *info);
+
+/* Reads crl_file and the CRLs of ca_file again. When their bytes are the ones in force (and force is
+ * 0) nothing happens and *changed is 0; otherwise they are decoded and checked, and on success new
+ * handshakes use them (*changed = 1): handshakes already done, and the connections they made, are
+ * untouched. The CA certificates stay the ones read at creation. Errors (nothing changes): UV_E*
+ * reading a file, CR_ETLS (a block that does not decode, a CRL whose signature does not verify with
+ * its issuer's key in ca_file, a certificate in crl_file), CR_ENO_CERT (no CRL left where one is
+ * needed), UV_EINVAL when the context checks no CRL. Prose in err names the file. */
+int cr_tls_ctx_reload_crls(cr_tls_ctx_t *ctx, int force, int *changed, char *err, size_t errlen);
+
+/* 1 when cert (a client certificate this context admitted) is revoked by a CRL in force now, with
+ * "certificate revoked (subject ..., serial ...)" in why; 0 otherwise (also for a context without
+ * CRLs). Checks the leaf only; for connections made before a reload. */
+int cr_tls_ctx_cert_revoked(cr_tls_ctx_t *ctx, X509 *cert, char *why, size_t whylen);
+
+/* Keeps a context's CRLs current: a reload (cr_tls_ctx_reload_crls) when crl_file or ca_file changes
+ * (inotify on their directories, so an atomic rename-replace is seen at once, and a stat check every
+ * interval_ms as a fallback for file systems without events) and when cr_tls_crl_watch_reload is
+ * called (SIGHUP). Every reload is logged (what names the listener, e.g. "tunnel"), a failed one as an
+ * error that keeps the CRLs in force. After a reload that changed them, on_reload(arg) runs (may be
+ * NULL), e.g. to look at connections made before. */
+typedef struct cr_tls_crl_watch cr_tls_crl_watch_t;
+typedef void (*cr_tls_crl_reload_cb)(void *arg);
+int cr_tls_crl_watch_start(uv_loop_t *loop, cr_tls_ctx_t *ctx, const char *what, uint64_t interval_ms,
+                           cr_tls_crl_reload_cb on_reload, void *arg, cr_tls_crl_watch_t **out);
+/* Reloads now, even when the files look unchanged; trigger names why in the log ("SIGHUP"). */
+void cr_tls_crl_watch_reload(cr_tls_crl_watch_t *w, const char *trigger);
+/* Stops watching and frees w once its handles closed (the loop must run on); NULL is fine. */
+void cr_tls_crl_watch_stop(cr_tls_crl_watch_t *w);
 
 /* Wraps lower (taking ownership: closing the TLS stream closes lower). Client side: server_name is
  * sent as SNI (unless an IP literal) and checked against the certificate (DNS name or IP).

@@ -1060,6 +1060,82 @@ static void test_gateway_errors(void **state) {
               "did you mean 'agents'?");
 }
 
+/* tunnel.crl / public.crl, the revocation keys, public.tls. */
+#define TUN_CRL(extra)                                                                             \
+  "tunnel:\n"                                                                                      \
+  "  listen: 0.0.0.0:8443\n"                                                                       \
+  "  identity: {cert: files/agent.pem, key: files/agent.key}\n"                                    \
+  "  client_ca: files/ca.pem\n" extra
+#define REST_OF_GW                                                                                 \
+  "public:\n  listen: 0.0.0.0:443\n" PUBID GROUPS "services:\n  - host: a.example\n    group: acme\n"
+
+static int gateway_ok(const char *yaml, cr_conf_gateway_t *g) {
+  char err[1024] = "";
+  int rc = cr_conf_gateway_load_mem(inline_name, yaml, strlen(yaml), g, err, sizeof(err));
+  if (rc != 0)
+    print_error("unexpected error: %s\n", err);
+  return rc;
+}
+
+static void test_gateway_revocation_and_tls(void **state) {
+  cr_conf_gateway_t g;
+  (void)state;
+  /* Defaults: nothing given. */
+  assert_int_equal(gateway_ok(TUN_CRL("") REST_OF_GW, &g), 0);
+  assert_null(g.tunnel.crl.path);
+  assert_int_equal(g.tunnel.revocation_set, 0);
+  assert_int_equal(g.tunnel.revocation, CR_REVOCATION_OFF);
+  assert_int_equal(g.public_.revocation_set, 0);
+  assert_null(g.public_.tls_ciphers);
+  assert_int_equal(g.public_.tls_min_version, 12);
+  cr_conf_gateway_free(&g);
+  /* A crl makes hard the default; its position is where the revocation came from. */
+  assert_int_equal(gateway_ok(TUN_CRL("  crl: files/ca.pem\n") REST_OF_GW, &g), 0);
+  assert_non_null(g.tunnel.crl.path);
+  assert_non_null(strstr(g.tunnel.crl.path, "files/ca.pem"));
+  assert_int_equal(g.tunnel.crl.pos.line, 5);
+  assert_int_equal(g.tunnel.revocation_set, 0);
+  assert_int_equal(g.tunnel.revocation, CR_REVOCATION_HARD);
+  cr_conf_gateway_free(&g);
+  assert_int_equal(gateway_ok(TUN_CRL("  crl: files/ca.pem\n  revocation: soft\n") REST_OF_GW, &g), 0);
+  assert_int_equal(g.tunnel.revocation_set, 1);
+  assert_int_equal(g.tunnel.revocation, CR_REVOCATION_SOFT);
+  assert_int_equal(g.tunnel.revocation_pos.line, 6);
+  cr_conf_gateway_free(&g);
+  assert_int_equal(gateway_ok(TUN_CRL("  revocation: off\n") REST_OF_GW, &g), 0);
+  assert_int_equal(g.tunnel.revocation_set, 1);
+  assert_int_equal(g.tunnel.revocation, CR_REVOCATION_OFF);
+  cr_conf_gateway_free(&g);
+  /* The public side, with client_ca; and public.tls. */
+  assert_int_equal(gateway_ok(TUN "  identity: {cert: files/agent.pem, key: files/agent.key}\n"
+                                  "  client_ca: files/ca.pem\n  crl: files/ca.pem\n"
+                                  "  tls: {ciphers: 'ECDHE+AESGCM:ECDHE+AES', min_version: TLSv1.3}\n" GROUPS
+                                  "services:\n  - host: a.example\n    group: acme\n",
+                              &g),
+                   0);
+  assert_int_equal(g.public_.revocation, CR_REVOCATION_HARD);
+  assert_string_equal(g.public_.tls_ciphers, "ECDHE+AESGCM:ECDHE+AES");
+  assert_int_equal(g.public_.tls_ciphers_pos.line, 10);
+  assert_int_equal(g.public_.tls_min_version, 13);
+  cr_conf_gateway_free(&g);
+
+  gateway_err(TUN_CRL("  crl: files/none.pem\n"), "5:8: tunnel.crl", "no such file");
+  gateway_err(TUN_CRL("  crl: files\n"), "5:8: tunnel.crl", "is a directory, expected a file");
+  gateway_err(TUN_CRL("  revocation: strict\n"), "5:15: tunnel.revocation", "'strict' is not one of: off, soft, hard");
+  gateway_err(TUN_CRL("  crls: files/ca.pem\n"), "5:3: tunnel.crls", "did you mean 'crl'?");
+  gateway_err(TUN PUBID "  crl: files/ca.pem\n" GROUPS, "8:8: public.crl",
+              "checks client certificates, but public.client_ca is not set");
+  gateway_err(TUN PUBID "  revocation: hard\n" GROUPS, "8:15: public.revocation",
+              "checks client certificates, but public.client_ca is not set");
+  gateway_err(TUN PUBID "  tls: {min_version: TLSv1.1}\n", "8:22: public.tls.min_version",
+              "'TLSv1.1' is not one of: TLSv1.2, TLSv1.3");
+  gateway_err(TUN PUBID "  tls: {ciphers: ''}\n", "8:18: public.tls.ciphers", "");
+  gateway_err(TUN PUBID "  tls: {ciphers: 'AES128;rm'}\n", "8:18: public.tls.ciphers",
+              "'AES128;rm' is not an OpenSSL cipher list (character 7)");
+  gateway_err(TUN PUBID "  tls: {cipher: x}\n", "8:9: public.tls.cipher", "did you mean 'ciphers'?");
+  gateway_err(TUN PUBID "  tls: TLSv1.3\n", "8:8: public.tls", "expected a mapping");
+}
+
 /* ---------------------------------------------------------------- files and roles */
 
 static void test_load_file_errors(void **state) {
@@ -1212,6 +1288,7 @@ int main(void) {
       T(test_gateway_admin),
       T(test_yaml_errors),
       T(test_gateway_errors),
+      T(test_gateway_revocation_and_tls),
       T(test_load_file_errors),
       T(test_detect_role),
       T(test_detect_role_partial),
