@@ -82,7 +82,7 @@ image_hash() {
 # image_ensure SRC CACHE_DIR: sets CCRELAY_IMAGE (localhost/ccrelay:ci-HASH), building when missing.
 image_ensure() {
   local src=$1 cache=$2 hash rev t0 log rc=0
-  mkdir -p "$cache"
+  mkdir -p "$cache" "$(dirname "$IMAGE_LOCK")"
   exec {lockfd}>"$IMAGE_LOCK"
   flock -w 1200 "$lockfd" || { img_log "another image build held $IMAGE_LOCK for 20 minutes"; return 1; }
   t0=$SECONDS
