@@ -11,6 +11,7 @@ packages=(
   python3 python3-cryptography
   procps
   scdoc lintian debootstrap systemd
+  podman runc catatonit
 )
 
 as_root=()

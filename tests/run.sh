@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs dependencies (Debian 12 packages), builds ccrelay with ASan+UBSan, and runs every test
-# through ctest: unit tests, end-to-end tests on 127.0.0.1, then the fuzz targets over their corpora
-# (a clang build). Exit status is non-zero if anything failed.
+# through ctest: unit tests, end-to-end tests on 127.0.0.1; then the Debian package, the container image
+# and the Kubernetes manifests (podman), and the fuzz targets over their corpora (a clang build). Exit
+# status is non-zero if anything failed.
 #
 #   tests/run.sh              everything
 #   tests/run.sh -L unit      only tests with this ctest label (unit, e2e)
@@ -41,6 +42,23 @@ if [[ -n $package_pid ]]; then
   wait "$package_pid" || package_status=$?
   cat "$release/package-test.log"
   [[ $package_status -eq 0 ]] || { echo "tests/package.sh failed (exit $package_status)" >&2; status=1; }
+fi
+
+# The container image (built with podman, run read-only without capabilities, one call relayed) and the
+# Kubernetes manifests (schema, then podman kube play of gateway + agent). After the suites: the image
+# build compiles, which would compete with the timed end-to-end tests. The Debian root file system the
+# image's bases come from is tests/package.sh's, and the image is reused while its sources are unchanged.
+if [[ $# -eq 0 ]]; then
+  for t in image kube; do
+    t0=$SECONDS
+    if tests/$t.sh "$release/../debian-rootfs" >"$release/$t-test.log" 2>&1; then
+      echo "tests/$t.sh: PASS in $((SECONDS - t0)) s: $(grep -m1 "^$t: ok: " "$release/$t-test.log" | cut -d' ' -f3-)"
+    else
+      cat "$release/$t-test.log"
+      echo "tests/$t.sh: FAIL after $((SECONDS - t0)) s (log: $release/$t-test.log)" >&2
+      status=1
+    fi
+  done
 fi
 
 if [[ $# -eq 0 ]]; then

@@ -8,6 +8,9 @@
 set -euo pipefail
 cache=${1:?usage: tests/lib/rootfs.sh CACHE_DIR}
 mkdir -p "$cache"
+# The package and image tests may ask at once: one debootstrap, the other waits for its tarball.
+exec 9>"$cache/.lock"
+flock -w 900 9 || { echo "rootfs: $cache/.lock held for 15 minutes" >&2; exit 1; }
 tarball=$(cd "$cache" && pwd)/bookworm-minbase.tar
 if [[ -s $tarball ]]; then
   echo "$tarball"
