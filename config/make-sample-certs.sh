@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Generates the throwaway certificates, keys, PKCS#12 files and password files that the sample
 # configurations (config/agent.yaml, config/gateway.yaml) name, so that
 #   ccrelay check -c config/agent.yaml && ccrelay check -c config/gateway.yaml

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs everything ccrelay needs to build, test and run its demo, from Debian 12 packages only.
 # Safe to run again: apt-get skips what is already installed.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The ccrelay demo, on a fresh Debian 12 machine:
 #   installs dependencies, builds, makes a throwaway PKI, starts a CMS Mobile JSON connector and a PKI
 #   SOAP policyService (simulators), a gateway and an agent on 127.0.0.1, enrolls a device through the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The operators' HTTP/1.1 listener: one request per connection, parsed by cr_http1 under fixed
  * bounds, answered once (now or later) with Connection: close.
  *

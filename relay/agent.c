@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The agent: keeps `connections` tunnels to the gateway and serves every stream that arrives on them
  * by its routes. A stream that matches no route is answered 404 here and nothing is sent anywhere.
  *

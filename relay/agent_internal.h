@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Private to the agent's files: agent.c (tunnels, exchanges), agent_trust.c (routes' TLS state from
  * the trust store, reloads, expiry) and agent_ops.c (status, readiness, admin listener, control
  * channel). Not a contract for anyone else. */

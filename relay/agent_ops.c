@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* What the agent tells operators: readiness, the status document (routes, identities and upstream
  * certificates with their expiry, the trust store), the admin listener (/healthz, /readyz, /status),
  * and the control channel through which the gateway asks for status and, when `remote_trust: true`,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The agent's use of the trusted-root store: each route's client identity must chain to a trusted
  * root (intermediates from its PKCS#12 or the store) before the route is used, the full chain is
  * what the route presents, and upstream certificates are verified against the store unless the route

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration schemas: the agent's and the gateway's keys, read into the plain structs of
  * config.h with the typed readers of config_read.c. */
 #include "ccrelay/config.h"

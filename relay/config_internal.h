@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Private to the configuration module: the positioned YAML tree and the typed readers that
  * config.c's role schemas are written with (config_read.c). Not a contract for anyone else. */
 #ifndef CCRELAY_CONFIG_INTERNAL_H

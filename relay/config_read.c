@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration reading: libyaml's event parser feeds a small tree of our own (so we see every
  * node's position, can refuse anchors, aliases and tags at the exact spot, and bound nesting), and
  * typed readers walk it with `file:line:col: key: reason` errors. config.c writes each role's schema

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "ccrelay/deadline.h"
 
 static void on_fire(uv_timer_t *t) {

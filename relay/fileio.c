@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Bounded, non-blocking-safe reads of user-named files. See fileio.h. */
 #include "ccrelay/fileio.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The gateway: agent tunnels in, public HTTPS calls in, each call down one tunnel stream.
  *
  * Public connection life (one exchange at a time; a pipelined request waits in `pending` until the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The gateway's admin API: authenticated operator calls that list agent tunnels and drive an agent's
  * control endpoints (status, trust store) through one of its tunnels.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared between the files of the gateway module: gateway.c (admitting agents, public calls),
  * gateway_tunnels.c (the registry of agent tunnels by relay group) and gateway_admin.c (the
  * operators' admin API, which drives control calls down agent tunnels). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The gateway's agent tunnels, by relay group: a tunnel joins its group once its agent was admitted
  * (gateway.c maps the certificate to the group), leaves it when it closes, and public calls pick
  * the least busy usable tunnel of their service's group. */

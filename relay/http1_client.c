@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One HTTP/1.1 exchange over a cr_stream_t.
  *
  * The exchange moves through explicit phases, each driven by the callback named for it:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* TCP implementation of cr_stream_t, plus listening and connecting. */
 #include "ccrelay/stream.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Revocation of client certificates on a server context: the CRLs of crl_file and ca_file, checked
  * against the CAs of ca_file and put into the context's verify store, and the watch that reloads them
  * when the files change or on SIGHUP. A reload swaps the SSL_CTX's store between two loop turns:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* TLS contexts and identities: provider setup, PKCS#12 and PEM loading, the SSL_CTX policy, and the
  * callbacks (verify, ALPN, alerts) that report into each connection's notes (tls_internal.h). */
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Shared between tls_ctx.c and tls_stream.c only. The context installs the OpenSSL callbacks
  * (verify, ALPN selection, alerts); they leave their findings in the connection's notes, which
  * the stream turns into result codes and prose. */

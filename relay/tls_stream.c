@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A TLS stream layered on any cr_stream_t. OpenSSL talks to one BIO of our own (bio_* below); the
  * lower stream (libuv) moves the ciphertext.
  *

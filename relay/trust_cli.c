@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* `ccrelay trust`: add, list, remove, verify and add-crl over the trusted-root store. Every failure
  * names what failed (file, certificate index and subject) and what to do about it. */
 #include "ccrelay/trust_cli.h"

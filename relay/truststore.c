@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The trusted-root store on disk: content-addressed PEM files, atomic changes, X509_STORE export and
  * chain verification. See truststore.h for the layout and the guarantees. */
 #include "ccrelay/truststore.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tunnel: libnghttp2 over a cr_stream_t, with nghttp2 never doing I/O itself.
  *
  * Input: every transport read goes straight into nghttp2_session_mem_recv. Output: an idle handle

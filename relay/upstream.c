@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The agent's HTTPS client toward one upstream, as a route sees it: the pool of TLS connections
  * (upstream_pool.c) and an HTTP/1.1 exchange on each (http1_client.c), glued together.
  *

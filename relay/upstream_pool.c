@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The upstream connection pool: dial (TCP, then TLS), lend, take back, purge.
  *
  * A connection moves through explicit states:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* X.509 and OpenSSL helpers: providers, the error drain, the certificate file decoder, names, SANs,
  * fingerprints, times, randomness. See x509.h. */
 #include "ccrelay/x509.h"

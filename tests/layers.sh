@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Checks the include graph of relay/*.c, relay/*.h and include/ccrelay/*.h against docs/layers.md,
 # which is the source of truth for layers, modules and where third-party headers may be included.
 # Fails (exit 1) naming file:line and the include on:

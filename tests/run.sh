@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Installs dependencies (Debian 12 packages), builds ccrelay with ASan+UBSan, and runs every test
 # through ctest: unit tests, end-to-end tests on 127.0.0.1; then the Debian package, the container image
 # and the Kubernetes manifests (podman), and the fuzz targets over their corpora (a clang build). Exit

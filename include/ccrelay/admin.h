@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A small HTTP/1.1 server for operators: the agent's /healthz, /readyz and /status, and the
  * gateway's authenticated admin API. Plain HTTP on a loopback address by default (the listener is
  * for the host or the pod, not the network); one request per connection (Connection: close), request

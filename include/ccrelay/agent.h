@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The inside-the-firewall side: dials `connections` tunnels to the gateway (HTTP/2 server role),
  * redials with backoff, and serves each stream by its routes through the routes' upstreams. */
 #ifndef CCRELAY_AGENT_H

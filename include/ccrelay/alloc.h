@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Allocation that cannot fail: out of memory aborts with a message, so callers never check. */
 #ifndef CCRELAY_ALLOC_H
 #define CCRELAY_ALLOC_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A growable byte buffer with a hard cap. The cap is what keeps every buffer in the relay bounded:
  * an append past it fails with CR_ELIMIT and changes nothing. */
 #ifndef CCRELAY_BUF_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Command line: subcommands, usage, exit codes (0 ok, 1 runtime failure, 2 usage or configuration; the roles
  * also 3: stopped with calls cut, see process.h). */
 #ifndef CCRELAY_CLI_H

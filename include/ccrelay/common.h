@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Small macros every module uses. libc only. */
 #ifndef CCRELAY_COMMON_H
 #define CCRELAY_COMMON_H

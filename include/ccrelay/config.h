@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Configuration: YAML files parsed (libyaml; the only user) into plain structs, with no side effect
  * but reading the files they name, so `ccrelay check` costs nothing extra. Every error reads
  * `file:line:col: key: reason` (key is the dotted path, e.g. routes[1].upstream.url).

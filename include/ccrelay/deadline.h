@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A timeout that is cheap to move. Connections re-arm their timeout on every request (header, request,
  * idle, response...), and each uv_timer_start/stop is a heap operation on the loop's timer heap. A
  * deadline only records when it is due: the uv timer underneath stays armed at an earlier or equal

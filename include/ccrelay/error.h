@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One error space for the whole program: functions that can fail return 0 or a negative int.
  * I/O errors are libuv's codes (UV_E*, negated errno on Unix); ccrelay's own codes come from the
  * table below, far below libuv's range, and cr_strerror() names both. */

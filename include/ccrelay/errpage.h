@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The bodies of the answers ccrelay itself gives (404 no route, 502, 503, 504, 400...): a short JSON
  * object, or a SOAP 1.1 Fault for SOAP routes, so a console sees an honest status it can parse. */
 #ifndef CCRELAY_ERRPAGE_H

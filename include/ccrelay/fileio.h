@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Reading the files users name (configs, secrets, certificates, keys, CA bundles, trust-store
  * files) so that a wrong path can never hang or flood the process: a FIFO, a device or a socket is
  * refused before anything is read, and every read is capped. */

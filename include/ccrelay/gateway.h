@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The cloud side: accepts agent tunnels (mTLS, HTTP/2 client role) and public HTTPS calls, and sends
  * each call down a live tunnel of the service's relay group. */
 #ifndef CCRELAY_GATEWAY_H

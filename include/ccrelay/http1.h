@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HTTP/1.1 on the wire: the only user of llhttp, built in strict mode with no lenient flag set.
  * Parses request or response heads into cr_http_msg_t and delivers decoded (de-chunked) bodies;
  * serialises heads and chunk framing. Pure code: no I/O, fuzzable.

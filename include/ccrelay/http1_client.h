@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One HTTP/1.1 exchange (a request, its response) over any cr_stream_t: the head and a bounded,
  * flow-controlled body go out while the response is parsed (http1.h) and delivered with pause and
  * resume. It knows nothing of pools or TLS: whoever attaches a stream gets it back through the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The header model shared by HTTP/1.1 and the tunnel's HTTP/2 streams: a request or response head
  * as parsed values, never raw bytes. Every hop parses into this and re-serialises from it, so no byte
  * sequence the parser did not understand can cross a hop. Pure code: no I/O. */

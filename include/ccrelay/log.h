@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* One line per event on stderr, logfmt (`ts=... level=info msg="..." key=value`) or JSON.
  * Callers pass the message and then key/value text already in logfmt form; the JSON format turns
  * it into an object. Secrets are never passed here. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Gives memory back to the system after a burst. glibc keeps freed heap pages for reuse, so after
  * ten thousand streams have come and gone an idle relay would sit on hundreds of MiB; a timer
  * checks how much the heap holds free and trims it when that is worth a system call: above 8 MiB

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The process around a role's event loop, the same for the gateway and the agent: how it stops
  * (SIGTERM or SIGINT begins a drain with a deadline; a second one cuts the drain short), what SIGHUP
  * does, the log flush once per loop turn, and memory given back after bursts (the heap trim, and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Intrusive circular doubly-linked list. Embed a cr_queue_t in the element; an empty list is a
  * head pointing at itself. No allocation, O(1) insert and remove. */
 #ifndef CCRELAY_QUEUE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Pure request matching: the agent's routes and the gateway's services. No I/O. */
 #ifndef CCRELAY_ROUTE_H
 #define CCRELAY_ROUTE_H

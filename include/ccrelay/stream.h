@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The byte-stream interface every hop uses, so the tunnel and HTTP code never know whether they run
  * over TCP or TLS, and tests can run them on plain TCP. TCP lives in stream.c; TLS (tls.h) is a
  * stream layered on another stream.

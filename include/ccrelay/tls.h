@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* TLS for every hop: contexts (tls_ctx.c) and a TLS stream layered over any cr_stream_t through a
  * memory BIO pair (tls_stream.c). libuv owns the socket; OpenSSL never sees a file descriptor.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* `ccrelay trust ...`: manages the trusted-root store from the command line (see truststore.h). */
 #ifndef CCRELAY_TRUST_CLI_H
 #define CCRELAY_TRUST_CLI_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The trusted-root store: a directory of CA certificates and CRLs that the agent trusts for route
  * identities and upstream servers, managed by `ccrelay trust`.
  *

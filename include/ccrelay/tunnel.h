@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The tunnel: HTTP/2 (libnghttp2; the only user) with reversed roles over a cr_stream_t. The agent
  * dialled the connection but is the HTTP/2 *server*; the gateway accepted it and is the HTTP/2
  * *client* that opens one stream per public call.

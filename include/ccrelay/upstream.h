@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The agent's side toward one on-prem service: a route's TLS client context (its PKCS#12 client
  * identity, its CA, its server name) and a keep-alive pool of HTTPS connections (upstream_pool.h), plus
  * one HTTP/1.1 exchange at a time on each connection (http1_client.h). The agent contacts nothing but

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A keep-alive pool of TLS client connections to one server (host, port, server name): it dials
  * (TCP connect, then the TLS handshake under one connect timeout), hands out a ready cr_stream_t,
  * and takes it back after an exchange. It knows nothing of HTTP: whoever borrows a connection runs

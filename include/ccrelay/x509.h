@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* X.509 and OpenSSL helpers every module above shares: provider setup, the one drain of OpenSSL's
  * error queue, the one decoder of certificate files (PEM, DER, PKCS#12 with legacy RC2/3DES), names,
  * subjectAltNames, fingerprints, times, random bytes and digests. Below tls_ctx and truststore; the

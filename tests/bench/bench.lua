@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: Apache-2.0
 -- wrk script for tests/bench/run.sh: `wrk ... -s bench.lua URL -- small|big [PACE_MS]`.
 --   small: POST /connector/mdm.cgi with a 484-byte JSON body (a CMS "test" call padded to size)
 --   big:   GET /big (the upstream's 1 MiB static file)

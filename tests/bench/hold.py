@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Scale probes for tests/bench/run.sh: an HTTPS upstream that holds requests, and a client that opens
 many connections with one request each.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """CPU and memory of process trees, from /proc, for tests/bench/run.sh.
 
 Each NAME=PID argument names a process and everything descended from it at sampling time (sshd forks

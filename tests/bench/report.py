@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Aggregator for tests/bench/run.sh (standard library only).
 
   report.py record --path P --point PT --rep N --wrk WRK_OUTPUT --procs PROCS_JSON

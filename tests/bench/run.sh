@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # ccrelay benchmark (issue 4): ccrelay against the stacks users run today, all on 127.0.0.1.
 #
 #   tests/bench/run.sh            full run: 4 paths x 7 points x 3 repetitions of 10 s, plus the memory

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* LD_PRELOAD shim for test_e2e_trust_cli.sh when no tiny tmpfs can be mounted: write() to a trust
  * store temporary file (a path containing "/.tmp-") fails with ENOSPC once the bytes written to such
  * files would pass CCRELAY_ENOSPC_AFTER (default 0). Every other write goes through untouched. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # `ccrelay check` accepts the annotated samples and refuses, with exit 2 and file:line:col, an
 # unknown key, a wrong type, a missing file and a wrong PKCS#12 password. Also the CLI's usage and
 # exit codes. And what the roles validate at start (issue 16, finding 6): a FIFO as the config or as

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Stopping a role (relay/process.c with each role's handlers): SIGTERM lets a call in flight finish
 # and then exits 0; a second SIGTERM during the drain cuts the call at once and exits 3, as does a drain
 # deadline that cuts a call. Both for the gateway and for the agent.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The gateway checks agent and caller certificates against CRLs: a CRL inside tunnel.client_ca, or
 # tunnel.crl / public.crl files. A revoked agent is refused at the handshake with a log line naming
 # its certificate; a replaced CRL file (atomic rename) applies without a restart, a bad one keeps the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Bodies stream, they are never buffered whole: a 50 MiB response and a 50 MiB chunked upload pass
 # byte-exact (SHA-256) through gateway -> tunnel -> agent -> upstream, and the agent's peak RSS
 # (VmHWM) stays under 64 MiB. The transfer runs once with the sanitizer build (correctness) and once

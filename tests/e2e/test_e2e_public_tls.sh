@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The public listener offers only forward-secret AEAD suites over TLS 1.2 unless public.tls says
 # otherwise; public.tls.min_version: TLSv1.3 refuses TLS 1.2; `check` compiles the cipher list. The
 # test certificate is ECDSA, so the suites are the ECDHE-ECDSA ones.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The product's main path, end to end on 127.0.0.1, with mTLS on every hop:
 #   curl -> gateway (public HTTPS) -> tunnel (TLS 1.3, HTTP/2) -> agent -> CMS sim / PKI sim / nginx
 # Covers: JSON enrollment (certificate verified with openssl), Test Connection, a SOAP call, a SOAP

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Remote trust management: the gateway's admin API (bearer token, off by default) lists agent
 # tunnels and lists, adds and removes trust anchors in a connected agent's store through the
 # tunnel's control prefix, when the agent's config allows it (remote_trust: true); an agent that

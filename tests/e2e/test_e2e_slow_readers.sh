@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Slow peers never freeze the tunnel for everyone else, and a peer that stops taking bytes is cut.
 #
 # 1. 48 callers download 20 MiB each and read 1 KiB every 2 s: each holds its stream's window on the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Requests that could be read two ways by two parsers get 400 at the gateway and reach no upstream:
 # Content-Length together with Transfer-Encoding, bare-CR line endings, obs-folded headers, plus the
 # other checks the gateway adds on top of llhttp (duplicate Host, missing Host, Transfer-Encoding in

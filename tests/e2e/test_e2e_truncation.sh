@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A response cut short upstream reaches the caller as everything the upstream sent before the cut,
 # then an end the caller must read as incomplete; never as an empty reply, never as a clean end.
 #

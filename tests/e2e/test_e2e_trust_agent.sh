@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The agent and its trusted-root store (issue 3):
 #  A. a route whose client identity's root is missing from the store is refused at start, with the
 #     reason; `trust add` of the root (file event) makes it work without a restart and without

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # `ccrelay trust`: add a PEM bundle, a DER file and PKCS#12 files (modern and legacy); list --json
 # shows them; duplicates are idempotent; remove by prefix; a leaf, an expired root and garbage are
 # refused with distinct messages; verify prints the chain or OpenSSL's reason; -c agent.yaml finds

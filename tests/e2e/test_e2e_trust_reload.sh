@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # A trust-store reload never turns one bad file into an outage (issue 16, finding 5):
 #  A. a truncated PEM, a stray non-certificate file and a FIFO, all under store names, dropped into
 #     the store of a running agent: calls on a store-verified route and on a route with its own

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The gateway admits an agent only if its certificate chains to the tunnel CA and its identity
 # belongs to a relay group; otherwise the handshake fails and the gateway logs why.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The agent verifies every upstream: an expired certificate, one from an unknown CA and one for
 # another host name each give 502 with a JSON (or SOAP Fault) body, and an agent log line naming
 # the reason. Timeouts and refused connections give honest statuses too.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: the operators' HTTP/1.1 admin listener (relay/admin.c) with the handlers both
  * roles put behind it, fed raw request bytes over an in-memory stream (fuzz_memstream.h) through
  * cr_admin_accept, so no socket carries the bytes. The first input byte picks the handler:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Fuzzes the config loader: the input is a config file, loaded as an agent and as a gateway.
  * Files it names resolve under a directory that does not exist (so relative paths never touch
  * the disk); the seeds name /dev/null, which exists, to get past file checks into the rest. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: arbitrary bytes into the HTTP/1.1 request parser, fed in splits chosen by the
  * input itself, with pauses taken at random callbacks and resumed. Checks, beyond "no crash, no
  * leak": every delivered head serialises, and the serialised head parses back to the same fields

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: loading a TLS identity from PKCS#12 (the tunnel's, the public listener's, each
  * route's client identity), with arbitrary bytes as the file and a fixed password. The loader only
  * reads paths, so the bytes go to a memfd (fuzz_memfile.h): nothing touches the disk.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A file in memory for fuzz targets whose API only reads paths: a memfd (a regular file that lives in
  * RAM, never on disk) rewritten with each input, named by its /proc/self/fd path. One per process.
  * Header-only: tests/CMakeLists.txt builds every fuzz_*.c as a target. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* An in-memory cr_stream_t for fuzz targets: reads deliver the bytes the fuzzer feeds, in splits the
  * input chooses, one chunk per loop turn; writes are counted and discarded. It keeps the contract of
  * include/ccrelay/stream.h (callbacks never fire inside the call that caused them, write callbacks

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: the trust store's input decoding, i.e. what `ccrelay trust add` / `add-crl` /
  * `verify` read from a file and what the remote-trust POST body carries: PEM (certificates, CRLs,
  * anything else), DER certificates and CRLs, PKCS#12 with or without a password. Arbitrary bytes go

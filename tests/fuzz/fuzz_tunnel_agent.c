@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target: the tunnel's HTTP/2 frame intake on the agent side (the HTTP/2 server), as a
  * compromised or broken gateway would drive it. The tunnel runs over an in-memory stream
  * (fuzz_memstream.h) on a uv loop: the stream reads the client preface and an empty SETTINGS frame,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: Apache-2.0
 # Writes the PKI seeds of fuzz_truststore_input and fuzz_identity (tests/fuzz/corpus/<target>/) with
 # the openssl CLI: a root and an intermediate CA, a leaf, CRLs, PKCS#12 files (modern and legacy
 # algorithms, with and without a password). Keys are fresh on every run, so the files differ each

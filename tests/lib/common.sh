@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Shared helpers for ccrelay's end-to-end tests. Source it, then call cr_init:
 #

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Small PKI operations the end-to-end tests need beyond tests/pki/mkpki.sh (python3-cryptography).
 
   pkitool.py issue CA_CERT CA_KEY OUT_BASE --cn CN [--server|--client] [--dns NAME]... [--ip ADDR]...

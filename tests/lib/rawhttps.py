@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Send raw bytes to an HTTPS server and print the status codes of the responses, space-separated
 ("000" if none).
 

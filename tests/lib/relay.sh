@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck shell=bash
 # Helpers to run ccrelay itself in end-to-end tests; source after tests/lib/common.sh.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Slow peers for the flow-control tests (tests/e2e/test_e2e_slow_readers.sh). Every mode is bounded
 in connections and time, and prints one line per event on stdout (flushed), so the test can wait for
 it in the log.

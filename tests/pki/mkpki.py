@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Generate ccrelay's throwaway test PKI. Called by mkpki.sh; see tests/sims/README.md for the file list.
 
 Everything is built in a fresh temporary directory next to OUTDIR and then renamed into place file by

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # Generate the throwaway test PKI into OUTDIR (created if missing; existing files are overwritten).
 # Usage: mkpki.sh [-v] OUTDIR     Quiet unless -v; non-zero exit on any failure.
 # Files and conventions: tests/sims/README.md ("Test PKI").

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """OpenTrust CMS Mobile "JSON connector" simulator for ccrelay's tests.
 
 POST /connector/mdm.cgi with a JSON document {"action": ...}: test, enroll, renew, revoke, status.

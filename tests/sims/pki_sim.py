@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """OpenTrust PKI SOAP "policyService" simulator for ccrelay's tests.
 
 POST /policyService with a SOAP 1.1 (text/xml + SOAPAction) or SOAP 1.2 (application/soap+xml)

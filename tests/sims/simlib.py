@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: Apache-2.0
 """Server plumbing shared by cms_sim.py and pki_sim.py (and the test-only /test/* endpoints).
 
 A threading HTTPS/1.1 server built on the standard library: one thread per connection, keep-alive,

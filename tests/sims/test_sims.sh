@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
 # shellcheck disable=SC2119  # helpers with optional arguments are called without any
 # Self-test of the e2e tooling: the test PKI, the CMS and PKI simulators, the nginx upstream and the
 # helpers of tests/lib/common.sh. Run by hand:  bash tests/sims/test_sims.sh   (KEEP_TMP=1 keeps the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* An in-memory cr_stream_t pair for tests that need no sockets: two ends on one uv loop, where bytes
  * written on one become reads on the other. Everything is delivered on a later loop turn (a zero timer
  * per end), as the stream contract asks: read callbacks, write callbacks, EOF.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Admin listener tests: a real libuv loop, the listener on 127.0.0.1 and in-process TCP clients
  * writing raw requests. Every wait is bounded in time, and every test ends with
  * uv_loop_close() == 0.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The agent's control channel (relay/agent_ops.c), the trust changes in particular: the store is
  * written on the thread pool and the answer comes from a later loop turn, after the reload; changes
  * run one at a time in order; a caller that goes away before its change began drops it, one that

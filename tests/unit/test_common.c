@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The small formatting helpers of common.h, and request ids (errpage.c), which the per-request paths
  * use instead of snprintf. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Config loader: values and defaults of full and minimal files, durations and sizes, path
  * resolution, secrets, and every error with its exact file:line:col and dotted key. */
 #include <stdarg.h>

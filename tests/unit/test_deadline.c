@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Lazy deadlines: moving one later or clearing it never fires the callback early or at all; moving
  * it earlier fires at the earlier time; one set fires once. */
 #include <setjmp.h>

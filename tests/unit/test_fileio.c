@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Reads of user-named files: a FIFO (with no writer: a blocking open would wait forever), a
  * directory or a device is refused at once with what it is; a regular file is read whole; the cap
  * holds. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HTTP/1.1 codec: llhttp strict build, request/response parsing, smuggling refusals, limits, pause,
  * bodiless responses, EOF handling, serialisers. */
 #include <setjmp.h>

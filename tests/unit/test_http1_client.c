@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The HTTP/1 client exchange over an in-memory stream pair (mem_stream.h): no sockets, no TLS. The
  * test plays the server on the other end, reading the request bytes and writing responses by hand. */
 #define _GNU_SOURCE /* memmem */

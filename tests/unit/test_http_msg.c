@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The header model: stable string storage, reuse across reset, lookups, hop-by-hop stripping. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The heap trimmer's policy: a little free heap is trimmed only when the role is idle, a burst's
  * worth always, and never twice when nothing changed in between. (The policy is tested on numbers:
  * under the sanitizers the heap is ASan's and mallinfo2 reports nothing.) */

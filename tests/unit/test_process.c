@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The process module: a stop signal drains, the deadline cuts a drain that does not finish, a second
  * signal cuts it at once, SIGHUP calls the reload handler (or is ignored without one), idle trim
  * checks run the cache-release hooks in order, and every run leaves a loop that closes cleanly.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Route and service matching, and the request-target safety rules the matching relies on. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* TCP stream tests over 127.0.0.1 on a real libuv loop: the write contract (callbacks later, never
  * inside write; in order; exactly once; canceled ones before close_cb) for writes that complete at
  * once and for writes the socket cannot take whole. Every wait is bounded in time, and every test

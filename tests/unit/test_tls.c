@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* TLS contexts, identities and streams: two cr_tls streams over real TCP on 127.0.0.1 in one libuv
  * loop, with a PKI generated at setup (tls_pki.h). */
 #include <setjmp.h>

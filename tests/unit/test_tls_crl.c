@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* tls_crl.c: the CRLs of a server context's client CAs. What loads (PEM, DER, several, inside the CA
  * file), what is refused and how it is told (missing, garbage, certificates, PKCS#12, a forged
  * signature, no CRL where one is needed), the AUTO mode, and reloads that keep the CRLs in force on

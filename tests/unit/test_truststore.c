@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The trusted-root store: add/list/remove, prefixes, idempotence, refusals, atomicity under a write
  * that fails midway (RLIMIT_FSIZE makes the second file's write fail with EFBIG, as root too), CRLs,
  * X509_STORE export and OpenSSL's verification reasons. Certificates come from tls_pki.h (C API) and

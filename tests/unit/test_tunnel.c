@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Tunnel tests: a gateway tunnel and an agent tunnel in one process, over real TCP on 127.0.0.1 and
  * a real libuv loop. Every wait is bounded in time, and every test ends with uv_loop_close() == 0. */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The upstream client against a real HTTPS server on 127.0.0.1: an in-process server built from
  * cr_tcp_listen + a server-side TLS stream that requires a client certificate, and a small
  * hand-written HTTP/1.1 responder. Certificates come from the openssl CLI into a mkdtemp dir. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The upstream connection pool against a TLS server on 127.0.0.1 (cr_tcp_listen + server-side TLS
  * streams): dial, lend, take back, reuse, purge, cancel while connecting, connect failures, TLS
  * context generations. No HTTP: the pool never looks at the bytes. */

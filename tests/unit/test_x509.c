@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The X.509 helpers: the decoder (PEM bundles, DER certificates and CRLs, PKCS#12 modern and legacy,
  * right and wrong passwords, damage, unsupported algorithms), names, SANs, fingerprints checked
  * against a digest computed here, times, the date formatter, "is a CA", the chain a route presents,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* A throwaway PKI for test_tls.c, made with OpenSSL's C API in a mkdtemp directory (EC P-256 keys,
  * so it takes milliseconds). The legacy PKCS#12 is also made by the openssl command line with
  * -legacy, as an older PKI would hand it out. */
