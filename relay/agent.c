@@ -348,11 +348,10 @@ static void exchange_finish(exchange_t *x) {
   const char *route = x->route >= 0 ? a->conf->routes[x->route].name : "-";
   cr_log_info("access",
               "request_id=%s route=%s method=%s status=%d bytes_in=%llu bytes_out=%llu duration_ms=%llu "
-              "upstream_ms=%lld%s%s%s",
+              "upstream_ms=%lld ?error=\"%s\"",
               x->request_id, route, x->method, x->status, (unsigned long long)x->bytes_in,
               (unsigned long long)x->bytes_out, (unsigned long long)(now_ms(a) - x->start_ms),
-              x->head_ms ? (long long)(x->head_ms - x->start_ms) : -1LL, x->error[0] ? " error=\"" : "", x->error,
-              x->error[0] ? "\"" : "");
+              x->head_ms ? (long long)(x->head_ms - x->start_ms) : -1LL, x->error);
   cr_queue_remove(&x->link);
   if (x->change) {
     cr__agent_control_cancel(x->change);

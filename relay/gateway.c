@@ -731,11 +731,10 @@ static void access_log(pconn_t *pc) {
   exchange_t *x = pc->x;
   cr_log_info("access",
               "request_id=%s peer=%s method=%s service=%s group=%s status=%d bytes_in=%llu bytes_out=%llu "
-              "duration_ms=%llu%s%s%s%s",
+              "duration_ms=%llu ?truncated=%d ?error=\"%s\"",
               x->request_id, pc->s->peer, x->method, x->service ? x->service : "-", x->group ? x->group : "-",
               x->status, (unsigned long long)x->bytes_in, (unsigned long long)x->bytes_out,
-              (unsigned long long)(now_ms(pc) - x->start_ms), x->truncated ? " truncated=1" : "",
-              x->error[0] ? " error=\"" : "", x->error, x->error[0] ? "\"" : "");
+              (unsigned long long)(now_ms(pc) - x->start_ms), x->truncated ? 1 : 0, x->error);
 }
 
 static void pconn_close(pconn_t *pc) {
@@ -1034,9 +1033,9 @@ static void gateway_cut(void *arg, cr_process_end_t why) {
   force_close_all(arg);
 }
 
-static void gateway_deadline_fields(void *arg, char *buf, size_t len) {
+static size_t gateway_in_flight(void *arg) {
   gateway_t *gw = arg;
-  snprintf(buf, len, "connections=%zu", gw->npconns);
+  return gw->npconns;
 }
 
 static int gateway_drained(void *arg) {
@@ -1083,7 +1082,7 @@ static const cr_process_handlers_t process_handlers = {
     .drain = gateway_drain,
     .drained = gateway_drained,
     .cut = gateway_cut,
-    .deadline_fields = gateway_deadline_fields,
+    .in_flight = gateway_in_flight,
     .busy = gateway_busy,
 };
 

@@ -65,10 +65,9 @@ typedef struct ctl_call {
 
 static void log_call(const char *peer, const char *method, const char *target, int status, const char *agent,
                      uint64_t ms, const char *request_id) {
-  char qt[320];
   cr_log(status >= 400 ? CR_LOG_WARN : CR_LOG_INFO, "admin call",
-         "peer=%s method=%s target=\"%s\" status=%d agent=%s duration_ms=%llu request_id=%s", peer, method,
-         cr_log_quote(qt, sizeof qt, target), status, agent && agent[0] ? agent : "-", (unsigned long long)ms,
+         "peer=%s method=%s target=%s status=%d agent=%s duration_ms=%llu request_id=%s", peer, method, target,
+         status, agent && agent[0] ? agent : "-", (unsigned long long)ms,
          request_id && request_id[0] ? request_id : "-");
 }
 
@@ -96,13 +95,10 @@ static void call_answer(ctl_call_t *c, int status, const char *ctype, const char
   c->body = NULL;
   uv_timer_stop(&c->timer);
   log_call(c->peer, c->method, c->target, status, c->agent, ms, c->request_id);
-  if (c->action[0]) {
-    char qwhy[200];
+  if (c->action[0]) /* fingerprint and reason are empty when the change has none */
     cr_log(status >= 200 && status < 300 ? CR_LOG_INFO : CR_LOG_WARN, "remote trust change",
-           "requested_by=\"admin %s\" agent=%s action=%s%s%s agent_status=%d request_id=%s%s%s%s", c->peer, c->agent,
-           c->action, c->fp[0] ? " fingerprint=" : "", c->fp, status, c->request_id, why ? " reason=\"" : "",
-           why ? cr_log_quote(qwhy, sizeof qwhy, why) : "", why ? "\"" : "");
-  }
+           "requested_by=\"admin %s\" agent=%s action=%s ?fingerprint=%s agent_status=%d request_id=%s ?reason=%s",
+           c->peer, c->agent, c->action, c->fp, status, c->request_id, why ? why : "");
 }
 
 static void call_fail(ctl_call_t *c, int status, const char *code, const char *message) {
@@ -438,10 +434,9 @@ static void on_abort(cr_admin_req_t *req, void *arg) {
               "peer=%s method=%s agent=%s request_id=%s reason=\"the caller left or the admin listener closed\"",
               c->peer, c->method, c->agent, c->request_id);
   if (c->action[0])
-    cr_log_warn("remote trust change", "requested_by=\"admin %s\" agent=%s action=%s%s%s agent_status=- "
+    cr_log_warn("remote trust change", "requested_by=\"admin %s\" agent=%s action=%s ?fingerprint=%s agent_status=- "
                 "request_id=%s reason=\"the admin caller left before the agent answered; the change may have "
-                "been applied\"", c->peer, c->agent, c->action, c->fp[0] ? " fingerprint=" : "", c->fp,
-                c->request_id);
+                "been applied\"", c->peer, c->agent, c->action, c->fp, c->request_id);
   c->req = NULL;
   c->body = NULL;
   uv_timer_stop(&c->timer);

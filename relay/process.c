@@ -77,10 +77,10 @@ static void check_drained(cr_process_t *p) {
 
 static void on_deadline(uv_timer_t *t) {
   cr_process_t *p = t->data;
-  char fields[256] = "";
-  if (p->h.deadline_fields)
-    p->h.deadline_fields(p->arg, fields, sizeof fields);
-  cr_log_warn("drain deadline reached", "%s", fields);
+  if (p->h.in_flight)
+    cr_log_warn("drain deadline reached", "in_flight=%zu", p->h.in_flight(p->arg));
+  else
+    cr_log_warn("drain deadline reached", "");
   if (p->end == CR_PROCESS_DRAINING)
     p->end = CR_PROCESS_DEADLINE;
   p->h.cut(p->arg, CR_PROCESS_DEADLINE);

@@ -166,8 +166,8 @@ static void on_handshake(cr_stream_t *s, int status) {
     dial_failed(c, status, "TLS handshake with %s failed: %s", p->who, cr_stream_strerror(s, status, why, sizeof why));
     return;
   }
-  cr_log_debug("upstream connection established", "route=%s peer=%s%s", p->name, p->hostport,
-               cr_tls_stream_resumed(s) ? " resumed=1" : "");
+  cr_log_debug("upstream connection established", "route=%s peer=%s ?resumed=%d", p->name, p->hostport,
+               cr_tls_stream_resumed(s) ? 1 : 0);
   if (cr_tls_stream_verify_warning(s)[0])
     cr_log_warn("soft revocation: upstream allowed without a usable CRL", "route=%s upstream=%s reason=\"%s\"",
                 p->name, p->hostport, cr_tls_stream_verify_warning(s));

@@ -1,7 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* One line per event on stderr, logfmt (`ts=... level=info msg="..." key=value`) or JSON.
- * Callers pass the message and then key/value text already in logfmt form; the JSON format turns
- * it into an object. Secrets are never passed here. */
+/* One line per event on stderr, logfmt (`ts=... level=info msg="..." key=value`) or JSON
+ * (`{"ts":...,"level":...,"msg":...,"key":value}`), one key/value API for both.
+ *
+ * A call names its fields in a template: `"peer=%s status=%d reason=\"%s: %s\""`. Keys are literal
+ * text of the template (never an argument); a value is literal text and printf conversions (%s %d %u
+ * %ld %lld %zu %llu %x %c %p, precision `.*` for %s), quoted in the template when it has spaces. Each
+ * argument is escaped for the output format as the line is written: JSON strings per RFC 8259 (bytes
+ * that are not UTF-8 become U+FFFD), logfmt values quoted when needed with \" \\ \n \r \t \xNN.
+ * A value that is one integer conversion alone is a JSON number. `?key=` marks an optional field, left
+ * out when its value is empty or the number 0 (`?error=\"%s\"`, `?truncated=%d`). A %s argument longer than
+ * CR_LOG_ARG_MAX bytes, and a value longer than CR_LOG_VALUE_MAX, is cut and ends in "..."; a line
+ * longer than CR_LOG_LINE_MAX keeps its whole fields that fit and says `log_cut=true`. Secrets are
+ * never passed here. */
 #ifndef CCRELAY_LOG_H
 #define CCRELAY_LOG_H
 
@@ -12,7 +22,11 @@ typedef enum { CR_LOG_LOGFMT, CR_LOG_JSON } cr_log_format_t;
 
 void cr_log_setup(cr_log_level_t level, cr_log_format_t format);
 int cr_log_enabled(cr_log_level_t level);
-/* msg: short constant text; fields: printf format producing `key=value key2="quoted value"`, may be NULL. */
+#define CR_LOG_ARG_MAX 512    /* one %s argument (a request target, a Host, a User-Agent) */
+#define CR_LOG_VALUE_MAX 1024 /* one field's value */
+#define CR_LOG_LINE_MAX 8192  /* one line */
+
+/* msg: short constant text; fields: the template above, may be NULL or "". */
 void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) CR_PRINTF(3, 4);
 
 #define cr_log_debug(msg, ...) do { if (cr_log_enabled(CR_LOG_DEBUG)) cr_log(CR_LOG_DEBUG, msg, __VA_ARGS__); } while (0)
@@ -24,8 +38,5 @@ void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) CR_P
  * call it once per event-loop turn and at exit); warnings and errors are written at once. */
 void cr_log_flush(void);
 
-/* Escapes s for use as a quoted logfmt value (backslash and quote escaped, control bytes as \xNN),
- * truncating to fit; returns out. */
-char *cr_log_quote(char *out, size_t outlen, const char *s);
 
 #endif

@@ -15,7 +15,7 @@
  *                    did not close), then asks drained().
  *   each loop turn   while draining, asks drained(); once it says 1 the process closes its handles
  *                    and calls stop() (the role closes the rest), so the loop can end.
- *   deadline         logs "drain deadline reached" (with deadline_fields()), calls cut(DEADLINE).
+ *   deadline         logs "drain deadline reached" (with in_flight()), calls cut(DEADLINE).
  *   TERM/INT again   logs "second stop signal: closing now", calls cut(FORCED); the deadline is
  *                    stopped. Every further one does the same.
  * Every handler runs on the loop thread, from a libuv callback, never inside a cr_process_* call
@@ -56,8 +56,8 @@ typedef struct cr_process_handlers {
   void (*cut)(void *arg, cr_process_end_t why);
   /* Optional. Once drained: the role closes its remaining handles (timers, admin listener...). */
   void (*stop)(void *arg);
-  /* Optional. Writes logfmt fields ("connections=3") for the deadline's log line into buf. */
-  void (*deadline_fields)(void *arg, char *buf, size_t len);
+  /* Optional. Work still in flight (connections, exchanges), for the deadline's log line. */
+  size_t (*in_flight)(void *arg);
   /* Optional (NULL: always busy). The heap trim's question, once per check: is work in flight, or
    * has there been any since the previous call? (see memtrim.h) */
   int (*busy)(void *arg);
