@@ -118,6 +118,9 @@ struct gateway {
   cr_process_t *proc; /* signals, drain deadline, log flush, heap trim; NULL until the listeners are up */
   int draining;
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
+  cr__gw_replicas_t *replicas; /* this replica's id and the set told to agents */
+  cr_admin_t *probe;     /* NULL unless probe.listen is set; open until the process ends */
+  cr__gw_probe_ops_t probe_ops;
   /* Reused for every forwarded request head and every response head (no allocation per request
    * once warm); the two uses never nest, since no callback fires inside the calls they feed. */
   cr_http_msg_t scratch_head;
@@ -1042,6 +1045,7 @@ static void gateway_drain(void *arg) {
   gateway_t *gw = arg;
   cr_queue_t *q, *n;
   gw->draining = 1;
+  cr__gw_replicas_stop(gw->replicas);
   cr_listener_close(gw->tunnel_listener);
   cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
@@ -1057,13 +1061,105 @@ static void gateway_drain(void *arg) {
   cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
 }
 
-/* SIGHUP's default action would end the process: a habit (log rotation, `systemctl reload`) must
- * not take the gateway down. It has nothing to reload while it runs; the log line says so. */
+/* SIGHUP re-reads the replica set (static mode) or resolves it now (dns mode); nothing else is
+ * reloaded while the gateway runs, and its default action (ending the process) must not take the
+ * gateway down on a habit (log rotation, `systemctl reload`). */
 static void gateway_sighup(void *arg) {
   gateway_t *gw = arg;
-  cr_log_warn("SIGHUP ignored: the gateway reloads nothing while it runs; restart it to apply a new "
-              "configuration (agents redial within their backoff)",
-              "config=%s", gw->conf->path);
+  cr__gw_replicas_reload(gw->replicas);
+}
+
+static void on_replicas_change(void *arg) {
+  gateway_t *gw = arg;
+  cr__gw_groups_announce(gw->groups, gw->conf->ngroups);
+}
+
+/* Ready: configuration loaded and both listeners up; tunnels are not required (agents could never
+ * reach a replica that is not ready to take them). */
+static int probe_ready(void *arg, char *why, size_t whylen) {
+  gateway_t *gw = arg;
+  if (gw->draining) {
+    snprintf(why, whylen, "draining: stopping after the calls in flight");
+    return 0;
+  }
+  if (gw->tunnel_listener == NULL || gw->public_listener == NULL) {
+    snprintf(why, whylen, "listeners not up");
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct status_walk {
+  const char *group;
+  size_t tunnels, usable, kept, streams;
+  const char *agents[64];
+  size_t agent_tunnels[64];
+  size_t nagents;
+} status_walk_t;
+
+static void status_visit(const cr__gw_tunnel_info_t *info, void *arg) {
+  status_walk_t *w = arg;
+  size_t i;
+  if (strcmp(info->group, w->group) != 0)
+    return;
+  w->tunnels++;
+  w->usable += cr_tunnel_usable(info->tunnel) != 0;
+  w->kept += strcmp(info->coverage, "kept") == 0;
+  w->streams += cr_tunnel_nstreams(info->tunnel);
+  for (i = 0; i < w->nagents; i++)
+    if (strcmp(w->agents[i], info->agent) == 0)
+      break;
+  if (i == w->nagents) {
+    if (w->nagents == CR_ARRAY_SIZE(w->agents))
+      return;
+    w->agents[w->nagents++] = info->agent;
+    w->agent_tunnels[i] = 0;
+  }
+  w->agent_tunnels[i]++;
+}
+
+static void tunnel_visit(const cr__gw_tunnel_info_t *info, void *arg) {
+  cr_buf_t *out = arg;
+  if (out->len && out->base[out->len - 1] == '}')
+    cr_buf_appendf(out, ",");
+  cr_buf_appendf(out, "{\"agent\":\"");
+  cr_errpage_json_escape(out, info->agent);
+  cr_buf_appendf(out, "\",\"group\":\"");
+  cr_errpage_json_escape(out, info->group);
+  cr_buf_appendf(out, "\",\"peer\":\"");
+  cr_errpage_json_escape(out, info->peer);
+  cr_buf_appendf(out, "\",\"streams\":%zu,\"usable\":%s,\"coverage\":\"%s\"}", cr_tunnel_nstreams(info->tunnel),
+                 cr_tunnel_usable(info->tunnel) ? "true" : "false", info->coverage);
+}
+
+/* The probe listener's status document: this replica, its set, and its tunnels per group and agent. */
+static void probe_status(void *arg, cr_buf_t *out) {
+  gateway_t *gw = arg;
+  char why[128];
+  int ready = probe_ready(gw, why, sizeof why);
+  cr_buf_appendf(out, "\"version\":\"%s\",\"ready\":%s,\"draining\":%s,", CCRELAY_VERSION,
+                 ready ? "true" : "false", gw->draining ? "true" : "false");
+  cr__gw_replicas_status_json(gw->replicas, out);
+  cr_buf_appendf(out, ",\"connections\":%zu,\"groups\":[", gw->npconns);
+  for (size_t g = 0; g < gw->conf->ngroups; g++) {
+    status_walk_t w;
+    memset(&w, 0, sizeof w);
+    w.group = gw->conf->groups[g].name;
+    cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, status_visit, &w);
+    cr_buf_appendf(out, "%s{\"group\":\"", g ? "," : "");
+    cr_errpage_json_escape(out, w.group);
+    cr_buf_appendf(out, "\",\"tunnels\":%zu,\"usable\":%zu,\"kept\":%zu,\"streams\":%zu,\"agents\":{",
+                   w.tunnels, w.usable, w.kept, w.streams);
+    for (size_t i = 0; i < w.nagents; i++) {
+      cr_buf_appendf(out, "%s\"", i ? "," : "");
+      cr_errpage_json_escape(out, w.agents[i]);
+      cr_buf_appendf(out, "\":%zu", w.agent_tunnels[i]);
+    }
+    cr_buf_appendf(out, "}}");
+  }
+  cr_buf_appendf(out, "],\"tunnels\":[");
+  cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, tunnel_visit, out);
+  cr_buf_appendf(out, "]");
 }
 
 static const cr_process_handlers_t process_handlers = {
@@ -1123,6 +1219,12 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
   gw->groups = cr__gw_groups_new(conf);
+  gw->replicas = cr__gw_replicas_new(&gw->loop, conf, on_replicas_change, gw);
+  for (size_t i = 0; i < conf->ngroups; i++)
+    gw->groups[i].replicas = gw->replicas;
+  gw->probe_ops.ready = probe_ready;
+  gw->probe_ops.status = probe_status;
+  gw->probe_ops.arg = gw;
   if (make_tls_contexts(gw) < 0)
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
@@ -1140,18 +1242,24 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     cr_listener_close(gw->tunnel_listener);
     goto out;
   }
-  if (conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) {
+  if ((conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) ||
+      (conf->probe_listen.host && cr__gw_probe_start(&gw->loop, conf, &gw->probe_ops, &gw->probe) < 0)) {
     cr_listener_close(gw->tunnel_listener);
     cr_listener_close(gw->public_listener);
+    gw->tunnel_listener = gw->public_listener = NULL;
+    if (gw->admin)
+      cr__gw_admin_stop(gw->admin);
+    gw->admin = NULL;
     goto out;
   }
   gw->proc = cr_process_new(&gw->loop, &process_handlers, gw, conf->drain_timeout_ms, 0);
   cr_process_on_release(gw->proc, gateway_release_caches, gw);
   cr_process_on_reload(gw->proc, gateway_sighup, gw);
   cr_process_start(gw->proc);
-  cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu version=%s",
+  cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu replica=%s version=%s",
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
-              cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
+              cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices,
+              cr__gw_replicas_id(gw->replicas), CCRELAY_VERSION);
 
   /* A stop that cut calls in flight (drain deadline, second signal) is not a clean one: the exit
    * status says so, for supervisors and scripts (README, Operations). */
@@ -1159,6 +1267,11 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_log_info("gateway stopped", "");
   code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
+  if (gw->probe)
+    cr_admin_close(gw->probe);
+  gw->probe = NULL;
+  cr__gw_replicas_free(gw->replicas);
+  gw->replicas = NULL;
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
