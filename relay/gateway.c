@@ -117,6 +117,7 @@ struct gateway {
   uint64_t pconns_seen;
   cr_process_t *proc; /* signals, drain deadline, log flush, heap trim; NULL until the listeners are up */
   int draining;
+  int tunnels_shut;      /* draining, and the tunnels got their GOAWAY */
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
   cr__gw_replicas_t *replicas; /* this replica's id and the set told to agents */
   cr_admin_t *probe;     /* NULL unless probe.listen is set; open until the process ends */
@@ -1036,8 +1037,15 @@ static void gateway_deadline_fields(void *arg, char *buf, size_t len) {
   snprintf(buf, len, "connections=%zu", gw->npconns);
 }
 
+/* Asked every loop turn while draining. The tunnels stay usable while callers are still connected
+ * (a caller accepted before the drain may send its request after it: it is served, not refused), and
+ * get their GOAWAY once the last caller is gone; then the agents move to the other replicas. */
 static int gateway_drained(void *arg) {
   gateway_t *gw = arg;
+  if (gw->npconns == 0 && cr_queue_empty(&gw->handshakes) && !gw->tunnels_shut) {
+    gw->tunnels_shut = 1;
+    cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
+  }
   return gw->npconns == 0 && cr__gw_groups_ntunnels(gw->groups, gw->conf->ngroups) == 0;
 }
 
@@ -1052,13 +1060,15 @@ static void gateway_drain(void *arg) {
   if (gw->admin)
     cr__gw_admin_stop(gw->admin);
   gw->admin = NULL;
-  /* Idle keep-alive callers go now; those mid-exchange close after their answer. */
+  /* Idle keep-alive callers go now; those mid-exchange close after their answer, and those that
+   * connected but have not yet sent their first request are served once (a load balancer sent them
+   * here before it saw the drain). */
   cr_queue_foreach_safe(q, n, &gw->pconns) {
     pconn_t *pc = cr_queue_data(q, pconn_t, link);
-    if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
+    if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser) && pc->flushed > 0)
       pconn_close(pc);
   }
-  cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
+  gateway_drained(gw); /* no caller left: the tunnels' GOAWAY goes now */
 }
 
 /* SIGHUP re-reads the replica set (static mode) or resolves it now (dns mode); nothing else is
@@ -1162,7 +1172,20 @@ static void probe_status(void *arg, cr_buf_t *out) {
   cr_buf_appendf(out, "]");
 }
 
+/* Drained (or cut): the handles that outlive the drain go, so the loop can end. */
+static void gateway_stop(void *arg) {
+  gateway_t *gw = arg;
+  if (gw->probe)
+    cr_admin_close(gw->probe);
+  gw->probe = NULL;
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    gw->groups[i].replicas = NULL;
+  cr__gw_replicas_free(gw->replicas);
+  gw->replicas = NULL;
+}
+
 static const cr_process_handlers_t process_handlers = {
+    .stop = gateway_stop,
     .drain = gateway_drain,
     .drained = gateway_drained,
     .cut = gateway_cut,
@@ -1267,11 +1290,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_log_info("gateway stopped", "");
   code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
-  if (gw->probe)
-    cr_admin_close(gw->probe);
-  gw->probe = NULL;
-  cr__gw_replicas_free(gw->replicas);
-  gw->replicas = NULL;
+  gateway_stop(gw); /* when the process never ran */
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
