@@ -97,6 +97,13 @@ static void ann_on_close(cr_tstream_t *ts, int error) {
     int surplus = error == 0 && an->status == 200 && an->answer.len &&
                   contains(an->answer.base, an->answer.len, "\"kept\":false");
     gt->announce = NULL;
+    if (error != 0 && !cr_tunnel_usable(gt->tunnel)) {
+      /* The tunnel is going away (the agent's GOAWAY crossed the announcement): nothing to judge. */
+      cr_buf_free(&an->body);
+      cr_buf_free(&an->answer);
+      free(an);
+      return;
+    }
     if (surplus && gt->coverage != COV_SURPLUS)
       cr_log_debug("tunnel not needed by its agent", "group=%s agent=%s peer=%s answer=\"%.*s\"",
                    gt->group->conf->name, gt->agent, gt->peer, (int)CR_MIN(an->answer.len, 200),
