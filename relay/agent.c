@@ -2,7 +2,8 @@
 /* The agent: keeps `connections` tunnels to the gateway and serves every stream that arrives on them
  * by its routes. A stream that matches no route is answered 404 here and nothing is sent anywhere.
  *
- * Tunnel slot life: BACKOFF -> CONNECTING (TCP) -> HANDSHAKE (TLS) -> UP -> BACKOFF ...
+ * Tunnel slot life: BACKOFF -> CONNECTING (TCP) -> HANDSHAKE (TLS) -> UP -> IDLE -> BACKOFF ... or freed
+ * (how many slots, and which tunnels are kept, is replica coverage: see "tunnel slots" below).
  * Exchange life: stream arrives -> upstream request -> response head -> body -> end, where either
  * side's failure ends the other (an upstream error before the head becomes a 502/504 answer). */
 #include "ccrelay/agent.h"
@@ -32,9 +33,11 @@
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 #define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: Host, framing */
 
-typedef enum { SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;
+/* IDLE: between a dial or tunnel that ended and the decision to dial again or free the slot. */
+typedef enum { SLOT_IDLE, SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;
 
 typedef struct slot {
+  cr_queue_t link; /* agent.slots */
   agent_t *agent;
   unsigned index;
   slot_state_t state;
@@ -44,6 +47,13 @@ typedef struct slot {
   uint64_t backoff_ms;
   uint64_t up_since;
   unsigned failures;
+  unsigned addr;     /* the gateway.address entry of the current dial */
+  char replica[CR_CONF_REPLICA_ID_MAX + 1]; /* the replica the tunnel reached, once announced */
+  char instance[33];
+  unsigned announced : 1; /* the gateway told its replica id on this tunnel */
+  unsigned bound : 1;     /* counted toward its replica's `connections` */
+  unsigned leaving : 1;   /* shutting down: not needed, its replica left, or the gateway's GOAWAY */
+  unsigned goaway : 1;    /* the gateway sent GOAWAY */
 } slot_t;
 
 typedef struct exchange {
@@ -78,6 +88,9 @@ static void slot_schedule(slot_t *sl);
 static void exchange_finish(exchange_t *x);
 static void respond_json(exchange_t *x, int status, const cr_buf_t *body);
 static void control_finish(exchange_t *x);
+static int handle_announce(struct slot *sl, const char *body, size_t len, int *status, cr_buf_t *out);
+static void slot_leave(struct slot *sl, const char *why);
+static void coverage_check(agent_t *a);
 
 static uint64_t now_ms(agent_t *a) { return uv_now(&a->loop); }
 
@@ -397,6 +410,18 @@ static void control_finish(exchange_t *x) {
   cr_buf_t out;
   int status = 500;
   cr_buf_init(&out, 0);
+  if (strcmp(x->control_target, CR_CONTROL_PREFIX "replicas") == 0 && strcmp(x->method, "POST") == 0) {
+    /* The gateway's replica announcement: about this tunnel, so answered here. */
+    slot_t *sl = cr_tunnel_data(cr_tstream_tunnel(x->ts));
+    int leave = handle_announce(sl, x->control_body.base, x->control_body.len, &status, &out);
+    respond_json(x, status, &out);
+    cr_buf_free(&out);
+    if (leave)
+      slot_leave(sl, "not needed");
+    else
+      coverage_check(x->agent);
+    return;
+  }
   x->change = cr__agent_control(x->agent, x->method, x->control_target, x->control_body.base,
                                 x->control_body.len, x->requested_by, &status, &out, control_done, x);
   if (x->change == NULL)
@@ -419,9 +444,12 @@ static int agent_busy(void *arg) {
 static void agent_release_caches(void *arg) {
   agent_t *a = arg;
   cr_freelist_drain(&a->free_exchanges);
-  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
-    if (a->slots[i].tunnel)
-      cr_tunnel_release_caches(a->slots[i].tunnel);
+  cr_queue_t *q;
+  cr_queue_foreach(q, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (sl->tunnel)
+      cr_tunnel_release_caches(sl->tunnel);
+  }
   for (size_t i = 0; a->routes && i < a->conf->nroutes; i++)
     if (a->routes[i].up)
       cr_upstream_release_caches(a->routes[i].up);
@@ -491,14 +519,283 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
   x->req = cr_upstream_request(a->routes[x->route].up, uh, has_body, &up_cbs, x);
 }
 
-/* ---------- tunnel slots ---------- */
+/* ---------- tunnel slots and replica coverage ---------- */
+
+/* Coverage: the gateways announce their replica set on every tunnel (handle_announce). The agent
+ * keeps `connections` tunnels to every replica of the newest set: it dials its gateway.address
+ * (a load balancer, or a list, every A/AAAA answer a candidate) until each replica holds them,
+ * keeps a tunnel that lands on a replica short of tunnels, and closes one that lands on a covered
+ * replica or on one outside the set (GOAWAY, not a failure: it redials promptly). A replica that
+ * sends GOAWAY (draining) loses its tunnels without a failure counted, and is dialled for again at
+ * once: while it is away the dials land on covered replicas, and slow down after a few (a replica
+ * that restarts is covered again as soon as the load balancer sends a dial to it); a replica that
+ * left the set loses its tunnels. Without any announcement (an older gateway) the agent holds `connections` tunnels in
+ * all, as before. Slots come and go with the need: one per tunnel or dial. */
+
+#define SURPLUS_GRACE 4      /* surplus dials per replica of the set before they slow down */
+#define MISS_LOG_MS 60000    /* a replica not reached is logged at most this often */
 
 static void slot_failed(slot_t *sl, const char *what, int err, const char *detail);
+static void slot_dial(uv_timer_t *t);
+static void slot_after(slot_t *sl, int failed);
+static void coverage_check(agent_t *a);
+
+static const cr_conf_addr_t *slot_addr(const slot_t *sl) { return &sl->agent->conf->gateway.addrs[sl->addr]; }
+
+static int in_set(const agent_t *a, const char *id) {
+  for (size_t i = 0; a->set && i < a->set->nset; i++)
+    if (strcmp(a->set->set[i], id) == 0)
+      return 1;
+  return 0;
+}
+
+/* Tunnels kept for replica id (not leaving). */
+static unsigned covered(const agent_t *a, const char *id) {
+  unsigned n = 0;
+  cr_queue_t *q;
+  cr_queue_foreach(q, &a->slots) {
+    const slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (sl->bound && !sl->leaving && strcmp(sl->replica, id) == 0)
+      n++;
+  }
+  return n;
+}
+
+/* Tunnels still wanted: per replica of the set what it lacks; without a set,
+ * `connections` less the tunnels up. */
+static unsigned coverage_need(const agent_t *a) {
+  unsigned conns = a->conf->gateway.connections, need = 0;
+  cr_queue_t *q;
+  if (a->set == NULL) {
+    unsigned up = 0;
+    cr_queue_foreach(q, &a->slots) {
+      const slot_t *sl = cr_queue_data(q, slot_t, link);
+      up += sl->state == SLOT_UP && !sl->leaving;
+    }
+    return up < conns ? conns - up : 0;
+  }
+  for (size_t i = 0; i < a->set->nset; i++) {
+    unsigned have = covered(a, a->set->set[i]);
+    need += have < conns ? conns - have : 0;
+  }
+  return need;
+}
+
+/* Slots working toward a new tunnel: dialling, or up and not yet told which replica they reached. */
+static unsigned coverage_active(const agent_t *a, const slot_t *except) {
+  unsigned n = 0;
+  cr_queue_t *q;
+  cr_queue_foreach(q, &a->slots) {
+    const slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (sl == except || sl->leaving || sl->state == SLOT_STOPPED || sl->state == SLOT_IDLE)
+      continue;
+    if (sl->state != SLOT_UP || (a->set != NULL && !sl->bound))
+      n++;
+  }
+  return n;
+}
+
+static void slot_timer_closed(uv_handle_t *h) { free(h->data); }
+
+static void slot_free(slot_t *sl) {
+  agent_t *a = sl->agent;
+  cr_queue_remove(&sl->link);
+  a->nslots--;
+  uv_close((uv_handle_t *)&sl->timer, slot_timer_closed);
+}
+
+static slot_t *slot_new(agent_t *a) {
+  slot_t *sl = cr_calloc(1, sizeof *sl);
+  sl->agent = a;
+  sl->index = a->slot_ids++;
+  sl->state = SLOT_IDLE;
+  uv_timer_init(&a->loop, &sl->timer);
+  sl->timer.data = sl;
+  cr_queue_insert_tail(&a->slots, &sl->link);
+  a->nslots++;
+  return sl;
+}
+
+/* The replicas of the set short of tunnels, for the log. */
+static void missing_list(const agent_t *a, char *out, size_t len) {
+  size_t off = 0;
+  out[0] = '\0';
+  for (size_t i = 0; a->set && i < a->set->nset && off < len; i++)
+    if (covered(a, a->set->set[i]) < a->conf->gateway.connections)
+      off += (size_t)snprintf(out + off, len - off, "%s%s", off ? "," : "", a->set->set[i]);
+}
+
+/* A dial that landed on a replica already covered (or outside the set) is retried promptly; once
+ * SURPLUS_GRACE dials per replica in a row found nothing new, the load balancer is probably not
+ * sending us to the missing replica (down, or not behind it): slow down and say so. */
+static uint64_t surplus_delay(agent_t *a) {
+  const cr_conf_agent_t *c = a->conf;
+  unsigned grace = SURPLUS_GRACE * (unsigned)(a->set ? CR_MAX(a->set->nset, 1) : 1), steps;
+  uint64_t d = c->gateway.reconnect_min_ms;
+  uint32_t rnd = 0;
+  if (a->surplus_streak > grace) {
+    char missing[512];
+    steps = (a->surplus_streak - grace) / grace + 1;
+    for (unsigned i = 0; i < steps && d < c->gateway.reconnect_max_ms; i++)
+      d *= 2;
+    d = CR_MIN(d, c->gateway.reconnect_max_ms);
+    missing_list(a, missing, sizeof missing);
+    if (missing[0] && (a->miss_logged_ms == 0 || now_ms(a) - a->miss_logged_ms >= MISS_LOG_MS)) {
+      a->miss_logged_ms = now_ms(a);
+      cr_log_warn("replica not reached: serving through the others",
+                  "missing=\"%s\" dials=%u gateway=%s:%u retry_ms=%llu hint=\"the load balancer in front of "
+                  "gateway.address does not send tunnels to it: is it down, or not behind that address?\"",
+                  missing, a->surplus_streak, c->gateway.host, c->gateway.port, (unsigned long long)d);
+    }
+  }
+  cr_x509_random_bytes(&rnd, sizeof rnd);
+  return d / 2 + (d / 2 + 1) * (rnd % 1000) / 1000;
+}
+
+/* Closes a tunnel we do not need (surplus, or its replica left the set): GOAWAY, streams in flight
+ * finish. Its close is no failure. */
+static void slot_leave(slot_t *sl, const char *why) {
+  agent_t *a = sl->agent;
+  if (sl->leaving || sl->tunnel == NULL)
+    return;
+  sl->leaving = 1;
+  cr_log_debug("tunnel not needed", "slot=%u replica=%s reason=\"%s\"", sl->index, sl->replica[0] ? sl->replica : "-",
+               why);
+  cr_tunnel_shutdown(sl->tunnel, a->conf->drain_timeout_ms);
+}
+
+static void adopt_set(agent_t *a, const cr__agent_announce_t *an) {
+  char list[1024];
+  size_t off = 0;
+  cr_queue_t *q;
+  if (a->set == NULL)
+    a->set = cr_calloc(1, sizeof *a->set);
+  *a->set = *an;
+  list[0] = '\0';
+  for (size_t i = 0; i < an->nset && off < sizeof list; i++)
+    off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? "," : "", an->set[i]);
+  cr_log_info("replica set", "set=\"%s\" generation=%llu from=%s", list, (unsigned long long)an->generation,
+              an->replica);
+  /* A replica that left the set: its tunnels end (calls in flight on them finish). */
+  cr_queue_foreach(q, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (sl->announced && !in_set(a, sl->replica))
+      slot_leave(sl, "its replica left the replica set");
+  }
+}
+
+/* The announcement arrived on sl's tunnel: adopt the set when it is the newest, and say whether the
+ * tunnel is kept. Writes the answer's JSON to out; returns 1 when the tunnel is to be closed. */
+static int handle_announce(slot_t *sl, const char *body, size_t len, int *status, cr_buf_t *out) {
+  agent_t *a = sl->agent;
+  cr__agent_announce_t *an = cr_malloc(sizeof *an);
+  const char *why = NULL;
+  char err[200];
+  int leave = 0;
+  if (cr__agent_announce_parse(body, len, an, err, sizeof err) < 0) {
+    cr_log_warn("bad replica announcement", "slot=%u peer=%s reason=\"%s\"", sl->index,
+                sl->tunnel ? cr_tunnel_transport(sl->tunnel)->peer : "-", err);
+    *status = 400;
+    cr_buf_appendf(out, "{\"error\":{\"code\":\"bad_announcement\",\"message\":\"");
+    cr_errpage_json_escape(out, err);
+    cr_buf_appendf(out, "\"}}\n");
+    free(an);
+    return 0;
+  }
+  if (a->set == NULL || an->generation > a->set->generation ||
+      (an->generation == a->set->generation && strcmp(an->replica, a->set->replica) > 0))
+    adopt_set(a, an);
+  if (sl->announced && strcmp(sl->replica, an->replica) != 0)
+    sl->bound = 0; /* cannot happen with one process per tunnel; judged afresh */
+  snprintf(sl->replica, sizeof sl->replica, "%s", an->replica);
+  snprintf(sl->instance, sizeof sl->instance, "%s", an->instance);
+  sl->announced = 1;
+  if (sl->leaving) {
+    why = "closing";
+  } else if (!in_set(a, an->replica)) {
+    why = "this replica is not in the replica set";
+    if (a->notin_logged_ms == 0 || now_ms(a) - a->notin_logged_ms >= MISS_LOG_MS) {
+      a->notin_logged_ms = now_ms(a);
+      cr_log_warn("tunnel reached a replica outside the replica set; closing it",
+                  "replica=%s set_from=%s generation=%llu hint=\"replicas disagree on the set, or a replica "
+                  "is missing from its own set\"",
+                  an->replica, a->set->replica, (unsigned long long)a->set->generation);
+    }
+    leave = 1;
+  } else if (!sl->bound) {
+    cr_queue_t *q;
+    if (covered(a, an->replica) >= a->conf->gateway.connections) {
+      why = "this replica already holds its tunnels from this agent";
+      leave = 1;
+    } else {
+      sl->bound = 1;
+      a->surplus_streak = 0;
+      cr_log_info("tunnel covers replica", "slot=%u replica=%s tunnels_to_replica=%u connections=%u", sl->index,
+                  an->replica, covered(a, an->replica), a->conf->gateway.connections);
+    }
+    /* Two processes announcing one id: their tunnels would be counted as one replica's. */
+    cr_queue_foreach(q, &a->slots) {
+      const slot_t *o = cr_queue_data(q, slot_t, link);
+      if (o != sl && o->bound && !o->leaving && o->instance[0] && sl->instance[0] &&
+          strcmp(o->replica, an->replica) == 0 && strcmp(o->instance, sl->instance) != 0 &&
+          (a->dup_logged_ms == 0 || now_ms(a) - a->dup_logged_ms >= MISS_LOG_MS)) {
+        a->dup_logged_ms = now_ms(a);
+        cr_log_error("two gateway replicas announce the same replica id",
+                     "replica=%s instances=%s,%s hint=\"give every gateway replica its own replicas.id\"",
+                     an->replica, o->instance, sl->instance);
+        break;
+      }
+    }
+  }
+  if (leave)
+    a->surplus_streak++;
+  *status = 200;
+  cr_buf_appendf(out, "{\"kept\":%s", leave || sl->leaving ? "false" : "true");
+  if (why) {
+    cr_buf_appendf(out, ",\"reason\":\"");
+    cr_errpage_json_escape(out, why);
+    cr_buf_appendf(out, "\"");
+  }
+  cr_buf_appendf(out, ",\"replica\":\"");
+  cr_errpage_json_escape(out, an->replica);
+  cr_buf_appendf(out, "\",\"tunnels_to_replica\":%u}\n", covered(a, an->replica));
+  free(an);
+  return leave;
+}
+
+/* Dials or drops slots so that the dials in progress match what coverage still lacks. */
+static void coverage_check(agent_t *a) {
+  unsigned need, active;
+  cr_queue_t *q, *n;
+  if (a->draining)
+    return;
+  need = coverage_need(a);
+  active = coverage_active(a, NULL);
+  /* Too many waiting to dial (a replica got covered meanwhile, or left): drop the waiting ones. */
+  cr_queue_foreach_safe(q, n, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (active <= need)
+      break;
+    if (sl->state == SLOT_BACKOFF && !sl->leaving) {
+      uv_timer_stop(&sl->timer);
+      slot_free(sl);
+      active--;
+    }
+  }
+  while (active < need) {
+    slot_t *sl = slot_new(a);
+    sl->state = SLOT_BACKOFF;
+    uv_timer_start(&sl->timer, slot_dial, 0, 0);
+    active++;
+  }
+}
 
 static void on_tunnel_close(cr_tunnel_t *t, int error) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
+  const cr_conf_addr_t *ad = slot_addr(sl);
   uint64_t up_for;
+  int quiet;
   sl->tunnel = NULL;
   if (sl->state != SLOT_UP) {
     /* Closed before the gateway's SETTINGS: the gateway refused us (TLS 1.3 reports a refused client
@@ -508,35 +805,47 @@ static void on_tunnel_close(cr_tunnel_t *t, int error) {
   }
   up_for = now_ms(a) - sl->up_since;
   a->tunnels_up--;
-  cr_log(a->draining ? CR_LOG_INFO : CR_LOG_WARN, "tunnel down",
-         "slot=%u gateway=%s:%u reason=\"%s%s%s\" up_ms=%llu tunnels_up=%zu", sl->index, a->conf->gateway.host,
-         a->conf->gateway.port, error ? cr_strerror(error) : "closed", cr_tunnel_error_detail(t)[0] ? ": " : "",
-         cr_tunnel_error_detail(t), (unsigned long long)up_for, a->tunnels_up);
-  if (up_for >= STABLE_TUNNEL_MS)
+  /* Ours to close (surplus, replica gone) or the gateway's drain: expected, not a failure. */
+  quiet = a->draining || sl->leaving || sl->goaway;
+  cr_log(quiet ? (sl->bound || a->draining ? CR_LOG_INFO : CR_LOG_DEBUG) : CR_LOG_WARN, "tunnel down",
+         "slot=%u gateway=%s:%u replica=%s reason=\"%s%s%s\" up_ms=%llu tunnels_up=%zu", sl->index, ad->host, ad->port,
+         sl->replica[0] ? sl->replica : "-", error ? cr_strerror(error) : "closed",
+         cr_tunnel_error_detail(t)[0] ? ": " : "", cr_tunnel_error_detail(t), (unsigned long long)up_for,
+         a->tunnels_up);
+  if (up_for >= STABLE_TUNNEL_MS || quiet)
     sl->backoff_ms = 0;
   if (a->draining) {
     sl->state = SLOT_STOPPED;
     return;
   }
-  slot_schedule(sl);
+  slot_after(sl, !quiet);
 }
 
 static void on_tunnel_ready(cr_tunnel_t *t) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
+  const cr_conf_addr_t *ad = slot_addr(sl);
   uv_timer_stop(&sl->timer);
   sl->state = SLOT_UP;
   sl->up_since = now_ms(a);
   a->tunnels_up++;
-  cr_log_info("tunnel up", "slot=%u gateway=%s:%u peer=%s attempts=%u tunnels_up=%zu", sl->index,
-              a->conf->gateway.host, a->conf->gateway.port, cr_tunnel_transport(t)->peer, sl->failures + 1,
-              a->tunnels_up);
+  cr_log(a->set ? CR_LOG_DEBUG : CR_LOG_INFO, "tunnel up", "slot=%u gateway=%s:%u peer=%s attempts=%u tunnels_up=%zu",
+         sl->index, ad->host, ad->port, cr_tunnel_transport(t)->peer, sl->failures + 1, a->tunnels_up);
   sl->failures = 0;
+  coverage_check(a);
 }
 
 static void on_tunnel_goaway(cr_tunnel_t *t) {
   slot_t *sl = cr_tunnel_data(t);
-  cr_log_info("gateway sent GOAWAY", "slot=%u", sl->index);
+  agent_t *a = sl->agent;
+  sl->goaway = 1;
+  cr_log(sl->leaving ? CR_LOG_DEBUG : CR_LOG_INFO, "gateway sent GOAWAY", "slot=%u replica=%s", sl->index,
+         sl->replica[0] ? sl->replica : "-");
+  if (sl->leaving)
+    return;
+  /* The replica drains: calls in flight finish on this tunnel, and a replacement is dialled now. */
+  sl->leaving = 1;
+  coverage_check(a);
 }
 
 static const cr_tunnel_callbacks_t tunnel_cbs = {
@@ -546,15 +855,36 @@ static const cr_tunnel_callbacks_t tunnel_cbs = {
     .on_close = on_tunnel_close,
 };
 
+/* A slot's dial or tunnel ended: dial again if coverage still lacks a tunnel (failed: exponential
+ * backoff; otherwise promptly), else the slot goes. */
+static void slot_after(slot_t *sl, int failed) {
+  agent_t *a = sl->agent;
+  int was_surplus = sl->leaving && !sl->bound && !sl->goaway;
+  sl->state = SLOT_IDLE;
+  sl->bound = sl->leaving = sl->goaway = sl->announced = 0;
+  sl->replica[0] = sl->instance[0] = '\0';
+  if (coverage_active(a, sl) < coverage_need(a)) {
+    if (failed) {
+      slot_schedule(sl);
+    } else {
+      sl->state = SLOT_BACKOFF;
+      uv_timer_start(&sl->timer, slot_dial, was_surplus ? surplus_delay(a) : 0, 0);
+    }
+  } else {
+    slot_free(sl);
+  }
+  coverage_check(a);
+}
+
 static void slot_failed(slot_t *sl, const char *what, int err, const char *detail) {
   agent_t *a = sl->agent;
+  const cr_conf_addr_t *ad = slot_addr(sl);
   sl->failures++;
   /* Repeated failures are logged at debug after the third, so a long outage does not flood the log;
    * every 20th stays visible. */
   cr_log(sl->failures <= 3 || sl->failures % 20 == 0 ? CR_LOG_WARN : CR_LOG_DEBUG, "tunnel dial failed",
-         "slot=%u gateway=%s:%u step=%s reason=\"%s%s%s\" attempt=%u", sl->index, a->conf->gateway.host,
-         a->conf->gateway.port, what, cr_strerror(err), detail && detail[0] ? ": " : "", detail ? detail : "",
-         sl->failures);
+         "slot=%u gateway=%s:%u step=%s reason=\"%s%s%s\" attempt=%u", sl->index, ad->host, ad->port, what,
+         cr_strerror(err), detail && detail[0] ? ": " : "", detail ? detail : "", sl->failures);
   if (sl->conn) {
     cr_stream_close(sl->conn, NULL);
     sl->conn = NULL;
@@ -564,7 +894,7 @@ static void slot_failed(slot_t *sl, const char *what, int err, const char *detai
     sl->state = SLOT_STOPPED;
     return;
   }
-  slot_schedule(sl);
+  slot_after(sl, 1);
 }
 
 static void on_handshake(cr_stream_t *tls, int status) {
@@ -598,7 +928,7 @@ static void on_connected(cr_stream_t *s, int status) {
   }
   sl->state = SLOT_HANDSHAKE;
   tls = cr_tls_stream_new(s, a->tunnel_tls,
-                          a->conf->gateway.server_name ? a->conf->gateway.server_name : a->conf->gateway.host);
+                          a->conf->gateway.server_name ? a->conf->gateway.server_name : slot_addr(sl)->host);
   tls->data = sl;
   sl->conn = tls;
   status = cr_tls_stream_handshake(tls, on_handshake);
@@ -623,8 +953,15 @@ static void slot_dial(uv_timer_t *t) {
   agent_t *a = sl->agent;
   cr_stream_t *s;
   int r;
+  const cr_conf_addr_t *ad;
+  unsigned n = a->dials++;
   sl->state = SLOT_CONNECTING;
-  r = cr_tcp_connect(&a->loop, a->conf->gateway.host, a->conf->gateway.port, on_connected, sl, &s);
+  /* Entries in turn, and within an entry its answers in turn: with several addresses or a name with
+   * several records, successive dials reach every candidate. */
+  sl->addr = n % (unsigned)a->conf->gateway.naddrs;
+  ad = slot_addr(sl);
+  r = cr_tcp_connect_rotated(&a->loop, ad->host, ad->port, n / (unsigned)a->conf->gateway.naddrs, on_connected, sl,
+                             &s);
   if (r < 0) {
     slot_failed(sl, "connect", r, NULL);
     return;
@@ -654,22 +991,25 @@ static void slot_schedule(slot_t *sl) {
 
 static int agent_drained(void *arg) {
   agent_t *a = arg;
+  cr_queue_t *q;
   if (!a->draining)
     return 0;
-  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
-    if (a->slots[i].state != SLOT_STOPPED)
+  cr_queue_foreach(q, &a->slots) {
+    if (cr_queue_data(q, slot_t, link)->state != SLOT_STOPPED)
       return 0;
+  }
   return 1;
 }
 
 /* The process module closed its own handles (signals, deadline, trim); these are the agent's. */
 static void close_handles(void *arg) {
   agent_t *a = arg;
-  if (uv_is_closing((uv_handle_t *)&a->slots[0].timer))
+  cr_queue_t *q, *n;
+  if (a->handles_closed)
     return;
+  a->handles_closed = 1;
   uv_close((uv_handle_t *)&a->send_watch, NULL);
-  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
-    uv_close((uv_handle_t *)&a->slots[i].timer, NULL);
+  cr_queue_foreach_safe(q, n, &a->slots) slot_free(cr_queue_data(q, slot_t, link));
   cr__agent_trust_stop(a);
   if (a->admin) {
     cr_admin_close(a->admin);
@@ -685,17 +1025,21 @@ static void close_handles(void *arg) {
 /* The drain deadline passed, or a second stop signal: tunnels still draining close now. */
 static void agent_cut(void *arg, cr_process_end_t why) {
   agent_t *a = arg;
+  cr_queue_t *q;
   (void)why;
-  for (unsigned i = 0; i < a->conf->gateway.connections; i++)
-    if (a->slots[i].tunnel)
-      cr_tunnel_close(a->slots[i].tunnel, CR_ECLOSED);
+  cr_queue_foreach(q, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
+    if (sl->tunnel)
+      cr_tunnel_close(sl->tunnel, CR_ECLOSED);
+  }
 }
 
 static void agent_drain(void *arg) {
   agent_t *a = arg;
+  cr_queue_t *q;
   a->draining = 1;
-  for (unsigned i = 0; i < a->conf->gateway.connections; i++) {
-    slot_t *sl = &a->slots[i];
+  cr_queue_foreach(q, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
     uv_timer_stop(&sl->timer);
     if (sl->tunnel) {
       cr_tunnel_shutdown(sl->tunnel, a->conf->drain_timeout_ms);
@@ -749,15 +1093,9 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_http_msg_init(&a->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
   cr_freelist_init(&a->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);
   cr_buf_init(&a->scratch_buf, 0);
-  /* Every handle exists before anything can fail, so one path closes them all. */
-  a->slots = cr_calloc(conf->gateway.connections, sizeof *a->slots);
-  for (unsigned i = 0; i < conf->gateway.connections; i++) {
-    slot_t *sl = &a->slots[i];
-    sl->agent = a;
-    sl->index = i;
-    uv_timer_init(&a->loop, &sl->timer);
-    sl->timer.data = sl;
-  }
+  /* Every handle exists before anything can fail, so one path closes them all (slots are made by
+   * coverage_check, once running, and freed by close_handles). */
+  cr_queue_init(&a->slots);
   a->proc = cr_process_new(&a->loop, &process_handlers, a, conf->drain_timeout_ms, 0);
   cr_process_on_release(a->proc, agent_release_caches, a);
   cr_process_on_reload(a->proc, cr__agent_trust_sighup, a);
@@ -768,11 +1106,11 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
     cr_process_close(a->proc);
     goto out;
   }
-  for (unsigned i = 0; i < conf->gateway.connections; i++)
-    slot_dial(&a->slots[i].timer);
+  coverage_check(a); /* the first `connections` dials */
   cr_process_start(a->proc);
-  cr_log_info("agent started", "gateway=%s:%u connections=%u routes=%zu version=%s", conf->gateway.host,
-              conf->gateway.port, conf->gateway.connections, conf->nroutes, CCRELAY_VERSION);
+  cr_log_info("agent started", "gateway=%s:%u addresses=%zu connections=%u routes=%zu version=%s",
+              conf->gateway.host, conf->gateway.port, conf->gateway.naddrs, conf->gateway.connections, conf->nroutes,
+              CCRELAY_VERSION);
   /* A stop that cut calls in flight (drain deadline, second signal) is not a clean one: the exit
    * status says so, for supervisors and scripts (README, Operations). */
   end = cr_process_run(a->proc);
@@ -787,7 +1125,7 @@ out:
   cr_tls_ctx_free(a->tunnel_tls);
   cr__agent_trust_free(a);
   free(a->routes);
-  free(a->slots);
+  free(a->set);
   cr_http_msg_free(&a->scratch_head);
   cr_buf_free(&a->scratch_buf);
   cr_freelist_drain(&a->free_exchanges);

@@ -20,6 +20,18 @@
 
 typedef struct agent agent_t;
 
+/* The gateway's replica announcement (POST CR_CONTROL_PREFIX "replicas"), the bytes from the network
+ * parsed strictly: {"replica":ID,"instance":HEX,"generation":N,"set":[ID,...]} (instance optional;
+ * other keys with scalar values are skipped for later gateways; no nesting, no escapes). */
+#define CR__AGENT_ANNOUNCE_MAX 16384
+typedef struct cr__agent_announce {
+  char replica[CR_CONF_REPLICA_ID_MAX + 1];
+  char instance[33];
+  uint64_t generation;
+  char set[CR_CONF_REPLICAS_MAX][CR_CONF_REPLICA_ID_MAX + 1];
+  size_t nset;
+} cr__agent_announce_t;
+
 /* A route's live state. A route is usable only when its client identity chains to a trusted root
  * of the store; otherwise it answers 503 with `why` and the agent is not ready. */
 typedef struct route_rt {
@@ -54,7 +66,18 @@ struct agent {
   const cr_conf_agent_t *conf;
   cr_tls_ctx_t *tunnel_tls;
   route_rt_t *routes;      /* conf->nroutes */
-  struct slot *slots;
+  cr_queue_t slots;         /* slot_t.link: tunnels and dials (agent.c) */
+  size_t nslots;
+  unsigned slot_ids;        /* numbers slots for the log */
+  /* Replica coverage (agent.c): the set the gateways announced, the newest generation wins. NULL
+   * until one announced (an older gateway never does: then `connections` tunnels in all). */
+  cr__agent_announce_t *set;
+  unsigned dials;           /* ever: rotates over gateway.address entries and their answers */
+  unsigned surplus_streak;  /* dials in a row that landed on a replica already covered */
+  uint64_t miss_logged_ms;  /* rate limits of the coverage warnings */
+  uint64_t dup_logged_ms;
+  uint64_t notin_logged_ms;
+  int handles_closed;
   cr_queue_t exchanges;
   uint64_t exchanges_begun; /* ever; memtrim's busy check compares it with exchanges_seen */
   uint64_t exchanges_seen;
@@ -127,5 +150,9 @@ cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char
  * that has not started is dropped and writes nothing; one already writing completes, is logged and
  * reloads the routes, unanswered. */
 void cr__agent_control_cancel(cr__agent_change_t *c);
+
+/* 0, or -1 with why (for the answer and the log): not that JSON, an id not valid as a replica id, a
+ * duplicate id in the set, more than CR_CONF_REPLICAS_MAX ids, more than CR__AGENT_ANNOUNCE_MAX bytes. */
+int cr__agent_announce_parse(const char *body, size_t len, cr__agent_announce_t *out, char *why, size_t whylen);
 
 #endif

@@ -387,3 +387,154 @@ cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char
   }
   return NULL;
 }
+
+/* ---------- the replica announcement (parsed here; acted on by agent.c) ---------- */
+
+typedef struct jcur {
+  const char *p, *end;
+} jcur_t;
+
+static void jws(jcur_t *c) {
+  while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+    c->p++;
+}
+
+static int jlit(jcur_t *c, char ch) {
+  jws(c);
+  if (c->p < c->end && *c->p == ch) {
+    c->p++;
+    return 1;
+  }
+  return 0;
+}
+
+/* A string without escapes or control characters (ids and keys never need them), at most max-1
+ * bytes. 0, or -1. */
+static int jstr(jcur_t *c, char *out, size_t max) {
+  size_t n = 0;
+  if (!jlit(c, '"'))
+    return -1;
+  while (c->p < c->end && *c->p != '"') {
+    unsigned char ch = (unsigned char)*c->p;
+    if (ch < 0x20 || ch == '\\' || n + 1 >= max)
+      return -1;
+    out[n++] = (char)ch;
+    c->p++;
+  }
+  if (c->p >= c->end)
+    return -1;
+  c->p++;
+  out[n] = '\0';
+  return 0;
+}
+
+static int jnum(jcur_t *c, uint64_t *out) {
+  uint64_t v = 0;
+  int digits = 0;
+  jws(c);
+  while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+    if (v > (UINT64_MAX - 9) / 10 || (digits == 1 && v == 0))
+      return -1; /* too large, or a leading zero */
+    v = v * 10 + (uint64_t)(*c->p - '0');
+    digits++;
+    c->p++;
+  }
+  *out = v;
+  return digits ? 0 : -1;
+}
+
+/* An unknown key's value: a later gateway may add scalars; nothing nested is accepted. */
+static int jskip_scalar(jcur_t *c) {
+  char tmp[256];
+  uint64_t n;
+  static const char *const words[] = {"true", "false", "null"};
+  jws(c);
+  if (c->p < c->end && *c->p == '"')
+    return jstr(c, tmp, sizeof tmp);
+  if (c->p < c->end && *c->p >= '0' && *c->p <= '9')
+    return jnum(c, &n);
+  for (size_t i = 0; i < 3; i++) {
+    size_t l = strlen(words[i]);
+    if ((size_t)(c->end - c->p) >= l && memcmp(c->p, words[i], l) == 0) {
+      c->p += l;
+      return 0;
+    }
+  }
+  return -1;
+}
+
+int cr__agent_announce_parse(const char *body, size_t len, cr__agent_announce_t *out, char *why, size_t whylen) {
+  jcur_t c = {body, body + len};
+  char key[32];
+  int seen_replica = 0, seen_set = 0, seen_gen = 0, seen_inst = 0;
+  memset(out, 0, sizeof *out);
+  if (len > CR__AGENT_ANNOUNCE_MAX) {
+    snprintf(why, whylen, "announcement larger than %d bytes", CR__AGENT_ANNOUNCE_MAX);
+    return -1;
+  }
+  if (!jlit(&c, '{'))
+    goto bad;
+  if (!jlit(&c, '}')) {
+    do {
+      if (jstr(&c, key, sizeof key) < 0 || !jlit(&c, ':'))
+        goto bad;
+      if (strcmp(key, "replica") == 0) {
+        if (seen_replica++ || jstr(&c, out->replica, sizeof out->replica) < 0)
+          goto bad;
+      } else if (strcmp(key, "instance") == 0) {
+        if (seen_inst++ || jstr(&c, out->instance, sizeof out->instance) < 0)
+          goto bad;
+      } else if (strcmp(key, "generation") == 0) {
+        if (seen_gen++ || jnum(&c, &out->generation) < 0)
+          goto bad;
+      } else if (strcmp(key, "set") == 0) {
+        if (seen_set++ || !jlit(&c, '['))
+          goto bad;
+        if (!jlit(&c, ']')) {
+          do {
+            if (out->nset == CR_CONF_REPLICAS_MAX) {
+              snprintf(why, whylen, "more than %d replicas in the set", CR_CONF_REPLICAS_MAX);
+              return -1;
+            }
+            if (jstr(&c, out->set[out->nset], sizeof out->set[0]) < 0)
+              goto bad;
+            out->nset++;
+          } while (jlit(&c, ','));
+          if (!jlit(&c, ']'))
+            goto bad;
+        }
+      } else if (jskip_scalar(&c) < 0) {
+        goto bad;
+      }
+    } while (jlit(&c, ','));
+    if (!jlit(&c, '}'))
+      goto bad;
+  }
+  jws(&c);
+  if (c.p != c.end)
+    goto bad;
+  if (!seen_replica || !seen_set || !seen_gen) {
+    snprintf(why, whylen, "replica, generation and set are required");
+    return -1;
+  }
+  if (!cr_conf_replica_id_ok(out->replica, strlen(out->replica))) {
+    snprintf(why, whylen, "bad replica id");
+    return -1;
+  }
+  for (size_t i = 0; i < out->nset; i++) {
+    if (!cr_conf_replica_id_ok(out->set[i], strlen(out->set[i]))) {
+      snprintf(why, whylen, "bad replica id in set[%zu]", i);
+      return -1;
+    }
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(out->set[i], out->set[j]) == 0) {
+        snprintf(why, whylen, "duplicate replica id '%s' in the set", out->set[i]);
+        return -1;
+      }
+  }
+  return 0;
+bad:
+  snprintf(why, whylen, "not the announcement's JSON at byte %zu (an object of strings, an integer "
+                        "generation and a set array of ids)", (size_t)(c.p - body));
+  return -1;
+}

@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,10 +58,26 @@ static const range_t r_expiry_warning = {30 * MS_PER_D, 0, 3650 * MS_PER_D};
 static const range_t r_send_timeout = {30 * MS_PER_S, 0, MS_PER_H};
 static const range_t r_min_send_rate = {0, 0, 1024 * 1024 * 1024};
 
+/* One gateway.address entry: host:port, host a name or an IP literal. */
+static int load_addr(ctx_t *c, const node_t *v, const char *kp, cr_conf_addr_t *out) {
+  const char *why;
+  char tmp[80];
+  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+    return CR_ECONFIG;
+  if ((why = cr__conf_split_hostport(v->str, v->len, 1, &out->host, &out->port)) != NULL) {
+    free(out->host);
+    out->host = NULL;
+    return cr__conf_fail(c, v->pos, kp, "bad address '%s': %s", cr__conf_sanitize(v->str, v->len, tmp, sizeof(tmp)),
+                why);
+  }
+  out->pos = v->pos;
+  return 0;
+}
+
 static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   const node_t *m, *v;
-  const char *p = "gateway", *why;
-  char kp[PATH_LEN], tmp[80];
+  const char *p = "gateway";
+  char kp[PATH_LEN], ep[PATH_LEN];
   cr_conf_pos_t min_pos = {0, 0}, max_pos = {0, 0};
 
   if (cr__conf_get_map(c, root, "", "gateway", REQ, agent_gw_keys, CR_ARRAY_SIZE(agent_gw_keys), &m) != 0)
@@ -69,12 +86,32 @@ static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) 
   if (v == NULL)
     return cr__conf_missing(c, m, p, "address");
   cr__conf_join(kp, p, "address");
-  if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
-    return CR_ECONFIG;
-  if ((why = cr__conf_split_hostport(v->str, v->len, 1, &a->gateway.host, &a->gateway.port)) != NULL)
-    return cr__conf_fail(c, v->pos, kp, "bad address '%s': %s", cr__conf_sanitize(v->str, v->len, tmp, sizeof(tmp)),
-                why);
-  a->gateway.pos = v->pos;
+  if (v->kind == N_SEQ) {
+    /* Several addresses: replicas reached without a load balancer, or several load balancers. */
+    if (v->n == 0 || v->n > CR_CONF_ADDRS_MAX)
+      return cr__conf_fail(c, v->pos, kp, "a list of 1 to %d host:port entries is needed, got %zu",
+                           CR_CONF_ADDRS_MAX, v->n);
+    a->gateway.addrs = cr_calloc(v->n, sizeof *a->gateway.addrs);
+    for (size_t i = 0; i < v->n; i++) {
+      cr__conf_join_index(ep, kp, i);
+      if (load_addr(c, v->items[i], ep, &a->gateway.addrs[i]) != 0)
+        return CR_ECONFIG;
+      a->gateway.naddrs++;
+      for (size_t j = 0; j < i; j++)
+        if (strcasecmp(a->gateway.addrs[j].host, a->gateway.addrs[i].host) == 0 &&
+            a->gateway.addrs[j].port == a->gateway.addrs[i].port)
+          return cr__conf_fail(c, v->items[i]->pos, ep, "duplicate address (%s[%zu] at %d:%d has it)", kp, j,
+                               a->gateway.addrs[j].pos.line, a->gateway.addrs[j].pos.col);
+    }
+  } else {
+    a->gateway.addrs = cr_calloc(1, sizeof *a->gateway.addrs);
+    if (load_addr(c, v, kp, &a->gateway.addrs[0]) != 0)
+      return CR_ECONFIG;
+    a->gateway.naddrs = 1;
+  }
+  a->gateway.host = cr_strdup(a->gateway.addrs[0].host);
+  a->gateway.port = a->gateway.addrs[0].port;
+  a->gateway.pos = a->gateway.addrs[0].pos;
   if (cr__conf_get_host(c, m, p, "server_name", OPT, &a->gateway.server_name) != 0 ||
       cr__conf_get_file(c, m, p, "ca", REQ, &a->gateway.ca) != 0 ||
       cr__conf_get_identity(c, m, p, "identity", &a->gateway.identity) != 0 ||
@@ -91,7 +128,7 @@ static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) 
     return cr__conf_fail(c, max_pos.line ? max_pos : min_pos,
                 cr__conf_join(kp, p, max_pos.line ? "reconnect_max" : "reconnect_min"),
                 "reconnect_min must not exceed reconnect_max");
-  if (a->gateway.server_name == NULL)
+  if (a->gateway.server_name == NULL && a->gateway.naddrs == 1)
     a->gateway.server_name = cr_strdup(a->gateway.host);
   return 0;
 }
@@ -270,6 +307,9 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
   free(a->trust_store);
   free(a->admin_listen.host);
   free(a->gateway.host);
+  for (i = 0; i < a->gateway.naddrs; i++)
+    free(a->gateway.addrs[i].host);
+  free(a->gateway.addrs);
   free(a->gateway.server_name);
   free(a->gateway.ca.path);
   identity_free(&a->gateway.identity);
@@ -300,7 +340,11 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
 /* ---------------------------------------------------------------- gateway */
 
 static const char *const gateway_keys[] = {"log",      "tunnel",        "public", "groups",
-                                           "services", "drain_timeout", "admin"};
+                                           "services", "drain_timeout", "admin",  "replicas",
+                                           "probe"};
+static const char *const replicas_keys[] = {"id", "set", "dns", "refresh"};
+static const char *const probe_keys[] = {"listen"};
+static const range_t r_refresh = {10 * MS_PER_S, MS_PER_S, MS_PER_H};
 static const char *const gateway_admin_keys[] = {"listen", "token_file"};
 static const char *const tunnel_keys[] = {"listen",        "identity",     "client_ca",
                                           "handshake_timeout", "ping_interval", "ping_timeout",
@@ -543,6 +587,167 @@ static int load_gateway_admin(ctx_t *c, const node_t *root, cr_conf_gateway_t *g
   return 0;
 }
 
+int cr_conf_replica_id_ok(const char *s, size_t len) {
+  if (len == 0 || len > CR_CONF_REPLICA_ID_MAX)
+    return 0;
+  for (size_t i = 0; i < len; i++)
+    if (!(isalnum((unsigned char)s[i]) || strchr("._-:[]", s[i]) != NULL) || s[i] == '\0')
+      return 0;
+  return 1;
+}
+
+/* replicas.id with every ${NAME} replaced by the environment variable NAME (the pod's IP in
+ * Kubernetes). NULL with the reason in why. */
+static char *expand_env(const char *s, char *why, size_t whylen) {
+  char out[CR_CONF_REPLICA_ID_MAX + 1];
+  size_t n = 0;
+  while (*s) {
+    const char *val, *end;
+    char name[64];
+    size_t vlen;
+    if (s[0] != '$' || s[1] != '{') {
+      if (n + 1 >= sizeof out)
+        goto long_;
+      out[n++] = *s++;
+      continue;
+    }
+    end = strchr(s + 2, '}');
+    if (end == NULL || end == s + 2 || (size_t)(end - s - 2) >= sizeof name) {
+      snprintf(why, whylen, "'${' without a variable name and '}'");
+      return NULL;
+    }
+    memcpy(name, s + 2, (size_t)(end - s - 2));
+    name[end - s - 2] = '\0';
+    val = getenv(name);
+    if (val == NULL || val[0] == '\0') {
+      snprintf(why, whylen, "environment variable %.63s is not set (in Kubernetes: env from "
+                            "fieldRef status.podIP)", name);
+      return NULL;
+    }
+    vlen = strlen(val);
+    if (n + vlen >= sizeof out)
+      goto long_;
+    memcpy(out + n, val, vlen);
+    n += vlen;
+    s = end + 1;
+  }
+  out[n] = '\0';
+  return cr_strdup(out);
+long_:
+  snprintf(why, whylen, "longer than %d characters", CR_CONF_REPLICA_ID_MAX);
+  return NULL;
+}
+
+static int bad_id(ctx_t *c, cr_conf_pos_t pos, const char *kp, const char *id) {
+  char tmp[80];
+  return cr__conf_fail(c, pos, kp, "bad replica id '%s': 1 to %d characters of A-Z a-z 0-9 . _ - : [ ]",
+                       cr__conf_sanitize(id, strlen(id), tmp, sizeof tmp), CR_CONF_REPLICA_ID_MAX);
+}
+
+/* The replica set. A static set must hold this replica's id; in dns mode ids are IP:tunnel-port, so
+ * the id must be one (it is checked against the answers at run time, when they exist). */
+static int load_replicas(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
+  const node_t *m, *set, *v;
+  const char *p = "replicas";
+  char kp[PATH_LEN], ep[PATH_LEN], why[200];
+  cr_conf_pos_t dns_pos = {0, 0};
+
+  if (cr__conf_get_map(c, root, "", p, OPT, replicas_keys, CR_ARRAY_SIZE(replicas_keys), &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL) {
+    char host[256];
+    if (gethostname(host, sizeof host) != 0 || !cr_conf_replica_id_ok(host, strnlen(host, sizeof host)))
+      snprintf(host, sizeof host, "gateway");
+    host[sizeof host - 1] = '\0';
+    g->replicas.id = cr_strdup(host);
+    g->replicas.refresh_ms = r_refresh.def;
+    return 0;
+  }
+  g->replicas.pos = m->pos;
+  if (cr__conf_get_list(c, m, p, "set", OPT, &set) != 0 ||
+      cr__conf_get_host(c, m, p, "dns", OPT, &g->replicas.dns) != 0 ||
+      cr__conf_get_duration(c, m, p, "refresh", r_refresh, &g->replicas.refresh_ms, NULL) != 0)
+    return CR_ECONFIG;
+  if ((v = cr__conf_map_get(m, "dns")) != NULL)
+    dns_pos = v->pos;
+  if (set != NULL && g->replicas.dns != NULL)
+    return cr__conf_fail(c, dns_pos, "replicas.dns", "give replicas.set or replicas.dns, not both");
+  if (set == NULL && g->replicas.dns == NULL)
+    return cr__conf_fail(c, m->pos, p, "missing set (a list of replica ids) or dns (a name whose addresses are "
+                                       "the replicas, e.g. a Kubernetes headless Service)");
+  v = cr__conf_map_get(m, "id");
+  cr__conf_join(kp, p, "id");
+  if (v != NULL) {
+    if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
+      return CR_ECONFIG;
+    g->replicas.id_pos = v->pos;
+    if ((g->replicas.id = expand_env(v->str, why, sizeof why)) == NULL)
+      return cr__conf_fail(c, v->pos, kp, "%s", why);
+    if (!cr_conf_replica_id_ok(g->replicas.id, strlen(g->replicas.id)))
+      return bad_id(c, v->pos, kp, g->replicas.id);
+  } else if (g->replicas.dns != NULL) {
+    return cr__conf_fail(c, m->pos, kp, "missing required key: with replicas.dns the set is IP:%u ids, so "
+                                        "this replica's id must be given as one, e.g. \"${POD_IP}:%u\"",
+                         g->tunnel.listen.port, g->tunnel.listen.port);
+  } else {
+    char host[256];
+    if (gethostname(host, sizeof host) != 0)
+      return cr__conf_fail(c, m->pos, kp, "missing, and the host name cannot be read: %s", strerror(errno));
+    host[sizeof host - 1] = '\0';
+    g->replicas.id = cr_strdup(host);
+    if (!cr_conf_replica_id_ok(host, strlen(host)))
+      return bad_id(c, m->pos, kp, host);
+  }
+  if (g->replicas.dns != NULL) {
+    char *h = NULL;
+    unsigned port = 0;
+    unsigned char bin[16];
+    const char *bad = cr__conf_split_hostport(g->replicas.id, strlen(g->replicas.id), 1, &h, &port);
+    if (bad == NULL && inet_pton(AF_INET, h, bin) != 1 && inet_pton(AF_INET6, h, bin) != 1)
+      bad = "the host is not an IP address";
+    if (bad == NULL && port != g->tunnel.listen.port)
+      bad = "the port is not tunnel.listen's";
+    free(h);
+    if (bad != NULL)
+      return cr__conf_fail(c, g->replicas.id_pos, kp, "with replicas.dns the id is IP:%u as the name resolves "
+                                                      "it ('%s': %s)", g->tunnel.listen.port, g->replicas.id, bad);
+    return 0;
+  }
+  cr__conf_join(kp, p, "set");
+  if (set->n == 0 || set->n > CR_CONF_REPLICAS_MAX)
+    return cr__conf_fail(c, set->pos, kp, "a list of 1 to %d replica ids is needed, got %zu", CR_CONF_REPLICAS_MAX,
+                         set->n);
+  g->replicas.set = cr_calloc(set->n, sizeof(char *));
+  for (size_t i = 0; i < set->n; i++) {
+    const node_t *e = set->items[i];
+    cr__conf_join_index(ep, kp, i);
+    if (cr__conf_scalar_str(c, e, ep, REQ) != 0)
+      return CR_ECONFIG;
+    if (!cr_conf_replica_id_ok(e->str, e->len))
+      return bad_id(c, e->pos, ep, e->str);
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(g->replicas.set[j], e->str) == 0)
+        return cr__conf_fail(c, e->pos, ep, "duplicate replica id '%s' (%s[%zu] at %d:%d has it)", e->str, kp, j,
+                             set->items[j]->pos.line, set->items[j]->pos.col);
+    g->replicas.set[g->replicas.nset++] = cr_strdup(e->str);
+  }
+  for (size_t i = 0; i < g->replicas.nset; i++)
+    if (strcmp(g->replicas.set[i], g->replicas.id) == 0)
+      return 0;
+  return cr__conf_fail(c, g->replicas.id_pos.line ? g->replicas.id_pos : m->pos, "replicas.id",
+                       "this replica's id '%s'%s is not in replicas.set", g->replicas.id,
+                       g->replicas.id_pos.line ? "" : " (the host name)");
+}
+
+static int load_probe(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
+  const node_t *m;
+  if (cr__conf_get_map(c, root, "", "probe", OPT, probe_keys, CR_ARRAY_SIZE(probe_keys), &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL)
+    return 0;
+  return cr__conf_get_listen(c, m, "probe", "listen", &g->probe_listen);
+}
+
 static int load_gateway(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
   if (cr__conf_root_check(c, root, gateway_keys, CR_ARRAY_SIZE(gateway_keys), agent_only_keys,
                  CR_ARRAY_SIZE(agent_only_keys), "an agent") != 0 ||
@@ -550,7 +755,7 @@ static int load_gateway(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       load_public(c, root, g) != 0 || load_groups(c, root, g) != 0 ||
       load_services(c, root, g) != 0 ||
       cr__conf_get_duration(c, root, "", "drain_timeout", r_drain, &g->drain_timeout_ms, NULL) != 0 ||
-      load_gateway_admin(c, root, g) != 0)
+      load_gateway_admin(c, root, g) != 0 || load_replicas(c, root, g) != 0 || load_probe(c, root, g) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -584,6 +789,12 @@ void cr_conf_gateway_free(cr_conf_gateway_t *g) {
   }
   free(g->services);
   free(g->admin_listen.host);
+  free(g->probe_listen.host);
+  free(g->replicas.id);
+  free(g->replicas.dns);
+  for (i = 0; i < g->replicas.nset; i++)
+    free(g->replicas.set[i]);
+  free(g->replicas.set);
   if (g->admin_token != NULL) {
     cr_wipe(g->admin_token, strlen(g->admin_token));
     free(g->admin_token);

@@ -120,7 +120,11 @@ struct gateway {
   uint64_t pconns_seen;
   cr_process_t *proc; /* signals, drain deadline, log flush, heap trim; NULL until the listeners are up */
   int draining;
+  int tunnels_shut;      /* draining, and the tunnels got their GOAWAY */
   cr__gw_admin_t *admin; /* NULL unless admin.listen is set (and after the drain began) */
+  cr__gw_replicas_t *replicas; /* this replica's id and the set told to agents */
+  cr_admin_t *probe;     /* NULL unless probe.listen is set; open until the process ends */
+  cr__gw_probe_ops_t probe_ops;
   /* Reused for every forwarded request head and every response head (no allocation per request
    * once warm); the two uses never nest, since no callback fires inside the calls they feed. */
   cr_http_msg_t scratch_head;
@@ -1038,8 +1042,15 @@ static size_t gateway_in_flight(void *arg) {
   return gw->npconns;
 }
 
+/* Asked every loop turn while draining. The tunnels stay usable while callers are still connected
+ * (a caller accepted before the drain may send its request after it: it is served, not refused), and
+ * get their GOAWAY once the last caller is gone; then the agents move to the other replicas. */
 static int gateway_drained(void *arg) {
   gateway_t *gw = arg;
+  if (gw->npconns == 0 && cr_queue_empty(&gw->handshakes) && !gw->tunnels_shut) {
+    gw->tunnels_shut = 1;
+    cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
+  }
   return gw->npconns == 0 && cr__gw_groups_ntunnels(gw->groups, gw->conf->ngroups) == 0;
 }
 
@@ -1047,6 +1058,7 @@ static void gateway_drain(void *arg) {
   gateway_t *gw = arg;
   cr_queue_t *q, *n;
   gw->draining = 1;
+  cr__gw_replicas_stop(gw->replicas);
   cr_listener_close(gw->tunnel_listener);
   cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
@@ -1054,31 +1066,134 @@ static void gateway_drain(void *arg) {
   if (gw->admin)
     cr__gw_admin_stop(gw->admin);
   gw->admin = NULL;
-  /* Idle keep-alive callers go now; those mid-exchange close after their answer. */
+  /* Idle keep-alive callers go now; those mid-exchange close after their answer, and those that
+   * connected but have not yet sent their first request are served once (a load balancer sent them
+   * here before it saw the drain). */
   cr_queue_foreach_safe(q, n, &gw->pconns) {
     pconn_t *pc = cr_queue_data(q, pconn_t, link);
-    if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser))
+    if (pc->state == PC_WAIT_HEAD && !cr_http1_parser_in_message(pc->parser) && pc->flushed > 0)
       pconn_close(pc);
   }
-  cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
+  gateway_drained(gw); /* no caller left: the tunnels' GOAWAY goes now */
 }
 
-/* SIGHUP's default action would end the process: a habit (log rotation, `systemctl reload`) must
- * not take the gateway down. It reloads the CRLs it checks; the rest needs a restart, as the log says. */
+/* SIGHUP re-reads the replica set (static mode) or resolves it now (dns mode) and reloads the CRLs
+ * the listeners check; nothing else is reloaded while the gateway runs, and its default action (ending
+ * the process) must not take the gateway down on a habit (log rotation, `systemctl reload`). */
 static void gateway_sighup(void *arg) {
   gateway_t *gw = arg;
-  if (gw->tunnel_crls || gw->public_crls) {
-    cr_log_info("SIGHUP: reloading the CRLs; the rest of the configuration needs a restart", "config=%s",
-                gw->conf->path);
+  cr__gw_replicas_reload(gw->replicas);
+  if (gw->tunnel_crls || gw->public_crls)
     cr__gw_crl_reload(gw);
-    return;
+}
+
+static void on_replicas_change(void *arg) {
+  gateway_t *gw = arg;
+  cr__gw_groups_announce(gw->groups, gw->conf->ngroups);
+}
+
+/* Ready: configuration loaded and both listeners up; tunnels are not required (agents could never
+ * reach a replica that is not ready to take them). */
+static int probe_ready(void *arg, char *why, size_t whylen) {
+  gateway_t *gw = arg;
+  if (gw->draining) {
+    snprintf(why, whylen, "draining: stopping after the calls in flight");
+    return 0;
   }
-  cr_log_warn("SIGHUP ignored: the gateway reloads nothing while it runs; restart it to apply a new "
-              "configuration (agents redial within their backoff)",
-              "config=%s", gw->conf->path);
+  if (gw->tunnel_listener == NULL || gw->public_listener == NULL) {
+    snprintf(why, whylen, "listeners not up");
+    return 0;
+  }
+  return 1;
+}
+
+typedef struct status_walk {
+  const char *group;
+  size_t tunnels, usable, kept, streams;
+  const char *agents[64];
+  size_t agent_tunnels[64];
+  size_t nagents;
+} status_walk_t;
+
+static void status_visit(const cr__gw_tunnel_info_t *info, void *arg) {
+  status_walk_t *w = arg;
+  size_t i;
+  if (strcmp(info->group, w->group) != 0)
+    return;
+  w->tunnels++;
+  w->usable += cr_tunnel_usable(info->tunnel) != 0;
+  w->kept += strcmp(info->coverage, "kept") == 0;
+  w->streams += cr_tunnel_nstreams(info->tunnel);
+  for (i = 0; i < w->nagents; i++)
+    if (strcmp(w->agents[i], info->agent) == 0)
+      break;
+  if (i == w->nagents) {
+    if (w->nagents == CR_ARRAY_SIZE(w->agents))
+      return;
+    w->agents[w->nagents++] = info->agent;
+    w->agent_tunnels[i] = 0;
+  }
+  w->agent_tunnels[i]++;
+}
+
+static void tunnel_visit(const cr__gw_tunnel_info_t *info, void *arg) {
+  cr_buf_t *out = arg;
+  if (out->len && out->base[out->len - 1] == '}')
+    cr_buf_appendf(out, ",");
+  cr_buf_appendf(out, "{\"agent\":\"");
+  cr_errpage_json_escape(out, info->agent);
+  cr_buf_appendf(out, "\",\"group\":\"");
+  cr_errpage_json_escape(out, info->group);
+  cr_buf_appendf(out, "\",\"peer\":\"");
+  cr_errpage_json_escape(out, info->peer);
+  cr_buf_appendf(out, "\",\"streams\":%zu,\"usable\":%s,\"coverage\":\"%s\"}", cr_tunnel_nstreams(info->tunnel),
+                 cr_tunnel_usable(info->tunnel) ? "true" : "false", info->coverage);
+}
+
+/* The probe listener's status document: this replica, its set, and its tunnels per group and agent. */
+static void probe_status(void *arg, cr_buf_t *out) {
+  gateway_t *gw = arg;
+  char why[128];
+  int ready = probe_ready(gw, why, sizeof why);
+  cr_buf_appendf(out, "\"version\":\"%s\",\"ready\":%s,\"draining\":%s,", CCRELAY_VERSION,
+                 ready ? "true" : "false", gw->draining ? "true" : "false");
+  cr__gw_replicas_status_json(gw->replicas, out);
+  cr_buf_appendf(out, ",\"connections\":%zu,\"groups\":[", gw->npconns);
+  for (size_t g = 0; g < gw->conf->ngroups; g++) {
+    status_walk_t w;
+    memset(&w, 0, sizeof w);
+    w.group = gw->conf->groups[g].name;
+    cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, status_visit, &w);
+    cr_buf_appendf(out, "%s{\"group\":\"", g ? "," : "");
+    cr_errpage_json_escape(out, w.group);
+    cr_buf_appendf(out, "\",\"tunnels\":%zu,\"usable\":%zu,\"kept\":%zu,\"streams\":%zu,\"agents\":{",
+                   w.tunnels, w.usable, w.kept, w.streams);
+    for (size_t i = 0; i < w.nagents; i++) {
+      cr_buf_appendf(out, "%s\"", i ? "," : "");
+      cr_errpage_json_escape(out, w.agents[i]);
+      cr_buf_appendf(out, "\":%zu", w.agent_tunnels[i]);
+    }
+    cr_buf_appendf(out, "}}");
+  }
+  cr_buf_appendf(out, "],\"tunnels\":[");
+  cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, tunnel_visit, out);
+  cr_buf_appendf(out, "]");
+}
+
+/* Drained (or cut): the handles that outlive the drain go, so the loop can end. */
+static void gateway_stop(void *arg) {
+  gateway_t *gw = arg;
+  if (gw->probe)
+    cr_admin_close(gw->probe);
+  gw->probe = NULL;
+  for (size_t i = 0; i < gw->conf->ngroups; i++)
+    gw->groups[i].replicas = NULL;
+  cr__gw_replicas_free(gw->replicas);
+  gw->replicas = NULL;
 }
 
 static const cr_process_handlers_t process_handlers = {
+    .stop = gateway_stop,
     .drain = gateway_drain,
     .drained = gateway_drained,
     .cut = gateway_cut,
@@ -1208,6 +1323,12 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
   gw->groups = cr__gw_groups_new(conf);
+  gw->replicas = cr__gw_replicas_new(&gw->loop, conf, on_replicas_change, gw);
+  for (size_t i = 0; i < conf->ngroups; i++)
+    gw->groups[i].replicas = gw->replicas;
+  gw->probe_ops.ready = probe_ready;
+  gw->probe_ops.status = probe_status;
+  gw->probe_ops.arg = gw;
   if (make_tls_contexts(gw) < 0)
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
@@ -1225,18 +1346,24 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     cr_listener_close(gw->tunnel_listener);
     goto out;
   }
-  if (conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) {
+  if ((conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) ||
+      (conf->probe_listen.host && cr__gw_probe_start(&gw->loop, conf, &gw->probe_ops, &gw->probe) < 0)) {
     cr_listener_close(gw->tunnel_listener);
     cr_listener_close(gw->public_listener);
+    gw->tunnel_listener = gw->public_listener = NULL;
+    if (gw->admin)
+      cr__gw_admin_stop(gw->admin);
+    gw->admin = NULL;
     goto out;
   }
   gw->proc = cr_process_new(&gw->loop, &process_handlers, gw, conf->drain_timeout_ms, 0);
   cr_process_on_release(gw->proc, gateway_release_caches, gw);
   cr_process_on_reload(gw->proc, gateway_sighup, gw);
   cr_process_start(gw->proc);
-  cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu version=%s",
+  cr_log_info("gateway listening", "tunnel=%s:%u public=%s:%u groups=%zu services=%zu replica=%s version=%s",
               conf->tunnel.listen.host, cr_listener_port(gw->tunnel_listener), conf->public_.listen.host,
-              cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices, CCRELAY_VERSION);
+              cr_listener_port(gw->public_listener), conf->ngroups, conf->nservices,
+              cr__gw_replicas_id(gw->replicas), CCRELAY_VERSION);
 
   /* A stop that cut calls in flight (drain deadline, second signal) is not a clean one: the exit
    * status says so, for supervisors and scripts (README, Operations). */
@@ -1245,6 +1372,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   code = end == CR_PROCESS_DRAINED || end == CR_PROCESS_RUNNING ? 0 : CR_PROCESS_EXIT_CUT;
 out:
   cr__gw_crl_stop(gw); /* a start that failed after the watches began */
+  gateway_stop(gw); /* when the process never ran */
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)

@@ -472,3 +472,61 @@ void cr__gw_admin_stop(cr__gw_admin_t *ga) {
   cr_admin_close(ga->admin);
   free(ga);
 }
+
+/* ---------- the probe listener ---------- */
+
+static void probe_request(cr_admin_req_t *req, const cr_http_msg_t *head, const char *body, size_t body_len,
+                          void *arg) {
+  const cr__gw_probe_ops_t *p = arg;
+  const char *path = head->target, *q = strchr(path, '?');
+  size_t plen = q ? (size_t)(q - path) : strlen(path);
+  cr_buf_t out;
+  char why[256] = "";
+  int ready;
+  (void)body;
+  (void)body_len;
+  if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0) {
+    cr_admin_req_add_header(req, "Allow", "GET, HEAD");
+    respond_json_error(req, 405, "method_not_allowed", "use GET");
+    return;
+  }
+  cr_buf_init(&out, 0);
+  if (plen == 8 && memcmp(path, "/healthz", 8) == 0) {
+    cr_admin_respond(req, 200, "text/plain", "ok\n", 3);
+  } else if (plen == 7 && memcmp(path, "/readyz", 7) == 0) {
+    ready = p->ready(p->arg, why, sizeof why);
+    cr_buf_appendf(&out, "{\"ready\":%s", ready ? "true" : "false");
+    if (!ready) {
+      cr_buf_appendf(&out, ",\"why\":\"");
+      cr_errpage_json_escape(&out, why);
+      cr_buf_appendf(&out, "\"");
+    }
+    cr_buf_appendf(&out, "}\n");
+    cr_admin_respond(req, ready ? 200 : 503, "application/json", out.base, out.len);
+  } else if (plen == 7 && memcmp(path, "/status", 7) == 0) {
+    cr_buf_appendf(&out, "{");
+    p->status(p->arg, &out);
+    cr_buf_appendf(&out, "}\n");
+    cr_admin_respond(req, 200, "application/json", out.base, out.len);
+  } else {
+    respond_json_error(req, 404, "not_found", "the probe listener serves /healthz, /readyz and /status");
+  }
+  cr_buf_free(&out);
+}
+
+int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr__gw_probe_ops_t *ops,
+                       cr_admin_t **out) {
+  static const cr_admin_callbacks_t cbs = {probe_request, NULL};
+  char err[512];
+  int r;
+  r = cr_admin_listen(loop, conf->probe_listen.host, conf->probe_listen.port, &cbs, (void *)ops, out, err,
+                      sizeof err);
+  if (r < 0) {
+    cr_log_error("cannot start", "config=%s:%d:%d key=probe.listen reason=\"%s\"", conf->path,
+                 conf->probe_listen.pos.line, conf->probe_listen.pos.col, err);
+    return r;
+  }
+  cr_log_info("probe listening", "probe=%s:%u endpoints=\"/healthz /readyz /status\"", conf->probe_listen.host,
+              cr_admin_port(*out));
+  return 0;
+}

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "ccrelay/admin.h"
+#include "ccrelay/buf.h"
 #include "ccrelay/config.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/stream.h"
@@ -22,7 +23,29 @@ typedef struct cr__gw_tunnel_info {
   const char *group;
   const char *peer;
   cr_tunnel_t *tunnel;
+  const char *coverage; /* "kept" (the agent counts it toward this replica), "pending" (no answer to the
+                           replica announcement yet), "surplus" (the agent is closing it) */
 } cr__gw_tunnel_info_t;
+
+/* ---- the replica set (gateway_replicas.c) ---- */
+
+typedef struct cr__gw_replicas cr__gw_replicas_t;
+/* This replica's id and set from conf: static, or resolved from replicas.dns now and every refresh.
+ * on_change(arg) fires (from the loop) each time the set changes after creation. */
+cr__gw_replicas_t *cr__gw_replicas_new(uv_loop_t *loop, const cr_conf_gateway_t *conf, void (*on_change)(void *arg),
+                                       void *arg);
+const char *cr__gw_replicas_id(const cr__gw_replicas_t *r);
+/* The announcement sent to agents: {"replica":ID,"instance":HEX,"generation":N,"set":[ID,...]}. */
+void cr__gw_replicas_json(const cr__gw_replicas_t *r, cr_buf_t *out);
+/* Fields for a status document: "replica":..,"replica_set":[..],"replica_generation":N,.. (no braces). */
+void cr__gw_replicas_status_json(const cr__gw_replicas_t *r, cr_buf_t *out);
+/* SIGHUP: static mode re-reads replicas.set from the config file (a bad file keeps the set, logged);
+ * dns mode resolves now. on_change fires when the set changed. */
+void cr__gw_replicas_reload(cr__gw_replicas_t *r);
+/* Stops resolving (the drain): no more on_change. */
+void cr__gw_replicas_stop(cr__gw_replicas_t *r);
+/* Stops and frees r on a later loop turn. NULL is fine. */
+void cr__gw_replicas_free(cr__gw_replicas_t *r);
 
 /* Calls visit for every accepted tunnel (usable or draining), group by group. info is valid only
  * during the call; visit must not open, close or shut down tunnels. */
@@ -36,6 +59,8 @@ typedef struct cr__gw_group {
   const cr_conf_group_t *conf;
   cr_queue_t tunnels; /* the registry's entries, in arrival order */
   size_t ntunnels;    /* usable or draining */
+  unsigned rr;        /* rotates picks among equally busy tunnels */
+  cr__gw_replicas_t *replicas; /* announced to every agent on its tunnels; NULL: none */
 } cr__gw_group_t;
 
 /* One group per conf->groups entry, none with a tunnel. */
@@ -46,13 +71,18 @@ void cr__gw_groups_free(cr__gw_group_t *groups);
  * here) in group g. The tunnel leaves the group by itself when it closes, and logs both. agent: the
  * certificate name that admitted it (copied). */
 void cr__gw_tunnel_add(cr__gw_group_t *g, cr_stream_t *tls, const char *agent, const cr_conf_gateway_t *conf);
-/* The usable tunnel of g with the fewest streams in flight; NULL when none is usable. */
+/* The usable tunnel of g with the fewest streams in flight, rotating among equally busy ones, so
+ * calls spread over every agent and tunnel of the group; NULL when none is usable. A tunnel whose
+ * agent has not yet answered the replica announcement is picked only when no answered one is usable
+ * (an agent closes a tunnel it does not need right after answering). */
 cr_tunnel_t *cr__gw_group_pick(cr__gw_group_t *g);
 /* Tunnels of all groups, usable or draining. */
 size_t cr__gw_groups_ntunnels(const cr__gw_group_t *groups, size_t ngroups);
 /* Calls visit for every tunnel, group by group, as cr__gateway_foreach_tunnel says. */
 void cr__gw_groups_foreach(const cr__gw_group_t *groups, size_t ngroups,
                            void (*visit)(const cr__gw_tunnel_info_t *info, void *arg), void *arg);
+/* Sends the replica announcement (g->replicas) on every usable tunnel: after the set changed. */
+void cr__gw_groups_announce(cr__gw_group_t *groups, size_t ngroups);
 /* GOAWAY on every tunnel: streams in flight get until deadline_ms. */
 void cr__gw_groups_shutdown(cr__gw_group_t *groups, size_t ngroups, uint64_t deadline_ms);
 /* Closes every tunnel now (their close callbacks run later and unregister them). */
@@ -82,5 +112,17 @@ unsigned cr__gw_admin_port(const cr__gw_admin_t *ga);
 cr_admin_t *cr__gw_admin_listener(const cr__gw_admin_t *ga);
 /* Stops listening and aborts admin calls in flight (their control streams are reset); frees ga. */
 void cr__gw_admin_stop(cr__gw_admin_t *ga);
+
+/* The probe listener (probe.listen): /healthz, /readyz and /status without authentication (ops must
+ * outlive the listener). ready()
+ * says whether the replica is ready (0: why gets the reason); status() appends the status document's
+ * fields. 0, or an error already logged with the config position. */
+typedef struct cr__gw_probe_ops {
+  int (*ready)(void *arg, char *why, size_t whylen);
+  void (*status)(void *arg, cr_buf_t *out);
+  void *arg;
+} cr__gw_probe_ops_t;
+int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr__gw_probe_ops_t *ops,
+                       cr_admin_t **out);
 
 #endif

@@ -42,6 +42,9 @@ typedef struct tcp_stream {
   cr_stream_close_cb close_cb;
   struct addrinfo *addrs; /* remaining addresses to try while connecting */
   struct addrinfo *next_addr;
+  struct addrinfo *first_addr; /* where the walk began (the rotation); it wraps to addrs once */
+  unsigned rotate;             /* the answer to try first: rotate mod the number of answers */
+  unsigned wrapped : 1;
   unsigned port;
   int last_err;
   size_t write_queued;
@@ -490,7 +493,14 @@ static void try_next_addr(tcp_stream_t *t, int last_err) {
     uv_close((uv_handle_t *)&t->handle, retry_after_close);
     return;
   }
-  while ((ai = t->next_addr) != NULL) {
+  for (;;) {
+    ai = t->next_addr;
+    if (ai == NULL && !t->wrapped && t->first_addr != t->addrs) {
+      t->wrapped = 1; /* the answers before the first one tried, in order */
+      ai = t->addrs;
+    }
+    if (ai == NULL || (t->wrapped && ai == t->first_addr))
+      break;
     t->next_addr = ai->ai_next;
     if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
       continue;
@@ -517,6 +527,15 @@ static void gai_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   t->resolving = 0;
   t->addrs = res;
   t->next_addr = res;
+  if (status == 0 && t->rotate) {
+    unsigned n = 0, k;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+      n++;
+    k = n ? t->rotate % n : 0;
+    while (k--)
+      t->next_addr = t->next_addr->ai_next;
+  }
+  t->first_addr = t->next_addr;
   if (t->closing) {
     /* Closed while resolving: no handle was ever initialised, so free directly (a later turn than
      * the close call, as the contract promises). */
@@ -532,6 +551,11 @@ static void gai_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
 
 int cr_tcp_connect(uv_loop_t *loop, const char *host, unsigned port, cr_stream_connect_cb cb, void *data,
                    cr_stream_t **out) {
+  return cr_tcp_connect_rotated(loop, host, port, 0, cb, data, out);
+}
+
+int cr_tcp_connect_rotated(uv_loop_t *loop, const char *host, unsigned port, unsigned first, cr_stream_connect_cb cb,
+                           void *data, cr_stream_t **out) {
   tcp_stream_t *t = tcp_alloc(loop);
   struct addrinfo hints;
   unsigned char lit[16];
@@ -550,6 +574,7 @@ int cr_tcp_connect(uv_loop_t *loop, const char *host, unsigned port, cr_stream_c
   t->base.data = data;
   t->connect_cb = cb;
   t->port = port;
+  t->rotate = first;
   t->gai.data = t;
   r = uv_getaddrinfo(loop, &t->gai, gai_done, host, portstr, &hints);
   if (r < 0) {

@@ -54,6 +54,14 @@ typedef struct cr_conf_listen {
 
 /* ---- agent ---- */
 
+/* One gateway address of the agent: host (name or IP literal) and port. */
+typedef struct cr_conf_addr {
+  char *host;
+  unsigned port;
+  cr_conf_pos_t pos;
+} cr_conf_addr_t;
+#define CR_CONF_ADDRS_MAX 16
+
 /* How certificate revocation lists from the trust store are applied when the agent validates a
  * chain (upstream server certificates, route identities). A certificate a current CRL lists as
  * revoked fails under soft and hard alike; they differ only when the CRL is missing or past its
@@ -116,10 +124,15 @@ typedef struct cr_conf_agent {
   int remote_trust;               /* remote_trust (false): the gateway may list, add and remove trust
                                      anchors in trust_store through the tunnel's control prefix */
   struct {
-    char *host;                   /* gateway.address: host:port; required */
+    char *host;                   /* gateway.address: host:port, or a list of them; required. host,
+                                     port and pos are the first entry's (for logs) */
     unsigned port;
     cr_conf_pos_t pos;
-    char *server_name;            /* gateway.server_name (default: address host) */
+    cr_conf_addr_t *addrs;        /* every entry, in order (naddrs >= 1, at most CR_CONF_ADDRS_MAX);
+                                     every A/AAAA answer of each name is a dial candidate */
+    size_t naddrs;
+    char *server_name;            /* gateway.server_name (default: the host of the entry dialled;
+                                     stored as the address host when there is one entry) */
     cr_conf_file_t ca;            /* gateway.ca: roots for the gateway's tunnel certificate; required */
     cr_conf_identity_t identity;  /* gateway.identity: the agent's tunnel identity; required */
     unsigned connections;         /* gateway.connections (2), 1..64 */
@@ -167,6 +180,13 @@ typedef struct cr_conf_service {
   size_t group_index;  /* index into groups, resolved at load */
   cr_conf_pos_t pos;
 } cr_conf_service_t;
+
+/* Replica ids: 1..CR_CONF_REPLICA_ID_MAX characters of A-Z a-z 0-9 . _ - : [ ]; sets hold at most
+ * CR_CONF_REPLICAS_MAX ids. The agent parses the same bounds from the wire. */
+#define CR_CONF_REPLICA_ID_MAX 128
+#define CR_CONF_REPLICAS_MAX 64
+/* 1 when s[0..len) is a valid replica id. */
+int cr_conf_replica_id_ok(const char *s, size_t len);
 
 /* Shortest admin token accepted, in characters (`openssl rand -hex 32` makes 64). */
 #define CR_CONF_ADMIN_TOKEN_MIN 16
@@ -230,6 +250,26 @@ typedef struct cr_conf_gateway {
                                      removed; at least CR_CONF_ADMIN_TOKEN_MIN characters, no spaces
                                      or control characters; wiped on free; never printed */
   cr_conf_pos_t admin_token_pos;  /* admin.token_file's value */
+  /* replicas: the replica set this gateway belongs to (README, High availability). Optional: absent,
+   * the gateway is a set of one whose id is the host name. Exactly one of set or dns:
+   *   set: [ID, ...]  static ids (unique, must hold id); a SIGHUP re-reads the file's set
+   *   dns: NAME       the set is every A/AAAA answer as IP:tunnel-port (IPv6 as [IP]:port),
+   *                   re-resolved every refresh; id is then required, e.g. "${POD_IP}:8443" */
+  struct {
+    char *id;                     /* replicas.id: ${NAME} takes environment variable NAME (unset:
+                                     error); default: the host name (static set only) */
+    cr_conf_pos_t id_pos;         /* line 0 when defaulted */
+    char **set;                   /* replicas.set; NULL in dns mode or when replicas is absent
+                                     (then the set is { id }) */
+    size_t nset;
+    char *dns;                    /* replicas.dns; NULL unless dns mode */
+    uint64_t refresh_ms;          /* replicas.refresh (10s), 1s..1h */
+    cr_conf_pos_t pos;            /* the replicas mapping; line 0 when absent */
+  } replicas;
+  /* probe: { listen: IP:port }, optional: plain HTTP /healthz, /readyz and /status (JSON: tunnels per
+   * group and agent, the replica set) without authentication, for load balancers and Kubernetes
+   * probes. host NULL when absent. */
+  cr_conf_listen_t probe_listen;
 } cr_conf_gateway_t;
 
 /* Load, parse and validate. 0, or CR_ECONFIG with `file:line:col: key: reason` in err.

@@ -84,6 +84,11 @@ const char *cr_stream_strerror(const cr_stream_t *s, int err, char *buf, size_t 
  * a stream the caller owns (close it to cancel: cb then never fires). cb fires once. */
 int cr_tcp_connect(uv_loop_t *loop, const char *host, unsigned port, cr_stream_connect_cb cb, void *data,
                    cr_stream_t **out);
+/* The same, but the walk over the name's answers begins at answer (first mod their number) and wraps
+ * around to the ones before it: a caller that counts its dials up spreads them over every A/AAAA
+ * answer (every replica behind a DNS name), and still reaches any answer that connects. */
+int cr_tcp_connect_rotated(uv_loop_t *loop, const char *host, unsigned port, unsigned first, cr_stream_connect_cb cb,
+                           void *data, cr_stream_t **out);
 
 typedef struct cr_listener cr_listener_t;
 /* A new connection; the callee owns conn (and must close it). */

@@ -551,7 +551,7 @@ void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_t
                                 void *arg) {
   gctx_t *g = (gctx_t *)(void *)gw;
   if (g->gw && !g->gw_closed) {
-    cr__gw_tunnel_info_t info = {"acme-agent-1", "acme", "127.0.0.1:1", g->gw};
+    cr__gw_tunnel_info_t info = {"acme-agent-1", "acme", "127.0.0.1:1", g->gw, "kept"};
     visit(&info, arg);
   }
 }

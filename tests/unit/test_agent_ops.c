@@ -260,8 +260,80 @@ static int group_teardown(void **state) {
   return 0;
 }
 
+
+/* The gateway's replica announcement comes from the network: parsed strictly and bounded. */
+static void test_announce_parse(void **state) {
+  static const struct {
+    const char *json;
+    const char *why; /* NULL: accepted */
+  } cases[] = {
+      {"{\"replica\":\"gw-1\",\"instance\":\"00ff\",\"generation\":17,\"set\":[\"gw-1\",\"gw-2\"]}", NULL},
+      {" { \"set\" : [ ] , \"generation\" : 0 , \"replica\" : \"10.0.0.1:8443\" } \n", NULL},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\"],\"later\":\"x\",\"n\":3,\"b\":true}", NULL},
+      {"{\"replica\":\"[fd00::1]:8443\",\"generation\":1,\"set\":[\"[fd00::1]:8443\"]}", NULL},
+      {"", "not the announcement's JSON at byte 0"},
+      {"[]", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":1}", "replica, generation and set are required"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\"]} x", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\"],}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\",]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw\\u002d1\",\"generation\":1,\"set\":[]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":01,\"set\":[]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":-1,\"set\":[]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":99999999999999999999999,\"set\":[]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"replica\":\"gw-2\",\"generation\":1,\"set\":[]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[],\"x\":{}}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[[\"gw-1\"]]}", "not the announcement's JSON"},
+      {"{\"replica\":\"gw 1\",\"generation\":1,\"set\":[]}", "bad replica id"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\",\"a/b\"]}", "bad replica id in set[1]"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-2\",\"gw-2\"]}", "duplicate replica id 'gw-2'"},
+      {"{\"replica\":\"gw-1\",\"generation\":1,\"set\":[\"gw-1\"]", "not the announcement's JSON"},
+  };
+  cr__agent_announce_t *an = malloc(sizeof *an);
+  char why[200], big[CR__AGENT_ANNOUNCE_MAX + 64], id[200];
+  size_t off;
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int r = cr__agent_announce_parse(cases[i].json, strlen(cases[i].json), an, why, sizeof why);
+    if (cases[i].why == NULL) {
+      if (r != 0)
+        print_error("case %zu refused: %s\n", i, why);
+      assert_int_equal(r, 0);
+    } else {
+      if (r == 0 || strstr(why, cases[i].why) == NULL)
+        print_error("case %zu: got %d '%s', want '%s'\n", i, r, r ? why : "", cases[i].why);
+      assert_int_equal(r, -1);
+      assert_non_null(strstr(why, cases[i].why));
+    }
+  }
+  assert_int_equal(cr__agent_announce_parse(cases[0].json, strlen(cases[0].json), an, why, sizeof why), 0);
+  assert_string_equal(an->replica, "gw-1");
+  assert_string_equal(an->instance, "00ff");
+  assert_true(an->generation == 17);
+  assert_int_equal(an->nset, 2);
+  assert_string_equal(an->set[1], "gw-2");
+
+  /* 65 ids: more than a set may hold. */
+  off = (size_t)snprintf(big, sizeof big, "{\"replica\":\"g0\",\"generation\":1,\"set\":[");
+  for (int i = 0; i < CR_CONF_REPLICAS_MAX + 1; i++)
+    off += (size_t)snprintf(big + off, sizeof big - off, "%s\"g%d\"", i ? "," : "", i);
+  off += (size_t)snprintf(big + off, sizeof big - off, "]}");
+  assert_int_equal(cr__agent_announce_parse(big, off, an, why, sizeof why), -1);
+  assert_non_null(strstr(why, "more than 64 replicas"));
+  /* An id one character too long, and a body over the bound. */
+  memset(id, 'a', CR_CONF_REPLICA_ID_MAX + 1);
+  id[CR_CONF_REPLICA_ID_MAX + 1] = '\0';
+  off = (size_t)snprintf(big, sizeof big, "{\"replica\":\"%s\",\"generation\":1,\"set\":[]}", id);
+  assert_int_equal(cr__agent_announce_parse(big, off, an, why, sizeof why), -1);
+  memset(big, ' ', sizeof big);
+  assert_int_equal(cr__agent_announce_parse(big, CR__AGENT_ANNOUNCE_MAX + 1, an, why, sizeof why), -1);
+  assert_non_null(strstr(why, "larger than"));
+  free(an);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_announce_parse),
       cmocka_unit_test_setup_teardown(test_add_then_remove, setup, teardown),
       cmocka_unit_test_setup_teardown(test_remove_unknown, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input_answered_now, setup, teardown),

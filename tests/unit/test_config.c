@@ -1261,6 +1261,93 @@ static void test_send_limits(void **state) {
   gateway_err(TUN PUBID "  min_send_rate: 4GiB\n", "8:18: public.min_send_rate", "value out of range");
 }
 
+
+/* Lines 1-13: a valid gateway without replicas; what follows starts at line 14. */
+#define GW_OK TUN PUBID GROUPS "services:\n  - host: a.example\n    group: acme\n"
+
+static void test_replicas(void **state) {
+  static const char stat[] = GW_OK "replicas:\n  id: gw-2\n  set: [gw-1, gw-2, gw-3]\nprobe: {listen: 127.0.0.1:9090}\n";
+  static const char dns[] = GW_OK "replicas:\n  id: \"${CR_TEST_POD_IP}:8443\"\n  dns: gw-headless.ns.svc\n"
+                                  "  refresh: 5s\n";
+  static const char alone[] = GW_OK;
+  static const char agent_list[] = "gateway:\n  address: [lb1.example:8443, \"[::1]:9443\"]\n  ca: files/ca.pem\n"
+                                   "  identity: {cert: files/agent.pem, key: files/agent.key}\n" ROUTE UP;
+  cr_conf_gateway_t g;
+  cr_conf_agent_t a;
+  char err[1024] = "", host[256];
+
+  if (cr_conf_gateway_load_mem(inline_name, stat, strlen(stat), &g, err, sizeof(err)) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_string_equal(g.replicas.id, "gw-2");
+  assert_int_equal(g.replicas.nset, 3);
+  assert_string_equal(g.replicas.set[2], "gw-3");
+  assert_null(g.replicas.dns);
+  assert_int_equal(g.replicas.id_pos.line, 15);
+  assert_string_equal(g.probe_listen.host, "127.0.0.1");
+  assert_int_equal(g.probe_listen.port, 9090);
+  cr_conf_gateway_free(&g);
+
+  setenv("CR_TEST_POD_IP", "10.1.2.3", 1);
+  if (cr_conf_gateway_load_mem(inline_name, dns, strlen(dns), &g, err, sizeof(err)) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_string_equal(g.replicas.id, "10.1.2.3:8443");
+  assert_string_equal(g.replicas.dns, "gw-headless.ns.svc");
+  assert_true(g.replicas.refresh_ms == 5000);
+  assert_int_equal(g.replicas.nset, 0);
+  cr_conf_gateway_free(&g);
+
+  /* Absent: a set of one, the host name. */
+  assert_int_equal(cr_conf_gateway_load_mem(inline_name, alone, strlen(alone), &g, err, sizeof(err)), 0);
+  assert_int_equal(gethostname(host, sizeof host), 0);
+  if (cr_conf_replica_id_ok(host, strlen(host)))
+    assert_string_equal(g.replicas.id, host);
+  assert_int_equal(g.replicas.nset, 0);
+  assert_null(g.probe_listen.host);
+  cr_conf_gateway_free(&g);
+
+  if (cr_conf_agent_load_mem(inline_name, agent_list, strlen(agent_list), &a, err, sizeof(err)) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_int_equal(a.gateway.naddrs, 2);
+  assert_string_equal(a.gateway.addrs[0].host, "lb1.example");
+  assert_int_equal(a.gateway.addrs[1].port, 9443);
+  assert_string_equal(a.gateway.addrs[1].host, "::1");
+  assert_string_equal(a.gateway.host, "lb1.example");
+  assert_null(a.gateway.server_name); /* each entry's own host */
+  cr_conf_agent_free(&a);
+
+  gateway_err(GW_OK "replicas:\n  id: gw-1\n  set: [gw-1, gw-2, gw-1]\n", "16:21: replicas.set[2]",
+              "duplicate replica id 'gw-1' (replicas.set[0] at 16:9 has it)");
+  gateway_err(GW_OK "replicas:\n  id: gw-9\n  set: [gw-1, gw-2]\n", "15:7: replicas.id",
+              "this replica's id 'gw-9' is not in replicas.set");
+  gateway_err(GW_OK "replicas:\n  set: [gw-1]\n  dns: gw.example\n", "16:8: replicas.dns",
+              "give replicas.set or replicas.dns, not both");
+  gateway_err(GW_OK "replicas:\n  refresh: 5s\n", "15:3: replicas", "missing set");
+  gateway_err(GW_OK "replicas:\n  dns: gw.example\n", "15:3: replicas.id", "this replica's id must be given");
+  gateway_err(GW_OK "replicas:\n  id: gw-1:8443\n  dns: gw.example\n", "15:7: replicas.id",
+              "the host is not an IP address");
+  gateway_err(GW_OK "replicas:\n  id: 10.0.0.1:9999\n  dns: gw.example\n", "15:7: replicas.id",
+              "the port is not tunnel.listen's");
+  unsetenv("CR_TEST_UNSET_VAR");
+  gateway_err(GW_OK "replicas:\n  id: \"${CR_TEST_UNSET_VAR}:8443\"\n  dns: gw.example\n", "15:7: replicas.id",
+              "environment variable CR_TEST_UNSET_VAR is not set");
+  gateway_err(GW_OK "replicas:\n  id: gw 1\n  set: [gw 1]\n", "15:7: replicas.id", "bad replica id 'gw 1'");
+  gateway_err(GW_OK "replicas:\n  id: gw-1\n  set: []\n", "16:8: replicas.set", "must not be empty");
+  gateway_err(GW_OK "replicas:\n  id: gw-1\n  set: [gw-1]\n  refresh: 10ms\n", "17:12: replicas.refresh",
+              "value out of range");
+  gateway_err(GW_OK "probe:\n  listen: localhost:9090\n", "15:11: probe.listen", "must be an IP address");
+  gateway_err(GW_OK "probe:\n  port: 9090\n", "15:3: probe.port", "unknown key");
+  agent_err("gateway:\n  address: [a.example:1, b.example:2, a.example:1]\n", "2:39: gateway.address[2]",
+            "duplicate address (gateway.address[0] at 2:13 has it)");
+  agent_err("gateway:\n  address: []\n", "2:12: gateway.address", "a list of 1 to 16 host:port entries");
+  agent_err("gateway:\n  address: [a.example]\n", "2:13: gateway.address[0]", "bad address 'a.example'");
+}
+
 static int reset_bad(void **state) {
   nbad = 0;
   return 0;
@@ -1295,6 +1382,7 @@ int main(void) {
       T(test_detect_role_partial),
       T(test_small_err_buffer),
       T(test_send_limits),
+      T(test_replicas),
   };
 
   find_data_dir();
