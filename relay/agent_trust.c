@@ -237,6 +237,9 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, cr_trust_c
     route_refuse(a, rt, event, "%s", err);
     return;
   }
+  if (rt->usable && rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
+    cr_log_info("route identity replaced", "route=%s identity=\"%s\" was=\"%s\" trigger=%s", r->name, subject,
+                rt->id_subject, event);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
   rt->id_not_after = not_after;
   if (warn[0])

@@ -69,7 +69,10 @@ static void print_result(const cr_agent_probe_result_t *r, const char *method, c
   } else {
     if (r->tls.not_after)
       cr_x509_fmt_time(r->tls.not_after, CR_X509_TIME_ISO, when, sizeof when);
-    printf("  tls        %s %s\n", r->tls.version[0] ? r->tls.version : "-", r->tls.cipher[0] ? r->tls.cipher : "");
+    if (r->tls.version[0])
+      printf("  tls        %s %s\n", r->tls.version, r->tls.cipher);
+    else
+      printf("  tls        -\n");
     printf("  subject    %s\n", r->tls.subject[0] ? r->tls.subject : "-");
     printf("  issuer     %s\n", r->tls.issuer[0] ? r->tls.issuer : "-");
     printf("  not_after  %s\n", when);
