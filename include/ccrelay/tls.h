@@ -2,7 +2,9 @@
  * memory BIO pair (tls_stream.c). libuv owns the socket; OpenSSL never sees a file descriptor.
  *
  * Policy, not options: peer verification is always on, TLS 1.2 is the floor, a client always sends
- * SNI and checks the host name, close_notify is sent on shutdown and required from the peer. */
+ * SNI and checks the host name, close_notify is sent on shutdown and required from the peer. The one
+ * exception is a client context given a cr_tls_policy_t (a route's upstream.tls, for old servers):
+ * its versions, security level, ciphers and groups, on that context only. */
 #ifndef CCRELAY_TLS_H
 #define CCRELAY_TLS_H
 
