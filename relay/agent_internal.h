@@ -36,6 +36,7 @@ typedef struct cr__agent_announce {
  * of the store; otherwise it answers 503 with `why` and the agent is not ready. */
 typedef struct route_rt {
   const cr_conf_route_t *conf;
+  const cr_conf_identity_t *identity; /* the identity in force: conf's, or a SIGHUP re-read's */
   cr_upstream_t *up;       /* NULL until the route was usable once; kept while refused so that
                               requests in flight finish */
   int usable;
@@ -57,6 +58,8 @@ typedef struct agent_trust {
   uv_timer_t debounce;     /* coalesces the burst of events one `trust add` makes */
   uv_timer_t expiry;       /* re-checks expiry warnings twice a day */
   cr_queue_t changes;      /* remote changes (trust_change_t.link), oldest first; the first runs */
+  cr_conf_agent_t *reread; /* the config file as SIGHUP last re-read it (route identities only are
+                              taken from it: routes' identity pointers point into it); NULL before */
   unsigned watching : 1;
   unsigned stopped : 1;    /* cr__agent_trust_stop ran: routes and upstreams are gone */
 } agent_trust_t;
@@ -105,19 +108,31 @@ void cr__agent_trust_sighup(void *arg);
 void cr__agent_trust_reload(agent_t *a, const char *why, int force);
 /* Closes the watch and timers. Remote changes still running finish without a reload or answer. */
 void cr__agent_trust_stop(agent_t *a);
-/* The client identity route r presents, validated as the agent does before using the route: a route
- * with its own ca: needs only an identity in date (it never depends on the store); any other one an
+/* The client identity route r presents, validated as the agent does before using the route: its tls
+ * settings and identity (idc, or the route's own when NULL) judged by cr_agent_route_check; then a route
+ * with its own ca: needs only an identity in date (it never depends on the store), any other one an
  * identity that chains to store (NULL: the store is unusable, and store_error says why). 0: *id holds
- * the identity with the chain to present, subject its subject, warn what soft revocation forgave ("");
- * else err is the reason the route is refused. Shared with `ccrelay check` (cr_agent_check). */
-int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, X509_STORE *store,
-                             const char *store_error, cr_tls_identity_t *id, char *subject, size_t sublen, char *warn,
-                             size_t warnlen, char *err, size_t errlen);
+ * the identity with the chain to present (nothing for a plain_http route), subject its subject, warn
+ * what soft revocation forgave (""); else err is the reason the route is refused and *stage where it
+ * failed: 0 the tls settings, 1 loading or judging the identity, 2 its date or its chain. Shared with
+ * `ccrelay check` (cr_agent_check) and `probe`. conf may be NULL (the store is then named generically). */
+int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, const cr_conf_identity_t *idc,
+                             X509_STORE *store, const char *store_error, cr_tls_identity_t *id, char *subject,
+                             size_t sublen, char *warn, size_t warnlen, int *stage, char *err, size_t errlen);
 /* Appends the files the last load left out and the counters for them (for metrics):
  * "bad_files":[{"file","why"}],"bad_files_reported":N,"reloads_kept_last_good":N */
 void cr__agent_trust_bad_json(agent_t *a, cr_buf_t *out);
 /* Frees what the trust state holds (the store handle, the bad-file list); after the loop closed. */
 void cr__agent_trust_free(agent_t *a);
+/* Builds route r's upstream TLS context as the agent uses it: cr_agent_route_check with id, the
+ * identity chained to a trusted root of store (the chain it then presents), verification against the
+ * route's ca or store. 0 with *out, the identity's subject and notAfter and any soft-revocation
+ * warning; or an error with prose in err (what the agent logs). *stage: 0 the route's tls settings,
+ * 1 loading or judging the identity, 2 its chain, 3 the context. */
+int cr__agent_route_tls(const cr_conf_route_t *r, const cr_conf_identity_t *id, X509_STORE *store,
+                        cr_trust_crl_mode_t mode, int resume, cr_tls_ctx_t **out, char *subject, size_t subjectlen,
+                        time_t *not_after, char *warn, size_t warnlen, int *stage, char *err, size_t errlen);
+cr_trust_crl_mode_t cr__agent_crl_mode(cr_conf_revocation_t r);
 /* Appends a JSON array of the store's certificates and CRLs: "certs":[...],"crls":[...] */
 void cr__agent_trust_json(agent_t *a, cr_buf_t *out);
 /* Logs expiry warnings for roots, CRLs, route identities and upstream certificates within the

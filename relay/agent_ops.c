@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent_internal.h"
+#include "ccrelay/agent.h"
 #include "ccrelay/error.h"
 #include "ccrelay/errpage.h"
 #include "ccrelay/log.h"
@@ -166,7 +167,11 @@ static void error_json(cr_buf_t *out, const char *code, const char *message) {
  * and the routes are reloaded and the gateway answered back on the loop thread. Changes run one at
  * a time, in the order they arrived, so an add and a remove of the same certificate cannot race. */
 
-typedef enum { CHANGE_ADD, CHANGE_REMOVE } change_op_t;
+typedef enum { CHANGE_ADD, CHANGE_REMOVE, CHANGE_PROBE } change_op_t;
+
+/* A probe asked for through the control channel caps each route's timeouts, so that the answer comes
+ * within the gateway's 10 s for a control call. */
+#define PROBE_MAX_TIMEOUT_MS 4000
 
 struct cr__agent_change {
   uv_work_t work;
@@ -185,6 +190,10 @@ struct cr__agent_change {
   cr_trust_report_t rep;
   char removed[CR_TRUST_FP_HEX + 1];
   char err[1024];
+  /* probe: one per route asked for, all at once on the loop */
+  cr_agent_probe_t **probes;
+  cr_agent_probe_result_t *results;
+  size_t nprobes, pending;
 };
 
 static void add_refused(int r, const char *err, const char *who, int *status, cr_buf_t *out) {
@@ -311,9 +320,24 @@ static cr__agent_change_t *change_queue(agent_t *a, change_op_t op, cr_trust_bat
   return c;
 }
 
+static void probe_change_free(cr__agent_change_t *c) {
+  free(c->probes);
+  free(c->results);
+  free(c->who);
+  free(c);
+}
+
 void cr__agent_control_cancel(cr__agent_change_t *c) {
   c->done = NULL;
   c->data = NULL;
+  if (c->op == CHANGE_PROBE) {
+    for (size_t i = 0; i < c->nprobes; i++)
+      if (c->probes[i])
+        cr_agent_probe_cancel(c->probes[i]);
+    cr_log_warn("probe not answered", "requested_by=\"%s\" reason=\"the control stream closed first\"", c->who);
+    probe_change_free(c);
+    return;
+  }
   if (!c->submitted) {
     log_dropped(c);
     cr_queue_remove(&c->link);
@@ -344,6 +368,179 @@ static cr__agent_change_t *control_trust_add(agent_t *a, const char *body, size_
   return change_queue(a, CHANGE_ADD, b, NULL, who, done, data);
 }
 
+/* ---- probes ("Test Connection") ---- */
+
+static void json_str(cr_buf_t *out, const char *key, const char *v, int comma) {
+  cr_buf_appendf(out, "%s\"%s\":\"", comma ? "," : "", key);
+  cr_errpage_json_escape(out, v ? v : "");
+  cr_buf_appendf(out, "\"");
+}
+
+static void probe_json(cr_buf_t *out, const cr_agent_probe_result_t *r) {
+  char when[32] = "";
+  cr_buf_appendf(out, "{");
+  json_str(out, "name", r->route, 0);
+  json_str(out, "upstream", r->upstream, 1);
+  cr_buf_appendf(out, ",\"ok\":%s,\"reachable\":%s,\"verified\":%s,\"plain_http\":%s", r->ok ? "true" : "false",
+                 r->reachable ? "true" : "false", r->verified ? "true" : "false", r->plain ? "true" : "false");
+  json_str(out, "tls_version", r->tls.version, 1);
+  json_str(out, "cipher", r->tls.cipher, 1);
+  if (r->tls.not_after)
+    cr_x509_fmt_time(r->tls.not_after, CR_X509_TIME_ISO, when, sizeof when);
+  cr_buf_appendf(out, ",\"server_certificate\":{");
+  json_str(out, "subject", r->tls.subject, 0);
+  json_str(out, "issuer", r->tls.issuer, 1);
+  json_str(out, "not_after", when, 1);
+  cr_buf_appendf(out, "}");
+  json_str(out, "verify", r->verify, 1);
+  json_str(out, "verify_source", r->verify_source, 1);
+  cr_buf_appendf(out, ",\"status\":%d", r->status);
+  json_str(out, "error", r->error, 1);
+  json_str(out, "warning", r->warning, 1);
+  cr_buf_appendf(out, "}");
+}
+
+static void on_probe_done(const cr_agent_probe_result_t *res, void *data) {
+  cr__agent_change_t *c = data;
+  size_t i;
+  cr_buf_t out;
+  int all = 1;
+  for (i = 0; i < c->nprobes; i++)
+    if (c->results[i].route == res->route) /* the route's name: one probe per route */
+      break;
+  if (i < c->nprobes) {
+    c->results[i] = *res;
+    c->probes[i] = NULL;
+  }
+  cr_log(res->ok ? CR_LOG_INFO : CR_LOG_WARN, "probe", "requested_by=\"%s\" route=%s ok=%d status=%d reason=\"%s\"",
+         c->who, res->route, res->ok, res->status, res->error);
+  if (--c->pending > 0)
+    return;
+  cr_buf_init(&out, 0);
+  for (i = 0; i < c->nprobes; i++)
+    all &= c->results[i].ok;
+  cr_buf_appendf(&out, "{\"ok\":%s,\"routes\":[", all ? "true" : "false");
+  for (i = 0; i < c->nprobes; i++) {
+    if (i)
+      cr_buf_appendf(&out, ",");
+    probe_json(&out, &c->results[i]);
+  }
+  cr_buf_appendf(&out, "]}\n");
+  if (c->done)
+    c->done(c->data, 200, &out);
+  cr_buf_free(&out);
+  probe_change_free(c);
+}
+
+/* Decodes %XX in place; 0, or -1 for a bad escape or a decoded control character. */
+static int pct_decode(char *s) {
+  char *o = s;
+  for (; *s; s++) {
+    if (*s == '%') {
+      int hi, lo;
+      if (!s[1] || !s[2])
+        return -1;
+      hi = s[1] <= '9' ? s[1] - '0' : (s[1] | 0x20) - 'a' + 10;
+      lo = s[2] <= '9' ? s[2] - '0' : (s[2] | 0x20) - 'a' + 10;
+      if (hi < 0 || hi > 15 || lo < 0 || lo > 15 || hi * 16 + lo < 0x21)
+        return -1;
+      *o++ = (char)(hi * 16 + lo);
+      s += 2;
+    } else {
+      *o++ = *s;
+    }
+  }
+  *o = '\0';
+  return 0;
+}
+
+/* POST probe[?route=NAME...&method=M&path=P]: every route (or those named), at once. */
+static cr__agent_change_t *control_probe(agent_t *a, const char *query, const char *who, int *status, cr_buf_t *out,
+                                         cr__agent_control_cb done, void *data) {
+  char method[16] = "HEAD", path[1024] = "/", q[2048], *save = NULL, *tok;
+  unsigned char *want = cr_calloc(a->conf->nroutes ? a->conf->nroutes : 1, 1);
+  X509_STORE *stores[3] = {NULL, NULL, NULL};
+  char store_err[1100] = "";
+  cr__agent_change_t *c;
+  size_t nwant = 0;
+  snprintf(q, sizeof q, "%s", query ? query : "");
+  for (tok = strtok_r(q, "&", &save); tok; tok = strtok_r(NULL, "&", &save)) {
+    char *eq = strchr(tok, '=');
+    const char *bad = NULL;
+    if (eq == NULL || pct_decode(eq + 1) < 0) {
+      bad = "a query of route=NAME, method=METHOD and path=/PATH";
+    } else if (strncmp(tok, "route=", 6) == 0) {
+      size_t i;
+      for (i = 0; i < a->conf->nroutes && strcmp(a->conf->routes[i].name, eq + 1) != 0; i++)
+        ;
+      if (i == a->conf->nroutes) {
+        *status = 404;
+        snprintf(store_err, sizeof store_err, "this agent has no route named %s", eq + 1);
+        error_json(out, "unknown_route", store_err);
+        free(want);
+        return NULL;
+      }
+      nwant += !want[i];
+      want[i] = 1;
+    } else if (strncmp(tok, "method=", 7) == 0 && strlen(eq + 1) > 0 && strlen(eq + 1) < sizeof method &&
+               strspn(eq + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == strlen(eq + 1)) {
+      snprintf(method, sizeof method, "%s", eq + 1);
+    } else if (strncmp(tok, "path=", 5) == 0 && eq[1] == '/' && strlen(eq + 1) < sizeof path) {
+      snprintf(path, sizeof path, "%s", eq + 1);
+    } else {
+      bad = "route=NAME, method= an upper-case HTTP method, path= starting with /";
+    }
+    if (bad) {
+      *status = 400;
+      error_json(out, "bad_query", bad);
+      free(want);
+      return NULL;
+    }
+  }
+  c = cr_calloc(1, sizeof *c);
+  c->agent = a;
+  c->op = CHANGE_PROBE;
+  c->who = cr_strdup(who);
+  c->done = done;
+  c->data = data;
+  c->probes = cr_calloc(a->conf->nroutes ? a->conf->nroutes : 1, sizeof *c->probes);
+  c->results = cr_calloc(a->conf->nroutes ? a->conf->nroutes : 1, sizeof *c->results);
+  if (a->trust.store == NULL)
+    snprintf(store_err, sizeof store_err, "%s", a->trust.error[0] ? a->trust.error : "no trust store");
+  /* Every result slot names its route first: a probe that fails at once still reports from a later
+   * loop turn, and finds its slot by name. */
+  for (size_t i = 0; i < a->conf->nroutes; i++)
+    if (nwant == 0 || want[i])
+      c->results[c->nprobes++].route = a->conf->routes[i].name;
+  c->pending = c->nprobes;
+  for (size_t i = 0, k = 0; i < a->conf->nroutes; i++) {
+    const cr_conf_route_t *r = &a->conf->routes[i];
+    cr_trust_crl_mode_t mode = cr__agent_crl_mode(r->revocation);
+    cr_agent_probe_opts_t o;
+    if (nwant && !want[i])
+      continue;
+    if (a->trust.store && stores[mode] == NULL &&
+        cr_truststore_x509_store(a->trust.store, (int)mode, &stores[mode], store_err, sizeof store_err) < 0)
+      stores[mode] = NULL;
+    memset(&o, 0, sizeof o);
+    o.conf = a->conf;
+    o.route = i;
+    o.identity = a->routes[i].identity;
+    o.store = stores[mode];
+    o.store_error = store_err;
+    o.method = method;
+    o.path = path;
+    o.max_timeout_ms = PROBE_MAX_TIMEOUT_MS;
+    c->probes[k++] = cr_agent_probe_start(&a->loop, &o, on_probe_done, c);
+  }
+  for (int m = 0; m < 3; m++)
+    X509_STORE_free(stores[m]);
+  cr_log_info("probe requested", "requested_by=\"%s\" routes=%zu method=%s path=\"%s\"", who, c->nprobes, method,
+              path);
+  free(want);
+  return c;
+}
+
 cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char *target, const char *body,
                                       size_t len, const char *requested_by, int *status, cr_buf_t *out,
                                       cr__agent_control_cb done, void *data) {
@@ -353,6 +550,14 @@ cr__agent_change_t *cr__agent_control(agent_t *a, const char *method, const char
     *status = 200;
     cr__agent_status_json(a, out);
     return NULL;
+  }
+  if (strcmp(path, "probe") == 0 || strncmp(path, "probe?", 6) == 0) {
+    if (strcmp(method, "POST") != 0) {
+      *status = 405;
+      error_json(out, "method_not_allowed", "use POST on probe");
+      return NULL;
+    }
+    return control_probe(a, path[5] ? path + 6 : NULL, who, status, out, done, data);
   }
   if (strcmp(path, "trust") != 0 && strncmp(path, "trust/", 6) != 0) {
     *status = 404;

@@ -13,6 +13,8 @@
  * unreadable, now group/world-writable) changes nothing: the last good state stays, and /status says
  * why. Routes with their own `ca:` never consult the store. */
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +30,11 @@
 #define RELOAD_DEBOUNCE_MS 100
 #define EXPIRY_CHECK_MS (12ULL * 3600 * 1000)
 
-static cr_trust_crl_mode_t crl_mode_of(cr_conf_revocation_t r) {
+cr_trust_crl_mode_t cr__agent_crl_mode(cr_conf_revocation_t r) {
   return r == CR_REVOCATION_HARD ? CR_TRUST_CRL_HARD : r == CR_REVOCATION_SOFT ? CR_TRUST_CRL_SOFT : CR_TRUST_CRL_OFF;
 }
+
+#define crl_mode_of cr__agent_crl_mode
 
 static const char *mode_name(cr_trust_crl_mode_t m) {
   return m == CR_TRUST_CRL_HARD ? "hard" : m == CR_TRUST_CRL_SOFT ? "soft" : "off";
@@ -53,27 +57,100 @@ static void route_refuse(agent_t *a, route_rt_t *rt, const char *why_event, cons
   rt->usable = 0;
 }
 
-int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, X509_STORE *store,
-                             const char *store_error, cr_tls_identity_t *id, char *subject, size_t sublen, char *warn,
-                             size_t warnlen, char *err, size_t errlen) {
-  cr_tls_identity_src_t src = {r->identity.pkcs12.path, r->identity.password, r->identity.cert.path,
-                               r->identity.key.path};
+/* ---- a route's upstream TLS: the same code for the agent, `check` and `probe` ---- */
+
+void cr_agent_route_policy(const cr_conf_route_t *r, cr_tls_policy_t *out) {
+  out->min_version = r->tls.min_version;
+  out->max_version = r->tls.max_version;
+  out->security_level = r->tls.security_level;
+  out->ciphers = r->tls.ciphers;
+  out->curves = r->tls.curves;
+}
+
+int cr_agent_route_check(const cr_conf_route_t *r, const cr_conf_identity_t *id, cr_tls_identity_t *out,
+                         const char **key, cr_conf_pos_t *pos, int *loading, char *err, size_t errlen) {
+  static const struct {
+    const char *policy_key, *conf_key;
+    size_t pos_off;
+  } keys[] = {{"ciphers", "tls.ciphers", offsetof(cr_conf_route_t, tls.ciphers_pos)},
+              {"curves", "tls.curves", offsetof(cr_conf_route_t, tls.curves_pos)},
+              {"min_version", "tls.min_version", offsetof(cr_conf_route_t, tls.min_pos)},
+              {"max_version", "tls.max_version", offsetof(cr_conf_route_t, tls.max_pos)},
+              {"security_level", "tls.security_level", offsetof(cr_conf_route_t, tls.level_pos)}};
+  cr_tls_identity_src_t src;
+  cr_tls_policy_t policy;
+  const char *pkey;
+  int r_;
+  memset(out, 0, sizeof *out);
+  *loading = 0;
+  *key = "tls";
+  *pos = r->tls.pos;
+  if (r->plain_http)
+    return 0;
+  if (id == NULL)
+    id = &r->identity;
+  cr_agent_route_policy(r, &policy);
+  if ((r_ = cr_tls_policy_check(&policy, &pkey, err, errlen)) < 0) {
+    for (size_t i = 0; pkey && i < CR_ARRAY_SIZE(keys); i++)
+      if (strcmp(pkey, keys[i].policy_key) == 0) {
+        *key = keys[i].conf_key;
+        *pos = *(const cr_conf_pos_t *)((const char *)r + keys[i].pos_off);
+      }
+    return r_;
+  }
+  *key = "identity";
+  *pos = id->pkcs12.path ? id->pkcs12.pos : id->cert.path ? id->cert.pos : id->pos;
+  src.pkcs12 = id->pkcs12.path;
+  src.password = id->password;
+  src.cert = id->cert.path;
+  src.key = id->key.path;
+  if ((r_ = cr_tls_identity_load(&src, out, err, errlen)) < 0) {
+    *loading = 1;
+    return r_;
+  }
+  if ((r_ = cr_tls_policy_check_chain(&policy, out->cert, out->chain, err, errlen)) < 0) {
+    cr_tls_identity_free(out);
+    return r_;
+  }
+  return 0;
+}
+
+
+int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t *r, const cr_conf_identity_t *idc,
+                             X509_STORE *store, const char *store_error, cr_tls_identity_t *id, char *subject,
+                             size_t sublen, char *warn, size_t warnlen, int *stage, char *err, size_t errlen) {
   STACK_OF(X509) *verified = NULL;
-  char detail[600];
-  int xerr = 0, rc;
+  cr_conf_pos_t pos;
+  const char *key;
+  char detail[700];
+  int xerr = 0, loading, rc;
 
   subject[0] = '\0';
   if (warn && warnlen)
     warn[0] = '\0';
-  if ((rc = cr_tls_identity_load(&src, id, detail, sizeof detail)) < 0) {
-    snprintf(err, errlen, "client identity cannot be loaded: %s", detail);
+  *stage = 0;
+  /* The route's tls settings, its identity loaded and judged under the route's security level: the
+   * same words as `check` and `probe`. */
+  if ((rc = cr_agent_route_check(r, idc, id, &key, &pos, &loading, detail, sizeof detail)) < 0) {
+    *stage = strcmp(key, "identity") == 0 ? 1 : 0;
+    if (loading)
+      snprintf(err, errlen, "client identity cannot be loaded: %s", detail);
+    else if (*stage == 0)
+      snprintf(err, errlen, "upstream.%s: %s", key, detail);
+    else
+      snprintf(err, errlen, "%s", detail);
     return rc;
   }
+  if (r->plain_http)
+    return 0; /* no TLS: no identity, nothing to chain */
+  *stage = 2;
   cr_x509_subject(id->cert, subject, sublen);
   if (r->ca.path) {
     /* Pinned to its own CA: nothing about this route depends on the store, so a damaged or missing
      * store never takes it down. It presents the chain its identity file carries. */
-    if ((rc = cr_tls_identity_check_current(id, src.pkcs12 ? src.pkcs12 : src.cert, detail, sizeof detail)) < 0) {
+    const cr_conf_identity_t *use = idc ? idc : &r->identity;
+    if ((rc = cr_tls_identity_check_current(id, use->pkcs12.path ? use->pkcs12.path : use->cert.path, detail,
+                                            sizeof detail)) < 0) {
       snprintf(err, errlen, "client identity cannot be used: %s", detail);
       cr_tls_identity_free(id);
     }
@@ -89,7 +166,7 @@ int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t 
     snprintf(err, errlen,
              "client identity %s does not chain to a trusted root of %s: %s; add the root of its chain with "
              "`ccrelay trust add`",
-             subject, conf->trust_store, detail);
+             subject, conf ? conf->trust_store : "the trust store", detail);
     cr_tls_identity_free(id);
     return rc;
   }
@@ -101,19 +178,111 @@ int cr__agent_route_identity(const cr_conf_agent_t *conf, const cr_conf_route_t 
   return 0;
 }
 
+/* The route's upstream TLS context from an identity validated as above: verification against the
+ * route's ca or the store, the route's tls policy, session resumption as asked. */
+static int route_ctx(const cr_conf_route_t *r, cr_tls_identity_t *id, X509_STORE *store, cr_trust_crl_mode_t mode,
+                     int resume, cr_tls_ctx_t **out, char *err, size_t errlen) {
+  cr_tls_policy_t policy;
+  cr_tls_ctx_opts_t o;
+  char why[600];
+  int rc;
+  cr_agent_route_policy(r, &policy);
+  memset(&o, 0, sizeof o);
+  o.identity_loaded = id;
+  o.alpn = "http/1.1";
+  o.policy = &policy;
+  if (r->ca.path) {
+    o.ca_file = r->ca.path;
+  } else {
+    o.verify_store = store;
+    o.crl_soft = mode == CR_TRUST_CRL_SOFT;
+  }
+  o.resume_sessions = resume;
+  if ((rc = cr_tls_ctx_new(&o, out, why, sizeof why)) < 0)
+    snprintf(err, errlen, "TLS context cannot be built: %s", why);
+  return rc;
+}
+
+int cr__agent_route_tls(const cr_conf_route_t *r, const cr_conf_identity_t *idc, X509_STORE *store,
+                        cr_trust_crl_mode_t mode, int resume, cr_tls_ctx_t **out, char *subject, size_t subjectlen,
+                        time_t *not_after, char *warn, size_t warnlen, int *stage, char *err, size_t errlen) {
+  cr_tls_identity_t id;
+  int rc;
+  *out = NULL;
+  memset(&id, 0, sizeof id);
+  rc = cr__agent_route_identity(NULL, r, idc, store, "no trust store to verify the client identity against", &id,
+                                subject, subjectlen, warn, warnlen, stage, err, errlen);
+  if (rc < 0)
+    return rc;
+  *not_after = id.cert ? cr_x509_not_after(id.cert) : 0;
+  if (r->plain_http)
+    return 0;
+  rc = route_ctx(r, &id, store, mode, resume, out, err, errlen);
+  if (rc < 0)
+    *stage = 3;
+  cr_tls_identity_free(&id);
+  return rc;
+}
+
+
+static void route_ready(agent_t *a, route_rt_t *rt, const char *subject, const char *verify, cr_trust_crl_mode_t mode,
+                        const char *event) {
+  if (!rt->usable)
+    cr_log_info("route ready", "route=%s identity=\"%s\" upstream=%s verify=%s revocation=%s trigger=%s",
+                rt->conf->name, subject, rt->conf->upstream_url, verify, mode_name(mode), event);
+  rt->usable = 1;
+  rt->why[0] = '\0';
+}
+
+static int upstream_create(agent_t *a, route_rt_t *rt, cr_tls_ctx_t *tls, char *err, size_t errlen) {
+  const cr_conf_route_t *r = rt->conf;
+  cr_upstream_opts_t uo;
+  memset(&uo, 0, sizeof uo);
+  uo.name = r->name;
+  uo.host = r->upstream_host;
+  uo.port = r->upstream_port;
+  uo.server_name = r->server_name ? r->server_name : r->upstream_host;
+  uo.tls = tls;
+  uo.plain_http = r->plain_http;
+  uo.connect_timeout_ms = r->connect_timeout_ms;
+  uo.response_timeout_ms = r->response_timeout_ms;
+  uo.idle_timeout_ms = r->idle_timeout_ms;
+  uo.max_idle = r->max_idle;
+  uo.max_header_size = a->conf->max_header_size;
+  uo.max_header_fields = a->conf->max_header_fields;
+  return cr_upstream_new(&a->loop, &uo, &rt->up, err, errlen);
+}
+
 /* Makes one route usable, or refuses it. store: the X509_STORE for its revocation mode, or NULL when
- * the store cannot be used (store_error says why); routes with their own ca: ignore both. */
+ * the store cannot be used (store_error says why); routes with their own ca: ignore both. A route
+ * already in use whose identity can no longer be loaded (a bad replacement file or password) keeps
+ * the identity it has, with an error: only a trust decision (the chain) takes it out of use. */
 static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char *store_error,
                        cr_trust_crl_mode_t mode, const char *event) {
   const cr_conf_route_t *r = rt->conf;
   cr_tls_identity_t id;
-  cr_tls_ctx_opts_t o;
   cr_tls_ctx_t *tls = NULL;
-  char err[700], warn[400] = "", subject[256];
+  char err[900], warn[400] = "", subject[256];
+  time_t not_after;
+  int stage;
 
+  if (r->plain_http) {
+    if (rt->up == NULL && upstream_create(a, rt, NULL, err, sizeof err) < 0) {
+      route_refuse(a, rt, event, "%s", err);
+      return;
+    }
+    route_ready(a, rt, "none", "none (plain HTTP)", mode, event);
+    return;
+  }
   memset(&id, 0, sizeof id);
-  if (cr__agent_route_identity(a->conf, r, store, store_error, &id, subject, sizeof subject, warn, sizeof warn, err,
-                               sizeof err) < 0) {
+  if (cr__agent_route_identity(a->conf, r, rt->identity, store, store_error, &id, subject, sizeof subject, warn,
+                               sizeof warn, &stage, err, sizeof err) < 0) {
+    if (stage == 1 && rt->usable && rt->up != NULL) {
+      cr_log_error("route identity not replaced: keeping the one in use",
+                   "route=%s config=%s:%d:%d identity=\"%s\" reason=\"%s\" trigger=%s", r->name, a->conf->path,
+                   r->pos.line, r->pos.col, rt->id_subject, err, event);
+      return;
+    }
     if (subject[0])
       snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
     if (!r->ca.path && store && a->trust.nbad > 0)
@@ -124,48 +293,27 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char
       route_refuse(a, rt, event, "%s", err);
     return;
   }
+  not_after = cr_x509_not_after(id.cert);
+  if (rt->usable && rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
+    cr_log_info("route identity replaced", "route=%s identity=\"%s\" was=\"%s\" trigger=%s", r->name, subject,
+                rt->id_subject, event);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
-  rt->id_not_after = cr_x509_not_after(id.cert);
+  rt->id_not_after = not_after;
   if (warn[0])
     cr_log_warn("soft revocation: client identity allowed without a usable CRL", "route=%s reason=\"%s\"", r->name,
                 warn);
-
-  memset(&o, 0, sizeof o);
-  o.identity_loaded = &id;
-  o.alpn = "http/1.1";
-  if (r->ca.path) {
-    o.ca_file = r->ca.path;
-  } else {
-    o.verify_store = store;
-    o.crl_soft = mode == CR_TRUST_CRL_SOFT;
-  }
   /* New upstream connections resume the last session (no certificate exchange, no signature, no
    * chain check). A reload builds a new context, so a changed store or CRL never meets an old
    * session; only hard revocation also wants a CRL that went stale while running to stop new
    * connections, so it keeps full handshakes. */
-  o.resume_sessions = r->ca.path || mode != CR_TRUST_CRL_HARD;
-  if (cr_tls_ctx_new(&o, &tls, err, sizeof err) < 0) {
-    route_refuse(a, rt, event, "TLS context cannot be built: %s", err);
+  if (route_ctx(r, &id, store, mode, r->ca.path || mode != CR_TRUST_CRL_HARD, &tls, err, sizeof err) < 0) {
+    route_refuse(a, rt, event, "%s", err);
     cr_tls_identity_free(&id);
     return;
   }
   cr_tls_identity_free(&id);
-
   if (rt->up == NULL) {
-    cr_upstream_opts_t uo;
-    memset(&uo, 0, sizeof uo);
-    uo.name = r->name;
-    uo.host = r->upstream_host;
-    uo.port = r->upstream_port;
-    uo.server_name = r->server_name ? r->server_name : r->upstream_host;
-    uo.tls = tls;
-    uo.connect_timeout_ms = r->connect_timeout_ms;
-    uo.response_timeout_ms = r->response_timeout_ms;
-    uo.idle_timeout_ms = r->idle_timeout_ms;
-    uo.max_idle = r->max_idle;
-    uo.max_header_size = a->conf->max_header_size;
-    uo.max_header_fields = a->conf->max_header_fields;
-    if (cr_upstream_new(&a->loop, &uo, &rt->up, err, sizeof err) < 0) {
+    if (upstream_create(a, rt, tls, err, sizeof err) < 0) {
       route_refuse(a, rt, event, "%s", err);
       cr_tls_ctx_free(tls);
       return;
@@ -174,11 +322,7 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char
     cr_upstream_set_tls(rt->up, tls);
   }
   cr_tls_ctx_free(tls);
-  if (!rt->usable)
-    cr_log_info("route ready", "route=%s identity=\"%s\" upstream=%s verify=%s revocation=%s trigger=%s", r->name,
-                subject, r->upstream_url, r->ca.path ? "ca_file" : "trust_store", mode_name(mode), event);
-  rt->usable = 1;
-  rt->why[0] = '\0';
+  route_ready(a, rt, subject, r->ca.path ? "ca_file" : "trust_store", mode, event);
 }
 
 /* A reload that cannot read the store at all (directory gone, unreadable, or now group/world-writable)
@@ -407,14 +551,153 @@ static void on_store_event(uv_fs_event_t *h, const char *filename, int events, i
   uv_timer_start(&a->trust.debounce, on_debounced, RELOAD_DEBOUNCE_MS, 0);
 }
 
+/* ---- SIGHUP: route identities re-read from the config file ----
+ *
+ * The agent keeps the configuration it started with; a SIGHUP re-reads the file only for what a
+ * credential rotation changes: a route's identity (its pkcs12 or cert/key paths, its password file
+ * path or the password in it). Anything else that differs is refused as a whole, with the place
+ * of the first difference, and the identities stay as they were. */
+
+static int str_differs(const char *x, const char *y) { return (x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0); }
+
+/* The first difference between o and n other than route identities: its key, and its position in n. */
+static int conf_differs(const cr_conf_agent_t *o, const cr_conf_agent_t *n, char *key, size_t keylen,
+                        cr_conf_pos_t *pos) {
+  static const cr_conf_pos_t top = {1, 1};
+#define DIFF(cond, name, p)                                                                                          \
+  do {                                                                                                               \
+    if (cond) {                                                                                                      \
+      snprintf(key, keylen, "%s", name);                                                                             \
+      *pos = (p).line ? (p) : top;                                                                                   \
+      return 1;                                                                                                      \
+    }                                                                                                                \
+  } while (0)
+  DIFF(o->log.level != n->log.level || o->log.format != n->log.format, "log", top);
+  DIFF(str_differs(o->trust_store, n->trust_store), "trust_store", n->trust_store_pos);
+  DIFF(o->revocation != n->revocation, "revocation", top);
+  DIFF(o->expiry_warning_ms != n->expiry_warning_ms, "expiry_warning", top);
+  DIFF(str_differs(o->admin_listen.host, n->admin_listen.host) || o->admin_listen.port != n->admin_listen.port,
+       "admin.listen", n->admin_listen.pos);
+  DIFF(o->remote_trust != n->remote_trust, "remote_trust", top);
+  DIFF(str_differs(o->gateway.host, n->gateway.host) || o->gateway.port != n->gateway.port ||
+           str_differs(o->gateway.server_name, n->gateway.server_name) ||
+           str_differs(o->gateway.ca.path, n->gateway.ca.path) ||
+           str_differs(o->gateway.identity.pkcs12.path, n->gateway.identity.pkcs12.path) ||
+           str_differs(o->gateway.identity.cert.path, n->gateway.identity.cert.path) ||
+           str_differs(o->gateway.identity.key.path, n->gateway.identity.key.path) ||
+           str_differs(o->gateway.identity.password, n->gateway.identity.password) ||
+           o->gateway.connections != n->gateway.connections ||
+           o->gateway.connect_timeout_ms != n->gateway.connect_timeout_ms ||
+           o->gateway.ping_interval_ms != n->gateway.ping_interval_ms ||
+           o->gateway.ping_timeout_ms != n->gateway.ping_timeout_ms ||
+           o->gateway.reconnect_min_ms != n->gateway.reconnect_min_ms ||
+           o->gateway.reconnect_max_ms != n->gateway.reconnect_max_ms,
+       "gateway", n->gateway.pos);
+  DIFF(o->max_header_size != n->max_header_size || o->max_header_fields != n->max_header_fields ||
+           o->send_timeout_ms != n->send_timeout_ms || o->min_send_rate != n->min_send_rate,
+       "limits", top);
+  DIFF(o->drain_timeout_ms != n->drain_timeout_ms, "drain_timeout", top);
+  DIFF(o->nroutes != n->nroutes, "routes", n->nroutes ? n->routes[0].pos : top);
+  for (size_t i = 0; i < n->nroutes; i++) {
+    const cr_conf_route_t *x = &o->routes[i], *y = &n->routes[i];
+    int same_methods = x->nmatch_methods == y->nmatch_methods;
+    char rk[64];
+    for (size_t j = 0; same_methods && j < x->nmatch_methods; j++)
+      same_methods = strcmp(x->match_methods[j], y->match_methods[j]) == 0;
+    snprintf(rk, sizeof rk, "routes[%zu]", i);
+    DIFF(strcmp(x->name, y->name) != 0 || str_differs(x->match_host, y->match_host) ||
+             str_differs(x->match_path_prefix, y->match_path_prefix) || !same_methods ||
+             str_differs(x->match_header_name, y->match_header_name) ||
+             str_differs(x->match_header_value, y->match_header_value) || x->soap != y->soap ||
+             x->revocation != y->revocation,
+         rk, y->pos);
+    snprintf(rk, sizeof rk, "routes[%zu].upstream", i);
+    DIFF(strcmp(x->upstream_url, y->upstream_url) != 0 || str_differs(x->server_name, y->server_name) ||
+             str_differs(x->ca.path, y->ca.path) || x->plain_http != y->plain_http ||
+             x->connect_timeout_ms != y->connect_timeout_ms || x->response_timeout_ms != y->response_timeout_ms ||
+             x->idle_timeout_ms != y->idle_timeout_ms || x->max_idle != y->max_idle,
+         rk, y->pos);
+    snprintf(rk, sizeof rk, "routes[%zu].upstream.tls", i);
+    DIFF(x->tls.min_version != y->tls.min_version || x->tls.max_version != y->tls.max_version ||
+             x->tls.security_level != y->tls.security_level || str_differs(x->tls.ciphers, y->tls.ciphers) ||
+             str_differs(x->tls.curves, y->tls.curves),
+         rk, y->tls.pos.line ? y->tls.pos : y->pos);
+  }
+#undef DIFF
+  return 0;
+}
+
+/* Re-reads the config file for the routes' identities. On any error the identities in force stay. */
+static void reread_identities(agent_t *a) {
+  cr_conf_agent_t *n = cr_calloc(1, sizeof *n);
+  char err[2048], key[64];
+  cr_conf_pos_t pos;
+  if (cr_conf_agent_load(a->conf->path, n, err, sizeof err) < 0) {
+    cr_log_error("SIGHUP: config file not re-read; route identities stay as they are", "reason=\"%s\"", err);
+    free(n);
+    return;
+  }
+  if (conf_differs(a->conf, n, key, sizeof key, &pos)) {
+    cr_log_error("SIGHUP: config file changed beyond route identities; nothing of it applied (restart the agent "
+                 "to apply it)",
+                 "config=%s:%d:%d key=%s", a->conf->path, pos.line, pos.col, key);
+    cr_conf_agent_free(n);
+    free(n);
+    return;
+  }
+  for (size_t i = 0; i < a->conf->nroutes; i++)
+    a->routes[i].identity = &n->routes[i].identity;
+  if (a->trust.reread) {
+    cr_conf_agent_free(a->trust.reread);
+    free(a->trust.reread);
+  }
+  a->trust.reread = n;
+}
+
 void cr__agent_trust_sighup(void *arg) {
   agent_t *a = arg;
-  cr_log_info("SIGHUP: reloading the trust store", "dir=%s", a->conf->trust_store);
+  cr_log_info("SIGHUP: re-reading route identities and reloading the trust store", "dir=%s config=%s",
+              a->conf->trust_store, a->conf->path);
+  reread_identities(a);
   cr__agent_trust_reload(a, "SIGHUP", 1);
   if (!a->trust.watching && a->trust.store) {
     int r = uv_fs_event_start(&a->trust.watch, on_store_event, a->conf->trust_store, 0);
     a->trust.watching = r == 0;
   }
+}
+
+/* Every route that lowers the strict defaults says so at start, once: it is a deliberate choice, and
+ * whoever reads the log later should not have to find it in the config. */
+static void warn_weakened(agent_t *a, const cr_conf_route_t *r) {
+  char what[400] = "";
+  size_t n = 0;
+  int deflevel = cr_tls_policy_level(NULL);
+  if (r->plain_http) {
+    cr_log_warn("plain-HTTP upstream: calls on this route cross the network unencrypted and the upstream is not "
+                "authenticated",
+                "route=%s upstream=%s config=%s:%d:%d", r->name, r->upstream_url, a->conf->path, r->pos.line,
+                r->pos.col);
+    return;
+  }
+  if (r->tls.min_version && r->tls.min_version < 0x0303)
+    n += (size_t)snprintf(what + n, sizeof what - n, " min_version=%s", cr_tls_version_name(r->tls.min_version));
+  if (r->tls.max_version && r->tls.max_version < 0x0304 && n < sizeof what)
+    n += (size_t)snprintf(what + n, sizeof what - n, " max_version=%s", cr_tls_version_name(r->tls.max_version));
+  if (r->tls.security_level >= 0 && r->tls.security_level < deflevel && n < sizeof what)
+    n += (size_t)snprintf(what + n, sizeof what - n, " security_level=%d(default %d)", r->tls.security_level,
+                          deflevel);
+  if (r->tls.ciphers && n < sizeof what)
+    n += (size_t)snprintf(what + n, sizeof what - n, " ciphers=\"%s\"", r->tls.ciphers);
+  if (r->tls.curves && n < sizeof what)
+    n += (size_t)snprintf(what + n, sizeof what - n, " curves=\"%s\"", r->tls.curves);
+  if (n == 0)
+    return;
+  if (r->tls.min_version && r->tls.min_version < 0x0303 && r->tls.security_level != 0)
+    cr_log_warn("upstream TLS: min_version below TLSv1.2 has no effect above security_level 0 (OpenSSL 3 refuses "
+                "TLS 1.0 and 1.1 there)",
+                "route=%s config=%s:%d:%d", r->name, a->conf->path, r->tls.min_pos.line, r->tls.min_pos.col);
+  cr_log_warn("upstream TLS weakened for an old server (deliberate, by upstream.tls)", "route=%s config=%s:%d:%d%s",
+              r->name, a->conf->path, r->tls.pos.line, r->tls.pos.col, what);
 }
 
 static void on_expiry_timer(uv_timer_t *h) { cr__agent_trust_check_expiry(h->data); }
@@ -423,8 +706,11 @@ int cr__agent_trust_start(agent_t *a) {
   agent_trust_t *t = &a->trust;
   int r;
   a->routes = cr_calloc(a->conf->nroutes, sizeof *a->routes);
-  for (size_t i = 0; i < a->conf->nroutes; i++)
+  for (size_t i = 0; i < a->conf->nroutes; i++) {
     a->routes[i].conf = &a->conf->routes[i];
+    a->routes[i].identity = &a->conf->routes[i].identity;
+    warn_weakened(a, &a->conf->routes[i]);
+  }
   uv_timer_init(&a->loop, &t->debounce);
   uv_timer_init(&a->loop, &t->expiry);
   uv_fs_event_init(&a->loop, &t->watch);
@@ -450,6 +736,13 @@ void cr__agent_trust_stop(agent_t *a) {
   uv_close((uv_handle_t *)&t->expiry, NULL);
   uv_close((uv_handle_t *)&t->watch, NULL);
   t->stopped = 1;
+  for (size_t i = 0; i < a->conf->nroutes; i++)
+    a->routes[i].identity = &a->conf->routes[i].identity;
+  if (t->reread) {
+    cr_conf_agent_free(t->reread);
+    free(t->reread);
+    t->reread = NULL;
+  }
 }
 
 /* ---- `ccrelay check` ---- */
@@ -487,8 +780,13 @@ int cr_agent_check(const cr_conf_agent_t *conf, cr_agent_check_cb report, void *
       if (cr_truststore_x509_store_list(ts, &l, (int)mode, &stores[mode], store_err[mode], sizeof store_err[mode]) < 0)
         stores[mode] = NULL;
     }
-    if (cr__agent_route_identity(conf, rc, stores[mode], have_list ? store_err[mode] : store_error, &id, subject,
-                                 sizeof subject, NULL, 0, err, sizeof err) < 0) {
+    int stage;
+    if (cr__agent_route_identity(conf, rc, NULL, stores[mode], have_list ? store_err[mode] : store_error, &id, subject,
+                                 sizeof subject, NULL, 0, &stage, err, sizeof err) < 0) {
+      /* tls settings and identity loading (stages 0, 1) are reported by `check`'s own route check,
+       * with their keys' positions: here only what the store and the clock decide. */
+      if (stage < 2)
+        continue;
       snprintf(key, sizeof key, "routes[%zu].upstream.identity", i);
       report(arg, rc->identity.pkcs12.path ? rc->identity.pkcs12.pos : rc->identity.cert.pos, key, err);
       nbad++;

@@ -16,6 +16,7 @@
 #include "ccrelay_revision.h"
 #include <uv.h>
 #include "ccrelay/log.h"
+#include "ccrelay/probe_cli.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/trust_cli.h"
 #include "ccrelay/x509.h"
@@ -151,6 +152,7 @@ static int check_agent(const char *path) {
   for (size_t i = 0; i < c.nroutes; i++) {
     snprintf(key, sizeof key, "routes[%zu].upstream.ca", i);
     bad |= check_ca_file(path, key, &c.routes[i].ca);
+    bad |= cr_probe_cli_check_route(path, &c, i); /* the agent's own route check */
   }
   /* The trust store and the routes' identities, validated by the agent's own code. */
   if (cr_agent_check(&c, report_problem, (void *)path) > 0)
@@ -308,6 +310,8 @@ int cr_cli_main(int argc, char **argv) {
     return cr_trust_cli_main(argc - 1, argv + 1);
   if (strcmp(cmd, "health") == 0)
     return cr_health_cli_main(argc - 1, argv + 1);
+  if (strcmp(cmd, "probe") == 0)
+    return cr_probe_cli_main(argc - 1, argv + 1);
   if (strcmp(cmd, "agent") != 0 && strcmp(cmd, "gateway") != 0 && strcmp(cmd, "check") != 0)
     return usage_error("unknown command: ", cmd);
   is_role = strcmp(cmd, "check") != 0;

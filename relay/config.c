@@ -36,7 +36,11 @@ static const char *const match_keys[] = {"host", "path_prefix", "methods", "head
 static const char *const header_keys[] = {"name", "value"};
 static const char *const upstream_keys[] = {"url",          "server_name",     "ca",
                                             "identity",     "connect_timeout", "response_timeout",
-                                            "idle_timeout", "max_idle"};
+                                            "idle_timeout", "max_idle",        "plain_http",
+                                            "tls"};
+static const char *const upstream_tls_keys[] = {"min_version", "max_version", "security_level", "ciphers", "curves"};
+/* In wire order from 0x0301: upstream.tls.min_version/max_version. */
+static const char *const tls_version_names[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"};
 static const char *const limits_keys[] = {"max_header_size", "max_header_fields", "send_timeout", "min_send_rate"};
 
 static const range_t r_connect = {10 * MS_PER_S, 1, MS_PER_H};
@@ -184,10 +188,48 @@ static int load_match(ctx_t *c, const node_t *route, const char *rp, cr_conf_rou
   return 0;
 }
 
-static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_route_t *r) {
+/* upstream.tls: names as OpenSSL spells them; whether OpenSSL accepts a cipher list or the curves is
+ * its own parser's to say (the agent's route check, which `check` runs too). */
+static int load_upstream_tls(ctx_t *c, const node_t *up_map, const char *up, cr_conf_route_t *r) {
   const node_t *m, *v;
+  char tp[PATH_LEN], kp[PATH_LEN];
+  unsigned level;
+  int vmin, vmax;
+
+  if (cr__conf_get_map(c, up_map, up, "tls", OPT, upstream_tls_keys, CR_ARRAY_SIZE(upstream_tls_keys), &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL)
+    return 0;
+  cr__conf_join(tp, up, "tls");
+  r->tls.pos = m->pos;
+  if (cr__conf_get_enum(c, m, tp, "min_version", tls_version_names, CR_ARRAY_SIZE(tls_version_names), -1, &vmin) ||
+      cr__conf_get_enum(c, m, tp, "max_version", tls_version_names, CR_ARRAY_SIZE(tls_version_names), -1, &vmax) ||
+      cr__conf_get_uint(c, m, tp, "security_level", 0, 0, 5, &level) != 0 ||
+      cr__conf_get_str(c, m, tp, "ciphers", OPT, &r->tls.ciphers, &r->tls.ciphers_pos) != 0 ||
+      cr__conf_get_str(c, m, tp, "curves", OPT, &r->tls.curves, &r->tls.curves_pos) != 0)
+    return CR_ECONFIG;
+  r->tls.min_version = vmin >= 0 ? 0x0301 + vmin : 0;
+  r->tls.max_version = vmax >= 0 ? 0x0301 + vmax : 0;
+  if ((v = cr__conf_map_get(m, "min_version")) != NULL)
+    r->tls.min_pos = v->pos;
+  if ((v = cr__conf_map_get(m, "max_version")) != NULL)
+    r->tls.max_pos = v->pos;
+  if ((v = cr__conf_map_get(m, "security_level")) != NULL) {
+    r->tls.level_pos = v->pos;
+    r->tls.security_level = (int)level;
+  }
+  if (r->tls.max_version && r->tls.max_version < (r->tls.min_version ? r->tls.min_version : 0x0303))
+    return cr__conf_fail(c, r->tls.max_pos, cr__conf_join(kp, tp, "max_version"),
+                         "%s is below min_version (%s)", tls_version_names[r->tls.max_version - 0x0301],
+                         r->tls.min_version ? tls_version_names[r->tls.min_version - 0x0301] : "TLSv1.2 by default");
+  return 0;
+}
+
+static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_route_t *r) {
+  const node_t *m, *v, *pv;
   char up[PATH_LEN], kp[PATH_LEN], tmp[80];
   const char *why;
+  int plain;
 
   if (cr__conf_get_map(c, route, rp, "upstream", REQ, upstream_keys, CR_ARRAY_SIZE(upstream_keys), &m) != 0)
     return CR_ECONFIG;
@@ -198,13 +240,32 @@ static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_
   cr__conf_join(kp, up, "url");
   if (cr__conf_scalar_str(c, v, kp, REQ) != 0)
     return CR_ECONFIG;
-  why = cr__conf_parse_url(v->str, v->len, &r->upstream_host, &r->upstream_port, &r->upstream_base_path);
+  why = cr__conf_parse_url(v->str, v->len, &r->upstream_host, &r->upstream_port, &r->upstream_base_path, &plain);
   if (why != NULL)
     return cr__conf_fail(c, v->pos, kp, "bad URL '%s': %s", cr__conf_sanitize(v->str, v->len, tmp, sizeof(tmp)), why);
   r->upstream_url = cr_strdup(v->str);
+  if (cr__conf_get_bool(c, m, up, "plain_http", 0, &r->plain_http) != 0)
+    return CR_ECONFIG;
+  pv = cr__conf_map_get(m, "plain_http");
+  if (plain && !r->plain_http)
+    return cr__conf_fail(c, v->pos, kp,
+                         "an http:// upstream is plain HTTP: nothing to or from it is encrypted or authenticated; "
+                         "use https://, or set plain_http: true on this upstream to allow it (e.g. SCEP, NDES)");
+  if (!plain && r->plain_http)
+    return cr__conf_fail(c, pv->pos, cr__conf_join(kp, up, "plain_http"),
+                         "plain_http: true needs an http:// url (this one is https://)");
+  if (r->plain_http) {
+    static const char *const tls_only[] = {"identity", "ca", "tls"};
+    for (size_t i = 0; i < CR_ARRAY_SIZE(tls_only); i++)
+      if ((pv = cr__conf_map_get(m, tls_only[i])) != NULL)
+        return cr__conf_fail(c, pv->pos, cr__conf_join(kp, up, tls_only[i]),
+                             "a plain_http upstream has no TLS, so no %s; remove it", tls_only[i]);
+  }
+  r->tls.security_level = -1;
   if (cr__conf_get_host(c, m, up, "server_name", OPT, &r->server_name) != 0 ||
       cr__conf_get_file(c, m, up, "ca", OPT, &r->ca) != 0 ||
-      cr__conf_get_identity(c, m, up, "identity", &r->identity) != 0 ||
+      (!r->plain_http && cr__conf_get_identity(c, m, up, "identity", &r->identity) != 0) ||
+      load_upstream_tls(c, m, up, r) != 0 ||
       cr__conf_get_duration(c, m, up, "connect_timeout", r_up_connect, &r->connect_timeout_ms, NULL) ||
       cr__conf_get_duration(c, m, up, "response_timeout", r_up_response, &r->response_timeout_ms, NULL) ||
       cr__conf_get_duration(c, m, up, "idle_timeout", r_up_idle, &r->idle_timeout_ms, NULL) ||
@@ -329,6 +390,8 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
     free(r->server_name);
     free(r->ca.path);
     identity_free(&r->identity);
+    free(r->tls.ciphers);
+    free(r->tls.curves);
   }
   free(a->routes);
   memset(a, 0, sizeof(*a));
@@ -354,7 +417,7 @@ static const char *const public_keys[] = {"listen",          "identity",     "cl
                                           "max_header_size", "max_header_fields", "max_connections",
                                           "send_timeout", "min_send_rate", "crl", "revocation", "tls"};
 static const char *const public_tls_keys[] = {"ciphers", "min_version"};
-static const char *const tls_version_names[] = {"TLSv1.2", "TLSv1.3"};
+static const char *const public_tls_version_names[] = {"TLSv1.2", "TLSv1.3"};
 
 /* crl and revocation of a listener with client_ca. Without client_ca there is no client certificate
  * to check, so either key is a mistake. */
@@ -388,7 +451,7 @@ static int load_public_tls(ctx_t *c, const node_t *pub, cr_conf_gateway_t *g) {
     return CR_ECONFIG;
   if (m == NULL)
     return 0;
-  if (cr__conf_get_enum(c, m, p, "min_version", tls_version_names, CR_ARRAY_SIZE(tls_version_names), 0, &ver) != 0)
+  if (cr__conf_get_enum(c, m, p, "min_version", public_tls_version_names, CR_ARRAY_SIZE(public_tls_version_names), 0, &ver) != 0)
     return CR_ECONFIG;
   g->public_.tls_min_version = ver == 1 ? 13 : 12;
   if ((v = cr__conf_map_get(m, "ciphers")) == NULL)

@@ -80,7 +80,8 @@ int cr__conf_read_secret_file(ctx_t *c, const node_t *m, const char *path, const
 int cr__conf_get_identity(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_identity_t *id);
 const char *cr__conf_split_hostport(const char *s, size_t len, int port_required, char **host, unsigned *port);
 int cr__conf_get_listen(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_listen_t *out);
-const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned *port, char **base);
+/* https://host[:port][/base], or http:// (then *plain is 1 and the port defaults to 80). */
+const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned *port, char **base, int *plain);
 int cr__conf_get_name(ctx_t *c, const node_t *m, const char *path, char **out, cr_conf_pos_t *pos);
 int cr__conf_get_host(ctx_t *c, const node_t *m, const char *path, const char *key, int flags, char **out);
 int cr__conf_get_prefix(ctx_t *c, const node_t *m, const char *path, const char *key, char **out);

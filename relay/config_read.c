@@ -1054,16 +1054,15 @@ int cr__conf_get_listen(ctx_t *c, const node_t *m, const char *path, const char 
 }
 
 /* https://host[:port][/path]; NULL or why not. */
-const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned *port, char **base) {
+const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned *port, char **base, int *plain) {
   const char *auth, *slash, *end = s + len, *why, *p;
   size_t plen;
 
   *host = *base = NULL;
-  if (len >= 7 && strncasecmp(s, "http://", 7) == 0)
-    return "only https:// upstreams are supported";
-  if (len < 8 || strncasecmp(s, "https://", 8) != 0)
+  *plain = len >= 7 && strncasecmp(s, "http://", 7) == 0;
+  if (!*plain && (len < 8 || strncasecmp(s, "https://", 8) != 0))
     return "expected https://host[:port][/path]";
-  auth = s + 8;
+  auth = s + (*plain ? 7 : 8);
   if (memchr(s, '?', len) != NULL)
     return "a query (?...) is not allowed";
   if (memchr(s, '#', len) != NULL)
@@ -1076,7 +1075,7 @@ const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned 
   for (p = slash; p < end; p++)
     if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
       return "the path must be printable ASCII without spaces";
-  *port = 443;
+  *port = *plain ? 80 : 443;
   if ((why = cr__conf_split_hostport(auth, (size_t)(slash - auth), 0, host, port)) != NULL)
     return why;
   plen = (size_t)(end - slash);

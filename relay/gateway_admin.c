@@ -7,6 +7,8 @@
  *   GET    /agents/<agent>/trust            -> GET    /.well-known/ccrelay/trust
  *   POST   /agents/<agent>/trust            -> POST   /.well-known/ccrelay/trust (body passed through)
  *   DELETE /agents/<agent>/trust/<fp>       -> DELETE /.well-known/ccrelay/trust/<fp>
+ *   POST   /agents/<agent>/probe[?query]    -> POST   /.well-known/ccrelay/probe[?query]: "Test Connection"
+ *                                              for every route (or route=NAME...), method=, path=
  *
  * A control call's life: the request is collected whole by the admin listener, sent as one tunnel
  * stream, the agent's answer is collected (at most 1 MiB) and relayed with its status and
@@ -392,6 +394,19 @@ static void on_request(cr_admin_req_t *req, const cr_http_msg_t *head, const cha
       refuse(req, head, 405, "method_not_allowed", "use GET", "GET");
     else
       forward(ga, req, head, agent, "status", "", NULL, NULL, 0);
+    return;
+  }
+  if (plen == 5 && memcmp(sub, "probe", 5) == 0) {
+    if (strcmp(head->method, "POST") != 0) {
+      refuse(req, head, 405, "method_not_allowed", "use POST", "POST");
+      return;
+    }
+    if (q && strlen(q) > sizeof suffix - 8) {
+      refuse(req, head, 414, "query_too_long", "the probe query is limited to 190 bytes", NULL);
+      return;
+    }
+    snprintf(suffix, sizeof suffix, "probe%s", q ? q : "");
+    forward(ga, req, head, agent, suffix, "", NULL, NULL, 0);
     return;
   }
   if (plen == 5 && memcmp(sub, "trust", 5) == 0) {

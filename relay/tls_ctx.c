@@ -378,6 +378,143 @@ static int load_ca_file(SSL_CTX *sc, const char *path, int server, char *err, si
   return 0;
 }
 
+/* ---- client policy (a route's upstream.tls) ---- */
+
+const char *cr_tls_version_name(int v) {
+  switch (v) {
+  case TLS1_VERSION:
+    return "TLSv1";
+  case TLS1_1_VERSION:
+    return "TLSv1.1";
+  case TLS1_2_VERSION:
+    return "TLSv1.2";
+  case TLS1_3_VERSION:
+    return "TLSv1.3";
+  default:
+    return "unknown";
+  }
+}
+
+static int default_level = -1;
+
+int cr_tls_policy_level(const cr_tls_policy_t *p) {
+  if (p && p->security_level >= 0)
+    return p->security_level;
+  if (default_level < 0) {
+    SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
+    default_level = sc ? SSL_CTX_get_security_level(sc) : 2;
+    SSL_CTX_free(sc);
+  }
+  return default_level;
+}
+
+static int valid_version(int v) { return v == 0 || (v >= TLS1_VERSION && v <= TLS1_3_VERSION); }
+
+/* Puts p on a client context. The cipher list and groups are refused here, by OpenSSL's own parser,
+ * so `check` and the agent reject the same strings. */
+static int client_policy_apply(SSL_CTX *sc, const cr_tls_policy_t *p, const char **key, char *err, size_t errlen) {
+  char detail[256];
+  int min = p->min_version ? p->min_version : TLS1_2_VERSION;
+  *key = NULL;
+  if (!valid_version(p->min_version) || !valid_version(p->max_version)) {
+    *key = !valid_version(p->min_version) ? "min_version" : "max_version";
+    snprintf(err, errlen, "unknown TLS version; use TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3");
+    return CR_ECONFIG;
+  }
+  if (p->max_version && p->max_version < min) {
+    *key = "max_version";
+    snprintf(err, errlen, "max_version %s is below min_version %s", cr_tls_version_name(p->max_version),
+             cr_tls_version_name(min));
+    return CR_ECONFIG;
+  }
+  if (p->security_level > 5) {
+    *key = "security_level";
+    snprintf(err, errlen, "security_level must be 0..5");
+    return CR_ECONFIG;
+  }
+  ERR_clear_error();
+  if (p->security_level >= 0)
+    SSL_CTX_set_security_level(sc, p->security_level);
+  if (!SSL_CTX_set_min_proto_version(sc, min) ||
+      (p->max_version && !SSL_CTX_set_max_proto_version(sc, p->max_version))) {
+    *key = "min_version";
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "this OpenSSL cannot use TLS versions %s..%s (%s)", cr_tls_version_name(min),
+             p->max_version ? cr_tls_version_name(p->max_version) : "TLSv1.3", detail);
+    return CR_ECONFIG;
+  }
+  if (p->ciphers && !SSL_CTX_set_cipher_list(sc, p->ciphers)) {
+    *key = "ciphers";
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "OpenSSL accepts no cipher of '%s' (%s); see `openssl ciphers -v '%s'`", p->ciphers,
+             detail, p->ciphers);
+    return CR_ECONFIG;
+  }
+  if (p->curves && !SSL_CTX_set1_groups_list(sc, p->curves)) {
+    *key = "curves";
+    cr_x509_drain_errors(detail, sizeof detail, NULL);
+    snprintf(err, errlen, "OpenSSL does not know every group of '%s' (%s); see `openssl list -tls-groups`",
+             p->curves, detail);
+    return CR_ECONFIG;
+  }
+  return 0;
+}
+
+int cr_tls_policy_check(const cr_tls_policy_t *p, const char **key, char *err, size_t errlen) {
+  SSL_CTX *sc;
+  int r;
+  *key = NULL;
+  if (cr_tls_global_init(err, errlen) < 0)
+    return CR_ETLS;
+  sc = SSL_CTX_new(TLS_client_method());
+  if (sc == NULL) {
+    snprintf(err, errlen, "cannot create a TLS context");
+    return CR_ETLS;
+  }
+  r = client_policy_apply(sc, p, key, err, errlen);
+  SSL_CTX_free(sc);
+  return r;
+}
+
+int cr_tls_policy_check_chain(const cr_tls_policy_t *p, X509 *leaf, STACK_OF(X509) *chain, char *err, size_t errlen) {
+  static const cr_tls_policy_t strict = {0, 0, -1, NULL, NULL};
+  char detail[256], subject[256];
+  X509 *bad = leaf;
+  SSL_CTX *sc;
+  int ok, level = cr_tls_policy_level(p ? p : &strict);
+  if (cr_tls_global_init(err, errlen) < 0)
+    return CR_ETLS;
+  sc = SSL_CTX_new(TLS_client_method());
+  if (sc == NULL) {
+    snprintf(err, errlen, "cannot create a TLS context");
+    return CR_ETLS;
+  }
+  ERR_clear_error();
+  SSL_CTX_set_security_level(sc, level);
+  /* The same checks a context makes when it takes an identity (key size of every certificate, the
+   * digest of every signature but a root's self-signature), without needing the private key. */
+  ok = SSL_CTX_use_certificate(sc, leaf);
+  for (int i = 0; ok && chain && i < sk_X509_num(chain); i++) {
+    bad = sk_X509_value(chain, i);
+    ok = SSL_CTX_add1_chain_cert(sc, bad);
+  }
+  SSL_CTX_free(sc);
+  if (ok)
+    return 0;
+  cr_x509_drain_errors(detail, sizeof detail, NULL);
+  cr_x509_subject(bad, subject, sizeof subject);
+  snprintf(err, errlen,
+           "certificate %s is too weak for TLS security level %d (%s); replace it, or allow it for this route "
+           "with upstream.tls.security_level (a deliberate weakening; 0 accepts RSA-1024 and SHA-1)",
+           subject[0] ? subject : "(no subject)", level, detail);
+  return CR_ETLS;
+}
+
+void cr_tls_policy_set_verify_level(X509_STORE *st, const cr_tls_policy_t *p) {
+  X509_VERIFY_PARAM_set_auth_level(X509_STORE_get0_param(st), cr_tls_policy_level(p));
+}
+
+
 int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err, size_t errlen) {
   cr_tls_ctx_t *ctx;
   SSL_CTX *sc;
@@ -424,6 +561,14 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
              detail[0] ? detail : "no detail from OpenSSL", opts->ciphers);
     cr_tls_ctx_free(ctx);
     return CR_ECONFIG;
+  }
+  if (!opts->server && opts->policy) {
+    const char *key;
+    /* Before the identity: the context judges the identity under the policy's level. */
+    if ((r = client_policy_apply(sc, opts->policy, &key, err, errlen)) < 0) {
+      cr_tls_ctx_free(ctx);
+      return r;
+    }
   }
   SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (opts->server) {

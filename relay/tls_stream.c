@@ -1196,3 +1196,20 @@ const char *cr_tls_stream_alpn(const cr_stream_t *tls) {
 }
 
 int cr_stream_is_tls(const cr_stream_t *s) { return s != NULL && s->vt == &tls_vtbl; }
+
+int cr_tls_stream_conn_info(const cr_stream_t *s, cr_tls_conn_info_t *out) {
+  const tls_stream_t *t = (const tls_stream_t *)s;
+  X509 *peer;
+  memset(out, 0, sizeof *out);
+  if (!cr_stream_is_tls(s) || t->ssl == NULL || !SSL_is_init_finished(t->ssl))
+    return UV_EINVAL;
+  snprintf(out->version, sizeof out->version, "%s", SSL_get_version(t->ssl));
+  snprintf(out->cipher, sizeof out->cipher, "%s", SSL_get_cipher_name(t->ssl));
+  peer = SSL_get0_peer_certificate(t->ssl);
+  if (peer) {
+    cr_x509_subject(peer, out->subject, sizeof out->subject);
+    cr_x509_issuer(peer, out->issuer, sizeof out->issuer);
+    out->not_after = cr_x509_not_after(peer);
+  }
+  return 0;
+}

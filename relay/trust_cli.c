@@ -32,10 +32,13 @@ static const char trust_usage[] =
     "  list-crls [--json]  list CRLs with their next-update dates\n"
     "  remove FINGERPRINT  remove a certificate or CRL by SHA-256 fingerprint (a unique prefix of at\n"
     "                      least 4 hex digits is enough)\n"
-    "  verify [--password-file F] [--purpose any|client|server] [--revocation off|soft|hard] FILE\n"
+    "  verify [--password-file F] [--purpose any|client|server] [--revocation off|soft|hard]\n"
+    "         [--route NAME | --security-level 0-5] FILE\n"
     "                      check a certificate (PEM/DER, leaf first) or PKCS#12 identity against the\n"
     "                      store; prints the chain built or OpenSSL's reason. Revocation defaults to\n"
-    "                      soft when the store holds CRLs, else off\n"
+    "                      soft when the store holds CRLs, else off. Key sizes and signature digests\n"
+    "                      are judged as the agent judges them: at OpenSSL's default security level,\n"
+    "                      or the level of route NAME in -c AGENT.yaml (upstream.tls.security_level)\n"
     "  add-crl [--force] FILE\n"
     "                      add a CRL (PEM or DER) signed by a CA in the store; --force accepts a stale one\n"
     "\n"
@@ -47,6 +50,8 @@ typedef struct opts {
   const char *password_file;
   const char *purpose;
   const char *revocation;
+  const char *route;
+  const char *level;
   int force, json, crls;
   const char *cmd;
   char **args;
@@ -76,7 +81,8 @@ static int opt_value(int argc, char **argv, int *i, const char *name, const char
 
 /* 0, CR_EXIT_USAGE (message printed), or -1 when --help was printed. */
 static int parse(int argc, char **argv, opts_t *o) {
-  static const char *const valued[] = {"--store", "--config", "-c", "--password-file", "--purpose", "--revocation"};
+  static const char *const valued[] = {"--store",   "--config",     "-c",      "--password-file",
+                                       "--purpose", "--revocation", "--route", "--security-level"};
   memset(o, 0, sizeof *o);
   o->args = cr_calloc((size_t)argc, sizeof *o->args);
   for (int i = 1; i < argc; i++) {
@@ -102,6 +108,10 @@ static int parse(int argc, char **argv, opts_t *o) {
         o->password_file = v;
       else if (strcmp(name, "--purpose") == 0)
         o->purpose = v;
+      else if (strcmp(name, "--route") == 0)
+        o->route = v;
+      else if (strcmp(name, "--security-level") == 0)
+        o->level = v;
       else
         o->revocation = v;
     } else if (strcmp(a, "--force") == 0 || strcmp(a, "-f") == 0) {
@@ -143,8 +153,14 @@ static int check_options(const opts_t *o) {
     return usage("--json applies to list and list-crls, not ", c);
   if (o->crls && !is_list)
     return usage("--crls applies to list, not ", c);
-  if ((o->purpose || o->revocation) && !is_verify)
-    return usage("--purpose and --revocation apply to verify, not ", c);
+  if ((o->purpose || o->revocation || o->route || o->level) && !is_verify)
+    return usage("--purpose, --revocation, --route and --security-level apply to verify, not ", c);
+  if (o->route && o->config == NULL)
+    return usage("--route needs -c AGENT.yaml (the file that defines the route)", "");
+  if (o->route && o->level)
+    return usage("give --route or --security-level, not both", "");
+  if (o->level && (strlen(o->level) != 1 || o->level[0] < '0' || o->level[0] > '5'))
+    return usage("--security-level must be 0 to 5, not ", o->level);
   if ((is_list || is_crls) && o->nargs > 0)
     return usage("list takes no file or fingerprint: ", o->args[0]);
   if (is_add && o->nargs == 0)
@@ -380,6 +396,9 @@ static int cmd_add_crl(cr_truststore_t *ts, const opts_t *o) {
 
 static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password) {
   STACK_OF(X509) *untrusted, *chain = NULL;
+  X509_STORE *st = NULL;
+  cr_tls_policy_t policy;
+  cr_conf_agent_t conf;
   X509 *leaf;
   cr_trust_list_t l;
   char err[2048], warn[1024], na[32];
@@ -407,11 +426,42 @@ static int cmd_verify(cr_truststore_t *ts, const opts_t *o, const char *password
   } else {
     return usage("--revocation must be off, soft or hard, not ", o->revocation);
   }
+  memset(&policy, 0, sizeof policy);
+  policy.security_level = o->level ? o->level[0] - '0' : -1;
+  if (o->route) {
+    size_t i;
+    if (cr_conf_agent_load(o->config, &conf, err, sizeof err) < 0) {
+      fprintf(stderr, "%s\n", err);
+      return CR_EXIT_USAGE;
+    }
+    for (i = 0; i < conf.nroutes && strcmp(conf.routes[i].name, o->route) != 0; i++)
+      ;
+    if (i == conf.nroutes) {
+      fprintf(stderr, "ccrelay trust: %s has no route named %s\n", o->config, o->route);
+      cr_conf_agent_free(&conf);
+      return CR_EXIT_USAGE;
+    }
+    policy.security_level = conf.routes[i].tls.security_level;
+    cr_conf_agent_free(&conf);
+  }
   if (cr_trust_load_chain(o->args[0], password, &leaf, &untrusted, err, sizeof err) < 0) {
     fprintf(stderr, "ccrelay trust: %s\n", err);
     return CR_EXIT_FAILURE;
   }
-  r = cr_truststore_verify(ts, leaf, untrusted, purpose, mode, &chain, &x509_err, warn, sizeof warn, err, sizeof err);
+  /* A route's own identity: the check the agent makes before it uses one (the same function). */
+  if (purpose != CR_TRUST_PURPOSE_SERVER && cr_tls_policy_check_chain(&policy, leaf, untrusted, err, sizeof err) < 0) {
+    fprintf(stderr, "ccrelay trust: %s: %s\n", o->args[0], err);
+    X509_free(leaf);
+    cr_x509_chain_free(untrusted);
+    return CR_EXIT_FAILURE;
+  }
+  /* The chain, with key sizes and digests judged at the level the handshake uses. */
+  r = cr_truststore_x509_store(ts, mode, &st, err, sizeof err);
+  if (r == 0) {
+    cr_tls_policy_set_verify_level(st, &policy);
+    r = cr_trust_verify_store(st, leaf, untrusted, purpose, &chain, &x509_err, warn, sizeof warn, err, sizeof err);
+    X509_STORE_free(st);
+  }
   if (r == CR_ETLS_VERIFY) {
     fprintf(stderr, "ccrelay trust: %s: verification failed: %s\nccrelay trust: %s\n", o->args[0], err,
             cr_trust_verify_hint(x509_err));

@@ -159,9 +159,9 @@ static void on_pool_ready(cr_upool_conn_t *conn, int status, const char *detail,
 
 /* ---- public API ---- */
 
-static void format_hostport(char *out, size_t outlen, const char *host, unsigned port, int omit_443) {
+static void format_hostport(char *out, size_t outlen, const char *host, unsigned port, unsigned default_port) {
   int v6 = strchr(host, ':') != NULL;
-  if (omit_443 && port == 443)
+  if (port == default_port)
     snprintf(out, outlen, v6 ? "[%s]" : "%s", host);
   else
     snprintf(out, outlen, v6 ? "[%s]:%u" : "%s:%u", host, port);
@@ -189,6 +189,7 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
   po.tls = opts->tls;
   po.ca_file = opts->ca_file;
   po.identity = opts->identity;
+  po.plain = opts->plain_http;
   rc = cr_upool_new(loop, &po, &pool, why, sizeof why);
   if (rc < 0) {
     snprintf(err, errlen, "upstream %s: %s", name, why);
@@ -204,7 +205,7 @@ int cr_upstream_new(uv_loop_t *loop, const cr_upstream_opts_t *opts, cr_upstream
   u = cr_calloc(1, sizeof *u);
   u->pool = pool;
   u->h1 = cr_h1client_ctx_new(loop, &ho);
-  format_hostport(u->host_header, sizeof u->host_header, server_name, opts->port, 1);
+  format_hostport(u->host_header, sizeof u->host_header, server_name, opts->port, opts->plain_http ? 80 : 443);
   cr_queue_init(&u->reqs);
   *out = u;
   return 0;
@@ -230,6 +231,8 @@ void cr_upstream_set_tls(cr_upstream_t *u, cr_tls_ctx_t *tls) { cr_upool_set_tls
 int cr_upstream_peer_cert(const cr_upstream_t *u, char *subject, size_t subjectlen, time_t *not_after) {
   return cr_upool_peer_cert(u->pool, subject, subjectlen, not_after);
 }
+
+int cr_upstream_conn_info(const cr_upstream_t *u, cr_tls_conn_info_t *out) { return cr_upool_conn_info(u->pool, out); }
 
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy) { cr_upool_stats(u->pool, idle, busy); }
 

@@ -42,8 +42,8 @@ struct cr_upool {
   unsigned port;
   char hostport[280];
   char who[560];
-  char peer_subject[256]; /* the server's certificate on the latest handshake */
-  time_t peer_not_after;  /* 0 before the first handshake */
+  cr_tls_conn_info_t info; /* the latest handshake; info.version "" before the first */
+  int plain;               /* no TLS: connections are lent once TCP connected */
   uint64_t connect_timeout_ms;
   uint64_t idle_timeout_ms;
   uint64_t purge_interval_ms;
@@ -171,7 +171,7 @@ static void on_handshake(cr_stream_t *s, int status) {
   if (cr_tls_stream_verify_warning(s)[0])
     cr_log_warn("soft revocation: upstream allowed without a usable CRL", "route=%s upstream=%s reason=\"%s\"",
                 p->name, p->hostport, cr_tls_stream_verify_warning(s));
-  cr_tls_stream_peer_summary(s, p->peer_subject, sizeof p->peer_subject, &p->peer_not_after);
+  cr_tls_stream_conn_info(s, &p->info);
   cr_deadline_clear(&c->deadline);
   c->state = CONN_LENT;
   c->cb = NULL;
@@ -186,6 +186,16 @@ static void on_connect(cr_stream_t *s, int status) {
   int rc;
   if (status < 0) {
     dial_failed(c, status, "connect to %s failed: %s", p->hostport, cr_strerror(status));
+    return;
+  }
+  if (p->plain) {
+    cr_upool_connect_cb cb = c->cb;
+    cr_log_debug("upstream connection established", "route=%s peer=%s tls=0", p->name, p->hostport);
+    c->gen = p->gen;
+    cr_deadline_clear(&c->deadline);
+    c->state = CONN_LENT;
+    c->cb = NULL;
+    cb(c, 0, NULL, c->data);
     return;
   }
   tls = cr_tls_stream_new(s, p->tls, p->server_name);
@@ -334,7 +344,9 @@ int cr_upool_new(uv_loop_t *loop, const cr_upool_opts_t *opts, cr_upool_t **out,
     snprintf(err, errlen, "host and a port in 1..65535 are required");
     return CR_ECONFIG;
   }
-  if (opts->tls != NULL) {
+  if (opts->plain) {
+    tls = NULL;
+  } else if (opts->tls != NULL) {
     tls = cr_tls_ctx_ref(opts->tls);
   } else {
     memset(&to, 0, sizeof to);
@@ -350,6 +362,7 @@ int cr_upool_new(uv_loop_t *loop, const cr_upool_opts_t *opts, cr_upool_t **out,
   p = cr_calloc(1, sizeof *p);
   p->loop = loop;
   p->tls = tls;
+  p->plain = opts->plain;
   p->name = cr_strdup(opts->name ? opts->name : "upstream");
   p->host = cr_strdup(opts->host);
   p->server_name = cr_strdup(opts->server_name && *opts->server_name ? opts->server_name : opts->host);
@@ -392,6 +405,8 @@ void cr_upool_free(cr_upool_t *p) {
 
 void cr_upool_set_tls(cr_upool_t *p, cr_tls_ctx_t *tls) {
   cr_tls_ctx_t *old = p->tls;
+  if (p->plain)
+    return; /* no TLS to replace */
   p->tls = cr_tls_ctx_ref(tls);
   p->gen++;
   cr_tls_ctx_free(old); /* connections still using it hold their own reference */
@@ -404,10 +419,17 @@ const char *cr_upool_hostport(const cr_upool_t *p) { return p->hostport; }
 const char *cr_upool_peer_name(const cr_upool_t *p) { return p->who; }
 
 int cr_upool_peer_cert(const cr_upool_t *p, char *subject, size_t subjectlen, time_t *not_after) {
-  if (p->peer_not_after == 0)
+  if (p->info.not_after == 0)
     return UV_ENOENT;
-  snprintf(subject, subjectlen, "%s", p->peer_subject);
-  *not_after = p->peer_not_after;
+  snprintf(subject, subjectlen, "%s", p->info.subject);
+  *not_after = p->info.not_after;
+  return 0;
+}
+
+int cr_upool_conn_info(const cr_upool_t *p, cr_tls_conn_info_t *out) {
+  if (p->info.version[0] == '\0')
+    return UV_ENOENT;
+  *out = p->info;
   return 0;
 }
 

@@ -90,7 +90,22 @@ typedef struct cr_conf_route {
   char *server_name;         /* upstream.server_name: verified name and SNI (default: url host) */
   cr_conf_file_t ca;         /* upstream.ca: PEM roots for the upstream's certificate; optional:
                                 when absent (path NULL) the agent's trust_store verifies it */
-  cr_conf_identity_t identity; /* upstream.identity: client identity; required */
+  cr_conf_identity_t identity; /* upstream.identity: client identity; required, except with plain_http
+                                  (where it is refused: all fields NULL) */
+  int plain_http;            /* upstream.plain_http (false): true allows (and requires) an http:// url:
+                                no TLS at all, so no identity, ca or tls (SCEP, NDES) */
+  /* upstream.tls: the client's protocol policy toward this upstream. Every field left out keeps the
+   * strict default; the others are deliberate weakenings for old servers (logged at start). */
+  struct {
+    int min_version;         /* tls.min_version: TLSv1|TLSv1.1|TLSv1.2|TLSv1.3, as the wire number
+                                (0x0301..0x0304); 0 when absent (TLSv1.2) */
+    int max_version;         /* tls.max_version; 0 when absent (TLSv1.3) */
+    int security_level;      /* tls.security_level 0..5; -1 when absent (OpenSSL's default, 2) */
+    char *ciphers;           /* tls.ciphers: OpenSSL cipher list (TLS 1.2 and older); NULL: default */
+    char *curves;            /* tls.curves: key-exchange groups, "X25519:P-256"; NULL: default */
+    cr_conf_pos_t pos;       /* the tls mapping; line 0 when absent */
+    cr_conf_pos_t min_pos, max_pos, level_pos, ciphers_pos, curves_pos;
+  } tls;
   uint64_t connect_timeout_ms;  /* upstream.connect_timeout (5s): TCP + TLS handshake */
   uint64_t response_timeout_ms; /* upstream.response_timeout (30s): request sent -> response head,
                                    and between body reads */

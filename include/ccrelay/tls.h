@@ -3,7 +3,9 @@
  * memory BIO pair (tls_stream.c). libuv owns the socket; OpenSSL never sees a file descriptor.
  *
  * Policy, not options: peer verification is always on, TLS 1.2 is the floor, a client always sends
- * SNI and checks the host name, close_notify is sent on shutdown and required from the peer. */
+ * SNI and checks the host name, close_notify is sent on shutdown and required from the peer. The one
+ * exception is a client context given a cr_tls_policy_t (a route's upstream.tls, for old servers):
+ * its versions, security level, ciphers and groups, on that context only. */
 #ifndef CCRELAY_TLS_H
 #define CCRELAY_TLS_H
 
@@ -68,6 +70,37 @@ typedef int (*cr_tls_peer_check_cb)(X509 *leaf, void *arg, char *why, size_t why
  * or AUTO: HARD when crl_file is given or ca_file holds a CRL, else OFF. Decided once, at creation. */
 #define CR_TLS_CRL_AUTO (-1)
 
+/* A client's protocol policy toward one server (a route's upstream.tls). Everything left at its zero
+ * value (or -1 for the level) keeps the strict default; each other value is a deliberate weakening
+ * for an old server, set on that context only (never process-wide). */
+typedef struct cr_tls_policy {
+  int min_version;     /* TLS1_VERSION .. TLS1_3_VERSION; 0: TLS 1.2 */
+  int max_version;     /* 0: the highest this OpenSSL speaks (TLS 1.3) */
+  int security_level;  /* 0..5 (SSL_CTX_set_security_level); -1: OpenSSL's default (2 on Debian 12).
+                          OpenSSL 3 refuses TLS 1.0/1.1, RSA keys under 2048 bits and SHA-1
+                          signatures above level 0 (TLS 1.0/1.1) or 1 (the others) */
+  const char *ciphers; /* TLS 1.2 and older, OpenSSL cipher-list syntax; NULL: OpenSSL's default */
+  const char *curves;  /* key-exchange groups, "X25519:P-256:P-384"; NULL: OpenSSL's default */
+} cr_tls_policy_t;
+
+/* The level a policy puts into force: its own, or what a fresh context gets from OpenSSL. */
+int cr_tls_policy_level(const cr_tls_policy_t *p);
+/* "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3", or "unknown". */
+const char *cr_tls_version_name(int version);
+/* Checks that a policy can be put on a context (known versions, a cipher list and curves OpenSSL
+ * accepts). 0, or CR_ECONFIG with *key the policy field at fault ("ciphers", "curves",
+ * "min_version", "security_level") and prose in err. */
+int cr_tls_policy_check(const cr_tls_policy_t *p, const char **key, char *err, size_t errlen);
+/* Whether a certificate and its chain may be used as an identity under the policy's security level
+ * (key sizes and signature digests, as OpenSSL judges them when a context takes them). This is the
+ * check the agent makes on a route's identity before using it; `ccrelay check` and `trust verify`
+ * call it too, so they refuse exactly what the agent would. p NULL: the default policy. 0, or
+ * CR_ETLS with prose in err naming the certificate, the level and the fix. */
+int cr_tls_policy_check_chain(const cr_tls_policy_t *p, X509 *leaf, STACK_OF(X509) *chain, char *err, size_t errlen);
+/* Makes chain verification against st apply the policy's level to key sizes and signature digests,
+ * as the handshake does for the server's certificate (X509_VERIFY_PARAM auth level). */
+void cr_tls_policy_set_verify_level(X509_STORE *st, const cr_tls_policy_t *p);
+
 typedef struct cr_tls_ctx_opts {
   int server;                          /* 1: accepting side */
   const char *ca_file;                 /* PEM roots the peer must chain to. Client: required.
@@ -106,6 +139,9 @@ typedef struct cr_tls_ctx_opts {
                                           then skips the certificate exchange and its verification
                                           (the session was verified when made, by this context: a
                                           new trust store or CRL means a new context) */
+  const cr_tls_policy_t *policy;       /* client only, optional: versions, level, ciphers, curves
+                                          (NULL: the strict default); an identity is judged under
+                                          its level */
 } cr_tls_ctx_opts_t;
 
 typedef struct cr_tls_ctx cr_tls_ctx_t;
@@ -202,6 +238,16 @@ X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls);
 /* The peer's leaf certificate as the subject line ("CN=..., O=...") and notAfter (0 when it cannot
  * be read). 0, or UV_ENOENT when there is no peer certificate. */
 int cr_tls_stream_peer_summary(const cr_stream_t *tls, char *subject, size_t subjectlen, time_t *not_after);
+/* What a probe reports about an established connection. */
+typedef struct cr_tls_conn_info {
+  char version[16];  /* "TLSv1.3" */
+  char cipher[64];   /* "TLS_AES_256_GCM_SHA384" */
+  char subject[256]; /* the peer's leaf certificate; "" when none */
+  char issuer[256];
+  time_t not_after;  /* 0 when none */
+} cr_tls_conn_info_t;
+/* 0, or UV_EINVAL for a stream that is not TLS or not yet handshaken. */
+int cr_tls_stream_conn_info(const cr_stream_t *tls, cr_tls_conn_info_t *out);
 /* What soft revocation forgave while verifying the peer ("unable to get certificate CRL (depth 0,
  * subject ...)"), or "" when nothing was. */
 const char *cr_tls_stream_verify_warning(const cr_stream_t *tls);

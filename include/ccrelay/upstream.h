@@ -20,6 +20,7 @@
 /* tls.h's types, by name only (a caller that builds contexts includes tls.h itself). */
 typedef struct cr_tls_ctx cr_tls_ctx_t;
 typedef struct cr_tls_identity_src cr_tls_identity_src_t;
+typedef struct cr_tls_conn_info cr_tls_conn_info_t;
 
 typedef struct cr_upstream cr_upstream_t;
 typedef struct cr_upstream_req cr_upstream_req_t;
@@ -31,6 +32,8 @@ typedef struct cr_upstream_opts {
   const char *server_name;  /* SNI and the name the certificate must carry */
   const char *ca_file;      /* roots for the upstream's certificate */
   const cr_tls_identity_src_t *identity; /* the route's client identity */
+  int plain_http;           /* 1: plain TCP, no TLS (ca_file, identity and tls ignored); a route
+                               allows this explicitly (upstream.plain_http) */
   cr_tls_ctx_t *tls;        /* instead of ca_file + identity: a client context built by the caller
                                (e.g. verifying against the trust store); the upstream takes a
                                reference */
@@ -60,6 +63,10 @@ void cr_upstream_set_tls(cr_upstream_t *u, cr_tls_ctx_t *tls);
 /* The certificate the upstream presented on the latest successful handshake: its subject (one line)
  * and notAfter. 0, or UV_ENOENT before the first handshake. */
 int cr_upstream_peer_cert(const cr_upstream_t *u, char *subject, size_t subjectlen, time_t *not_after);
+
+/* The latest successful TLS handshake (version, cipher, server certificate). 0, or UV_ENOENT before
+ * the first one and for a plain_http upstream. */
+int cr_upstream_conn_info(const cr_upstream_t *u, cr_tls_conn_info_t *out);
 
 /* Connections: idle in the pool / busy with a request. */
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);

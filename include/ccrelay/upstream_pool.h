@@ -26,6 +26,7 @@
 /* tls.h's types, by name only: borrowers need no TLS header. */
 typedef struct cr_tls_ctx cr_tls_ctx_t;
 typedef struct cr_tls_identity_src cr_tls_identity_src_t;
+typedef struct cr_tls_conn_info cr_tls_conn_info_t;
 
 typedef struct cr_upool cr_upool_t;
 typedef struct cr_upool_conn cr_upool_conn_t;
@@ -42,6 +43,8 @@ typedef struct cr_upool_opts {
   cr_tls_ctx_t *tls;           /* the client context new connections use; the pool takes a reference */
   const char *ca_file;         /* without tls: the pool builds a context verifying against these roots */
   const cr_tls_identity_src_t *identity; /* ... presenting this client identity (optional) */
+  int plain;                   /* 1: plain TCP, no TLS (tls, ca_file and identity are ignored): an
+                                  upstream the route explicitly allows to be plain HTTP */
 } cr_upool_opts_t;
 
 /* 0, or an error with prose in err: CR_ECONFIG for a missing host or a port out of range, or what
@@ -85,6 +88,9 @@ const char *cr_upool_peer_name(const cr_upool_t *p);
 /* The certificate the server presented on the latest successful handshake: subject (one line) and
  * notAfter. 0, or UV_ENOENT before the first handshake. */
 int cr_upool_peer_cert(const cr_upool_t *p, char *subject, size_t subjectlen, time_t *not_after);
+/* The latest successful TLS handshake: version, cipher, the server's certificate. 0, or UV_ENOENT
+ * before the first one (and always for a plain pool). */
+int cr_upool_conn_info(const cr_upool_t *p, cr_tls_conn_info_t *out);
 /* Connections idle in the pool / busy (being dialled or lent). */
 void cr_upool_stats(const cr_upool_t *p, size_t *idle, size_t *busy);
 

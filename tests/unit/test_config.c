@@ -794,7 +794,20 @@ static void test_agent_errors(void **state) {
 
   /* URLs */
   agent_err(GW ROUTE "    upstream:\n      url: http://u\n", "10:12: routes[0].upstream.url",
-            "bad URL 'http://u': only https:// upstreams are supported");
+            "an http:// upstream is plain HTTP");
+  agent_err(GW ROUTE "    upstream:\n      url: https://u\n      plain_http: true\n",
+            "11:19: routes[0].upstream.plain_http", "plain_http: true needs an http:// url");
+  agent_err(GW ROUTE "    upstream:\n      url: http://u\n      plain_http: true\n      identity: {}\n",
+            "12:17: routes[0].upstream.identity", "a plain_http upstream has no TLS, so no identity");
+  /* upstream.tls */
+  agent_err(GW ROUTE UP "      tls: { min_version: TLSv1.4 }\n", "15:27: routes[0].upstream.tls.min_version",
+            "'TLSv1.4' is not one of: TLSv1, TLSv1.1, TLSv1.2, TLSv1.3");
+  agent_err(GW ROUTE UP "      tls: { security_level: 6 }\n", "15:30: routes[0].upstream.tls.security_level",
+            "6 is not between 0 and 5");
+  agent_err(GW ROUTE UP "      tls: { max_version: TLSv1.1 }\n", "15:27: routes[0].upstream.tls.max_version",
+            "TLSv1.1 is below min_version (TLSv1.2 by default)");
+  agent_err(GW ROUTE UP "      tls: { sec_level: 0 }\n", "15:14: routes[0].upstream.tls.sec_level",
+            "did you mean 'security_level'?");
   agent_err(GW ROUTE "    upstream:\n      url: u.example.com\n", "10:12: routes[0].upstream.url",
             "expected https://host[:port][/path]");
   agent_err(GW ROUTE "    upstream:\n      url: https://me@u\n", "10:12: routes[0].upstream.url",
