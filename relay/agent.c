@@ -297,7 +297,9 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
     /* A body without Content-Length crossed the route's limit: the upstream request ends here. */
     const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
     char msg[200];
-    cr_tstream_consume(ts, len);
+    cr_tstream_consume(ts, len + x->unconsumed); /* bytes held for the upstream are dropped too */
+    x->unconsumed = 0;
+    x->wait_since = 0;
     cr_upstream_req_cancel(x->req);
     x->req = NULL;
     snprintf(msg, sizeof msg, "the request body is larger than route %s accepts (%llu bytes)", r->name,
