@@ -156,7 +156,7 @@ typedef struct cr_conf_agent {
 
 /* Header fields per head, both roles (limits.max_header_fields, public.max_header_fields). The
  * ceiling leaves room under the tunnel's own per-stream limit (CR_TUNNEL_MAX_HEADERS, 256) for the
- * fields a role adds (request id, Forwarded), so any head a role accepts can cross the tunnel. */
+ * fields a role adds (request id, Forwarded, X-Forwarded-For), so any head a role accepts can cross the tunnel. */
 #define CR_CONF_HEADER_FIELDS_DEFAULT 100
 #define CR_CONF_HEADER_FIELDS_MIN 10
 #define CR_CONF_HEADER_FIELDS_MAX 250

@@ -17,8 +17,8 @@
 #include "ccrelay/error.h"
 #include "ccrelay/tunnel.h"
 
-/* A head at the configured field ceiling, plus what the gateway adds (request id, Forwarded) and a
- * margin, still fits the tunnel's per-stream header limit at the other role. */
+/* A head at the configured field ceiling, plus what the gateway adds (request id, Forwarded,
+ * X-Forwarded-For) and a margin, still fits the tunnel's per-stream header limit at the other role. */
 _Static_assert(CR_CONF_HEADER_FIELDS_MAX + 6 <= CR_TUNNEL_MAX_HEADERS, "max_header_fields ceiling above the tunnel's");
 
 static char data_dir[PATH_MAX]; /* tests/unit/data/config, resolved */
