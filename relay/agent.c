@@ -306,6 +306,29 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
     cr_tstream_consume(ts, len); /* answered already: drop the rest of the body */
     return;
   }
+  if (x->route >= 0 && x->agent->conf->routes[x->route].max_body &&
+      x->bytes_in > x->agent->conf->routes[x->route].max_body) {
+    /* A body without Content-Length crossed the route's limit: the upstream request ends here. */
+    const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+    char msg[200];
+    cr_tstream_consume(ts, len + x->unconsumed); /* bytes held for the upstream are dropped too */
+    x->unconsumed = 0;
+    x->wait_since = 0;
+    cr_upstream_req_cancel(x->req);
+    x->req = NULL;
+    snprintf(msg, sizeof msg, "the request body is larger than route %s accepts (%llu bytes)", r->name,
+             (unsigned long long)r->max_body);
+    cr_log_warn("request refused", "request_id=%s route=%s rule=max_body max_body=%llu", x->request_id, r->name,
+                (unsigned long long)r->max_body);
+    if (x->head_sent) {
+      snprintf(x->error, sizeof x->error, "%s", msg);
+      cr_tstream_reset(ts);
+    } else {
+      /* The rest of the body is dropped as it arrives (the caller stops sending once it has the answer). */
+      respond_local(x, 413, "too_large", msg);
+    }
+    return;
+  }
   if (cr_upstream_req_write(x->req, data, len) == 1) {
     x->unconsumed += len; /* the window stays closed by these bytes until the upstream drains */
     send_watch_start(x);
@@ -499,6 +522,15 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     char msg[900];
     snprintf(msg, sizeof msg, "route %s is unavailable: %s", r->name, a->routes[x->route].why);
     respond_local(x, 503, "route_unavailable", msg);
+    return;
+  }
+  if (r->max_body && req->content_length >= 0 && (uint64_t)req->content_length > r->max_body) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "the request body (%lld bytes) is larger than route %s accepts (%llu bytes); nothing "
+             "was forwarded", (long long)req->content_length, r->name, (unsigned long long)r->max_body);
+    cr_log_warn("request refused", "request_id=%s route=%s rule=max_body content_length=%lld max_body=%llu",
+                x->request_id, r->name, (long long)req->content_length, (unsigned long long)r->max_body);
+    respond_local(x, 413, "too_large", msg);
     return;
   }
   if (cr_http_msg_copy(uh, req) < 0) {

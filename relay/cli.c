@@ -216,6 +216,11 @@ static int check_gateway(const char *path) {
   bad |= check_crls(path, "public.crl", &c.public_.client_ca, &c.public_.crl, c.public_.revocation_set,
                     c.public_.revocation, c.public_.revocation_pos);
   bad |= check_ciphers(path, &c);
+  for (size_t i = 0; i < c.nservices; i++) {
+    char key[64];
+    snprintf(key, sizeof key, "services[%zu].callers.client_ca", i);
+    bad |= check_ca_file(path, key, &c.services[i].callers.client_ca);
+  }
   if (!bad)
     printf("%s: OK (gateway: %zu group%s, %zu service%s)\n", path, c.ngroups, c.ngroups == 1 ? "" : "s",
            c.nservices, c.nservices == 1 ? "" : "s");

@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/error.h"
+#include "ccrelay/fileio.h"
 #include "config_internal.h"
 
 /* ---------------------------------------------------------------- agent */
@@ -31,7 +33,8 @@ static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca
                                             "identity",      "connections",  "connect_timeout",
                                             "ping_interval", "ping_timeout", "reconnect_min",
                                             "reconnect_max"};
-static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation"};
+static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation", "limits"};
+static const char *const route_limits_keys[] = {"max_body"};
 static const char *const match_keys[] = {"host", "path_prefix", "methods", "header"};
 static const char *const header_keys[] = {"name", "value"};
 static const char *const upstream_keys[] = {"url",          "server_name",     "ca",
@@ -61,6 +64,7 @@ static const range_t r_expiry_warning = {30 * MS_PER_D, 0, 3650 * MS_PER_D};
 /* 0s turns the send timeout off; a rate of 0 asks only for some progress in each send_timeout. */
 static const range_t r_send_timeout = {30 * MS_PER_S, 0, MS_PER_H};
 static const range_t r_min_send_rate = {0, 0, 1024 * 1024 * 1024};
+static const range_t r_max_body = {CR_CONF_MAX_BODY_DEFAULT, 0, UINT64_C(1) << 40};
 
 /* One gateway.address entry: host:port, host a name or an IP literal. */
 static int load_addr(ctx_t *c, const node_t *v, const char *kp, cr_conf_addr_t *out) {
@@ -303,7 +307,11 @@ static int load_routes(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
                     "duplicate route name '%s' (routes[%zu] at %d:%d has it)", r->name, j,
                     a->routes[j].pos.line, a->routes[j].pos.col);
       }
+    const node_t *lim;
+    char lp[PATH_LEN];
     if (load_match(c, m, rp, r) != 0 || load_upstream(c, m, rp, r) != 0 ||
+        cr__conf_get_map(c, m, rp, "limits", OPT, route_limits_keys, CR_ARRAY_SIZE(route_limits_keys), &lim) != 0 ||
+        cr__conf_get_size(c, lim, cr__conf_join(lp, rp, "limits"), "max_body", r_max_body, &r->max_body) != 0 ||
         cr__conf_get_bool(c, m, rp, "soap", 0, &r->soap) != 0 ||
         cr__conf_get_enum(c, m, rp, "revocation", revocation_names, CR_ARRAY_SIZE(revocation_names), -1,
                  &rev) != 0)
@@ -415,7 +423,8 @@ static const char *const tunnel_keys[] = {"listen",        "identity",     "clie
 static const char *const public_keys[] = {"listen",          "identity",     "client_ca",
                                           "header_timeout",  "idle_timeout", "request_timeout",
                                           "max_header_size", "max_header_fields", "max_connections",
-                                          "send_timeout", "min_send_rate", "crl", "revocation", "tls"};
+                                          "send_timeout", "min_send_rate", "crl", "revocation", "tls",
+                                          "trusted_proxies"};
 static const char *const public_tls_keys[] = {"ciphers", "min_version"};
 static const char *const public_tls_version_names[] = {"TLSv1.2", "TLSv1.3"};
 
@@ -472,7 +481,257 @@ static int load_public_tls(ctx_t *c, const node_t *pub, cr_conf_gateway_t *g) {
   return 0;
 }
 static const char *const group_keys[] = {"name", "agents"};
-static const char *const service_keys[] = {"host", "path_prefix", "group"};
+static const char *const service_keys[] = {"host", "path_prefix", "group", "callers", "limits"};
+static const char *const callers_keys[] = {"client_ca", "subjects", "token_files", "sources"};
+static const char *const service_limits_keys[] = {"max_body", "max_concurrent"};
+
+/* ---- address ranges */
+
+int cr_conf_parse_cidr(const char *s, cr_conf_cidr_t *out, const char **why) {
+  char addr[INET6_ADDRSTRLEN + 1];
+  const char *slash = strchr(s, '/');
+  size_t alen = slash ? (size_t)(slash - s) : strlen(s);
+  unsigned max, prefix, i;
+  memset(out, 0, sizeof *out);
+  *why = NULL;
+  if (alen == 0 || alen >= sizeof addr) {
+    *why = "expected an IPv4 or IPv6 address, optionally with /PREFIX";
+    return CR_ECONFIG;
+  }
+  memcpy(addr, s, alen);
+  addr[alen] = '\0';
+  if (inet_pton(AF_INET, addr, out->addr) == 1) {
+    out->family = 4;
+    max = 32;
+  } else if (inet_pton(AF_INET6, addr, out->addr) == 1) {
+    out->family = 6;
+    max = 128;
+  } else {
+    *why = "not an IPv4 or IPv6 address";
+    return CR_ECONFIG;
+  }
+  prefix = max;
+  if (slash != NULL) {
+    const char *p = slash + 1;
+    if (*p == '\0' || strlen(p) > 3) {
+      *why = "the prefix length must be a number";
+      return CR_ECONFIG;
+    }
+    for (prefix = 0; *p; p++) {
+      if (!isdigit((unsigned char)*p)) {
+        *why = "the prefix length must be a number";
+        return CR_ECONFIG;
+      }
+      prefix = prefix * 10 + (unsigned)(*p - '0');
+    }
+    if (prefix > max) {
+      *why = max == 32 ? "an IPv4 prefix length is at most 32" : "an IPv6 prefix length is at most 128";
+      return CR_ECONFIG;
+    }
+  }
+  for (i = prefix; i < max; i++)
+    if (out->addr[i / 8] & (0x80 >> (i % 8))) {
+      *why = "host bits are set after the prefix length (did you mean the network address?)";
+      return CR_ECONFIG;
+    }
+  out->prefix = prefix;
+  return 0;
+}
+
+int cr_conf_cidr_match(const cr_conf_cidr_t *list, size_t n, const char *ip) {
+  unsigned char a[16];
+  int family;
+  if (inet_pton(AF_INET, ip, a) == 1)
+    family = 4;
+  else if (inet_pton(AF_INET6, ip, a) == 1)
+    family = 6;
+  else
+    return 0;
+  /* An IPv4 caller on a dual-stack listener shows as ::ffff:a.b.c.d: it matches IPv4 ranges. */
+  if (family == 6 && memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+    memmove(a, a + 12, 4);
+    family = 4;
+  }
+  for (size_t k = 0; k < n; k++) {
+    const cr_conf_cidr_t *c = &list[k];
+    unsigned full = c->prefix / 8, rest = c->prefix % 8;
+    if (c->family != family || memcmp(a, c->addr, full) != 0)
+      continue;
+    if (rest == 0 || ((a[full] ^ c->addr[full]) & (0xff << (8 - rest)) & 0xff) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* A list of CIDRs (EMPTY_OK: [] is allowed) into *out. */
+static int get_cidrs(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_cidr_t **out, size_t *n) {
+  const node_t *list;
+  char kp[PATH_LEN], ep[PATH_LEN], tmp[80];
+  if (cr__conf_get_list(c, m, path, key, OPT | EMPTY_OK, &list) != 0)
+    return CR_ECONFIG;
+  if (list == NULL)
+    return 0;
+  cr__conf_join(kp, path, key);
+  *out = cr_calloc(list->n ? list->n : 1, sizeof **out);
+  for (size_t i = 0; i < list->n; i++) {
+    const node_t *e = list->items[i];
+    const char *why;
+    cr__conf_join_index(ep, kp, i);
+    if (cr__conf_scalar_str(c, e, ep, REQ) != 0)
+      return CR_ECONFIG;
+    if (cr_conf_parse_cidr(e->str, &(*out)[i], &why) != 0)
+      return cr__conf_fail(c, e->pos, ep, "bad address range '%s': %s", cr__conf_sanitize(e->str, e->len, tmp, sizeof tmp),
+                           why);
+    (*n)++;
+  }
+  return 0;
+}
+
+/* ---- callers */
+
+static int parse_subject(ctx_t *c, const node_t *e, const char *ep, cr_conf_subject_t *out) {
+  static const struct {
+    const char *prefix;
+    cr_conf_subject_kind_t kind;
+  } kinds[] = {{"cn:", CR_SUBJECT_CN}, {"dns:", CR_SUBJECT_DNS}, {"uri:", CR_SUBJECT_URI}};
+  char tmp[80];
+  const char *v = NULL, *star;
+  size_t i, n;
+  for (i = 0; i < CR_ARRAY_SIZE(kinds); i++)
+    if (strncasecmp(e->str, kinds[i].prefix, strlen(kinds[i].prefix)) == 0) {
+      v = e->str + strlen(kinds[i].prefix);
+      out->kind = kinds[i].kind;
+      break;
+    }
+  if (v == NULL)
+    return cr__conf_fail(c, e->pos, ep, "'%s' names no kind: write cn:NAME, dns:NAME or uri:URI",
+                         cr__conf_sanitize(e->str, e->len, tmp, sizeof tmp));
+  n = strlen(v);
+  if (n == 0)
+    return cr__conf_fail(c, e->pos, ep, "nothing after '%.4s'", e->str);
+  for (i = 0; i < n; i++)
+    if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+      return cr__conf_fail(c, e->pos, ep, "must not contain control characters");
+  star = strchr(v, '*');
+  switch (out->kind) {
+  case CR_SUBJECT_CN:
+    if (star)
+      return cr__conf_fail(c, e->pos, ep, "a cn: name is matched exactly; '*' is no wildcard there (use dns:*.DOMAIN)");
+    break;
+  case CR_SUBJECT_DNS:
+    if (star && (star != v || v[1] != '.' || strchr(v + 1, '*')))
+      return cr__conf_fail(c, e->pos, ep, "bad wildcard '%s': '*' may only be the whole leftmost label (dns:*.example.com)",
+                           cr__conf_sanitize(v, n, tmp, sizeof tmp));
+    if (star && strchr(v + 2, '.') == NULL)
+      return cr__conf_fail(c, e->pos, ep, "bad wildcard '%s': at least two labels must follow '*.'",
+                           cr__conf_sanitize(v, n, tmp, sizeof tmp));
+    for (i = star ? 2 : 0; i < n; i++)
+      if (!isalnum((unsigned char)v[i]) && v[i] != '-' && v[i] != '.')
+        return cr__conf_fail(c, e->pos, ep, "'%s' is not a DNS name", cr__conf_sanitize(v, n, tmp, sizeof tmp));
+    break;
+  case CR_SUBJECT_URI:
+    if (star && (star != v + n - 1))
+      return cr__conf_fail(c, e->pos, ep, "bad wildcard '%s': '*' may only end a URI prefix (uri:spiffe://corp/*)",
+                           cr__conf_sanitize(v, n, tmp, sizeof tmp));
+    if (strstr(v, "://") == NULL || strstr(v, "://") == v || (star && star < strstr(v, "://") + 3))
+      return cr__conf_fail(c, e->pos, ep, "'%s' is not a URI with a scheme and an authority (uri:spiffe://corp/...)",
+                           cr__conf_sanitize(v, n, tmp, sizeof tmp));
+    break;
+  }
+  out->wildcard = star != NULL;
+  out->value = star && out->kind == CR_SUBJECT_DNS ? cr_strdup(v + 1) : cr_strndup(v, star ? n - 1 : n);
+  return 0;
+}
+
+/* Every token of one token file: one per line, blank lines and '#' comments skipped. */
+static int read_tokens(ctx_t *c, const cr_conf_file_t *f, const char *kp, cr_conf_callers_t *cl) {
+  char *data = NULL, why[PATH_MAX + 64];
+  size_t len = 0, found = 0;
+  int rc = cr_fileio_read(f->path, MAX_SECRET_SIZE, &data, &len, why, sizeof why);
+  if (rc != 0) {
+    if (rc == CR_ELIMIT)
+      return cr__conf_fail(c, f->pos, kp, "%s is larger than %d bytes; is it really a token file?", f->path,
+                           MAX_SECRET_SIZE);
+    return cr__conf_fail(c, f->pos, kp, "cannot read %s: %s", f->path, why);
+  }
+  for (char *line = data, *end = data + len; line < end && rc == 0;) {
+    char *nl = memchr(line, '\n', (size_t)(end - line));
+    char *stop = nl ? nl : end;
+    size_t n = (size_t)(stop - line);
+    if (n > 0 && line[n - 1] == '\r')
+      n--;
+    if (n > 0 && line[0] != '#') {
+      size_t k;
+      for (k = 0; k < n && (unsigned char)line[k] > 0x20 && (unsigned char)line[k] != 0x7f; k++)
+        ;
+      if (k < n)
+        rc = cr__conf_fail(c, f->pos, kp, "%s: a token contains a space or control character", f->path);
+      else if (n < CR_CONF_ADMIN_TOKEN_MIN)
+        rc = cr__conf_fail(c, f->pos, kp, "%s: a token is %zu characters long, at least %d are needed "
+                           "(e.g. openssl rand -hex 32)", f->path, n, CR_CONF_ADMIN_TOKEN_MIN);
+      else {
+        cl->tokens = cr_realloc(cl->tokens, (cl->ntokens + 1) * sizeof *cl->tokens);
+        cl->tokens[cl->ntokens++] = cr_strndup(line, n);
+        found++;
+      }
+    }
+    line = stop + 1;
+  }
+  cr_wipe(data, len);
+  free(data);
+  if (rc == 0 && found == 0)
+    rc = cr__conf_fail(c, f->pos, kp, "%s holds no token (one per line; '#' lines are comments)", f->path);
+  return rc;
+}
+
+static int load_callers(ctx_t *c, const node_t *svc, const char *sp, const cr_conf_gateway_t *g, cr_conf_callers_t *cl) {
+  const node_t *m, *list;
+  char cp[PATH_LEN], kp[PATH_LEN], ep[PATH_LEN];
+  if (cr__conf_get_map(c, svc, sp, "callers", OPT, callers_keys, CR_ARRAY_SIZE(callers_keys), &m) != 0)
+    return CR_ECONFIG;
+  if (m == NULL)
+    return 0;
+  cl->present = 1;
+  cl->pos = m->pos;
+  cr__conf_join(cp, sp, "callers");
+  if (cr__conf_get_file(c, m, cp, "client_ca", OPT, &cl->client_ca) != 0 ||
+      get_cidrs(c, m, cp, "sources", &cl->sources, &cl->nsources) != 0 ||
+      cr__conf_get_list(c, m, cp, "subjects", OPT, &list) != 0)
+    return CR_ECONFIG;
+  if (list != NULL) {
+    cr__conf_join(kp, cp, "subjects");
+    cl->subjects_pos = list->pos;
+    cl->subjects = cr_calloc(list->n, sizeof *cl->subjects);
+    for (size_t i = 0; i < list->n; i++) {
+      cr__conf_join_index(ep, kp, i);
+      if (cr__conf_scalar_str(c, list->items[i], ep, REQ) != 0 ||
+          parse_subject(c, list->items[i], ep, &cl->subjects[i]) != 0)
+        return CR_ECONFIG;
+      cl->nsubjects++;
+    }
+    if (cl->client_ca.path == NULL && g->public_.client_ca.path == NULL)
+      return cr__conf_fail(c, list->pos, kp, "names certificate subjects, but no client certificate is asked for: "
+                           "set %s.client_ca or public.client_ca", cp);
+  }
+  if (cr__conf_get_list(c, m, cp, "token_files", OPT, &list) != 0)
+    return CR_ECONFIG;
+  if (list != NULL) {
+    cr__conf_join(kp, cp, "token_files");
+    for (size_t i = 0; i < list->n; i++) {
+      cr_conf_file_t f = {0};
+      int rc;
+      cr__conf_join_index(ep, kp, i);
+      rc = cr__conf_file_value(c, list->items[i], ep, &f);
+      if (rc == 0)
+        rc = read_tokens(c, &f, ep, cl);
+      free(f.path);
+      if (rc != 0)
+        return CR_ECONFIG;
+    }
+  }
+  return 0;
+}
+
 
 static int load_tunnel(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
   const node_t *m;
@@ -512,7 +771,8 @@ static int load_public(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       cr__conf_get_size(c, m, p, "min_send_rate", r_min_send_rate, &g->public_.min_send_rate) != 0 ||
       load_revocation(c, m, p, &g->public_.client_ca, &g->public_.crl, &g->public_.revocation,
                       &g->public_.revocation_set, &g->public_.revocation_pos) != 0 ||
-      load_public_tls(c, m, g) != 0)
+      load_public_tls(c, m, g) != 0 ||
+      get_cidrs(c, m, p, "trusted_proxies", &g->public_.trusted_proxies, &g->public_.ntrusted_proxies) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -578,13 +838,20 @@ static int load_services(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
     const node_t *m = list->items[i];
     cr_conf_service_t *s = &g->services[i];
     cr_conf_pos_t group_pos = {0, 0};
+    const node_t *lim;
+    char lp[PATH_LEN];
     cr__conf_join_index(sp, "services", i);
     if (cr__conf_map_check(c, m, sp, service_keys, CR_ARRAY_SIZE(service_keys)) != 0)
       return CR_ECONFIG;
     s->pos = m->pos;
     if (cr__conf_get_host(c, m, sp, "host", REQ, &s->host) != 0 ||
         cr__conf_get_prefix(c, m, sp, "path_prefix", &s->path_prefix) != 0 ||
-        cr__conf_get_str(c, m, sp, "group", REQ, &s->group, &group_pos) != 0)
+        cr__conf_get_str(c, m, sp, "group", REQ, &s->group, &group_pos) != 0 ||
+        load_callers(c, m, sp, g, &s->callers) != 0 ||
+        cr__conf_get_map(c, m, sp, "limits", OPT, service_limits_keys, CR_ARRAY_SIZE(service_limits_keys), &lim) != 0 ||
+        cr__conf_get_size(c, lim, cr__conf_join(lp, sp, "limits"), "max_body", r_max_body, &s->max_body) != 0 ||
+        cr__conf_get_uint(c, lim, lp, "max_concurrent", CR_CONF_MAX_CONCURRENT_DEFAULT, 1, 1000000,
+                          &s->max_concurrent) != 0)
       return CR_ECONFIG;
     for (j = 0; j < g->ngroups; j++)
       if (strcmp(g->groups[j].name, s->group) == 0)
@@ -846,10 +1113,22 @@ void cr_conf_gateway_free(cr_conf_gateway_t *g) {
   }
   free(g->groups);
   for (i = 0; i < g->nservices; i++) {
+    cr_conf_callers_t *cl = &g->services[i].callers;
     free(g->services[i].host);
     free(g->services[i].path_prefix);
     free(g->services[i].group);
+    free(cl->client_ca.path);
+    for (j = 0; j < cl->nsubjects; j++)
+      free(cl->subjects[j].value);
+    free(cl->subjects);
+    for (j = 0; j < cl->ntokens; j++) {
+      cr_wipe(cl->tokens[j], strlen(cl->tokens[j]));
+      free(cl->tokens[j]);
+    }
+    free(cl->tokens);
+    free(cl->sources);
   }
+  free(g->public_.trusted_proxies);
   free(g->services);
   free(g->admin_listen.host);
   free(g->probe_listen.host);

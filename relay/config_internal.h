@@ -75,6 +75,8 @@ int cr__conf_get_enum(ctx_t *c, const node_t *m, const char *path, const char *k
 int cr__conf_get_duration(ctx_t *c, const node_t *m, const char *path, const char *key, range_t r, uint64_t *out, cr_conf_pos_t *pos);
 int cr__conf_get_size(ctx_t *c, const node_t *m, const char *path, const char *key, range_t r, uint64_t *out);
 int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *key, int flags, cr_conf_file_t *out);
+/* The same for a value node (a list element): kp is its dotted path. */
+int cr__conf_file_value(ctx_t *c, const node_t *v, const char *kp, cr_conf_file_t *out);
 int cr__conf_get_dir(ctx_t *c, const node_t *m, const char *path, const char *key, char **out, cr_conf_pos_t *pos);
 int cr__conf_read_secret_file(ctx_t *c, const node_t *m, const char *path, const char *key, const char *what, char **out, cr_conf_pos_t *pos);
 int cr__conf_get_identity(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_identity_t *id);

@@ -799,12 +799,16 @@ int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *k
                     cr_conf_file_t *out) {
   const node_t *v = cr__conf_map_get(m, key);
   char kp[PATH_LEN];
-  struct stat st;
-  char *abs;
 
   if (v == NULL)
     return (flags & REQ) ? cr__conf_missing(c, m, path, key) : 0;
-  cr__conf_join(kp, path, key);
+  return cr__conf_file_value(c, v, cr__conf_join(kp, path, key), out);
+}
+
+int cr__conf_file_value(ctx_t *c, const node_t *v, const char *kp, cr_conf_file_t *out) {
+  struct stat st;
+  char *abs;
+
   if ((abs = named_path(c, v, kp, "file", &st)) == NULL)
     return CR_ECONFIG;
   if (S_ISDIR(st.st_mode)) {

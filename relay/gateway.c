@@ -80,6 +80,9 @@ typedef struct exchange {
   unsigned keep_alive : 1;
   unsigned http10 : 1;
   unsigned truncated : 1; /* the response was cut short after its head went out */
+  unsigned holds_slot : 1; /* counts against its service's max_concurrent (released with its stream) */
+  size_t si;             /* the service, when holds_slot */
+  uint64_t max_body;     /* the service's limits.max_body; 0: none */
   char error[160];       /* why the exchange failed, for the access log */
 } exchange_t;
 
@@ -130,6 +133,7 @@ struct gateway {
   cr_http_msg_t scratch_head;
   cr_buf_t scratch_out;
   cr_freelist_t free_exchanges;
+  cr__gw_policy_t *policy; /* services' callers rules and limits (gateway_policy.c) */
 };
 
 static void pconn_close(pconn_t *pc);
@@ -517,10 +521,17 @@ static void ts_on_writable(cr_tstream_t *ts) {
   }
 }
 
+static void exchange_release_slot(exchange_t *x) {
+  if (x->holds_slot)
+    cr__gw_policy_release(x->pc->gw->policy, x->si);
+  x->holds_slot = 0;
+}
+
 static void ts_on_close(cr_tstream_t *ts, int error) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
   x->ts = NULL;
+  exchange_release_slot(x);
   if (error != 0 && !x->resp_ended && pc->gw->draining)
     cr_process_note_cut(pc->gw->proc); /* the drain ended this call: not a clean stop */
   if (error != 0 && pc->state != PC_CLOSING) {
@@ -565,6 +576,7 @@ static void exchange_abandon_stream(exchange_t *x) {
   if (ts == NULL)
     return;
   x->ts = NULL;
+  exchange_release_slot(x);
   cr_tstream_set_callbacks(ts, &detached_cbs, NULL);
   cr_tstream_reset(ts);
 }
@@ -575,13 +587,42 @@ static uint64_t now_ms(pconn_t *pc) { return uv_now(&pc->gw->loop); }
 
 static void on_request_timeout(cr_deadline_t *d);
 
-/* for="PEER";proto=https;host="HOST" (RFC 7239), truncated to fit out[cap]; returns its length. */
-static size_t forwarded_value(char *out, size_t cap, const char *peer, const char *host) {
-  const char *parts[] = {"for=\"", peer, "\";proto=https;host=\"", host ? host : "", "\""};
-  size_t len = 0;
-  for (size_t i = 0; i < CR_ARRAY_SIZE(parts) && len + 1 < cap; i++)
-    len += cr_strlcpy(out + len, parts[i], cap - len);
-  return len;
+/* The service's callers rules, then its limits: a refused request reaches no agent. 0 when the call
+ * may go on (holding one of the service's concurrent slots), else 1 once answered. */
+static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_msg_t *m) {
+  gateway_t *gw = pc->gw;
+  const cr_conf_service_t *svc = &gw->conf->services[si];
+  cr__gw_refusal_t r;
+  char msg[160];
+  if (cr__gw_policy_check(gw->policy, si, pc->s, m, &r)) {
+    cr_log_warn("caller refused", "request_id=%s service=%s%s rule=%s peer=%s status=%d reason=\"%s\"",
+                x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", r.rule, pc->s->peer, r.status,
+                r.reason);
+    pconn_local_answer(pc, r.status, r.code, r.status == 401 ? "the caller did not authenticate as this service requires"
+                                                             : "the caller is not allowed to call this service",
+                       r.www_authenticate ? "WWW-Authenticate" : NULL, r.www_authenticate);
+    snprintf(x->error, sizeof x->error, "refused by callers.%s", r.rule);
+    return 1;
+  }
+  x->max_body = svc->max_body;
+  if (x->max_body && cr_http_body_framing(m, NULL, 0) == CR_HTTP_BODY_LENGTH &&
+      (uint64_t)m->content_length > x->max_body) {
+    snprintf(msg, sizeof msg, "the request body (%lld bytes) is larger than this service accepts (%llu bytes)",
+             (long long)m->content_length, (unsigned long long)x->max_body);
+    pc->close_after = 1; /* the body is not read: the connection goes once the answer is out */
+    pconn_local_answer(pc, 413, "too_large", msg, NULL, NULL);
+    return 1;
+  }
+  if (cr__gw_policy_acquire(gw->policy, si) < 0) {
+    cr_log_warn("call refused", "request_id=%s service=%s%s rule=max_concurrent peer=%s max_concurrent=%u",
+                x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", pc->s->peer, svc->max_concurrent);
+    pconn_local_answer(pc, 503, "too_busy", "this service has as many calls in flight as it accepts; retry later",
+                       "Retry-After", "1");
+    return 1;
+  }
+  x->holds_slot = 1;
+  x->si = si;
+  return 0;
 }
 
 /* Starts the exchange for a request head: a local answer, or a tunnel stream carrying the head. */
@@ -592,8 +633,6 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   const char *why, *rid;
   cr_http_msg_t *fwd = &gw->scratch_head;
   cr_tunnel_t *t;
-  char fwdval[256];
-  size_t fwdlen;
   long si;
   cr_http_body_t framing;
   int err = 0, has_body, rc;
@@ -629,23 +668,28 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   }
   x->service = conf->services[si].host;
   x->group = gw->groups[conf->services[si].group_index].conf->name;
+  if (exchange_admit(pc, x, (size_t)si, m))
+    return 0;
   t = cr__gw_group_pick(&gw->groups[conf->services[si].group_index]);
   if (t == NULL) {
+    exchange_release_slot(x);
     pconn_local_answer(pc, 503, "no_tunnel", "no agent of this service's relay group is connected; retry later",
                        "Retry-After", "5");
     return 0;
   }
 
-  fwdlen = forwarded_value(fwdval, sizeof fwdval, pc->s->peer, cr_http_msg_get(m, "host"));
   rc = cr_http_msg_copy(fwd, m);
   if (rc == 0) {
     cr_http_msg_strip_hop_by_hop(fwd);
     cr_http_msg_remove(fwd, "x-request-id");
+    if (cr__gw_policy_strips_authorization(gw->policy, (size_t)si))
+      cr_http_msg_remove(fwd, "authorization");
     rc = cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
   }
   if (rc == 0)
-    rc = cr_http_msg_add_header(fwd, "forwarded", 9, fwdval, fwdlen);
+    rc = cr__gw_forwarded(fwd, conf, pc->s->peer, cr_http_msg_get(m, "host"));
   if (rc < 0) {
+    exchange_release_slot(x);
     pconn_local_answer(pc, 431, "bad_request", "the request has more header fields than the gateway forwards",
                        NULL, NULL);
     return 0;
@@ -656,6 +700,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];
+    exchange_release_slot(x);
     snprintf(msg, sizeof msg, "could not open a tunnel stream: %s", cr_strerror(err));
     pconn_local_answer(pc, 503, "no_tunnel", msg, "Retry-After", "5");
     return 0;
@@ -680,6 +725,22 @@ static int on_req_body(void *ud, const char *data, size_t len) {
   x->bytes_in += len;
   if (x->ts == NULL)
     return 0; /* answered locally: the body is read and dropped */
+  if (x->max_body && x->bytes_in > x->max_body) {
+    /* A body without Content-Length crossed the service's limit: what went down is cut off. */
+    char msg[160];
+    snprintf(msg, sizeof msg, "the request body is larger than this service accepts (%llu bytes)",
+             (unsigned long long)x->max_body);
+    exchange_abandon_stream(x);
+    if (x->head_sent) {
+      snprintf(x->error, sizeof x->error, "%s", msg);
+      pconn_close(pc);
+      return 0;
+    }
+    pc->close_after = 1;
+    x->client_paused = 0;
+    pconn_local_answer(pc, 413, "too_large", msg, NULL, NULL);
+    return 0;
+  }
   r = cr_tstream_write(x->ts, data, len);
   if (r == 1 && !x->client_paused) {
     x->client_paused = 1;
@@ -1288,6 +1349,7 @@ static int make_tls_contexts(gateway_t *gw) {
   o.identity = &pid;
   o.identity_current = 1;
   o.alpn = "http/1.1";
+  o.client_ca_files = cr__gw_policy_client_cas(gw->policy, &o.nclient_ca_files);
   o.tls13_only = c->public_.tls_min_version == 13;
   o.ciphers = c->public_.tls_ciphers ? c->public_.tls_ciphers : CR_TLS_CIPHERS_AEAD;
   if (c->public_.tls_ciphers && cr_tls_cipher_list_check(o.ciphers, err, sizeof err) < 0) {
@@ -1329,7 +1391,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gw->probe_ops.ready = probe_ready;
   gw->probe_ops.status = probe_status;
   gw->probe_ops.arg = gw;
-  if (make_tls_contexts(gw) < 0)
+  if (cr__gw_policy_new(conf, &gw->policy) < 0 || make_tls_contexts(gw) < 0)
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
                     &gw->tunnel_listener, err, sizeof err);
@@ -1381,6 +1443,7 @@ out:
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
   cr__gw_groups_free(gw->groups);
+  cr__gw_policy_free(gw->policy);
   cr_http_msg_free(&gw->scratch_head);
   cr_buf_free(&gw->scratch_out);
   cr_freelist_drain(&gw->free_exchanges);

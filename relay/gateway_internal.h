@@ -125,4 +125,44 @@ typedef struct cr__gw_probe_ops {
 int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr__gw_probe_ops_t *ops,
                        cr_admin_t **out);
 
+/* ---- caller policy and limits per service (gateway_policy.c) ---- */
+
+typedef struct cr__gw_policy cr__gw_policy_t;
+
+/* Loads what the services' callers rules need (their client CAs, token digests). 0, or an error
+ * already logged with the config position; *out is set either way (free it). conf outlives it. */
+int cr__gw_policy_new(const cr_conf_gateway_t *conf, cr__gw_policy_t **out);
+void cr__gw_policy_free(cr__gw_policy_t *p); /* NULL is fine */
+/* Every services[].callers.client_ca, for the public listener's client_ca_files (borrowed). */
+const char *const *cr__gw_policy_client_cas(const cr__gw_policy_t *p, size_t *n);
+
+/* Why a caller was refused: the answer's status (401 or 403) and code, the rule that refused it
+ * (sources, client_ca, subjects, token) for the log, and for 401 on a token rule the
+ * WWW-Authenticate value. reason never contains the token. */
+typedef struct cr__gw_refusal {
+  int status;
+  const char *rule;
+  const char *code;
+  const char *www_authenticate; /* NULL unless the token rule refused */
+  char reason[400];
+} cr__gw_refusal_t;
+
+/* 0 when the caller on stream caller (the public TLS stream) may send req to service si; else 1 with
+ * r filled. */
+int cr__gw_policy_check(cr__gw_policy_t *p, size_t si, const cr_stream_t *caller, const cr_http_msg_t *req,
+                        cr__gw_refusal_t *r);
+/* 1 when service si checks bearer tokens: their Authorization field is the gateway's, not forwarded. */
+int cr__gw_policy_strips_authorization(const cr__gw_policy_t *p, size_t si);
+/* One call of service si begins (0), or CR_ELIMIT when max_concurrent are in flight; every 0 is
+ * matched by one release when the call's tunnel stream is gone. */
+int cr__gw_policy_acquire(cr__gw_policy_t *p, size_t si);
+void cr__gw_policy_release(cr__gw_policy_t *p, size_t si);
+
+/* Sets the request's Forwarded and X-Forwarded-For for the agent: from a peer in
+ * public.trusted_proxies the caller's values are kept and the peer appended; from any other peer they
+ * are replaced (and X-Forwarded-Host and X-Forwarded-Proto dropped). Forwarded gets
+ * for="PEER";proto=https;host="HOST" (RFC 7239), X-Forwarded-For the peer's address. peer is the
+ * stream's "ip:port". 0, or CR_ELIMIT when fwd has no room for the fields. */
+int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const char *peer, const char *host);
+
 #endif

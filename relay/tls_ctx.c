@@ -603,6 +603,11 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
     cr_tls_ctx_free(ctx);
     return r;
   }
+  for (size_t i = 0; opts->server && i < opts->nclient_ca_files; i++)
+    if ((r = load_ca_file(sc, opts->client_ca_files[i], 1, err, errlen)) < 0) {
+      cr_tls_ctx_free(ctx);
+      return r;
+    }
   if (opts->ca_file && *opts->ca_file && opts->server && opts->crl_mode != CR_TRUST_CRL_OFF) {
     r = cr__tls_crls_init(&ctx->crls, sc, opts->ca_file, opts->crl_file, opts->crl_mode, err, errlen);
     if (r < 0) {
@@ -611,13 +616,21 @@ int cr_tls_ctx_new(const cr_tls_ctx_opts_t *opts, cr_tls_ctx_t **out, char *err,
     }
     if (ctx->crls.mode == CR_TRUST_CRL_SOFT)
       ctx->crl_soft = 1;
+    if (ctx->crls.mode != CR_TRUST_CRL_OFF && opts->nclient_ca_files > 0) {
+      snprintf(err, errlen, "client certificates are checked against CRLs (from %s%s%s), which the other client "
+               "CAs (%s%s) have none of; CRL checking and per-service client CAs cannot be combined yet",
+               opts->ca_file, opts->crl_file ? " and " : "", opts->crl_file ? opts->crl_file : "",
+               opts->client_ca_files[0], opts->nclient_ca_files > 1 ? ", ..." : "");
+      cr_tls_ctx_free(ctx);
+      return CR_ECONFIG;
+    }
   }
   /* Verification is never off. A server without ca_file has nothing to check a client certificate
    * against, so it does not ask for one (asking would make browsers prompt the user). */
   mode = SSL_VERIFY_PEER;
   if (opts->server && opts->ca_file && *opts->ca_file)
     mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-  if (!opts->server || (opts->ca_file && *opts->ca_file))
+  if (!opts->server || (opts->ca_file && *opts->ca_file) || opts->nclient_ca_files > 0)
     SSL_CTX_set_verify(sc, mode, verify_cb);
 
   if (opts->identity_loaded) {
@@ -732,3 +745,46 @@ int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx) { return ctx->server; }
 
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx) { return ctx->alpn; }
 int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx) { return ctx->alpn_required; }
+
+/* ---------- roots checked after the handshake ---------- */
+
+int cr_tls_ca_set_load(const char *path, cr_tls_ca_set_t **out, char *err, size_t errlen) {
+  cr_x509_set_t set;
+  unsigned char *data;
+  size_t len;
+  char detail[256];
+  int r, n;
+  *out = NULL;
+  r = cr_x509_read_file(path, "CA file", MAX_CRED_FILE, &data, &len, err, errlen);
+  if (r < 0)
+    return r;
+  r = cr_x509_decode(data, len, NULL, path, &set, detail, sizeof detail);
+  free(data);
+  if (r < 0 || set.format != CR_X509_PEM || (n = sk_X509_num(set.certs)) == 0) {
+    snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
+             path, r < 0 ? detail : set.format != CR_X509_PEM ? "not PEM" : "no certificate in it");
+    if (r == 0)
+      cr_x509_set_free(&set);
+    return CR_ETLS;
+  }
+  *out = cr_calloc(1, sizeof **out);
+  if (((*out)->store = X509_STORE_new()) == NULL) {
+    snprintf(err, errlen, "cannot make a certificate store for %s: out of memory", path);
+    cr_x509_set_free(&set);
+    free(*out);
+    *out = NULL;
+    return CR_ETLS;
+  }
+  for (int i = 0; i < n; i++)
+    X509_STORE_add_cert((*out)->store, sk_X509_value(set.certs, i));
+  ERR_clear_error();
+  cr_x509_set_free(&set);
+  return 0;
+}
+
+void cr_tls_ca_set_free(cr_tls_ca_set_t *cas) {
+  if (cas == NULL)
+    return;
+  X509_STORE_free(cas->store);
+  free(cas);
+}

@@ -55,4 +55,9 @@ int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx);
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx);
 int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx);
 
+/* cr_tls_ca_set_t: the roots of one file in a store of their own. */
+struct cr_tls_ca_set {
+  X509_STORE *store;
+};
+
 #endif

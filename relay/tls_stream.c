@@ -1177,6 +1177,17 @@ X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
   return cr_stream_is_tls(tls) ? SSL_get0_peer_certificate(((const tls_stream_t *)tls)->ssl) : NULL;
 }
 
+int cr_tls_stream_peer_verify(const cr_stream_t *tls, const cr_tls_ca_set_t *cas, char *why, size_t whylen) {
+  X509 *leaf = cr_tls_stream_peer_cert(tls);
+  if (leaf == NULL) {
+    snprintf(why, whylen, "no client certificate");
+    return UV_ENOENT;
+  }
+  /* On the server side the peer's chain holds what it sent after its leaf: the intermediates. */
+  return cr_trust_verify_store(cas->store, leaf, SSL_get_peer_cert_chain(((const tls_stream_t *)tls)->ssl),
+                               CR_TRUST_PURPOSE_CLIENT, NULL, NULL, NULL, 0, why, whylen);
+}
+
 int cr_tls_stream_peer_summary(const cr_stream_t *tls, char *subject, size_t subjectlen, time_t *not_after) {
   X509 *peer = cr_tls_stream_peer_cert(tls);
   if (peer == NULL)

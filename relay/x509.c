@@ -413,7 +413,8 @@ void cr_x509_common_name(X509 *cert, char *out, size_t outlen) {
   OPENSSL_free(utf8);
 }
 
-int cr_x509_each_dns_san(X509 *cert, cr_x509_name_cb cb, void *arg) {
+/* Calls cb with each subjectAltName of this type (GEN_DNS, GEN_URI: both IA5Strings). */
+static int each_san(X509 *cert, int type, cr_x509_name_cb cb, void *arg) {
   GENERAL_NAMES *sans;
   int r = 0;
   if (cert == NULL)
@@ -423,10 +424,10 @@ int cr_x509_each_dns_san(X509 *cert, cr_x509_name_cb cb, void *arg) {
     GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, j);
     const unsigned char *dns;
     int n, k;
-    if (gn->type != GEN_DNS)
+    if (gn->type != type)
       continue;
-    dns = ASN1_STRING_get0_data(gn->d.dNSName);
-    n = ASN1_STRING_length(gn->d.dNSName);
+    dns = ASN1_STRING_get0_data(type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier);
+    n = ASN1_STRING_length(type == GEN_DNS ? gn->d.dNSName : gn->d.uniformResourceIdentifier);
     for (k = 0; k < n && dns[k] >= 0x20 && dns[k] != 0x7f; k++)
       ;
     if (n > 0 && k == n)
@@ -436,6 +437,10 @@ int cr_x509_each_dns_san(X509 *cert, cr_x509_name_cb cb, void *arg) {
   ERR_clear_error(); /* a damaged extension reads as none */
   return r;
 }
+
+int cr_x509_each_dns_san(X509 *cert, cr_x509_name_cb cb, void *arg) { return each_san(cert, GEN_DNS, cb, arg); }
+
+int cr_x509_each_uri_san(X509 *cert, cr_x509_name_cb cb, void *arg) { return each_san(cert, GEN_URI, cb, arg); }
 
 static int name_is(const char *dns, void *arg) { return strcasecmp(dns, arg) == 0; }
 

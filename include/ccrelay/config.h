@@ -72,6 +72,12 @@ typedef enum cr_conf_revocation {
   CR_REVOCATION_HARD     /* "hard": fail closed: a missing or stale CRL fails the chain */
 } cr_conf_revocation_t;
 
+/* A request body ceiling (routes[].limits.max_body, services[].limits.max_body): 10 MiB. The
+ * connector bodies ccrelay carries are small (SOAP and JSON calls, SCEP requests: kilobytes), so this
+ * leaves ample room while keeping one caller from pushing an unbounded upload through a small
+ * gateway and agent; raise it per route or service for bulk transfers. 0 turns the check off. */
+#define CR_CONF_MAX_BODY_DEFAULT (UINT64_C(10) * 1024 * 1024)
+
 typedef struct cr_conf_route {
   char *name; /* routes[].name, required, unique */
   cr_conf_pos_t pos;
@@ -115,6 +121,11 @@ typedef struct cr_conf_route {
   cr_conf_revocation_t revocation; /* routes[].revocation: off|soft|hard; the value in force for this
                                       route: its own when given, else the agent's revocation */
   int revocation_set;              /* 1 when the route gave its own revocation */
+  uint64_t max_body;               /* routes[].limits.max_body (CR_CONF_MAX_BODY_DEFAULT), 0..1TiB, 0:
+                                      off. A Content-Length above it is answered 413 before the
+                                      upstream is contacted; a chunked body that crosses it ends the
+                                      upstream request (413 when no response head was sent yet, else
+                                      the tunnel stream is reset) */
 } cr_conf_route_t;
 
 /* Where the agent's trusted roots and CRLs live unless trust_store says otherwise. */
@@ -174,7 +185,7 @@ typedef struct cr_conf_agent {
 
 /* Header fields per head, both roles (limits.max_header_fields, public.max_header_fields). The
  * ceiling leaves room under the tunnel's own per-stream limit (CR_TUNNEL_MAX_HEADERS, 256) for the
- * fields a role adds (request id, Forwarded), so any head a role accepts can cross the tunnel. */
+ * fields a role adds (request id, Forwarded, X-Forwarded-For), so any head a role accepts can cross the tunnel. */
 #define CR_CONF_HEADER_FIELDS_DEFAULT 100
 #define CR_CONF_HEADER_FIELDS_MIN 10
 #define CR_CONF_HEADER_FIELDS_MAX 250
@@ -188,12 +199,74 @@ typedef struct cr_conf_group {
   cr_conf_pos_t pos;
 } cr_conf_group_t;
 
+/* An address range of a source allow-list or of trusted proxies: "192.0.2.0/24", "2001:db8::/32", or
+ * one address ("192.0.2.7" is /32, "::1" is /128). The address is stored with its host bits zero; a
+ * CIDR whose host bits are not zero is refused, since it is most likely a typo. */
+typedef struct cr_conf_cidr {
+  int family;              /* 4 or 6 */
+  unsigned char addr[16];  /* network byte order; the first 4 bytes for IPv4 */
+  unsigned prefix;         /* 0..32 or 0..128 */
+} cr_conf_cidr_t;
+
+/* One entry of services[].callers.subjects, written "cn:NAME", "dns:NAME" or "uri:URI".
+ *   cn:   the certificate's subject commonName, exact (case-sensitive);
+ *   dns:  a DNS subjectAltName, ASCII case-insensitive; "dns:*.example.com" matches exactly one
+ *         label in place of the '*' (a.example.com, not example.com nor a.b.example.com);
+ *   uri:  a URI subjectAltName, exact; a trailing '*' makes the rest a prefix
+ *         (uri:spiffe://corp/ followed by a star matches spiffe://corp/ and everything under it). */
+typedef enum { CR_SUBJECT_CN = 1, CR_SUBJECT_DNS, CR_SUBJECT_URI } cr_conf_subject_kind_t;
+typedef struct cr_conf_subject {
+  cr_conf_subject_kind_t kind;
+  char *value;   /* without the "kind:" prefix; for a wildcard, without the '*' (".example.com",
+                    "spiffe://corp/") */
+  int wildcard;  /* dns "*." or uri trailing "*" */
+} cr_conf_subject_t;
+
+/* services[].callers: who may call the service. Absent: anyone who reaches the public listener
+ * (public.client_ca still applies to every caller). Every rule given must pass:
+ *   sources      the caller's address (the TCP peer, never X-Forwarded-For) is in one of the ranges,
+ *                else 403;
+ *   client_ca    the caller's certificate must chain to this CA (PEM roots), else 401 without a
+ *                certificate, 403 with one from another CA. The public listener then asks every
+ *                caller for a certificate from any configured CA (public.client_ca and every
+ *                service's client_ca); only public.client_ca makes one mandatory at the handshake.
+ *   subjects     the certificate (checked against client_ca, else public.client_ca, one of which
+ *                must be set) has one of these names, else 403;
+ *   token_files  "Authorization: Bearer TOKEN" must carry one of the tokens of these files (one
+ *                token per line, '#' lines and blank lines skipped; several tokens or files for
+ *                rotation; read at start), else 401 with WWW-Authenticate: Bearer. The header is
+ *                not forwarded to the agent. */
+typedef struct cr_conf_callers {
+  int present;                   /* the callers key was given */
+  cr_conf_pos_t pos;
+  cr_conf_file_t client_ca;      /* callers.client_ca: optional */
+  cr_conf_subject_t *subjects;   /* callers.subjects: optional list */
+  size_t nsubjects;
+  cr_conf_pos_t subjects_pos;
+  char **tokens;                 /* from callers.token_files: every token of every file; wiped on
+                                    free, never printed */
+  size_t ntokens;
+  cr_conf_cidr_t *sources;       /* callers.sources: optional list */
+  size_t nsources;
+} cr_conf_callers_t;
+
+/* services[].limits.max_concurrent default: calls of one service in flight at once (tunnel streams
+ * open). A flood on one service then leaves room for the others within public.max_connections. */
+#define CR_CONF_MAX_CONCURRENT_DEFAULT 1000
+
 typedef struct cr_conf_service {
   char *host;          /* services[].host: Host header, exact, case-insensitive, port ignored */
   char *path_prefix;   /* services[].path_prefix: optional, must start with "/" */
   char *group;         /* services[].group: a groups[].name */
   size_t group_index;  /* index into groups, resolved at load */
   cr_conf_pos_t pos;
+  cr_conf_callers_t callers; /* services[].callers: optional */
+  uint64_t max_body;         /* services[].limits.max_body (CR_CONF_MAX_BODY_DEFAULT), 0..1TiB, 0: off.
+                                A Content-Length above it gets 413 before anything is forwarded; a
+                                chunked body that crosses it resets the tunnel stream and gets 413
+                                (no response head sent yet) or the connection closed */
+  unsigned max_concurrent;   /* services[].limits.max_concurrent (CR_CONF_MAX_CONCURRENT_DEFAULT),
+                                1..1000000: one call more gets 503 with Retry-After: 1 */
 } cr_conf_service_t;
 
 /* Replica ids: 1..CR_CONF_REPLICA_ID_MAX characters of A-Z a-z 0-9 . _ - : [ ]; sets hold at most
@@ -251,6 +324,11 @@ typedef struct cr_conf_gateway {
                                      reset and the cut logged with the request id */
     uint64_t min_send_rate;       /* public.min_send_rate (0), bytes per second, 0..1GiB; 0: any
                                      progress will do */
+    cr_conf_cidr_t *trusted_proxies; /* public.trusted_proxies ([]): front proxies whose
+                                     X-Forwarded-For and Forwarded are kept and extended with the
+                                     peer; from any other caller both (and X-Forwarded-Host,
+                                     X-Forwarded-Proto) are dropped and replaced by the gateway's */
+    size_t ntrusted_proxies;
   } public_;
   cr_conf_group_t *groups;        /* groups: list, at least one */
   size_t ngroups;
@@ -306,6 +384,10 @@ int cr_conf_gateway_load_mem(const char *name, const char *data, size_t len,
 const char *cr_conf_detect_role(const char *path, char *err, size_t errlen);
 
 /* Value parsers, exposed for tests. 0 or CR_ECONFIG. */
+int cr_conf_parse_cidr(const char *s, cr_conf_cidr_t *out, const char **why);
+/* 1 when ip (a textual IPv4 or IPv6 address, no port) is in one of the n ranges; an IPv4-mapped IPv6
+ * address (::ffff:192.0.2.7) counts as the IPv4 address. 0 for anything else. */
+int cr_conf_cidr_match(const cr_conf_cidr_t *list, size_t n, const char *ip);
 int cr_conf_parse_duration(const char *s, uint64_t *ms);
 int cr_conf_parse_size(const char *s, uint64_t *bytes);
 

@@ -134,6 +134,17 @@ typedef struct cr_tls_ctx_opts {
                                           a chain root -> leaf); SOFT forgives a missing or stale CRL
                                           (cr_tls_stream_verify_warning says what), HARD refuses. A
                                           revoked certificate is refused under both. */
+  const char *const *client_ca_files;  /* server: more PEM files of roots a client certificate may
+                                          chain to (the gateway's per-service CAs). Their roots join
+                                          the list of acceptable CAs the server sends and the verify
+                                          store, so a certificate from any of them passes the
+                                          handshake; a certificate is asked for but, unless ca_file is
+                                          set, not required. Which CA a connection's certificate
+                                          chains to is then the caller's to check
+                                          (cr_tls_stream_peer_verify). Not together with CRL checking
+                                          (crl_mode other than OFF, or AUTO finding a CRL): refused
+                                          with CR_ECONFIG, since their chains have no CRLs. */
+  size_t nclient_ca_files;
   int resume_sessions;                 /* client: keep the latest session the server gave and offer
                                           it on the next connection to the same server name, which
                                           then skips the certificate exchange and its verification
@@ -208,6 +219,21 @@ int cr_tls_crl_watch_start(uv_loop_t *loop, cr_tls_ctx_t *ctx, const char *what,
 void cr_tls_crl_watch_reload(cr_tls_crl_watch_t *w, const char *trigger);
 /* Stops watching and frees w once its handles closed (the loop must run on); NULL is fine. */
 void cr_tls_crl_watch_stop(cr_tls_crl_watch_t *w);
+
+/* ---- client certificates checked after the handshake ---- */
+
+/* A set of PEM roots loaded from one file, for checking which CA a client certificate chains to after
+ * a handshake that accepted several (client_ca_files). Immutable once loaded. */
+typedef struct cr_tls_ca_set cr_tls_ca_set_t;
+/* 0, or an error with prose in err naming the file (as for ca_file: UV_E*, CR_ETLS). */
+int cr_tls_ca_set_load(const char *path, cr_tls_ca_set_t **out, char *err, size_t errlen);
+void cr_tls_ca_set_free(cr_tls_ca_set_t *cas); /* NULL is fine */
+
+/* Verifies the peer certificate of tls (a server-side TLS stream after its handshake), with the
+ * intermediates the peer sent, against cas, now, for TLS client use. 0 when it chains to one of its
+ * roots; UV_ENOENT when the peer sent no certificate; CR_ETLS_VERIFY with why ("unable to get local
+ * issuer certificate (depth 0: CN=...)"). */
+int cr_tls_stream_peer_verify(const cr_stream_t *tls, const cr_tls_ca_set_t *cas, char *why, size_t whylen);
 
 /* Wraps lower (taking ownership: closing the TLS stream closes lower). Client side: server_name is
  * sent as SNI (unless an IP literal) and checked against the certificate (DNS name or IP).

@@ -101,6 +101,8 @@ void cr_x509_common_name(X509 *cert, char *out, size_t outlen);
  * skipped: it could only match by being cut short. */
 typedef int (*cr_x509_name_cb)(const char *dns, void *arg);
 int cr_x509_each_dns_san(X509 *cert, cr_x509_name_cb cb, void *arg);
+/* The same for each URI subjectAltName (e.g. a SPIFFE ID), with the same skipping rule. */
+int cr_x509_each_uri_san(X509 *cert, cr_x509_name_cb cb, void *arg);
 /* 1 when one of cert's DNS subjectAltNames is name (ASCII case-insensitive, no wildcards). */
 int cr_x509_san_match(X509 *cert, const char *name);
 

@@ -318,6 +318,13 @@ services:
     group: acme
 drain_timeout: 3s
 YAML
+  # Binaries with per-service limits cap a service's calls in flight (1000 by default) and its request
+  # bodies (10 MiB); the probes hold up to 10000 calls. An older binary has no such key: left as is.
+  sed 's/^    group: acme$/    group: acme\n    limits: { max_concurrent: 1000000, max_body: 0 }/' "$CR_TMP/gateway.yaml" \
+    >"$CR_TMP/gateway.limits.yaml"
+  if "$CCRELAY_BIN" check -c "$CR_TMP/gateway.limits.yaml" >/dev/null 2>&1; then
+    mv "$CR_TMP/gateway.limits.yaml" "$CR_TMP/gateway.yaml"
+  fi
   local id="identity: { pkcs12: $P/cms-json-connector.p12, password_file: $P/cms-json-connector.pass }"
   local hold_route=""
   if [[ -n $HOLD_PORT ]]; then

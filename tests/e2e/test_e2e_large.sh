@@ -20,6 +20,9 @@ write_gateway_conf "$CR_TMP/gateway.yaml"
 write_agent_conf "$CR_TMP/agent.yaml" "$(cms_route sim "$CMS_PORT" cms-json-connector.p12 localhost /test/)"
 sed -i 's/response_timeout: 10s/response_timeout: 60s/' "$CR_TMP/agent.yaml"
 sed -i 's/request_timeout: 20s/request_timeout: 60s/' "$CR_TMP/gateway.yaml"
+# Both limit request bodies to 10 MiB by default; this test streams 50 MiB.
+sed -i 's/^    group: acme$/    group: acme\n    limits: { max_body: 64MiB }/' "$CR_TMP/gateway.yaml"
+sed -i 's/^  - name: sim$/  - name: sim\n    limits: { max_body: 64MiB }/' "$CR_TMP/agent.yaml"
 
 transfer_both_ways() { # LABEL
   local label=$1 st want got

@@ -18,8 +18,8 @@
 #include "ccrelay/error.h"
 #include "ccrelay/tunnel.h"
 
-/* A head at the configured field ceiling, plus what the gateway adds (request id, Forwarded) and a
- * margin, still fits the tunnel's per-stream header limit at the other role. */
+/* A head at the configured field ceiling, plus what the gateway adds (request id, Forwarded,
+ * X-Forwarded-For) and a margin, still fits the tunnel's per-stream header limit at the other role. */
 _Static_assert(CR_CONF_HEADER_FIELDS_MAX + 6 <= CR_TUNNEL_MAX_HEADERS, "max_header_fields ceiling above the tunnel's");
 
 static char data_dir[PATH_MAX]; /* tests/unit/data/config, resolved */
@@ -1368,6 +1368,148 @@ static int reset_bad(void **state) {
 
 static int no_bad_case(void **state) { return nbad == 0 ? 0 : -1; }
 
+
+/* services[].callers, services[].limits, public.trusted_proxies, routes[].limits. */
+#define SVC "services:\n  - host: a.example\n    group: acme\n" /* lines 11-13 after TUN PUBID GROUPS */
+
+static void test_callers_and_limits(void **state) {
+  cr_conf_gateway_t g;
+  cr_conf_agent_t a;
+  char err[1024] = "", want[PATH_MAX + 64];
+  const char *yaml = TUN PUBID "  trusted_proxies: [10.0.0.0/8, '2001:db8::/32', 192.0.2.7]\n" GROUPS SVC
+                     "    callers:\n"
+                     "      client_ca: files/ca.pem\n"
+                     "      subjects: ['cn:CMS Admin', 'dns:*.corp.example', 'DNS:host.example', 'uri:spiffe://corp/*',"
+                     " 'uri:urn:x://a']\n"
+                     "      token_files: [files/callers.tokens, files/admin.token]\n"
+                     "      sources: [127.0.0.2, '::1', 0.0.0.0/0]\n"
+                     "    limits: { max_body: 64KiB, max_concurrent: 3 }\n"
+                     "  - host: b.example\n    group: acme\n";
+
+  assert_int_equal(gateway_ok(yaml, &g), 0);
+  assert_int_equal(g.public_.ntrusted_proxies, 3);
+  assert_int_equal(g.public_.trusted_proxies[0].family, 4);
+  assert_int_equal(g.public_.trusted_proxies[0].prefix, 8);
+  assert_int_equal(g.public_.trusted_proxies[1].family, 6);
+  assert_int_equal(g.public_.trusted_proxies[1].prefix, 32);
+  assert_int_equal(g.public_.trusted_proxies[2].prefix, 32);
+  assert_true(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "10.200.1.1"));
+  assert_true(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "::ffff:10.1.2.3"));
+  assert_true(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "2001:db8:ffff::1"));
+  assert_true(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "192.0.2.7"));
+  assert_false(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "192.0.2.8"));
+  assert_false(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "11.0.0.1"));
+  assert_false(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "2001:db9::1"));
+  assert_false(cr_conf_cidr_match(g.public_.trusted_proxies, 3, "not-an-ip"));
+  {
+    const cr_conf_callers_t *cl = &g.services[0].callers;
+    assert_true(cl->present);
+    data_path(want, sizeof want, "files/ca.pem");
+    assert_string_equal(cl->client_ca.path, want);
+    assert_int_equal(cl->nsubjects, 5);
+    assert_int_equal(cl->subjects[0].kind, CR_SUBJECT_CN);
+    assert_string_equal(cl->subjects[0].value, "CMS Admin");
+    assert_int_equal(cl->subjects[1].kind, CR_SUBJECT_DNS);
+    assert_string_equal(cl->subjects[1].value, ".corp.example");
+    assert_true(cl->subjects[1].wildcard);
+    assert_int_equal(cl->subjects[2].kind, CR_SUBJECT_DNS);
+    assert_false(cl->subjects[2].wildcard);
+    assert_int_equal(cl->subjects[3].kind, CR_SUBJECT_URI);
+    assert_string_equal(cl->subjects[3].value, "spiffe://corp/");
+    assert_true(cl->subjects[3].wildcard);
+    assert_string_equal(cl->subjects[4].value, "urn:x://a");
+    assert_int_equal(cl->ntokens, 3);
+    assert_string_equal(cl->tokens[0], "0123456789abcdef-current");
+    assert_string_equal(cl->tokens[1], "fedcba9876543210-next"); /* CRLF removed */
+    assert_string_equal(cl->tokens[2], "0123456789abcdef-token");
+    assert_int_equal(cl->nsources, 3);
+    assert_true(cr_conf_cidr_match(cl->sources, 1, "127.0.0.2"));
+    assert_false(cr_conf_cidr_match(cl->sources, 1, "127.0.0.1"));
+    assert_true(cr_conf_cidr_match(cl->sources + 1, 1, "::1"));
+    assert_true(cr_conf_cidr_match(cl->sources + 2, 1, "203.0.113.5"));
+    assert_true(g.services[0].max_body == 64 * 1024);
+    assert_int_equal(g.services[0].max_concurrent, 3);
+  }
+  assert_false(g.services[1].callers.present);
+  assert_true(g.services[1].max_body == CR_CONF_MAX_BODY_DEFAULT);
+  assert_int_equal(g.services[1].max_concurrent, CR_CONF_MAX_CONCURRENT_DEFAULT);
+  cr_conf_gateway_free(&g);
+
+  /* Defaults: no trusted proxies; a service without limits gets the protective ones. */
+  yaml = TUN PUBID GROUPS SVC;
+  assert_int_equal(gateway_ok(yaml, &g), 0);
+  assert_int_equal(g.public_.ntrusted_proxies, 0);
+  assert_true(g.services[0].max_body == 10 * 1024 * 1024);
+  assert_int_equal(g.services[0].max_concurrent, 1000);
+  cr_conf_gateway_free(&g);
+
+  /* Subjects with public.client_ca instead of the service's own. */
+  yaml = TUN PUBID "  client_ca: files/ca.pem\n" GROUPS SVC "    callers: { subjects: ['cn:x'] }\n";
+  assert_int_equal(gateway_ok(yaml, &g), 0);
+  cr_conf_gateway_free(&g);
+
+  /* Agent: routes[].limits.max_body, default and 0 (off). */
+  yaml = GW ROUTE UP "    limits: { max_body: 1MiB }\n  - name: r2\n" UP "  - name: r3\n" UP "    limits: { max_body: 0 }\n";
+  if (cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_true(a.routes[0].max_body == 1024 * 1024);
+  assert_true(a.routes[1].max_body == CR_CONF_MAX_BODY_DEFAULT);
+  assert_true(a.routes[2].max_body == 0);
+  cr_conf_agent_free(&a);
+}
+
+static void test_callers_errors(void **state) {
+#define C TUN PUBID GROUPS SVC "    callers:\n" /* rules from line 15 */
+  gateway_err(C "      sources: [10.0.0.1/8]\n", "15:17: services[0].callers.sources[0]",
+              "bad address range '10.0.0.1/8': host bits are set after the prefix length");
+  gateway_err(C "      sources: [10.0.0.0/33]\n", "15:17: services[0].callers.sources[0]",
+              "an IPv4 prefix length is at most 32");
+  gateway_err(C "      sources: ['::1/129']\n", "15:17: services[0].callers.sources[0]",
+              "an IPv6 prefix length is at most 128");
+  gateway_err(C "      sources: [10.0.0.0/x]\n", "15:17: services[0].callers.sources[0]",
+              "the prefix length must be a number");
+  gateway_err(C "      sources: [localhost]\n", "15:17: services[0].callers.sources[0]", "not an IPv4 or IPv6 address");
+  gateway_err(C "      sources: [10.0.0.0/8, 300.1.1.1]\n", "15:29: services[0].callers.sources[1]",
+              "bad address range '300.1.1.1'");
+  gateway_err(C "      token_files: [files/none.tokens]\n", "15:21: services[0].callers.token_files[0]", "no such file");
+  gateway_err(C "      token_files: [files/short.tokens]\n", "15:21: services[0].callers.token_files[0]",
+              "a token is 5 characters long, at least 16 are needed");
+  gateway_err(C "      token_files: [files/empty.pass]\n", "15:21: services[0].callers.token_files[0]", "holds no token");
+  gateway_err(C "      token_files: [files/space.token]\n", "15:21: services[0].callers.token_files[0]",
+              "a token contains a space or control character");
+  gateway_err(C "      token_files: files/admin.token\n", "15:20: services[0].callers.token_files", "expected a list");
+  gateway_err(C "      token: [files/admin.token]\n", "15:7: services[0].callers.token", "unknown key");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['dns:a.*.example']\n",
+              "16:18: services[0].callers.subjects[0]", "bad wildcard 'a.*.example'");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['dns:*.com']\n", "16:18: services[0].callers.subjects[0]",
+              "at least two labels must follow '*.'");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['dns:x*.a.example']\n",
+              "16:18: services[0].callers.subjects[0]", "bad wildcard");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['uri:spiffe://*/x']\n",
+              "16:18: services[0].callers.subjects[0]", "'*' may only end a URI prefix");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['uri:*']\n", "16:18: services[0].callers.subjects[0]",
+              "is not a URI with a scheme and an authority");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['cn:*.x']\n", "16:18: services[0].callers.subjects[0]",
+              "'*' is no wildcard there");
+  gateway_err(C "      client_ca: files/ca.pem\n      subjects: ['CMS Admin']\n", "16:18: services[0].callers.subjects[0]",
+              "names no kind: write cn:NAME, dns:NAME or uri:URI");
+  gateway_err(C "      subjects: ['cn:x']\n", "15:17: services[0].callers.subjects",
+              "no client certificate is asked for: set services[0].callers.client_ca or public.client_ca");
+  gateway_err(C "      client_ca: files/nope.pem\n", "15:18: services[0].callers.client_ca", "no such file");
+  gateway_err(TUN PUBID GROUPS SVC "    limits: { max_concurrent: 0 }\n", "14:31: services[0].limits.max_concurrent",
+              "value out of range");
+  gateway_err(TUN PUBID GROUPS SVC "    limits: { max_bdy: 1 }\n", "14:15: services[0].limits.max_bdy",
+              "did you mean 'max_body'?");
+  gateway_err(TUN PUBID GROUPS SVC "    limits: { max_body: 1MB }\n", "14:25: services[0].limits.max_body", "bad size");
+  gateway_err(TUN PUBID "  trusted_proxies: [1.2.3.4/24]\n" GROUPS SVC, "8:21: public.trusted_proxies[0]",
+              "host bits are set");
+  agent_err(GW ROUTE UP "    limits: { max_body: -1 }\n", "15:25: routes[0].limits.max_body", "bad size");
+  agent_err(GW ROUTE UP "    limits: { max_size: 1 }\n", "15:15: routes[0].limits.max_size", "unknown key");
+#undef C
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, reset_bad, no_bad_case)
 
 int main(void) {
@@ -1396,6 +1538,8 @@ int main(void) {
       T(test_small_err_buffer),
       T(test_send_limits),
       T(test_replicas),
+      T(test_callers_and_limits),
+      T(test_callers_errors),
   };
 
   find_data_dir();

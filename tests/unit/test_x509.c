@@ -333,6 +333,19 @@ static void test_sans(void **state) {
   assert_string_equal(all, "a.example;stop.example;");
   X509_free(x);
 
+  /* URI names (SPIFFE IDs) have their own walk, and the DNS walk does not see them. */
+  x = pki_cert(leaf_key, "u", ca, ca_key, 0, "DNS:d.example,URI:spiffe://corp/ns/a,URI:stop.example", -1, 30);
+  all[0] = '\0';
+  assert_int_equal(cr_x509_each_uri_san(x, collect, all), 7);
+  assert_string_equal(all, "spiffe://corp/ns/a;stop.example;");
+  all[0] = '\0';
+  assert_int_equal(cr_x509_each_dns_san(x, collect, all), 0);
+  assert_string_equal(all, "d.example;");
+  all[0] = '\0';
+  assert_int_equal(cr_x509_each_uri_san(leaf, collect, all), 0);
+  assert_string_equal(all, "");
+  X509_free(x);
+
   /* A name with a NUL inside would match "evil.example" if cut short: it is skipped. */
   {
     GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
