@@ -90,7 +90,9 @@ call() { # OUT: one relayed call; echoes the status
 
 # ---- `check` ---------------------------------------------------------------------------------
 write_agent_conf "$CR_TMP/agent.yaml" "$route" "$(proxy_yaml "$CR_TMP/proxy.pass")"
-"$CCRELAY_BIN" check -c "$CR_TMP/agent.yaml" >/dev/null || fail "check refused the proxy config"
+"$CCRELAY_BIN" check -c "$CR_TMP/agent.yaml" >"$CR_TMP/check.out" || fail "check refused the proxy config"
+assert_file_contains "$CR_TMP/check.out" "OK \(agent: gateway 127\.0\.0\.1:$GW_TUNNEL_PORT via proxy 127\.0\.0\.1:$SQ_PORT \(gateway\.proxy\.url\)" \
+  "check names the proxy"
 sed "s#url: http://127.0.0.1:$SQ_PORT#url: https://127.0.0.1:$SQ_PORT#" "$CR_TMP/agent.yaml" >"$CR_TMP/https.yaml"
 line=$(grep -n 'url: https://127.0.0.1' "$CR_TMP/https.yaml" | cut -d: -f1)
 rc=0
