@@ -756,7 +756,7 @@ static int build_tunnel_tls(agent_t *a) {
 
 /* gateway.proxy as loaded (from the file, the environment, or excluded by no_proxy), said once at
  * start; the credentials become the proxy dial's Basic scheme. */
-static void log_proxy(agent_t *a) {
+static void proxy_start(agent_t *a) {
   const cr_conf_proxy_t *p = &a->conf->gateway.proxy;
   if (p->host != NULL) {
     if (p->username != NULL)
@@ -803,7 +803,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
     cr_process_close(a->proc);
     goto out;
   }
-  log_proxy(a);
+  proxy_start(a);
   for (unsigned i = 0; i < conf->gateway.connections; i++)
     slot_dial(&a->slots[i].timer);
   cr_process_start(a->proc);
