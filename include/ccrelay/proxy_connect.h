@@ -69,8 +69,9 @@ typedef struct cr_proxy_connect_opts {
 
 typedef struct cr_proxy_connect cr_proxy_connect_t;
 
-/* Fires once, unless the exchange was cancelled first. status 0: s is a tunnel to the target,
- * not reading, no write of ours pending. Else CR_EPROXY_AUTH (407 that the scheme cannot answer),
+/* Fires once, unless the exchange was cancelled first. status 0: s is a tunnel to the target, not
+ * reading, with nothing read past the proxy's answer (the callback of our last write may still fire
+ * later; it touches only the exchange, which is freed then). Else CR_EPROXY_AUTH (407 that the scheme cannot answer),
  * CR_EPROXY (a refusal, an unreachable target, a malformed or oversized answer, bytes after the
  * 2xx, a close before the answer) or a stream error; detail is prose for the log, valid during the
  * call. The exchange is freed after cb returns; the stream remains the caller's either way. */
