@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config
   libuv1-dev libssl-dev libnghttp2-dev libyaml-dev node-llhttp
   libcmocka-dev clang
-  openssl curl nginx-light haproxy
+  openssl curl nginx-light haproxy squid apache2-utils
   python3 python3-cryptography
   procps
   scdoc lintian debootstrap systemd

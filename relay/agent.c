@@ -21,6 +21,7 @@
 #include "ccrelay/errpage.h"
 #include "ccrelay/http_msg.h"
 #include "ccrelay/log.h"
+#include "ccrelay/proxy_connect.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/route.h"
 #include "ccrelay/stream.h"
@@ -955,7 +956,9 @@ static void on_connected(cr_stream_t *s, int status) {
   agent_t *a = sl->agent;
   cr_stream_t *tls;
   if (status < 0) {
-    slot_failed(sl, "connect", status, NULL);
+    char why[640];
+    cr_stream_error_detail(s, why, sizeof why); /* through a proxy: what the proxy said */
+    slot_failed(sl, a->conf->gateway.proxy.host ? "proxy" : "connect", status, why);
     return;
   }
   sl->state = SLOT_HANDSHAKE;
@@ -980,6 +983,21 @@ static void on_dial_timeout(uv_timer_t *t) {
   slot_failed(sl, sl->state == SLOT_HANDSHAKE ? "tls" : "connect", UV_ETIMEDOUT, detail);
 }
 
+/* TCP to the gateway; or, with gateway.proxy, TCP to the proxy and CONNECT to the gateway. Either
+ * way on_connected gets a byte stream to the gateway for the TLS handshake. */
+/* One dial to ad: straight, or through the proxy when one applies (the proxy resolves the name). */
+static int dial_gateway(agent_t *a, slot_t *sl, const cr_conf_addr_t *ad, unsigned rotation, cr_stream_t **s) {
+  const cr_conf_proxy_t *p = &a->conf->gateway.proxy;
+  cr_proxy_dial_opts_t o = {p->host, p->port, a->proxy_auth,
+                            p->username == NULL  ? "proxy.username with proxy.password_file or proxy.password_env"
+                            : p->password_from_env ? "proxy.username / proxy.password_env"
+                                                   : "proxy.username / proxy.password_file",
+                            p->connect_timeout_ms};
+  if (p->host == NULL)
+    return cr_tcp_connect_rotated(&a->loop, ad->host, ad->port, rotation, on_connected, sl, s);
+  return cr_proxy_dial(&a->loop, &o, ad->host, ad->port, on_connected, sl, s);
+}
+
 static void slot_dial(uv_timer_t *t) {
   slot_t *sl = t->data;
   agent_t *a = sl->agent;
@@ -992,8 +1010,7 @@ static void slot_dial(uv_timer_t *t) {
    * several records, successive dials reach every candidate. */
   sl->addr = n % (unsigned)a->conf->gateway.naddrs;
   ad = slot_addr(sl);
-  r = cr_tcp_connect_rotated(&a->loop, ad->host, ad->port, n / (unsigned)a->conf->gateway.naddrs, on_connected, sl,
-                             &s);
+  r = dial_gateway(a, sl, ad, n / (unsigned)a->conf->gateway.naddrs, &s);
   if (r < 0) {
     slot_failed(sl, "connect", r, NULL);
     return;
@@ -1113,6 +1130,24 @@ static int build_tunnel_tls(agent_t *a) {
   return 0;
 }
 
+/* gateway.proxy as loaded (from the file, the environment, or excluded by no_proxy), said once at
+ * start; the credentials become the proxy dial's Basic scheme. */
+static void proxy_start(agent_t *a) {
+  const cr_conf_proxy_t *p = &a->conf->gateway.proxy;
+  if (p->host != NULL) {
+    if (p->username != NULL)
+      a->proxy_auth = cr_proxy_auth_basic_new(p->username, p->password);
+    cr_log_info("gateway proxy", "proxy=%s%s%s:%u from=%s user=%s gateway=%s:%u", strchr(p->host, ':') ? "[" : "",
+                p->host, strchr(p->host, ':') ? "]" : "", p->port, p->source, p->username ? p->username : "-",
+                a->conf->gateway.host, a->conf->gateway.port);
+  } else if (p->from_environment) {
+    cr_log_info("gateway proxy", "proxy=none from=environment reason=\"%s%s%s\" gateway=%s:%u",
+                p->no_proxy_entry ? "no_proxy entry '" : "https_proxy and HTTPS_PROXY are not set",
+                p->no_proxy_entry ? p->no_proxy_entry : "", p->no_proxy_entry ? "' matches the gateway" : "",
+                a->conf->gateway.host, a->conf->gateway.port);
+  }
+}
+
 int cr_agent_run(const cr_conf_agent_t *conf) {
   agent_t *a = cr_calloc(1, sizeof *a);
   int code = 1;
@@ -1138,6 +1173,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
     cr_process_close(a->proc);
     goto out;
   }
+  proxy_start(a);
   coverage_check(a); /* the first `connections` dials */
   cr_process_start(a->proc);
   cr_log_info("agent started", "gateway=%s:%u addresses=%zu connections=%u routes=%zu version=%s",
@@ -1155,6 +1191,7 @@ out:
     cr_log_warn("event loop closed with handles still open", "");
   cr_process_free(a->proc);
   cr_tls_ctx_free(a->tunnel_tls);
+  cr_proxy_auth_free(a->proxy_auth);
   cr__agent_trust_free(a);
   free(a->routes);
   free(a->set);

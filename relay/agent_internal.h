@@ -68,6 +68,7 @@ struct agent {
   uv_loop_t loop;
   const cr_conf_agent_t *conf;
   cr_tls_ctx_t *tunnel_tls;
+  struct cr_proxy_auth *proxy_auth; /* gateway.proxy's credentials; NULL without a username */
   route_rt_t *routes;      /* conf->nroutes */
   cr_queue_t slots;         /* slot_t.link: tunnels and dials (agent.c) */
   size_t nslots;

@@ -157,9 +157,18 @@ static int check_agent(const char *path) {
   /* The trust store and the routes' identities, validated by the agent's own code. */
   if (cr_agent_check(&c, report_problem, (void *)path) > 0)
     bad = 1;
-  if (!bad)
-    printf("%s: OK (agent: gateway %s:%u, %zu route%s)\n", path, c.gateway.host, c.gateway.port, c.nroutes,
+  if (!bad) {
+    const cr_conf_proxy_t *px = &c.gateway.proxy;
+    const char *v6 = px->host && strchr(px->host, ':') ? "[" : "";
+    char via[400] = "";
+    /* which proxy applies, with from_environment resolved as the agent will resolve it */
+    if (px->host)
+      snprintf(via, sizeof via, " via proxy %s%s%s:%u (%s)", v6, px->host, v6[0] ? "]" : "", px->port, px->source);
+    else if (px->from_environment)
+      snprintf(via, sizeof via, " direct (%s)", px->no_proxy_entry ? "no_proxy matches" : "no https_proxy");
+    printf("%s: OK (agent: gateway %s:%u%s, %zu route%s)\n", path, c.gateway.host, c.gateway.port, via, c.nroutes,
            c.nroutes == 1 ? "" : "s");
+  }
   cr_conf_agent_free(&c);
   return bad ? CR_EXIT_USAGE : CR_EXIT_OK;
 }

@@ -32,7 +32,7 @@ static const char *const agent_only_keys[] = {"routes"};
 static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca",
                                             "identity",      "connections",  "connect_timeout",
                                             "ping_interval", "ping_timeout", "reconnect_min",
-                                            "reconnect_max"};
+                                            "reconnect_max", "proxy"};
 static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation", "limits"};
 static const char *const route_limits_keys[] = {"max_body"};
 static const char *const match_keys[] = {"host", "path_prefix", "methods", "header"};
@@ -138,7 +138,7 @@ static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) 
                 "reconnect_min must not exceed reconnect_max");
   if (a->gateway.server_name == NULL && a->gateway.naddrs == 1)
     a->gateway.server_name = cr_strdup(a->gateway.host);
-  return 0;
+  return cr__conf_get_proxy(c, m, p, a->gateway.host, &a->gateway.proxy);
 }
 
 static int load_match(ctx_t *c, const node_t *route, const char *rp, cr_conf_route_t *r) {
@@ -382,6 +382,7 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
   free(a->gateway.server_name);
   free(a->gateway.ca.path);
   identity_free(&a->gateway.identity);
+  cr__conf_proxy_free(&a->gateway.proxy);
   for (i = 0; i < a->nroutes; i++) {
     cr_conf_route_t *r = &a->routes[i];
     free(r->name);

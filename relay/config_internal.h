@@ -79,8 +79,14 @@ int cr__conf_get_file(ctx_t *c, const node_t *m, const char *path, const char *k
 int cr__conf_file_value(ctx_t *c, const node_t *v, const char *kp, cr_conf_file_t *out);
 int cr__conf_get_dir(ctx_t *c, const node_t *m, const char *path, const char *key, char **out, cr_conf_pos_t *pos);
 int cr__conf_read_secret_file(ctx_t *c, const node_t *m, const char *path, const char *key, const char *what, char **out, cr_conf_pos_t *pos);
+/* password_file: FILE | password_env: NAME of mapping m (at path) into *out; *out untouched when
+ * neither is given. Both given is an error. */
+int cr__conf_get_password(ctx_t *c, const node_t *m, const char *path, char **out);
 int cr__conf_get_identity(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_identity_t *id);
 const char *cr__conf_split_hostport(const char *s, size_t len, int port_required, char **host, unsigned *port);
+/* gateway.proxy (config_proxy.c): gw is the gateway mapping, gw_host the gateway's host. */
+int cr__conf_get_proxy(ctx_t *c, const node_t *gw, const char *path, const char *gw_host, cr_conf_proxy_t *out);
+void cr__conf_proxy_free(cr_conf_proxy_t *p);
 int cr__conf_get_listen(ctx_t *c, const node_t *m, const char *path, const char *key, cr_conf_listen_t *out);
 /* https://host[:port][/base], or http:// (then *plain is 1 and the port defaults to 80). */
 const char *cr__conf_parse_url(const char *s, size_t len, char **host, unsigned *port, char **base, int *plain);

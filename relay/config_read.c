@@ -946,24 +946,31 @@ int cr__conf_get_identity(ctx_t *c, const node_t *m, const char *path, const cha
       return cr__conf_fail(c, (pf ? pf : pe)->pos, cr__conf_join(kp, ip, pf ? "password_file" : "password_env"),
                   "only a pkcs12 identity takes a password (a PEM key must be unencrypted)");
   }
+  return cr__conf_get_password(c, v, ip, &id->password);
+}
+
+int cr__conf_get_password(ctx_t *c, const node_t *m, const char *path, char **out) {
+  const node_t *pf = cr__conf_map_get(m, "password_file"), *pe = cr__conf_map_get(m, "password_env");
+  char kp[PATH_LEN];
+  const char *val;
+
   if (pf != NULL && pe != NULL)
-    return cr__conf_fail(c, pe->pos, cr__conf_join(kp, ip, "password_env"),
+    return cr__conf_fail(c, pe->pos, cr__conf_join(kp, path, "password_env"),
                 "give password_file or password_env, not both");
   if (pf != NULL)
-    return cr__conf_read_secret_file(c, v, ip, "password_file", "password", &id->password, NULL);
-  if (pe != NULL) {
-    const char *val;
-    cr__conf_join(kp, ip, "password_env");
-    if (cr__conf_scalar_str(c, pe, kp, REQ) != 0)
-      return CR_ECONFIG;
-    /* The value is echoed only when it looks like a name: a pasted password must not be. */
-    if (!valid_env_name(pe->str))
-      return cr__conf_fail(c, pe->pos, kp, "not a valid environment variable name");
-    val = getenv(pe->str);
-    if (val == NULL)
-      return cr__conf_fail(c, pe->pos, kp, "environment variable %s is not set", pe->str);
-    id->password = cr_strdup(val);
-  }
+    return cr__conf_read_secret_file(c, m, path, "password_file", "password", out, NULL);
+  if (pe == NULL)
+    return 0;
+  cr__conf_join(kp, path, "password_env");
+  if (cr__conf_scalar_str(c, pe, kp, REQ) != 0)
+    return CR_ECONFIG;
+  /* The value is echoed only when it looks like a name: a pasted password must not be. */
+  if (!valid_env_name(pe->str))
+    return cr__conf_fail(c, pe->pos, kp, "not a valid environment variable name");
+  val = getenv(pe->str);
+  if (val == NULL)
+    return cr__conf_fail(c, pe->pos, kp, "environment variable %s is not set", pe->str);
+  *out = cr_strdup(val);
   return 0;
 }
 

@@ -128,6 +128,34 @@ typedef struct cr_conf_route {
                                       the tunnel stream is reset) */
 } cr_conf_route_t;
 
+/* gateway.proxy: the HTTP proxy the tunnel is dialed through (HTTP CONNECT; the TLS to the gateway
+ * runs end to end inside it). Either url, or from_environment: true, which takes the proxy from
+ * https_proxy / HTTPS_PROXY at load unless no_proxy / NO_PROXY matches the gateway's host.
+ *   proxy: { url: http://proxy.corp:3128, username: NAME, password_file: FILE | password_env: NAME,
+ *            connect_timeout: 10s }
+ * When host is NULL the gateway is dialed directly (no proxy key, or from_environment found no
+ * proxy for the gateway). */
+typedef struct cr_conf_proxy {
+  char *host;             /* the proxy in force (IPv6 without brackets); NULL: none */
+  unsigned port;
+  const char *source;     /* static: "gateway.proxy.url", "https_proxy" or "HTTPS_PROXY"; NULL with host */
+  int from_environment;   /* proxy.from_environment (false) */
+  char *no_proxy_entry;   /* from_environment: the no_proxy entry that matched the gateway (so no proxy
+                             is used), for the start log; else NULL */
+  char *username;         /* proxy.username: Basic credentials; NULL: none sent */
+  char *password;         /* proxy.password_file's content (trailing newline removed) or password_env's
+                             value; set exactly when username is; wiped on free; never logged */
+  int password_from_env;  /* 1: password came from password_env (for hints in error messages) */
+  uint64_t connect_timeout_ms; /* proxy.connect_timeout (10s): TCP to the proxy + its CONNECT answer */
+  cr_conf_pos_t pos;      /* the proxy mapping; line 0 when absent */
+} cr_conf_proxy_t;
+
+/* 1 when a no_proxy list (curl's syntax: comma-separated names, each matching itself and its
+ * subdomains, a leading "." ignored; "*" matching everything; IP literals exact or as CIDR) covers
+ * host (a name, or an IP literal without brackets); the entry that matched is copied into
+ * matched (may be NULL). Case-insensitive, ports ignored. */
+int cr_conf_no_proxy_match(const char *no_proxy, const char *host, char *matched, size_t matchedlen);
+
 /* Where the agent's trusted roots and CRLs live unless trust_store says otherwise. */
 #define CR_CONF_TRUST_STORE_DEFAULT "/var/lib/ccrelay/trust"
 
@@ -167,6 +195,7 @@ typedef struct cr_conf_agent {
     uint64_t ping_timeout_ms;     /* gateway.ping_timeout (10s) */
     uint64_t reconnect_min_ms;    /* gateway.reconnect_min (250ms) */
     uint64_t reconnect_max_ms;    /* gateway.reconnect_max (30s) */
+    cr_conf_proxy_t proxy;        /* gateway.proxy: optional */
   } gateway;
   cr_conf_route_t *routes;        /* routes: list, at least one */
   size_t nroutes;

@@ -27,7 +27,9 @@
   XX(NO_CERT, "no certificate found")                                               \
   XX(TRUST_REFUSED, "refused by the trust store's rules")                           \
   XX(AMBIGUOUS, "ambiguous fingerprint prefix")                                     \
-  XX(NOT_REGULAR, "not a regular file")
+  XX(NOT_REGULAR, "not a regular file")                                            \
+  XX(PROXY, "the proxy did not open a tunnel")                                      \
+  XX(PROXY_AUTH, "proxy authentication failed")
 
 #define CR_ERR_BASE (-20000)
 

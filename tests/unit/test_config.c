@@ -1512,6 +1512,217 @@ static void test_callers_errors(void **state) {
 
 #define T(f) cmocka_unit_test_setup_teardown(f, reset_bad, no_bad_case)
 
+/* ---------------------------------------------------------------- gateway.proxy */
+
+/* Lines 7-: a proxy mapping under GW (line 7 is "  proxy:"). */
+#define PROXY "  proxy:\n"
+
+static void unset_proxy_env(void) {
+  unsetenv("https_proxy");
+  unsetenv("HTTPS_PROXY");
+  unsetenv("no_proxy");
+  unsetenv("NO_PROXY");
+}
+
+static void test_proxy(void **state) {
+  cr_conf_agent_t a;
+  char err[1024];
+  const char *yaml = GW PROXY "    url: http://proxy.corp:3128/\n    username: svc-ccrelay\n"
+                     "    password_file: files/conn.pass\n    connect_timeout: 3s\n" ROUTE UP;
+  const char *v6 = GW PROXY "    url: http://[fd00::3]:8080\n    username: u\n"
+                   "    password_env: CCRELAY_TEST_PROXY_PW\n" ROUTE UP;
+  const char *none = GW ROUTE UP;
+
+  unset_proxy_env();
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_string_equal(a.gateway.proxy.host, "proxy.corp");
+  assert_int_equal(a.gateway.proxy.port, 3128);
+  assert_string_equal(a.gateway.proxy.source, "gateway.proxy.url");
+  assert_string_equal(a.gateway.proxy.username, "svc-ccrelay");
+  assert_string_equal(a.gateway.proxy.password, "s3cret-from-file");
+  assert_int_equal(a.gateway.proxy.password_from_env, 0);
+  assert_int_equal(a.gateway.proxy.connect_timeout_ms, 3000);
+  assert_int_equal(a.gateway.proxy.pos.line, 8);
+  cr_conf_agent_free(&a);
+
+  setenv("CCRELAY_TEST_PROXY_PW", "env-pw", 1);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, v6, strlen(v6), &a, err, sizeof(err)), 0);
+  assert_string_equal(a.gateway.proxy.host, "fd00::3");
+  assert_int_equal(a.gateway.proxy.port, 8080);
+  assert_string_equal(a.gateway.proxy.password, "env-pw");
+  assert_int_equal(a.gateway.proxy.password_from_env, 1);
+  assert_int_equal(a.gateway.proxy.connect_timeout_ms, 10000);
+  cr_conf_agent_free(&a);
+  unsetenv("CCRELAY_TEST_PROXY_PW");
+
+  /* no proxy key: direct, and the environment is not consulted */
+  setenv("HTTPS_PROXY", "http://127.0.0.1:3128", 1);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, none, strlen(none), &a, err, sizeof(err)), 0);
+  assert_null(a.gateway.proxy.host);
+  assert_int_equal(a.gateway.proxy.from_environment, 0);
+  cr_conf_agent_free(&a);
+  unset_proxy_env();
+}
+
+static void test_proxy_errors(void **state) {
+  char err[1024];
+  cr_conf_agent_t a;
+  const char *userinfo = GW PROXY "    url: http://svc:Hunter2@proxy:3128\n" ROUTE UP;
+
+  unset_proxy_env();
+  agent_err(GW PROXY "    url: https://proxy.corp:3128\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "an https:// proxy is not supported");
+  agent_err(GW PROXY "    url: http://proxy.corp\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "bad proxy URL 'http://proxy.corp': missing port");
+  agent_err(GW PROXY "    url: 'http://proxy.corp:'\n" ROUTE UP, "8:10: gateway.proxy.url", "missing port");
+  agent_err(GW PROXY "    url: http://proxy.corp:99999\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "port must be between 1 and 65535");
+  agent_err(GW PROXY "    url: proxy.corp:3128\n" ROUTE UP, "8:10: gateway.proxy.url", "expected http://host:port");
+  agent_err(GW PROXY "    url: socks5://proxy.corp:1080\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "only http:// proxies (HTTP CONNECT) are supported");
+  agent_err(GW PROXY "    url: http://proxy.corp:3128/pac\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "a path, query or fragment is not allowed");
+  agent_err(GW PROXY "    url: http://proxy.corp:3128?x\n" ROUTE UP, "8:10: gateway.proxy.url",
+            "a path, query or fragment is not allowed");
+  agent_err(userinfo, "8:10: gateway.proxy.url", "user information (user:password@) is not allowed");
+  /* the URL with its password is not echoed */
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, userinfo, strlen(userinfo), &a, err, sizeof(err)),
+                   CR_ECONFIG);
+  assert_null(strstr(err, "Hunter2"));
+
+  agent_err(GW PROXY "    urll: http://p:1\n" ROUTE UP, "8:5: gateway.proxy.urll", "did you mean 'url'?");
+  agent_err(GW "  proxy: {}\n" ROUTE UP, "7:10: gateway.proxy", "needs url (http://host:port), or from_environment");
+  agent_err(GW "  proxy: {from_environment: false}\n" ROUTE UP, "7:10: gateway.proxy", "needs url");
+  agent_err(GW "  proxy: {url: 'http://p:1', from_environment: true}\n" ROUTE UP,
+            "7:48: gateway.proxy.from_environment", "give url or from_environment: true, not both");
+  agent_err(GW "  proxy: {url: 'http://p:1', connect_timeout: 0s}\n" ROUTE UP, "7:47: gateway.proxy.connect_timeout",
+            "out of range");
+  /* credentials */
+  agent_err(GW PROXY "    url: http://p:1\n    username: u\n    password_file: files/missing.pass\n" ROUTE UP,
+            "10:20: gateway.proxy.password_file", "no such file");
+  agent_err(GW PROXY "    url: http://p:1\n    username: u\n    password_file: files\n" ROUTE UP,
+            "10:20: gateway.proxy.password_file", "is a directory, expected a file");
+  agent_err(GW PROXY "    url: http://p:1\n    username: u\n    password_file: files/conn.pass\n"
+                     "    password_env: HOME\n" ROUTE UP,
+            "11:19: gateway.proxy.password_env", "give password_file or password_env, not both");
+  agent_err(GW PROXY "    url: http://p:1\n    username: u\n    password_env: CCRELAY_TEST_UNSET_PW\n" ROUTE UP,
+            "10:19: gateway.proxy.password_env", "environment variable CCRELAY_TEST_UNSET_PW is not set");
+  agent_err(GW PROXY "    url: http://p:1\n    username: u\n" ROUTE UP, "9:15: gateway.proxy.username",
+            "needs password_file or password_env beside it");
+  agent_err(GW PROXY "    url: http://p:1\n    password_file: files/conn.pass\n" ROUTE UP,
+            "9:20: gateway.proxy.password_file", "a password needs proxy.username beside it");
+  agent_err(GW PROXY "    url: http://p:1\n    username: 'a:b'\n    password_file: files/conn.pass\n" ROUTE UP,
+            "9:15: gateway.proxy.username", "must not contain ':'");
+}
+
+static void test_proxy_environment(void **state) {
+  cr_conf_agent_t a;
+  char err[1024];
+  /* the gateway is gw.example.com (GW) */
+  const char *yaml = GW PROXY "    from_environment: true\n" ROUTE UP;
+  const char *creds = GW PROXY "    from_environment: true\n    username: u\n    password_env: CCRELAY_TEST_PROXY_PW\n"
+                      ROUTE UP;
+
+  unset_proxy_env();
+  /* opted in, nothing set: direct */
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_null(a.gateway.proxy.host);
+  assert_int_equal(a.gateway.proxy.from_environment, 1);
+  assert_null(a.gateway.proxy.no_proxy_entry);
+  cr_conf_agent_free(&a);
+
+  setenv("HTTPS_PROXY", "http://10.1.2.3:3128", 1);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_string_equal(a.gateway.proxy.host, "10.1.2.3");
+  assert_int_equal(a.gateway.proxy.port, 3128);
+  assert_string_equal(a.gateway.proxy.source, "HTTPS_PROXY");
+  cr_conf_agent_free(&a);
+
+  /* the lower-case spelling first, as curl; no scheme means http */
+  setenv("https_proxy", "proxy.lower:8080", 1);
+  setenv("CCRELAY_TEST_PROXY_PW", "pw", 1);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, creds, strlen(creds), &a, err, sizeof(err)), 0);
+  assert_string_equal(a.gateway.proxy.host, "proxy.lower");
+  assert_int_equal(a.gateway.proxy.port, 8080);
+  assert_string_equal(a.gateway.proxy.source, "https_proxy");
+  assert_string_equal(a.gateway.proxy.username, "u");
+  assert_string_equal(a.gateway.proxy.password, "pw");
+  cr_conf_agent_free(&a);
+  unsetenv("CCRELAY_TEST_PROXY_PW");
+
+  /* no_proxy covering the gateway: direct, with the entry kept for the log */
+  setenv("NO_PROXY", "localhost, .example.com", 1);
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_null(a.gateway.proxy.host);
+  assert_string_equal(a.gateway.proxy.no_proxy_entry, ".example.com");
+  cr_conf_agent_free(&a);
+  setenv("no_proxy", "other.org", 1); /* the lower-case one wins, and it does not cover the gateway */
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), 0);
+  assert_string_equal(a.gateway.proxy.host, "proxy.lower");
+  cr_conf_agent_free(&a);
+  unset_proxy_env();
+
+  /* a bad value is an error at from_environment, naming the variable */
+  setenv("HTTPS_PROXY", "https://p:443", 1);
+  agent_err(yaml, "8:23: gateway.proxy.from_environment",
+            "environment variable HTTPS_PROXY ('https://p:443'): an https:// proxy is not supported");
+  setenv("HTTPS_PROXY", "http://p", 1);
+  agent_err(yaml, "8:23: gateway.proxy.from_environment", "environment variable HTTPS_PROXY ('http://p'): missing port");
+  setenv("HTTPS_PROXY", "http://me:Hunter2@p:3128", 1);
+  agent_err(yaml, "8:23: gateway.proxy.from_environment", "environment variable HTTPS_PROXY: user information");
+  assert_int_equal(cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof(err)), CR_ECONFIG);
+  assert_null(strstr(err, "Hunter2"));
+  unset_proxy_env();
+}
+
+static void test_no_proxy_match(void **state) {
+  static const struct {
+    const char *list, *host;
+    int want;
+  } cases[] = {
+      {"*", "gw.example.com", 1},
+      {"example.com", "gw.example.com", 1},
+      {"example.com", "example.com", 1},
+      {".example.com", "example.com", 1},
+      {".example.com", "gw.example.com", 1},
+      {"EXAMPLE.com", "gw.Example.COM", 1},
+      {"example.com", "gwexample.com", 0},
+      {"example.com", "example.com.evil.org", 0},
+      {"gw.example.com:8443", "gw.example.com", 1},
+      {"example.com.", "gw.example.com", 1},
+      {"a.org, b.org ,  gw.example.com ", "gw.example.com", 1},
+      {"a.org,,b.org", "gw.example.com", 0},
+      {"", "gw.example.com", 0},
+      {"*.example.com", "gw.example.com", 0}, /* curl: no wildcards but a lone "*" */
+      {"127.0.0.1", "127.0.0.1", 1},
+      {"127.0.0.1", "127.0.0.2", 0},
+      {"127.0.0.0/8", "127.9.8.7", 1},
+      {"10.0.0.0/8", "127.0.0.1", 0},
+      {"192.168.1.0/25", "192.168.1.127", 1},
+      {"192.168.1.0/25", "192.168.1.128", 0},
+      {"::1", "::1", 1},
+      {"[::1]", "::1", 1},
+      {"fd00::/8", "fd12::5", 1},
+      {"fd00::/8", "fe80::1", 0},
+      {"127.0.0.1", "localhost", 0},
+      {"127.0.0.0/33", "127.0.0.1", 0},
+  };
+  char matched[64];
+  (void)state;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    int got = cr_conf_no_proxy_match(cases[i].list, cases[i].host, matched, sizeof matched);
+    if (got != cases[i].want) {
+      print_error("no_proxy '%s' host '%s': got %d, want %d\n", cases[i].list, cases[i].host, got, cases[i].want);
+      nbad++;
+    }
+  }
+  assert_int_equal(cr_conf_no_proxy_match("a.org, .example.com", "gw.example.com", matched, sizeof matched), 1);
+  assert_string_equal(matched, ".example.com");
+}
+
+
+#define T(f) cmocka_unit_test_setup_teardown(f, reset_bad, no_bad_case)
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_duration),
@@ -1540,6 +1751,10 @@ int main(void) {
       T(test_replicas),
       T(test_callers_and_limits),
       T(test_callers_errors),
+      T(test_proxy),
+      T(test_proxy_errors),
+      T(test_proxy_environment),
+      T(test_no_proxy_match),
   };
 
   find_data_dir();
