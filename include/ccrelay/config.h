@@ -172,7 +172,7 @@ typedef struct cr_conf_service {
 #define CR_CONF_PUBLIC_CONNECTIONS_DEFAULT 10000
 #define CR_CONF_PUBLIC_HANDSHAKES_DEFAULT 1000
 #define CR_CONF_PUBLIC_PER_SOURCE_DEFAULT 500
-#define CR_CONF_TUNNEL_HANDSHAKES_DEFAULT 128
+#define CR_CONF_TUNNEL_HANDSHAKES_DEFAULT 1000
 #define CR_CONF_TUNNEL_PER_SOURCE_DEFAULT 32
 
 typedef struct cr_conf_gateway {
@@ -185,7 +185,7 @@ typedef struct cr_conf_gateway {
     uint64_t handshake_timeout_ms;/* tunnel.handshake_timeout (10s) */
     uint64_t ping_interval_ms;    /* tunnel.ping_interval (15s) */
     uint64_t ping_timeout_ms;     /* tunnel.ping_timeout (10s) */
-    unsigned max_handshakes;      /* tunnel.max_handshakes (128): connections in handshake at once; more
+    unsigned max_handshakes;      /* tunnel.max_handshakes (1000): connections in handshake at once; more
                                      are closed at accept */
     unsigned max_per_source;      /* tunnel.max_per_source (32): of those, from one source */
   } tunnel;

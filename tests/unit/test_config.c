@@ -1172,7 +1172,7 @@ static void test_connection_caps(void **state) {
     print_error("%s\n", err);
     fail();
   }
-  assert_int_equal(g.tunnel.max_handshakes, 128);
+  assert_int_equal(g.tunnel.max_handshakes, 1000);
   assert_int_equal(g.tunnel.max_per_source, 32);
   assert_int_equal(g.public_.max_handshakes, 1000);
   assert_int_equal(g.public_.max_per_source, 500);
