@@ -44,7 +44,8 @@ typedef struct slot {
   slot_state_t state;
   cr_stream_t *conn; /* the outermost stream while connecting/handshaking */
   cr_tunnel_t *tunnel;
-  uv_timer_t timer;  /* backoff, then connect+handshake deadline */
+  uv_timer_t timer;  /* backoff, then the TCP connect deadline, then the rest of the dial's */
+  uint64_t dial_start; /* loop time the dial began */
   uint64_t backoff_ms;
   uint64_t up_since;
   unsigned failures;
@@ -822,6 +823,7 @@ static void coverage_check(agent_t *a) {
     active++;
   }
 }
+static void on_dial_timeout(uv_timer_t *t);
 
 static void on_tunnel_close(cr_tunnel_t *t, int error) {
   slot_t *sl = cr_tunnel_data(t);
@@ -962,6 +964,11 @@ static void on_connected(cr_stream_t *s, int status) {
     return;
   }
   sl->state = SLOT_HANDSHAKE;
+  /* The TCP connect had its own shorter deadline; TLS and SETTINGS get what connect_timeout leaves. */
+  {
+    uint64_t used = uv_now(&a->loop) - sl->dial_start, total = a->conf->gateway.connect_timeout_ms;
+    uv_timer_start(&sl->timer, on_dial_timeout, used < total ? total - used : 1, 0);
+  }
   tls = cr_tls_stream_new(s, a->tunnel_tls,
                           a->conf->gateway.server_name ? a->conf->gateway.server_name : slot_addr(sl)->host);
   tls->data = sl;
@@ -971,6 +978,12 @@ static void on_connected(cr_stream_t *s, int status) {
     slot_failed(sl, "tls", status, cr_tls_stream_error(tls));
 }
 
+/* A path that drops packets leaves a TCP connect hanging through SYN retries (1, 3, 7, 15 s); giving
+ * it up early and dialling again finds the gateway soon after the path is back. */
+static uint64_t dial_deadline(const cr_conf_agent_t *c) {
+  return CR_MIN(c->gateway.dial_timeout_ms, c->gateway.connect_timeout_ms);
+}
+
 static void on_dial_timeout(uv_timer_t *t) {
   slot_t *sl = t->data;
   char detail[96];
@@ -978,8 +991,12 @@ static void on_dial_timeout(uv_timer_t *t) {
     cr_tunnel_close(sl->tunnel, UV_ETIMEDOUT);
     return;
   }
-  snprintf(detail, sizeof detail, "not connected within %llu ms",
-           (unsigned long long)sl->agent->conf->gateway.connect_timeout_ms);
+  if (sl->state == SLOT_CONNECTING)
+    snprintf(detail, sizeof detail, "TCP connect not finished within %llu ms (gateway.dial_timeout)",
+             (unsigned long long)dial_deadline(sl->agent->conf));
+  else
+    snprintf(detail, sizeof detail, "not connected within %llu ms",
+             (unsigned long long)sl->agent->conf->gateway.connect_timeout_ms);
   slot_failed(sl, sl->state == SLOT_HANDSHAKE ? "tls" : "connect", UV_ETIMEDOUT, detail);
 }
 
@@ -1017,7 +1034,8 @@ static void slot_dial(uv_timer_t *t) {
   }
   s->data = sl;
   sl->conn = s;
-  uv_timer_start(&sl->timer, on_dial_timeout, a->conf->gateway.connect_timeout_ms, 0);
+  sl->dial_start = uv_now(&a->loop);
+  uv_timer_start(&sl->timer, on_dial_timeout, dial_deadline(a->conf), 0);
 }
 
 /* Exponential backoff with jitter between reconnect_min and reconnect_max, so a gateway restart is not

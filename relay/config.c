@@ -32,7 +32,7 @@ static const char *const agent_only_keys[] = {"routes"};
 static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca",
                                             "identity",      "connections",  "connect_timeout",
                                             "ping_interval", "ping_timeout", "reconnect_min",
-                                            "reconnect_max", "proxy"};
+                                            "reconnect_max", "proxy", "dial_timeout"};
 static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation", "limits"};
 static const char *const route_limits_keys[] = {"max_body"};
 static const char *const match_keys[] = {"host", "path_prefix", "methods", "header"};
@@ -47,6 +47,7 @@ static const char *const tls_version_names[] = {"TLSv1", "TLSv1.1", "TLSv1.2", "
 static const char *const limits_keys[] = {"max_header_size", "max_header_fields", "send_timeout", "min_send_rate"};
 
 static const range_t r_connect = {10 * MS_PER_S, 1, MS_PER_H};
+static const range_t r_dial = {3 * MS_PER_S, 1, MS_PER_H};
 static const range_t r_ping_interval = {15 * MS_PER_S, 100, MS_PER_H};
 static const range_t r_ping_timeout = {10 * MS_PER_S, 100, MS_PER_H};
 static const range_t r_reconnect_min = {250, 1, MS_PER_H};
@@ -125,6 +126,7 @@ static int load_agent_gateway(ctx_t *c, const node_t *root, cr_conf_agent_t *a) 
       cr__conf_get_identity(c, m, p, "identity", &a->gateway.identity) != 0 ||
       cr__conf_get_uint(c, m, p, "connections", 2, 1, 64, &a->gateway.connections) != 0 ||
       cr__conf_get_duration(c, m, p, "connect_timeout", r_connect, &a->gateway.connect_timeout_ms, NULL) ||
+      cr__conf_get_duration(c, m, p, "dial_timeout", r_dial, &a->gateway.dial_timeout_ms, NULL) ||
       cr__conf_get_duration(c, m, p, "ping_interval", r_ping_interval, &a->gateway.ping_interval_ms, NULL) ||
       cr__conf_get_duration(c, m, p, "ping_timeout", r_ping_timeout, &a->gateway.ping_timeout_ms, NULL) ||
       cr__conf_get_duration(c, m, p, "reconnect_min", r_reconnect_min, &a->gateway.reconnect_min_ms,
@@ -420,12 +422,12 @@ static const range_t r_refresh = {10 * MS_PER_S, MS_PER_S, MS_PER_H};
 static const char *const gateway_admin_keys[] = {"listen", "token_file"};
 static const char *const tunnel_keys[] = {"listen",        "identity",     "client_ca",
                                           "handshake_timeout", "ping_interval", "ping_timeout",
-                                          "crl",           "revocation"};
+                                          "crl",           "revocation",   "max_handshakes", "max_per_source"};
 static const char *const public_keys[] = {"listen",          "identity",     "client_ca",
                                           "header_timeout",  "idle_timeout", "request_timeout",
                                           "max_header_size", "max_header_fields", "max_connections",
                                           "send_timeout", "min_send_rate", "crl", "revocation", "tls",
-                                          "trusted_proxies"};
+                                          "trusted_proxies", "max_handshakes", "max_per_source"};
 static const char *const public_tls_keys[] = {"ciphers", "min_version"};
 static const char *const public_tls_version_names[] = {"TLSv1.2", "TLSv1.3"};
 
@@ -747,7 +749,11 @@ static int load_tunnel(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       cr__conf_get_duration(c, m, p, "ping_interval", r_ping_interval, &g->tunnel.ping_interval_ms, NULL) ||
       cr__conf_get_duration(c, m, p, "ping_timeout", r_ping_timeout, &g->tunnel.ping_timeout_ms, NULL) ||
       load_revocation(c, m, p, &g->tunnel.client_ca, &g->tunnel.crl, &g->tunnel.revocation,
-                      &g->tunnel.revocation_set, &g->tunnel.revocation_pos) != 0)
+                      &g->tunnel.revocation_set, &g->tunnel.revocation_pos) != 0 ||
+      cr__conf_get_uint(c, m, p, "max_handshakes", CR_CONF_TUNNEL_HANDSHAKES_DEFAULT, 1, CR_CONF_CONNECTIONS_MAX,
+                        &g->tunnel.max_handshakes) != 0 ||
+      cr__conf_get_uint(c, m, p, "max_per_source", CR_CONF_TUNNEL_PER_SOURCE_DEFAULT, 1, CR_CONF_CONNECTIONS_MAX,
+                        &g->tunnel.max_per_source) != 0)
     return CR_ECONFIG;
   return 0;
 }
@@ -767,7 +773,12 @@ static int load_public(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
       cr__conf_get_size(c, m, p, "max_header_size", r_header_size, &g->public_.max_header_size) != 0 ||
       cr__conf_get_uint(c, m, p, "max_header_fields", CR_CONF_HEADER_FIELDS_DEFAULT, CR_CONF_HEADER_FIELDS_MIN,
                         CR_CONF_HEADER_FIELDS_MAX, &g->public_.max_header_fields) != 0 ||
-      cr__conf_get_uint(c, m, p, "max_connections", 10000, 1, 1000000, &g->public_.max_connections) != 0 ||
+      cr__conf_get_uint(c, m, p, "max_connections", CR_CONF_PUBLIC_CONNECTIONS_DEFAULT, 1, CR_CONF_CONNECTIONS_MAX,
+                        &g->public_.max_connections) != 0 ||
+      cr__conf_get_uint(c, m, p, "max_handshakes", CR_CONF_PUBLIC_HANDSHAKES_DEFAULT, 1, CR_CONF_CONNECTIONS_MAX,
+                        &g->public_.max_handshakes) != 0 ||
+      cr__conf_get_uint(c, m, p, "max_per_source", CR_CONF_PUBLIC_PER_SOURCE_DEFAULT, 1, CR_CONF_CONNECTIONS_MAX,
+                        &g->public_.max_per_source) != 0 ||
       cr__conf_get_duration(c, m, p, "send_timeout", r_send_timeout, &g->public_.send_timeout_ms, NULL) != 0 ||
       cr__conf_get_size(c, m, p, "min_send_rate", r_min_send_rate, &g->public_.min_send_rate) != 0 ||
       load_revocation(c, m, p, &g->public_.client_ca, &g->public_.crl, &g->public_.revocation,

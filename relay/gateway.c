@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
@@ -24,6 +25,7 @@
 #include "ccrelay/process.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/route.h"
+#include "ccrelay/srcmap.h"
 #include "ccrelay/stream.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/tunnel.h"
@@ -44,7 +46,26 @@ typedef struct tunnel_handshake {
   gateway_t *gw;
   cr_stream_t *tls;
   uv_timer_t timer;
+  cr_srckey_t src; /* counted in gw->tunnel_src until the handshake ends */
 } tunnel_handshake_t;
+
+/* Connections refused at accept (and tunnel handshakes that failed), per listener: the first few of
+ * each REFUSE_LOG_WINDOW_MS are logged one by one, the rest in one summary line per window. */
+enum { L_TUNNEL, L_PUBLIC, L_COUNT };
+enum { R_MAX_CONNECTIONS, R_MAX_HANDSHAKES, R_MAX_PER_SOURCE, R_HS_TIMEOUT, R_HS_FAILED, R_COUNT };
+static const char *const listener_names[L_COUNT] = {"tunnel", "public"};
+static const char *const reason_keys[R_COUNT] = {"max_connections", "max_handshakes", "max_per_source",
+                                                 "handshake_timeout", "handshake_failed"};
+#define REFUSE_LOG_WINDOW_MS 10000
+#define REFUSE_LOG_BURST 5
+/* Descriptors the gateway needs beyond its public connections and tunnel handshakes: tunnels, the
+ * admin API, listeners, log and config files. */
+#define FD_RESERVE 256
+
+typedef struct refusals {
+  cr_log_limit_t log;
+  uint64_t by_reason[R_COUNT]; /* in the current window, for the summary */
+} refusals_t;
 
 /* PC_SHUTDOWN: our close_notify and FIN are out; we read and drop until the caller's EOF (a short
  * lingering close, so an unread request tail does not turn into a reset that destroys our answer).
@@ -89,6 +110,7 @@ typedef struct exchange {
 struct pconn {
   cr_queue_t link;
   gateway_t *gw;
+  cr_srckey_t src; /* counted in gw->public_src while the connection lives */
   cr_stream_t *s;
   cr_http1_parser_t *parser;
   cr_deadline_t deadline; /* header, request, idle or linger timeout, by state */
@@ -119,6 +141,13 @@ struct gateway {
   cr_queue_t handshakes;
   cr_queue_t pconns;
   size_t npconns;
+  size_t public_handshakes; /* pconns in PC_HANDSHAKE */
+  size_t tunnel_handshakes; /* entries of handshakes */
+  cr_srcmap_t *public_src;  /* every pconn, by source */
+  cr_srcmap_t *tunnel_src;  /* every tunnel handshake, by source */
+  cr_srckey_t admitted;     /* the source the admit callback just let in, for the connection callback */
+  refusals_t refusals[L_COUNT];
+  uv_timer_t refuse_timer;  /* writes the summary lines when a window with suppressed lines ends */
   uint64_t pconns_begun; /* ever; memtrim's busy check compares it with pconns_seen */
   uint64_t pconns_seen;
   cr_process_t *proc; /* signals, drain deadline, log flush, heap trim; NULL until the listeners are up */
@@ -205,6 +234,70 @@ static int tunnel_peer_check(X509 *leaf, void *arg, char *why, size_t whylen) {
   return 1;
 }
 
+/* ---------- refused connections: counted, and logged at a bounded rate ---------- */
+
+static void refusals_summary(gateway_t *gw, int which, uint64_t n) {
+  refusals_t *rf = &gw->refusals[which];
+  char fields[256];
+  size_t off = 0;
+  for (int r = 0; r < R_COUNT; r++) {
+    if (rf->by_reason[r] > 0 && off < sizeof fields)
+      off += (size_t)snprintf(fields + off, sizeof fields - off, " %s=%llu", reason_keys[r],
+                              (unsigned long long)rf->by_reason[r]);
+    rf->by_reason[r] = 0;
+  }
+  if (n > 0)
+    cr_log_warn("connections refused", "listener=%s count=%llu not_logged=%llu interval_s=%u%s",
+                listener_names[which], (unsigned long long)(n + rf->log.burst), (unsigned long long)n,
+                REFUSE_LOG_WINDOW_MS / 1000, fields);
+}
+
+/* Writes the summary of every window that is over; re-arms for a window still open. */
+static void refuse_timer_cb(uv_timer_t *h) {
+  gateway_t *gw = h->data;
+  uint64_t now = uv_now(&gw->loop), next = 0;
+  for (int i = 0; i < L_COUNT; i++) {
+    refusals_t *rf = &gw->refusals[i];
+    uint64_t n;
+    if (rf->log.suppressed == 0)
+      continue;
+    if ((n = cr_log_limit_due(&rf->log, now)) > 0) {
+      refusals_summary(gw, i, n);
+      continue;
+    }
+    if (next == 0 || rf->log.start_ms + REFUSE_LOG_WINDOW_MS - now < next)
+      next = rf->log.start_ms + REFUSE_LOG_WINDOW_MS - now;
+  }
+  if (next > 0)
+    uv_timer_start(&gw->refuse_timer, refuse_timer_cb, next, 0);
+}
+
+/* Counts one refusal; 1 when it may be logged on its own line. */
+static int refusal(gateway_t *gw, int which, int reason) {
+  refusals_t *rf = &gw->refusals[which];
+  uint64_t now = uv_now(&gw->loop), n;
+  if ((n = cr_log_limit_due(&rf->log, now)) > 0)
+    refusals_summary(gw, which, n);
+  else if (rf->log.in_window == 0)
+    for (int r = 0; r < R_COUNT; r++)
+      rf->by_reason[r] = 0;
+  rf->by_reason[reason]++;
+  if (cr_log_limit_hit(&rf->log, now))
+    return 1;
+  if (!uv_is_active((uv_handle_t *)&gw->refuse_timer))
+    uv_timer_start(&gw->refuse_timer, refuse_timer_cb, rf->log.start_ms + REFUSE_LOG_WINDOW_MS - now, 0);
+  return 0;
+}
+
+static void log_refused(gateway_t *gw, int which, int reason, const struct sockaddr *peer, unsigned limit) {
+  char addr[64];
+  if (!refusal(gw, which, reason))
+    return;
+  cr_sockaddr_format(peer, addr, sizeof addr);
+  cr_log_warn("connection refused", "listener=%s peer=%s reason=\"%s (%u) reached\"", listener_names[which], addr,
+              reason_keys[reason], limit);
+}
+
 /* ---------- agent tunnels: handshake and admission (the registry: gateway_tunnels.c) ---------- */
 
 static void handshake_timer_closed(uv_handle_t *h) {
@@ -214,6 +307,8 @@ static void handshake_timer_closed(uv_handle_t *h) {
 
 static void handshake_done(tunnel_handshake_t *hs) {
   cr_queue_remove(&hs->link);
+  hs->gw->tunnel_handshakes--;
+  cr_srcmap_release(hs->gw->tunnel_src, &hs->src);
   uv_timer_stop(&hs->timer);
   uv_close((uv_handle_t *)&hs->timer, handshake_timer_closed);
 }
@@ -227,8 +322,9 @@ static void on_tunnel_handshake(cr_stream_t *tls, int status) {
 
   handshake_done(hs);
   if (status < 0) {
-    cr_log_warn("agent refused", "peer=%s reason=\"%s: %s\"", tls->peer, cr_strerror(status),
-                cr_tls_stream_error(tls));
+    if (refusal(gw, L_TUNNEL, R_HS_FAILED))
+      cr_log_warn("agent refused", "peer=%s reason=\"%s: %s\"", tls->peer, cr_strerror(status),
+                  cr_tls_stream_error(tls));
     cr_stream_close(tls, NULL);
     return;
   }
@@ -251,22 +347,40 @@ static void on_tunnel_handshake(cr_stream_t *tls, int status) {
 
 static void on_tunnel_handshake_timeout(uv_timer_t *timer) {
   tunnel_handshake_t *hs = timer->data;
-  cr_log_warn("agent refused", "peer=%s reason=\"TLS handshake not finished within %llu ms\"", hs->tls->peer,
-              (unsigned long long)hs->gw->conf->tunnel.handshake_timeout_ms);
+  if (refusal(hs->gw, L_TUNNEL, R_HS_TIMEOUT))
+    cr_log_warn("agent refused", "peer=%s reason=\"TLS handshake not finished within %llu ms\"", hs->tls->peer,
+                (unsigned long long)hs->gw->conf->tunnel.handshake_timeout_ms);
   cr_stream_close(hs->tls, NULL);
   handshake_done(hs);
+}
+
+/* Before anything is allocated: the caps on connections not yet authenticated. */
+static int tunnel_admit(cr_listener_t *l, const struct sockaddr *peer, void *arg) {
+  gateway_t *gw = arg;
+  const unsigned max_hs = gw->conf->tunnel.max_handshakes;
+  (void)l;
+  if (gw->draining || cr_srcmap_key(peer, &gw->admitted) < 0)
+    return CR_ECLOSED;
+  if (gw->tunnel_handshakes >= max_hs) {
+    log_refused(gw, L_TUNNEL, R_MAX_HANDSHAKES, peer, max_hs);
+    return CR_ELIMIT;
+  }
+  if (cr_srcmap_acquire(gw->tunnel_src, &gw->admitted) < 0) {
+    log_refused(gw, L_TUNNEL, R_MAX_PER_SOURCE, peer, gw->conf->tunnel.max_per_source);
+    return CR_ELIMIT;
+  }
+  return 0;
 }
 
 static void on_tunnel_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
   gateway_t *gw = arg;
   tunnel_handshake_t *hs;
   cr_stream_t *tls;
-  if (gw->draining) {
-    cr_stream_close(conn, NULL);
-    return;
-  }
+  (void)l;
   hs = cr_calloc(1, sizeof *hs);
   hs->gw = gw;
+  hs->src = gw->admitted; /* tunnel_admit counted it */
+  gw->tunnel_handshakes++;
   tls = cr_tls_stream_new(conn, gw->tunnel_tls, NULL);
   tls->data = hs;
   hs->tls = tls;
@@ -805,6 +919,9 @@ static void access_log(pconn_t *pc) {
 static void pconn_close(pconn_t *pc) {
   if (pc->state == PC_CLOSING)
     return;
+  if (pc->state == PC_HANDSHAKE)
+    pc->gw->public_handshakes--;
+  cr_srcmap_release(pc->gw->public_src, &pc->src);
   pc->state = PC_CLOSING;
   if (pc->x) {
     exchange_abandon_stream(pc->x);
@@ -1039,24 +1156,42 @@ static void on_public_handshake(cr_stream_t *s, int status) {
     pconn_close(pc);
     return;
   }
+  pc->gw->public_handshakes--;
   pc->state = PC_WAIT_HEAD;
   if (pconn_start_reading(pc) < 0)
     pconn_close(pc);
+}
+
+/* Before anything is allocated: the connection caps, in the order that names the tightest one. */
+static int public_admit(cr_listener_t *l, const struct sockaddr *peer, void *arg) {
+  gateway_t *gw = arg;
+  (void)l;
+  if (gw->draining || cr_srcmap_key(peer, &gw->admitted) < 0)
+    return CR_ECLOSED;
+  if (gw->npconns >= gw->conf->public_.max_connections) {
+    log_refused(gw, L_PUBLIC, R_MAX_CONNECTIONS, peer, gw->conf->public_.max_connections);
+    return CR_ELIMIT;
+  }
+  if (gw->public_handshakes >= gw->conf->public_.max_handshakes) {
+    log_refused(gw, L_PUBLIC, R_MAX_HANDSHAKES, peer, gw->conf->public_.max_handshakes);
+    return CR_ELIMIT;
+  }
+  if (cr_srcmap_acquire(gw->public_src, &gw->admitted) < 0) {
+    log_refused(gw, L_PUBLIC, R_MAX_PER_SOURCE, peer, gw->conf->public_.max_per_source);
+    return CR_ELIMIT;
+  }
+  return 0;
 }
 
 static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
   gateway_t *gw = arg;
   cr_http1_limits_t limits = {gw->conf->public_.max_header_size, gw->conf->public_.max_header_fields, 0};
   pconn_t *pc;
-  if (gw->draining || gw->npconns >= gw->conf->public_.max_connections) {
-    if (!gw->draining)
-      cr_log_warn("connection refused", "peer=%s reason=\"max_connections (%u) reached\"", conn->peer,
-                  gw->conf->public_.max_connections);
-    cr_stream_close(conn, NULL);
-    return;
-  }
+  (void)l;
   pc = cr_calloc(1, sizeof *pc);
   pc->gw = gw;
+  pc->src = gw->admitted; /* public_admit counted it */
+  gw->public_handshakes++;
   pc->state = PC_HANDSHAKE;
   pc->parser = cr_http1_parser_new(CR_HTTP1_REQUEST, &limits, &req_cbs, pc);
   cr_buf_init(&pc->pending, PENDING_MAX);
@@ -1370,6 +1505,35 @@ static int make_tls_contexts(gateway_t *gw) {
   return 0;
 }
 
+/* Raises the soft descriptor limit to the hard one, and refuses to start when even that cannot hold
+ * what the configuration admits: past it accept fails, and callers and agents would be turned away
+ * while the configured caps promise room. */
+static int check_fd_limit(const cr_conf_gateway_t *conf) {
+  struct rlimit rl;
+  unsigned long long need = (unsigned long long)conf->public_.max_connections + conf->tunnel.max_handshakes +
+                            FD_RESERVE;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return 0; /* nothing to compare with */
+  if (rl.rlim_cur < rl.rlim_max) {
+    struct rlimit want = rl;
+    want.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+      rl = want;
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && (unsigned long long)rl.rlim_cur < need) {
+    cr_log_error("cannot start",
+                 "config=%s key=public.max_connections reason=\"public.max_connections (%u) + tunnel.max_handshakes "
+                 "(%u) + %u reserved need %llu file descriptors, but the limit (RLIMIT_NOFILE, hard limit %llu) is "
+                 "%llu; raise the limit (systemd LimitNOFILE=, ulimit -n) or lower public.max_connections\"",
+                 conf->path, conf->public_.max_connections, conf->tunnel.max_handshakes, FD_RESERVE, need,
+                 (unsigned long long)rl.rlim_max, (unsigned long long)rl.rlim_cur);
+    return CR_ECONFIG;
+  }
+  cr_log_info("file descriptor limit", "limit=%llu needed=%llu",
+              rl.rlim_cur == RLIM_INFINITY ? 0ull : (unsigned long long)rl.rlim_cur, need);
+  return 0;
+}
+
 int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gateway_t *gw = cr_calloc(1, sizeof *gw);
   char err[512];
@@ -1385,13 +1549,22 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
   gw->groups = cr__gw_groups_new(conf);
+  gw->public_src = cr_srcmap_new(conf->public_.max_connections, conf->public_.max_per_source);
+  gw->tunnel_src = cr_srcmap_new(conf->tunnel.max_handshakes, conf->tunnel.max_per_source);
+  for (int i = 0; i < L_COUNT; i++) {
+    gw->refusals[i].log.window_ms = REFUSE_LOG_WINDOW_MS;
+    gw->refusals[i].log.burst = REFUSE_LOG_BURST;
+  }
+  uv_timer_init(&gw->loop, &gw->refuse_timer);
+  gw->refuse_timer.data = gw;
+  uv_unref((uv_handle_t *)&gw->refuse_timer); /* a summary never keeps the process alive */
   gw->replicas = cr__gw_replicas_new(&gw->loop, conf, on_replicas_change, gw);
   for (size_t i = 0; i < conf->ngroups; i++)
     gw->groups[i].replicas = gw->replicas;
   gw->probe_ops.ready = probe_ready;
   gw->probe_ops.status = probe_status;
   gw->probe_ops.arg = gw;
-  if (cr__gw_policy_new(conf, &gw->policy) < 0 || make_tls_contexts(gw) < 0)
+  if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, &gw->policy) < 0 || make_tls_contexts(gw) < 0)
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
                     &gw->tunnel_listener, err, sizeof err);
@@ -1400,6 +1573,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
                  conf->tunnel.listen.pos.line, conf->tunnel.listen.pos.col, err);
     goto out;
   }
+  cr_listener_set_admit(gw->tunnel_listener, tunnel_admit);
   r = cr_tcp_listen(&gw->loop, conf->public_.listen.host, conf->public_.listen.port, 1024, on_public_connection,
                     gw, &gw->public_listener, err, sizeof err);
   if (r < 0) {
@@ -1408,6 +1582,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     cr_listener_close(gw->tunnel_listener);
     goto out;
   }
+  cr_listener_set_admit(gw->public_listener, public_admit);
   if ((conf->admin_listen.host && cr__gw_admin_start(gw, &gw->loop, conf, &gw->admin) < 0) ||
       (conf->probe_listen.host && cr__gw_probe_start(&gw->loop, conf, &gw->probe_ops, &gw->probe) < 0)) {
     cr_listener_close(gw->tunnel_listener);
@@ -1435,6 +1610,10 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
 out:
   cr__gw_crl_stop(gw); /* a start that failed after the watches began */
   gateway_stop(gw); /* when the process never ran */
+  for (int i = 0; i < L_COUNT; i++) /* the last window's summary, cut short */
+    if (gw->refusals[i].log.suppressed > 0)
+      refusals_summary(gw, i, gw->refusals[i].log.suppressed);
+  uv_close((uv_handle_t *)&gw->refuse_timer, NULL);
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
@@ -1444,6 +1623,8 @@ out:
   cr_tls_ctx_free(gw->public_tls);
   cr__gw_groups_free(gw->groups);
   cr__gw_policy_free(gw->policy);
+  cr_srcmap_free(gw->public_src);
+  cr_srcmap_free(gw->tunnel_src);
   cr_http_msg_free(&gw->scratch_head);
   cr_buf_free(&gw->scratch_out);
   cr_freelist_drain(&gw->free_exchanges);

@@ -467,3 +467,23 @@ void cr_log_flush(void) {
   }
   pending_len = 0;
 }
+
+int cr_log_limit_hit(cr_log_limit_t *l, uint64_t now_ms) {
+  if (l->in_window == 0)
+    l->start_ms = now_ms;
+  l->in_window++;
+  if (l->in_window <= l->burst)
+    return 1;
+  l->suppressed++;
+  return 0;
+}
+
+uint64_t cr_log_limit_due(cr_log_limit_t *l, uint64_t now_ms) {
+  uint64_t n;
+  if (l->in_window == 0 || now_ms - l->start_ms < l->window_ms)
+    return 0;
+  n = l->suppressed;
+  l->in_window = 0;
+  l->suppressed = 0;
+  return n;
+}

@@ -1,15 +1,21 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* TCP implementation of cr_stream_t, plus listening and connecting. */
+#define _GNU_SOURCE /* accept4 */
 #include "ccrelay/stream.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
 #include "ccrelay/error.h"
+#include "ccrelay/log.h"
 #include "ccrelay/queue.h"
 
 /* Reads are delivered synchronously and never kept, so one buffer serves every connection of the
@@ -75,11 +81,23 @@ typedef struct tcp_shutdown {
 } tcp_shutdown_t;
 
 struct cr_listener {
-  uv_tcp_t handle;
+  uv_loop_t *loop;
+  uv_poll_t poll;
+  uv_timer_t pause; /* accepting again after a failure */
+  int fd;
   cr_listener_cb cb;
+  cr_listener_admit_cb admit;
   void *arg;
   unsigned port;
+  unsigned closes_pending;
+  unsigned closing : 1;
+  uint64_t accept_failures;
+  cr_log_limit_t fail_log;
+  char name[64]; /* "host:port", for log lines */
 };
+
+static void listener_resume_cb(uv_timer_t *h);
+static void listener_io(uv_poll_t *h, int status, int events);
 
 static const cr_stream_vtbl_t tcp_vtbl;
 
@@ -586,65 +604,144 @@ int cr_tcp_connect_rotated(uv_loop_t *loop, const char *host, unsigned port, uns
   return 0;
 }
 
-/* ---- listen ---- */
+/* ---- listen ----
+ *
+ * The listener accepts by itself (a poll handle on its own socket) rather than through uv_listen:
+ * libuv answers EMFILE by accepting and closing (resetting) every pending connection and then
+ * polls again at once, which resets callers that would have been served a moment later and spins
+ * while the limit lasts. Here the pending connections stay in the kernel's queue and accepting
+ * pauses for ACCEPT_PAUSE_MS. Accepting ourselves also shows the peer's address before any
+ * allocation, so the owner's admit callback can refuse a connection for the price of close(). */
 
-static void listener_connection(uv_stream_t *server, int status) {
-  cr_listener_t *l = server->data;
-  tcp_stream_t *t;
-  if (status < 0)
-    return; /* EMFILE and friends: the next accept may succeed; the caller's metrics see nothing */
-  t = tcp_alloc(server->loop);
-  if (uv_tcp_init(server->loop, &t->handle) < 0) {
-    free(t);
-    return;
-  }
-  t->handle_open = 1;
-  if (uv_accept(server, (uv_stream_t *)&t->handle) < 0) {
-    uv_close((uv_handle_t *)&t->handle, handle_closed);
-    return;
-  }
-  tune_socket(&t->handle);
-  record_peer(t);
-  l->cb(l, &t->base, l->arg);
+#define ACCEPT_BURST 64       /* accepts per readiness event: a flood cannot hold the loop */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_WINDOW_MS 10000
+#define ACCEPT_LOG_BURST 3
+
+static void listener_pause(cr_listener_t *l, int err) {
+  struct rlimit rl;
+  uint64_t now = uv_now(l->loop), n;
+  unsigned long long lim = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0;
+  l->accept_failures++;
+  if ((n = cr_log_limit_due(&l->fail_log, now)) > 0)
+    cr_log_warn("accept failures", "listen=%s count=%llu interval_s=%u reason=\"%s\" fd_limit=%llu", l->name,
+                (unsigned long long)n, ACCEPT_LOG_WINDOW_MS / 1000, uv_strerror(err), lim);
+  if (cr_log_limit_hit(&l->fail_log, now))
+    cr_log_warn("accept failed; pausing accepts", "listen=%s reason=\"%s\" fd_limit=%llu pause_ms=%u", l->name,
+                uv_strerror(err), lim, ACCEPT_PAUSE_MS);
+  uv_poll_stop(&l->poll);
+  uv_timer_start(&l->pause, listener_resume_cb, ACCEPT_PAUSE_MS, 0);
 }
 
-static void listener_closed(uv_handle_t *h) { free(h->data); }
+static void listener_resume_cb(uv_timer_t *h) {
+  cr_listener_t *l = h->data;
+  if (!l->closing)
+    uv_poll_start(&l->poll, UV_READABLE, listener_io);
+}
+
+static void listener_io(uv_poll_t *h, int status, int events) {
+  cr_listener_t *l = h->data;
+  (void)events;
+  if (status < 0)
+    return; /* the listening socket itself failed: nothing to accept; the next event says more */
+  for (int i = 0; i < ACCEPT_BURST && !l->closing; i++) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    tcp_stream_t *t;
+    int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC), r;
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+        continue; /* that caller left before we took it: the next one may be there */
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return;
+      listener_pause(l, uv_translate_sys_error(errno)); /* EMFILE, ENFILE, ENOBUFS, ENOMEM */
+      return;
+    }
+    if (l->admit != NULL && l->admit(l, (const struct sockaddr *)&ss, l->arg) < 0) {
+      close(fd);
+      continue;
+    }
+    t = tcp_alloc(l->loop);
+    uv_tcp_init(l->loop, &t->handle);
+    t->handle_open = 1;
+    if ((r = uv_tcp_open(&t->handle, fd)) < 0) {
+      close(fd);
+      uv_close((uv_handle_t *)&t->handle, handle_closed);
+      continue;
+    }
+    tune_socket(&t->handle);
+    cr_sockaddr_format((const struct sockaddr *)&ss, t->base.peer, sizeof t->base.peer);
+    l->cb(l, &t->base, l->arg);
+  }
+}
+
+static void listener_part_closed(uv_handle_t *h) {
+  cr_listener_t *l = h->data;
+  if (--l->closes_pending > 0)
+    return;
+  if (l->fd >= 0)
+    close(l->fd);
+  free(l);
+}
 
 int cr_tcp_listen(uv_loop_t *loop, const char *host, unsigned port, int backlog, cr_listener_cb cb, void *arg,
                   cr_listener_t **out, char *err, size_t errlen) {
   struct sockaddr_storage ss;
   struct sockaddr_storage bound;
-  int blen = sizeof bound;
+  socklen_t blen = sizeof bound;
   cr_listener_t *l;
-  int r;
+  int one = 1, fd, r = 0;
   if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) != 0 &&
       uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) != 0) {
     snprintf(err, errlen, "listen address '%s' is not an IP literal; use e.g. 0.0.0.0, 127.0.0.1 or ::1", host);
     return CR_ECONFIG;
   }
-  l = cr_calloc(1, sizeof *l);
-  l->cb = cb;
-  l->arg = arg;
-  l->handle.data = l;
-  uv_tcp_init(loop, &l->handle);
-  r = uv_tcp_bind(&l->handle, (struct sockaddr *)&ss, 0);
-  if (r == 0)
-    r = uv_listen((uv_stream_t *)&l->handle, backlog, listener_connection);
+  fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+      bind(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                                 : sizeof(struct sockaddr_in)) < 0 ||
+      listen(fd, backlog) < 0)
+    r = uv_translate_sys_error(errno);
   if (r < 0) {
     snprintf(err, errlen, "cannot listen on %s port %u: %s%s", host, port, uv_strerror(r),
              r == UV_EADDRINUSE ? " (another process uses it; pick another port)"
              : r == UV_EACCES  ? " (ports below 1024 need privileges)"
                                : "");
-    uv_close((uv_handle_t *)&l->handle, listener_closed);
+    if (fd >= 0)
+      close(fd);
     return r;
   }
-  if (uv_tcp_getsockname(&l->handle, (struct sockaddr *)&bound, &blen) == 0)
+  l = cr_calloc(1, sizeof *l);
+  l->loop = loop;
+  l->fd = fd;
+  l->cb = cb;
+  l->arg = arg;
+  l->fail_log.window_ms = ACCEPT_LOG_WINDOW_MS;
+  l->fail_log.burst = ACCEPT_LOG_BURST;
+  snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, port);
+  if (getsockname(fd, (struct sockaddr *)&bound, &blen) == 0) {
     l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
+    snprintf(l->name, sizeof l->name, ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", host, l->port);
+  }
+  uv_poll_init_socket(loop, &l->poll, fd);
+  l->poll.data = l;
+  uv_timer_init(loop, &l->pause);
+  l->pause.data = l;
+  uv_poll_start(&l->poll, UV_READABLE, listener_io);
   *out = l;
   return 0;
 }
 
+void cr_listener_set_admit(cr_listener_t *l, cr_listener_admit_cb admit) { l->admit = admit; }
+
+uint64_t cr_listener_accept_failures(const cr_listener_t *l) { return l->accept_failures; }
+
 unsigned cr_listener_port(const cr_listener_t *l) { return l->port; }
 
-void cr_listener_close(cr_listener_t *l) { uv_close((uv_handle_t *)&l->handle, listener_closed); }
+void cr_listener_close(cr_listener_t *l) {
+  l->closing = 1;
+  l->closes_pending = 2;
+  uv_close((uv_handle_t *)&l->poll, listener_part_closed);
+  uv_close((uv_handle_t *)&l->pause, listener_part_closed);
+}

@@ -13,7 +13,11 @@
  *
  * Memory: an idle connection holds no I/O buffer of ours, and a periodic sweep gives OpenSSL's record
  * buffers back once a connection has been quiet for a sweep interval (SSL_MODE_RELEASE_BUFFERS would
- * free and reallocate them for every record of a busy connection). */
+ * free and reallocate them for every record of a busy connection). A server does not run OpenSSL
+ * until the client's first record (its hello) is here whole: OpenSSL's first handshake call makes
+ * its read and write buffers (about 35 KiB), which a connection that sends nothing, or its hello a
+ * byte at a time, would otherwise hold until its deadline. Until then it holds only the bytes it
+ * sent. */
 #include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -100,6 +104,7 @@ struct tls_stream {
   char *held;        /* ciphertext read but not yet taken by OpenSSL; NULL when none */
   size_t held_off;
   size_t held_len;
+  size_t held_cap;
   obuf_t *out;       /* records OpenSSL wrote since the last flush */
   char *stage;       /* plaintext of small user writes, encrypted together at flush */
   size_t stage_len;
@@ -122,6 +127,7 @@ struct tls_stream {
   int read_end;          /* SSL_read's end (SSL_ERROR_*) found behind data still to deliver; 0 if none */
   unsigned pending_closes;
   unsigned hs_started : 1;
+  unsigned hello_wait : 1; /* a server waiting for the client's first record before OpenSSL runs */
   unsigned hs_finished : 1;
   unsigned hs_report : 1; /* hs_result is waiting */
   unsigned established : 1;
@@ -151,6 +157,7 @@ static const cr_stream_vtbl_t tls_vtbl;
 
 static void pump(tls_stream_t *t);
 static void prepare_cb(uv_prepare_t *h);
+static void make_ssl(tls_stream_t *t);
 static void describe_failure(tls_stream_t *t, const char *what);
 
 #define ERR_MAX 512
@@ -333,7 +340,7 @@ static int bio_read_cb(BIO *b, char *out, int len) {
     if (t->held_off == t->held_len) {
       free(t->held);
       t->held = NULL;
-      t->held_off = t->held_len = 0;
+      t->held_off = t->held_len = t->held_cap = 0;
     }
     return (int)n;
   }
@@ -390,14 +397,22 @@ static BIO_METHOD *bio_method(void) {
 static void keep_input(tls_stream_t *t) {
   if (t->in_len > 0 && !t->closing && !t->fatal && !t->read_done) {
     size_t have = t->held_len - t->held_off;
-    char *p = cr_malloc(have + t->in_len);
-    if (have)
-      memcpy(p, t->held + t->held_off, have);
-    memcpy(p + have, t->in, t->in_len);
-    free(t->held);
-    t->held = p;
-    t->held_off = 0;
-    t->held_len = have + t->in_len;
+    if (t->held != NULL && t->held_cap - t->held_len >= t->in_len) {
+      /* room behind what is held: a hello arriving in small pieces is not copied again each time */
+      memcpy(t->held + t->held_len, t->in, t->in_len);
+      t->held_len += t->in_len;
+    } else {
+      size_t cap = CR_MAX(have + t->in_len, 2 * have);
+      char *p = cr_malloc(cap);
+      if (have)
+        memcpy(p, t->held + t->held_off, have);
+      memcpy(p + have, t->in, t->in_len);
+      free(t->held);
+      t->held = p;
+      t->held_off = 0;
+      t->held_len = have + t->in_len;
+      t->held_cap = cap;
+    }
   }
   t->in = NULL;
   t->in_len = 0;
@@ -863,6 +878,26 @@ static int handshake_step(tls_stream_t *t, int sync) {
 
 /* ---- lower stream events ---- */
 
+/* Byte i of the input not yet given to OpenSSL (i < input_pending). */
+static unsigned char input_at(const tls_stream_t *t, size_t i) {
+  size_t held = t->held_len - t->held_off;
+  return (unsigned char)(i < held ? t->held[t->held_off + i] : t->in[i - held]);
+}
+
+/* A server's first record: 1 once OpenSSL should see the input (the record is whole, or it is no
+ * handshake record and OpenSSL will refuse it, or the peer ended), 0 while more is to come. */
+#define RECORD_HEADER 5
+#define HELLO_RECORD_MAX (16 * 1024 + 256)
+static int hello_ready(const tls_stream_t *t) {
+  size_t have = input_pending(t), len;
+  if (t->lower_end)
+    return 1;
+  if (have < RECORD_HEADER)
+    return have > 0 && input_at(t, 0) != 22; /* 22: handshake */
+  len = (size_t)input_at(t, 3) << 8 | input_at(t, 4);
+  return input_at(t, 0) != 22 || len > HELLO_RECORD_MAX || have >= RECORD_HEADER + len;
+}
+
 static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
   tls_stream_t *t = lower->data;
   if (t->closing || nread == 0)
@@ -881,7 +916,11 @@ static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
     t->lower_reading = 0; /* the lower stream reports an end once and stops */
   }
   if (!t->established) {
-    if (t->hs_started && !t->hs_finished)
+    if (t->hello_wait && hello_ready(t)) {
+      t->hello_wait = 0;
+      make_ssl(t);
+    }
+    if (t->hs_started && !t->hs_finished && !t->hello_wait)
       handshake_step(t, 0);
   } else {
     pump(t);
@@ -1044,7 +1083,10 @@ static void close_step(tls_stream_t *t) {
   if (t->out)
     obuf_put(t->out);
   free(t->held);
-  SSL_free(t->ssl); /* frees the BIO, whose callbacks no longer see t */
+  if (t->ssl != NULL) {
+    SSL_free(t->ssl); /* frees the BIO, whose callbacks no longer see t */
+    cr__tls_ctx_unref(t->ctx);
+  }
   cr__tls_ctx_unref(t->ctx);
   if (cb)
     cb(&t->base); /* may still ask cr_tls_stream_error */
@@ -1099,6 +1141,21 @@ static const cr_stream_vtbl_t tls_vtbl = {
 
 /* ---- public ---- */
 
+/* A server's SSL object waits for the client's hello (see the top of the file); a client's is made
+ * with the stream. */
+static void make_ssl(tls_stream_t *t) {
+  t->ssl = cr__tls_ctx_ssl_new(t->ctx, &t->notes);
+  if (t->ssl == NULL)
+    abort(); /* only out of memory makes SSL_new fail on a good context */
+  t->bio = BIO_new(bio_method());
+  if (t->bio == NULL)
+    abort();
+  BIO_set_data(t->bio, t);
+  SSL_set_bio(t->ssl, t->bio, t->bio); /* one BIO both ways: ssl takes the one reference */
+  if (cr__tls_ctx_is_server(t->ctx))
+    SSL_set_accept_state(t->ssl);
+}
+
 static int is_ip_literal(const char *name) {
   unsigned char addr[16];
   return inet_pton(AF_INET, name, addr) == 1 || inet_pton(AF_INET6, name, addr) == 1;
@@ -1111,19 +1168,12 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
   memcpy(t->base.peer, lower->peer, sizeof t->base.peer);
   t->lower = lower;
   lower->data = t;
-  t->ctx = ctx;
-  t->ssl = cr__tls_ctx_ssl_new(ctx, &t->notes);
-  if (t->ssl == NULL)
-    abort(); /* only out of memory makes SSL_new fail on a good context */
-  t->bio = BIO_new(bio_method());
-  if (t->bio == NULL)
-    abort();
-  BIO_set_data(t->bio, t);
-  SSL_set_bio(t->ssl, t->bio, t->bio); /* one BIO both ways: ssl takes the one reference */
+  t->ctx = cr_tls_ctx_ref(ctx); /* the SSL object, made later on a server, takes one of its own */
+  t->notes.peer_alert = -1;
+  t->notes.sent_alert = -1;
   sweep_join(t);
-  if (cr__tls_ctx_is_server(ctx)) {
-    SSL_set_accept_state(t->ssl);
-  } else {
+  if (!cr__tls_ctx_is_server(ctx)) {
+    make_ssl(t);
     SSL_set_connect_state(t->ssl);
     if (server_name == NULL || *server_name == '\0') {
       t->need_name = 1;
@@ -1161,6 +1211,10 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb) {
     t->hs_cb = NULL;
     return r;
   }
+  if (t->ssl == NULL) {
+    t->hello_wait = 1; /* nothing to answer yet: OpenSSL would only make its buffers and wait */
+    return 0;
+  }
   return handshake_step(t, 1);
 }
 
@@ -1170,11 +1224,14 @@ const char *cr_tls_stream_error(const cr_stream_t *tls) {
 }
 
 int cr_tls_stream_resumed(const cr_stream_t *tls) {
-  return cr_stream_is_tls(tls) && SSL_session_reused(((const tls_stream_t *)tls)->ssl);
+  return cr_stream_is_tls(tls) && ((const tls_stream_t *)tls)->ssl != NULL &&
+         SSL_session_reused(((const tls_stream_t *)tls)->ssl);
 }
 
 X509 *cr_tls_stream_peer_cert(const cr_stream_t *tls) {
-  return cr_stream_is_tls(tls) ? SSL_get0_peer_certificate(((const tls_stream_t *)tls)->ssl) : NULL;
+  return cr_stream_is_tls(tls) && ((const tls_stream_t *)tls)->ssl != NULL
+             ? SSL_get0_peer_certificate(((const tls_stream_t *)tls)->ssl)
+             : NULL;
 }
 
 int cr_tls_stream_peer_verify(const cr_stream_t *tls, const cr_tls_ca_set_t *cas, char *why, size_t whylen) {

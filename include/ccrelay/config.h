@@ -191,6 +191,10 @@ typedef struct cr_conf_agent {
     cr_conf_identity_t identity;  /* gateway.identity: the agent's tunnel identity; required */
     unsigned connections;         /* gateway.connections (2), 1..64 */
     uint64_t connect_timeout_ms;  /* gateway.connect_timeout (10s): TCP + TLS */
+    uint64_t dial_timeout_ms;     /* gateway.dial_timeout (3s): the TCP connect alone must finish within
+                                     min(dial_timeout, connect_timeout), so a dial into a black-holed
+                                     path is given up (and redialled) early; the TLS handshake gets
+                                     the rest of connect_timeout */
     uint64_t ping_interval_ms;    /* gateway.ping_interval (15s) */
     uint64_t ping_timeout_ms;     /* gateway.ping_timeout (10s) */
     uint64_t reconnect_min_ms;    /* gateway.reconnect_min (250ms) */
@@ -308,6 +312,15 @@ int cr_conf_replica_id_ok(const char *s, size_t len);
 /* Shortest admin token accepted, in characters (`openssl rand -hex 32` makes 64). */
 #define CR_CONF_ADMIN_TOKEN_MIN 16
 
+/* Connection caps of the gateway's listeners (1..CR_CONF_CONNECTIONS_MAX each). "In handshake": accepted,
+ * TLS not finished. A source is an IPv4 address or an IPv6 /64 (srcmap.h). */
+#define CR_CONF_CONNECTIONS_MAX 1000000
+#define CR_CONF_PUBLIC_CONNECTIONS_DEFAULT 10000
+#define CR_CONF_PUBLIC_HANDSHAKES_DEFAULT 1000
+#define CR_CONF_PUBLIC_PER_SOURCE_DEFAULT 500
+#define CR_CONF_TUNNEL_HANDSHAKES_DEFAULT 1000
+#define CR_CONF_TUNNEL_PER_SOURCE_DEFAULT 32
+
 typedef struct cr_conf_gateway {
   char *path;
   cr_conf_log_t log;
@@ -326,6 +339,9 @@ typedef struct cr_conf_gateway {
     uint64_t handshake_timeout_ms;/* tunnel.handshake_timeout (10s) */
     uint64_t ping_interval_ms;    /* tunnel.ping_interval (15s) */
     uint64_t ping_timeout_ms;     /* tunnel.ping_timeout (10s) */
+    unsigned max_handshakes;      /* tunnel.max_handshakes (1000): connections in handshake at once; more
+                                     are closed at accept */
+    unsigned max_per_source;      /* tunnel.max_per_source (32): of those, from one source */
   } tunnel;
   struct {
     cr_conf_listen_t listen;      /* public.listen: host:port; required */
@@ -345,7 +361,9 @@ typedef struct cr_conf_gateway {
     uint64_t request_timeout_ms;  /* public.request_timeout (60s): head forwarded -> response head */
     uint64_t max_header_size;     /* public.max_header_size (16KiB) */
     unsigned max_header_fields;   /* public.max_header_fields (100): more fields get 431 */
-    unsigned max_connections;     /* public.max_connections (10000) */
+    unsigned max_connections;     /* public.max_connections (10000): every state; more are closed at accept */
+    unsigned max_handshakes;      /* public.max_handshakes (1000): of those, in TLS handshake */
+    unsigned max_per_source;      /* public.max_per_source (500): of those, from one source */
     uint64_t send_timeout_ms;     /* public.send_timeout (30s), 0s..1h, 0s: off. While response
                                      bytes wait for a caller, it must take some of them (at least
                                      min_send_rate x send_timeout, and at least one write) in every

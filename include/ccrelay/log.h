@@ -15,6 +15,8 @@
 #ifndef CCRELAY_LOG_H
 #define CCRELAY_LOG_H
 
+#include <stdint.h>
+
 #include "ccrelay/common.h"
 
 typedef enum { CR_LOG_DEBUG, CR_LOG_INFO, CR_LOG_WARN, CR_LOG_ERROR } cr_log_level_t;
@@ -38,5 +40,24 @@ void cr_log(cr_log_level_t level, const char *msg, const char *fields, ...) CR_P
  * call it once per event-loop turn and at exit); warnings and errors are written at once. */
 void cr_log_flush(void);
 
+
+/* Rate limit for a kind of line a peer can provoke at will (a refused connection, a failed accept):
+ * the first `burst` events of each window are logged one by one; the rest are only counted, and the
+ * owner writes one summary line for them when the window is over. Zero-initialise, then set window_ms
+ * and burst. */
+typedef struct cr_log_limit {
+  uint64_t window_ms;
+  unsigned burst;
+  uint64_t start_ms;   /* the current window's start */
+  uint64_t in_window;  /* events in the current window */
+  uint64_t suppressed; /* of those, not logged one by one */
+} cr_log_limit_t;
+
+/* Counts one event at now_ms; 1 when it may be logged on its own line, 0 when it is only counted. */
+int cr_log_limit_hit(cr_log_limit_t *l, uint64_t now_ms);
+/* When the window that began at start_ms is over at now_ms: the events it suppressed (0 when none),
+ * and a new window begins. 0 while the window is still open. Call it from a timer, or before
+ * hit, so a summary is written even after the events stopped. */
+uint64_t cr_log_limit_due(cr_log_limit_t *l, uint64_t now_ms);
 
 #endif

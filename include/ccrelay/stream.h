@@ -22,6 +22,8 @@
 #ifndef CCRELAY_STREAM_H
 #define CCRELAY_STREAM_H
 
+#include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -94,10 +96,22 @@ typedef struct cr_listener cr_listener_t;
 /* A new connection; the callee owns conn (and must close it). */
 typedef void (*cr_listener_cb)(cr_listener_t *l, cr_stream_t *conn, void *arg);
 
+/* Called with the peer's address for each accepted connection before anything is allocated for it:
+ * 0 takes it (the listener callback then fires at once, in the same call, with its stream); a
+ * negative value refuses it (its socket is closed). */
+typedef int (*cr_listener_admit_cb)(cr_listener_t *l, const struct sockaddr *peer, void *arg);
+
 /* Listens on host:port ("127.0.0.1", "::1", "0.0.0.0", "::"; port 0 picks a free port).
- * err gets prose for the user on failure. */
+ * err gets prose for the user on failure. Accepts at most a burst per loop turn. When accept fails
+ * for lack of file descriptors or memory (EMFILE, ENFILE, ENOBUFS) the pending connections stay in
+ * the kernel's queue, accepting pauses for 100 ms, and the failure is logged (the first few, then
+ * one summary line per 10 s). */
 int cr_tcp_listen(uv_loop_t *loop, const char *host, unsigned port, int backlog, cr_listener_cb cb, void *arg,
                   cr_listener_t **out, char *err, size_t errlen);
+/* Sets (or clears, with NULL) the admission check; it gets the listener's arg. */
+void cr_listener_set_admit(cr_listener_t *l, cr_listener_admit_cb admit);
+/* accept() failures for lack of resources since the start. */
+uint64_t cr_listener_accept_failures(const cr_listener_t *l);
 /* The bound port (useful after port 0). */
 unsigned cr_listener_port(const cr_listener_t *l);
 /* Stops accepting and frees the listener on a later loop turn. */

@@ -1723,6 +1723,75 @@ static void test_no_proxy_match(void **state) {
 
 #define T(f) cmocka_unit_test_setup_teardown(f, reset_bad, no_bad_case)
 
+/* Pre-authentication caps of both listeners and the agent's dial deadline: defaults, values, ranges. */
+static void test_connection_caps(void **state) {
+  static const char caps[] = "tunnel:\n"
+                             "  listen: 0.0.0.0:8443\n"
+                             "  identity: {cert: files/agent.pem, key: files/agent.key}\n"
+                             "  client_ca: files/ca.pem\n"
+                             "  max_handshakes: 40\n"
+                             "  max_per_source: 4\n"
+                             "public:\n"
+                             "  listen: 0.0.0.0:443\n" PUBID "  max_handshakes: 300\n"
+                             "  max_per_source: 20\n" GROUPS SVC;
+  static const char agent[] = GW "  dial_timeout: 1500ms\n" ROUTE UP;
+  cr_conf_gateway_t g;
+  cr_conf_agent_t a;
+  char err[1024] = "";
+  (void)state;
+  if (cr_conf_gateway_load_mem(inline_name, caps, strlen(caps), &g, err, sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_int_equal(g.tunnel.max_handshakes, 40);
+  assert_int_equal(g.tunnel.max_per_source, 4);
+  assert_int_equal(g.public_.max_handshakes, 300);
+  assert_int_equal(g.public_.max_per_source, 20);
+  assert_int_equal(g.public_.max_connections, CR_CONF_PUBLIC_CONNECTIONS_DEFAULT);
+  cr_conf_gateway_free(&g);
+  if (cr_conf_gateway_load_mem(inline_name, TUN PUBID GROUPS SVC, strlen(TUN PUBID GROUPS SVC), &g, err,
+                               sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_int_equal(g.tunnel.max_handshakes, 1000);
+  assert_int_equal(g.tunnel.max_per_source, 32);
+  assert_int_equal(g.public_.max_handshakes, 1000);
+  assert_int_equal(g.public_.max_per_source, 500);
+  cr_conf_gateway_free(&g);
+  if (cr_conf_agent_load_mem(inline_name, agent, strlen(agent), &a, err, sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_true(a.gateway.dial_timeout_ms == 1500);
+  cr_conf_agent_free(&a);
+  if (cr_conf_agent_load_mem(inline_name, GW ROUTE UP, strlen(GW ROUTE UP), &a, err, sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_true(a.gateway.dial_timeout_ms == 3000);
+  cr_conf_agent_free(&a);
+
+  gateway_err(TUN PUBID "  max_handshakes: 0\n", "8:19: public.max_handshakes",
+              "value out of range: 0 is not between 1 and 1000000");
+  gateway_err(TUN PUBID "  max_per_source: 1000001\n", "8:19: public.max_per_source",
+              "value out of range: 1000001 is not between 1 and 1000000");
+  gateway_err(TUN PUBID "  max_per_source: many\n", "8:19: public.max_per_source", "expected a number");
+#define TUNBASE                                                                                    \
+  "tunnel:\n  listen: 0.0.0.0:8443\n  identity: {cert: files/agent.pem, key: files/agent.key}\n"      \
+  "  client_ca: files/ca.pem\n"
+  gateway_err(TUNBASE "  max_handshakes: 0\n", "5:19: tunnel.max_handshakes", "value out of range");
+  gateway_err(TUNBASE "  max_per_source: -1\n", "5:19: tunnel.max_per_source", "expected a number");
+#undef TUNBASE
+  gateway_err("tunnel:\n  listen: 0.0.0.0:8443\n  max_handshake: 5\n", "3:3: tunnel.max_handshake",
+              "did you mean 'max_handshakes'?");
+  agent_err(GW "  dial_timeout: 0s\n" ROUTE UP, "7:17: gateway.dial_timeout",
+            "value out of range: 0s is not between 1ms and 1h");
+  agent_err(GW "  dial_timeout: 3\n" ROUTE UP, "7:17: gateway.dial_timeout", "missing unit");
+}
+#undef SVC
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       T(test_duration),
@@ -1755,6 +1824,7 @@ int main(void) {
       T(test_proxy_errors),
       T(test_proxy_environment),
       T(test_no_proxy_match),
+      T(test_connection_caps),
   };
 
   find_data_dir();

@@ -14,7 +14,9 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/stream.h"
@@ -309,9 +311,142 @@ static void test_close_after_completions(void **state) {
   teardown_pair(&c);
 }
 
+/* ---- listener: admission and running out of file descriptors ---- */
+
+typedef struct lctx {
+  uv_loop_t loop;
+  uv_timer_t guard;
+  cr_listener_t *lis;
+  int admitted, refused, accepted;
+  int refuse;
+} lctx_t;
+
+static int lis_admit(cr_listener_t *l, const struct sockaddr *peer, void *arg) {
+  lctx_t *c = arg;
+  (void)l;
+  assert_int_equal(peer->sa_family, AF_INET);
+  if (c->refuse) {
+    c->refused++;
+    return -1;
+  }
+  c->admitted++;
+  return 0;
+}
+
+static void lis_accept(cr_listener_t *l, cr_stream_t *conn, void *arg) {
+  lctx_t *c = arg;
+  (void)l;
+  c->accepted++;
+  assert_int_equal(c->accepted, c->admitted); /* the callback follows its admission at once */
+  cr_stream_close(conn, NULL);
+}
+
+static int raw_connect(unsigned port) {
+  struct sockaddr_in a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_true(fd >= 0);
+  assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+  return fd;
+}
+
+static void run_ms(lctx_t *c, uint64_t ms) {
+  uint64_t end = uv_hrtime() + ms * 1000000ull;
+  while (uv_hrtime() < end)
+    uv_run(&c->loop, UV_RUN_ONCE);
+}
+
+static void lis_setup(lctx_t *c) {
+  char err[256];
+  memset(c, 0, sizeof *c);
+  assert_int_equal(uv_loop_init(&c->loop), 0);
+  uv_timer_init(&c->loop, &c->guard);
+  uv_timer_start(&c->guard, guard_cb, 10, 10);
+  assert_int_equal(cr_tcp_listen(&c->loop, "127.0.0.1", 0, 16, lis_accept, c, &c->lis, err, sizeof err), 0);
+  cr_listener_set_admit(c->lis, lis_admit);
+}
+
+static void lis_teardown(lctx_t *c) {
+  cr_listener_close(c->lis);
+  uv_close((uv_handle_t *)&c->guard, NULL);
+  uv_run(&c->loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&c->loop), 0);
+}
+
+/* A refused connection costs the listener nothing but close(): the peer reads the end at once. */
+static void test_listener_admit_refuses(void **state) {
+  lctx_t c;
+  char b;
+  int fd;
+  (void)state;
+  lis_setup(&c);
+  c.refuse = 1;
+  fd = raw_connect(cr_listener_port(c.lis));
+  run_ms(&c, 100);
+  assert_int_equal(c.refused, 1);
+  assert_int_equal(c.accepted, 0);
+  assert_true(read(fd, &b, 1) <= 0);
+  close(fd);
+  c.refuse = 0;
+  fd = raw_connect(cr_listener_port(c.lis));
+  run_ms(&c, 100);
+  assert_int_equal(c.accepted, 1);
+  close(fd);
+  lis_teardown(&c);
+}
+
+/* Out of file descriptors, the listener pauses (a few failed accepts, not a spin), keeps the caller
+ * queued instead of resetting it, and accepts it once descriptors are free again. */
+static void test_listener_emfile_pauses(void **state) {
+  lctx_t c;
+  struct rlimit saved, low;
+  int fillers[64], nfill = 0, fd, probe;
+  char b;
+  (void)state;
+  lis_setup(&c);
+  fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  /* the lowest free descriptor tells how many are open (give or take a hole) */
+  probe = dup(0);
+  assert_true(probe >= 0);
+  close(probe);
+  low = saved;
+  low.rlim_cur = (rlim_t)probe + 8;
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+  while (nfill < 64 && (fillers[nfill] = dup(0)) >= 0)
+    nfill++;
+  assert_true(nfill < 64);
+  {
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)cr_listener_port(c.lis));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0); /* queued by the kernel */
+  }
+  run_ms(&c, 350);
+  assert_int_equal(c.accepted, 0);
+  assert_true(cr_listener_accept_failures(c.lis) >= 1);
+  assert_true(cr_listener_accept_failures(c.lis) <= 6); /* ~100 ms apart, not a spin */
+  while (nfill > 0)
+    close(fillers[--nfill]);
+  assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+  run_ms(&c, 300);
+  assert_int_equal(c.accepted, 1);
+  assert_int_equal(read(fd, &b, 1), 0); /* our close: an orderly end, not a reset */
+  close(fd);
+  lis_teardown(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_writes_complete_later_in_order),
+      cmocka_unit_test(test_listener_admit_refuses),
+      cmocka_unit_test(test_listener_emfile_pauses),
       cmocka_unit_test(test_big_then_small_in_order),
       cmocka_unit_test(test_read_burst_bounded),
       cmocka_unit_test(test_write_from_callback_chain),
