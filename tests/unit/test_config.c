@@ -238,6 +238,7 @@ static void test_agent_full(void **state) {
   assert_string_equal(r->match_methods[1], "GET");
   assert_string_equal(r->match_header_name, "SOAPAction");
   assert_string_equal(r->match_header_value, "\"\"");
+  assert_null(r->match_soap_action);
   assert_string_equal(r->upstream_url, "https://cms.example.internal:8443/base/");
   assert_string_equal(r->upstream_host, "cms.example.internal");
   assert_int_equal(r->upstream_port, 8443);
@@ -267,6 +268,7 @@ static void test_agent_full(void **state) {
   assert_null(r->match_methods);
   assert_int_equal(r->nmatch_methods, 0);
   assert_null(r->match_header_name);
+  assert_string_equal(r->match_soap_action, "urn:pki/GetProfiles"); /* its quotes stripped */
   assert_string_equal(r->upstream_host, "pki.example.internal");
   assert_int_equal(r->upstream_port, 443);
   assert_string_equal(r->upstream_base_path, "");
@@ -287,7 +289,7 @@ static void test_agent_full(void **state) {
   assert_true(a.drain_timeout_ms == 0);
   data_path(want, sizeof(want), "files"); /* "./files/" */
   assert_string_equal(a.trust_store, want);
-  assert_int_equal(a.trust_store_pos.line, 52);
+  assert_int_equal(a.trust_store_pos.line, 53);
   assert_int_equal(a.trust_store_pos.col, 14);
   assert_int_equal(a.revocation, CR_REVOCATION_HARD);
   assert_true(a.expiry_warning_ms == UINT64_C(7) * 24 * 3600 * 1000);
