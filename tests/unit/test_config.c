@@ -289,7 +289,7 @@ static void test_agent_full(void **state) {
   assert_true(a.drain_timeout_ms == 0);
   data_path(want, sizeof(want), "files"); /* "./files/" */
   assert_string_equal(a.trust_store, want);
-  assert_int_equal(a.trust_store_pos.line, 53);
+  assert_int_equal(a.trust_store_pos.line, 52);
   assert_int_equal(a.trust_store_pos.col, 14);
   assert_int_equal(a.revocation, CR_REVOCATION_HARD);
   assert_true(a.expiry_warning_ms == UINT64_C(7) * 24 * 3600 * 1000);
