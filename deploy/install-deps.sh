@@ -8,7 +8,7 @@ packages=(
   libuv1-dev libssl-dev libnghttp2-dev libyaml-dev node-llhttp
   libcmocka-dev clang
   openssl curl nginx-light
-  python3 python3-cryptography
+  python3 python3-cryptography python3-zeep python3-spyne
   procps
   scdoc lintian debootstrap systemd
 )
