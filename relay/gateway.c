@@ -531,6 +531,10 @@ static void ts_on_end(cr_tstream_t *ts) {
   if (x->resp_chunked)
     pconn_send(x->pc, CR_HTTP1_LAST_CHUNK, 5, NULL, 0, NULL, 0, 0);
   x->resp_ended = 1;
+  /* The stream stays open while the request is; a caller that may never send its body (it waited
+   * for a 100 and got the final answer) must not wait for that: the exchange can end now. */
+  if (x->expect_continue && !x->continue_sent && !x->req_ended)
+    pconn_try_finish(x->pc);
 }
 
 static void ts_on_writable(cr_tstream_t *ts) {
