@@ -9,7 +9,7 @@ packages=(
   libuv1-dev libssl-dev libnghttp2-dev libyaml-dev node-llhttp
   libcmocka-dev clang
   openssl curl nginx-light haproxy squid apache2-utils
-  python3 python3-cryptography
+  python3 python3-cryptography python3-zeep python3-spyne
   procps
   scdoc lintian debootstrap systemd
   podman runc catatonit

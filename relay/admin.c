@@ -289,7 +289,7 @@ static int on_end(void *ud) {
   return CR_HTTP1_PAUSE; /* one request per connection: whatever follows is dropped */
 }
 
-static const cr_http1_callbacks_t parser_cbs = {on_head, on_body, on_end};
+static const cr_http1_callbacks_t parser_cbs = {.on_head = on_head, .on_body = on_body, .on_end = on_end};
 
 static void deliver(cr_admin_req_t *c) {
   cr_admin_t *a = c->a;

@@ -64,6 +64,7 @@ typedef struct exchange {
   cr_tstream_t *ts;
   cr_upstream_req_t *req;
   long route;
+  int soap;               /* our own failures as SOAP Faults: the caller's version (cr_http_soap_t), or 0 */
   char request_id[65];
   char method[16];
   int status;
@@ -99,14 +100,13 @@ static uint64_t now_ms(agent_t *a) { return uv_now(&a->loop); }
 /* ---------- answers of our own ---------- */
 
 static void respond_local(exchange_t *x, int status, const char *code, const char *message) {
-  const cr_conf_route_t *r = x->route >= 0 ? &x->agent->conf->routes[x->route] : NULL;
   cr_http_msg_t head;
   cr_buf_t body;
   cr_http_msg_init(&head, 0);
   cr_buf_init(&body, 0);
-  cr_errpage_build(status, code, message, x->request_id, r ? r->soap : 0, &head, &body);
+  cr_errpage_build(status, code, message, x->request_id, x->soap, &head, &body);
   cr_http_msg_strip_hop_by_hop(&head); /* content_length travels as a field, not a header */
-  x->status = status;
+  x->status = head.status; /* a SOAP Fault goes with 500 */
   x->head_sent = 1;
   if (cr_tstream_respond(x->ts, &head, 1) == 0) {
     cr_tstream_write(x->ts, body.base, body.len);
@@ -148,6 +148,18 @@ static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
     x->req = NULL;
     cr_tstream_reset(x->ts);
   }
+}
+
+/* 100 Continue, 103 Early Hints...: down the tunnel as they come (RFC 9110 15.2: a proxy forwards
+ * them), so a caller waiting on Expect: 100-continue sends its body as soon as the upstream asks. */
+static void up_on_interim(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
+  exchange_t *x = cr_upstream_req_data(req);
+  cr_http_msg_t *head = &x->agent->scratch_head;
+  if (x->head_sent || cr_http_msg_copy(head, resp) < 0)
+    return; /* a head too large to copy is only a hint: the final response still comes */
+  cr_http_msg_strip_hop_by_hop(head);
+  if (cr_tstream_respond_interim(x->ts, head) < 0)
+    cr_log_debug("interim response not relayed", "request_id=%s status=%d", x->request_id, resp->status);
 }
 
 static void up_on_body(cr_upstream_req_t *req, const char *data, size_t len) {
@@ -209,6 +221,7 @@ static void up_on_writable(cr_upstream_req_t *req) {
 
 static const cr_upstream_req_callbacks_t up_cbs = {
     .on_head = up_on_head,
+    .on_interim = up_on_interim,
     .on_body = up_on_body,
     .on_end = up_on_end,
     .on_error = up_on_error,
@@ -513,6 +526,13 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     return;
   }
   x->route = cr_route_match(a->conf->routes, a->conf->nroutes, req);
+  /* A soap route answers its failures as SOAP Faults, in the caller's version (1.1 when the request
+   * does not say); without a route the request alone decides, as at the gateway. */
+  x->soap = cr_http_soap_version(req);
+  if (x->route >= 0 && a->conf->routes[x->route].soap && x->soap == CR_SOAP_NONE)
+    x->soap = CR_SOAP_11;
+  else if (x->route >= 0 && !a->conf->routes[x->route].soap)
+    x->soap = CR_SOAP_NONE;
   if (x->route < 0) {
     cr_log_warn("no route", "request_id=%s method=%s target=\"%s\" host=%s", x->request_id, x->method,
                 req->target ? req->target : "", cr_http_msg_get(req, "host") ? cr_http_msg_get(req, "host") : "-");

@@ -35,7 +35,7 @@ static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca
                                             "reconnect_max", "proxy", "dial_timeout"};
 static const char *const route_keys[] = {"name", "match", "upstream", "soap", "revocation", "limits"};
 static const char *const route_limits_keys[] = {"max_body"};
-static const char *const match_keys[] = {"host", "path_prefix", "methods", "header"};
+static const char *const match_keys[] = {"host", "path_prefix", "methods", "header", "soap_action"};
 static const char *const header_keys[] = {"name", "value"};
 static const char *const upstream_keys[] = {"url",          "server_name",     "ca",
                                             "identity",     "connect_timeout", "response_timeout",
@@ -190,6 +190,25 @@ static int load_match(ctx_t *c, const node_t *route, const char *rp, cr_conf_rou
     for (s = r->match_header_value; *s; s++)
       if ((unsigned char)*s < 0x20 && *s != '\t')
         return cr__conf_fail(c, pos, cr__conf_join(ep, kp, "value"), "must not contain control characters");
+  }
+  {
+    cr_conf_pos_t pos;
+    char *a;
+    size_t n;
+    if (cr__conf_get_str(c, m, mp, "soap_action", OPT | EMPTY_OK, &r->match_soap_action, &pos) != 0)
+      return CR_ECONFIG;
+    a = r->match_soap_action;
+    if (a != NULL) {
+      /* Written as the SOAPAction header shows it ("\"urn:x\""), it means the action inside. */
+      n = strlen(a);
+      if (n >= 2 && a[0] == '"' && a[n - 1] == '"') {
+        memmove(a, a + 1, n - 2);
+        a[n - 2] = '\0';
+      }
+      for (; *a; a++)
+        if ((unsigned char)*a < 0x20 || *a == 0x7f)
+          return cr__conf_fail(c, pos, cr__conf_join(ep, mp, "soap_action"), "must not contain control characters");
+    }
   }
   return 0;
 }
@@ -395,6 +414,7 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
     free(r->match_methods);
     free(r->match_header_name);
     free(r->match_header_value);
+    free(r->match_soap_action);
     free(r->upstream_url);
     free(r->upstream_host);
     free(r->upstream_base_path);

@@ -33,12 +33,38 @@ static void xml_escape(cr_buf_t *out, const char *s) {
   }
 }
 
+/* The <detail> entries both SOAP versions carry: what ccrelay's JSON answer says. */
+static void soap_detail(cr_buf_t *body, int status, const char *code, const char *request_id) {
+  cr_buf_appendf(body, "<ccrelay-error>");
+  xml_escape(body, code);
+  cr_buf_appendf(body, "</ccrelay-error><http-status>%d</http-status>", status);
+  if (request_id) {
+    cr_buf_appendf(body, "<request-id>");
+    xml_escape(body, request_id);
+    cr_buf_appendf(body, "</request-id>");
+  }
+}
+
 void cr_errpage_build(int status, const char *code, const char *message, const char *request_id, int soap,
                       cr_http_msg_t *head, cr_buf_t *body) {
   char len[24];
   const char *ctype;
+  int http_status = status;
   cr_buf_reset(body);
-  if (soap) {
+  if (soap == CR_SOAP_12) {
+    ctype = "application/soap+xml; charset=utf-8";
+    cr_buf_appendf(body,
+                   "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
+                   "<env:Envelope xmlns:env=\"http://www.w3.org/2003/05/soap-envelope\">"
+                   "<env:Body><env:Fault><env:Code><env:Value>env:%s</env:Value></env:Code>"
+                   "<env:Reason><env:Text xml:lang=\"en\">",
+                   status >= 500 ? "Receiver" : "Sender");
+    xml_escape(body, message);
+    cr_buf_appendf(body, "</env:Text></env:Reason><env:Detail><c:error xmlns:c=\"urn:ccrelay\">");
+    soap_detail(body, status, code, request_id);
+    cr_buf_appendf(body, "</c:error></env:Detail></env:Fault></env:Body></env:Envelope>\n");
+    http_status = 500;
+  } else if (soap) {
     ctype = "text/xml; charset=utf-8";
     cr_buf_appendf(body,
                    "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n"
@@ -46,15 +72,10 @@ void cr_errpage_build(int status, const char *code, const char *message, const c
                    "<soap:Body><soap:Fault><faultcode>soap:%s</faultcode><faultstring>",
                    status >= 500 ? "Server" : "Client");
     xml_escape(body, message);
-    cr_buf_appendf(body, "</faultstring><faultactor>ccrelay</faultactor><detail><ccrelay-error>");
-    xml_escape(body, code);
-    cr_buf_appendf(body, "</ccrelay-error><http-status>%d</http-status>", status);
-    if (request_id) {
-      cr_buf_appendf(body, "<request-id>");
-      xml_escape(body, request_id);
-      cr_buf_appendf(body, "</request-id>");
-    }
+    cr_buf_appendf(body, "</faultstring><faultactor>ccrelay</faultactor><detail>");
+    soap_detail(body, status, code, request_id);
     cr_buf_appendf(body, "</detail></soap:Fault></soap:Body></soap:Envelope>\n");
+    http_status = 500;
   } else {
     ctype = "application/json";
     cr_buf_appendf(body, "{\"error\":\"");
@@ -70,13 +91,15 @@ void cr_errpage_build(int status, const char *code, const char *message, const c
     cr_buf_appendf(body, "}\n");
   }
   cr_http_msg_reset(head);
-  head->status = status;
+  head->status = http_status;
   head->version_minor = 1;
   head->content_length = (int64_t)body->len;
   cr_http_msg_add_header(head, "Content-Type", 12, ctype, strlen(ctype));
   snprintf(len, sizeof len, "%zu", body->len);
   cr_http_msg_add_header(head, "Content-Length", 14, len, strlen(len));
   cr_http_msg_add_header(head, "Cache-Control", 13, "no-store", 8);
+  if (code && cr_http_field_value_valid(code, strlen(code)))
+    cr_http_msg_add_header(head, "X-Ccrelay-Error", 15, code, strlen(code));
 }
 
 void cr_errpage_request_id_new(char out[17]) {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <strings.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
@@ -76,6 +77,7 @@ typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING 
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 #define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: request id, forwarded, framing */
+#define INTERIM_MAX 16 /* 1xx heads relayed per exchange; the agent relays no more either */
 
 typedef struct pconn pconn_t;
 
@@ -87,7 +89,8 @@ typedef struct exchange {
   const char *service;   /* host of the service, for the access log */
   const char *group;
   int status;
-  int soap;              /* answer our own errors as SOAP Faults */
+  int soap;              /* our own errors as SOAP Faults: the caller's version (cr_http_soap_t) */
+  unsigned ninterim;     /* 1xx heads relayed to the caller */
   uint64_t start_ms;
   uint64_t bytes_in;
   uint64_t bytes_out;     /* response body bytes that reached the caller's socket */
@@ -104,6 +107,8 @@ typedef struct exchange {
   unsigned holds_slot : 1; /* counts against its service's max_concurrent (released with its stream) */
   size_t si;             /* the service, when holds_slot */
   uint64_t max_body;     /* the service's limits.max_body; 0: none */
+  unsigned expect_continue : 1; /* the caller sent Expect: 100-continue and may hold its body back */
+  unsigned continue_sent : 1;   /* a 100 Continue went to the caller */
   char error[160];       /* why the exchange failed, for the access log */
 } exchange_t;
 
@@ -514,6 +519,10 @@ static int pconn_send(pconn_t *pc, const char *prefix, size_t plen, const char *
 /* Sets the connection headers for the caller and serialises head into out. */
 static int write_response_head(pconn_t *pc, cr_http_msg_t *head, cr_buf_t *out) {
   exchange_t *x = pc->x;
+  /* A final answer to a caller that waits for 100 Continue before its body: it may send the body
+   * or not (RFC 9110 10.1.1), so the connection cannot carry another request; say so and close. */
+  if (x->expect_continue && !x->continue_sent && !x->req_ended)
+    pc->close_after = 1;
   if (!x->keep_alive || pc->close_after || pc->gw->draining) {
     pc->close_after = 1;
     cr_http_msg_add_header(head, "Connection", 10, "close", 5);
@@ -538,7 +547,7 @@ static void pconn_local_answer(pconn_t *pc, int status, const char *code, const 
   cr_http_msg_add_header(&head, "X-Request-Id", 12, x->request_id, strlen(x->request_id));
   if (!x->req_ended) /* the rest of the body is read and dropped, within the header timeout */
     cr_deadline_set(&pc->deadline, on_idle_timeout, pc->gw->conf->public_.header_timeout_ms);
-  x->status = status;
+  x->status = head.status; /* a SOAP Fault goes with 500 */
   x->head_sent = 1;
   x->resp_ended = 1;
   if (write_response_head(pc, &head, &out) == 0)
@@ -603,6 +612,31 @@ static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
   }
 }
 
+/* An interim response (100 Continue, 103 Early Hints...) goes to the caller before the final head,
+ * as RFC 9110 15.2 asks of a proxy; never to an HTTP/1.0 caller, which cannot parse one. */
+static void ts_on_interim(cr_tstream_t *ts, const cr_http_msg_t *resp) {
+  exchange_t *x = cr_tstream_data(ts);
+  pconn_t *pc = x->pc;
+  cr_http_msg_t *head = &pc->gw->scratch_head;
+  cr_buf_t *out = &pc->gw->scratch_out;
+  if (x->http10 || x->head_sent || pc->state != PC_EXCHANGE || x->ninterim >= INTERIM_MAX)
+    return;
+  cr_buf_reset(out);
+  if (cr_http_msg_copy(head, resp) < 0)
+    return;
+  cr_http_msg_strip_hop_by_hop(head);
+  head->version_minor = 1;
+  if (cr_http1_write_response_head(out, head) < 0)
+    return;
+  x->ninterim++;
+  if (resp->status == 100)
+    x->continue_sent = 1;
+  if (pconn_send(pc, out->base, out->len, NULL, 0, NULL, 0, 0) < 0) {
+    snprintf(x->error, sizeof x->error, "writing an interim response to the caller failed");
+    pconn_close(pc);
+  }
+}
+
 static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
@@ -625,6 +659,10 @@ static void ts_on_end(cr_tstream_t *ts) {
   if (x->resp_chunked)
     pconn_send(x->pc, CR_HTTP1_LAST_CHUNK, 5, NULL, 0, NULL, 0, 0);
   x->resp_ended = 1;
+  /* The stream stays open while the request is; a caller that may never send its body (it waited
+   * for a 100 and got the final answer) must not wait for that: the exchange can end now. */
+  if (x->expect_continue && !x->continue_sent && !x->req_ended)
+    pconn_try_finish(x->pc);
 }
 
 static void ts_on_writable(cr_tstream_t *ts) {
@@ -665,6 +703,7 @@ static void ts_on_close(cr_tstream_t *ts, int error) {
 
 static const cr_tstream_callbacks_t ts_cbs = {
     .on_head = ts_on_head,
+    .on_interim = ts_on_interim,
     .on_data = ts_on_data,
     .on_end = ts_on_end,
     .on_writable = ts_on_writable,
@@ -739,6 +778,12 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
   return 0;
 }
 
+/* 1 if the request carries the 100-continue expectation (its only defined one). */
+static int expects_continue(const cr_http_msg_t *m) {
+  const char *v = cr_http_msg_get(m, "expect");
+  return v != NULL && strcasecmp(v, "100-continue") == 0;
+}
+
 /* Starts the exchange for a request head: a local answer, or a tunnel stream carrying the head. */
 static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   gateway_t *gw = pc->gw;
@@ -758,6 +803,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   x->keep_alive = m->keep_alive;
   x->http10 = m->version_minor == 0;
   x->head_request = strcmp(m->method, "HEAD") == 0;
+  x->expect_continue = !x->http10 && expects_continue(m) && cr_http_body_framing(m, NULL, 0) != CR_HTTP_BODY_NONE;
   cr_strlcpy(x->method, m->method, sizeof x->method);
   rid = cr_http_msg_get(m, "x-request-id");
   if (rid && cr_errpage_request_id_valid(rid))
@@ -765,7 +811,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   else
     cr_errpage_request_id_new(x->request_id);
   cr_deadline_clear(&pc->deadline);
-  x->soap = cr_http_msg_find(m, "soapaction") != NULL;
+  x->soap = cr_http_soap_version(m);
 
   if ((why = cr_route_target_unsafe_reason(m->target)) != NULL) {
     pconn_local_answer(pc, 400, "bad_request_target", why, NULL, NULL);
@@ -810,6 +856,11 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   }
   framing = cr_http_body_framing(m, NULL, 0);
   has_body = framing != CR_HTTP_BODY_NONE;
+  /* Expect goes on toward the upstream, whose 100 Continue (or final answer) comes back through
+   * ts_on_interim (RFC 9110 10.1.1: a proxy forwards the head at once). An HTTP/1.0 request's
+   * expectation is ignored (ibid.), and a 100 could not reach that caller anyway. */
+  if (x->http10)
+    cr_http_msg_remove(fwd, "expect");
   fwd->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
   x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
@@ -988,6 +1039,9 @@ static void pconn_try_finish(pconn_t *pc) {
   exchange_t *x = pc->x;
   if (x == NULL || pc->state != PC_EXCHANGE)
     return;
+  if (x->ts != NULL && x->resp_ended && !x->req_ended && x->expect_continue && !x->continue_sent)
+    exchange_abandon_stream(x); /* answered, and the rest of the request goes nowhere: the caller
+                                   may never send it (a body held back for a 100 Continue) */
   if (x->ts != NULL || !x->resp_ended || pc->writes_inflight > 0)
     return;
   if (!x->req_ended && !pc->close_after)

@@ -55,7 +55,7 @@ struct cr_http1_parser {
   uint64_t chunk_left;
   size_t chunk_line;
   unsigned chunk_framed : 1; /* in a chunked body, before the last chunk */
-  unsigned interim : 1;      /* a 1xx response: parsed, never delivered */
+  unsigned interim : 1;      /* a 1xx response: only on_interim sees it */
   unsigned expect_no_body : 1;
   unsigned paused : 1;       /* a user callback asked to pause */
   unsigned end_pending : 1;  /* message ended while paused after on_head: on_end still owed */
@@ -422,6 +422,11 @@ static int on_headers_complete(llhttp_t *ll) {
       return cb_fail(p, CR_EHTTP_PARSE, "unexpected 101 Switching Protocols (no upgrade was offered)");
     if (m->status < 200) {
       p->interim = 1;
+      if (p->cbs.on_interim) {
+        r = p->cbs.on_interim(p->ud, m);
+        if (r < 0)
+          return cb_fail(p, r, "aborted by the interim response handler");
+      }
       return 1;
     }
     no_body = p->expect_no_body || m->status == 204 || m->status == 304;

@@ -110,6 +110,7 @@ struct cr_h1client {
   int in_api;   /* inside an API call on this exchange: callbacks are deferred */
   int cb_depth; /* inside one of the caller's callbacks: callbacks are deferred */
   int err;
+  unsigned ninterim;  /* 1xx heads passed on */
   unsigned in_use : 1;
   unsigned chunked : 1;       /* the request body goes chunked */
   unsigned is_head : 1;
@@ -134,11 +135,13 @@ static int flush(cr_h1client_t *c);
 static int on_parser_head(void *ud, cr_http_msg_t *m);
 static int on_parser_body(void *ud, const char *data, size_t len);
 static int on_parser_end(void *ud);
+static int on_parser_interim(void *ud, const cr_http_msg_t *m);
 
 static const cr_http1_callbacks_t parser_cbs = {
     .on_head = on_parser_head,
     .on_body = on_parser_body,
     .on_end = on_parser_end,
+    .on_interim = on_parser_interim,
 };
 
 /* ---- small helpers ---- */
@@ -239,6 +242,7 @@ static cr_h1client_t *client_alloc(cr_h1client_ctx_t *ctx) {
   c->defer_flags = 0;
   c->depth = c->in_api = c->cb_depth = 0;
   c->err = 0;
+  c->ninterim = 0;
   c->in_use = 1;
   c->chunked = c->is_head = c->keep_alive = c->paused = c->want_writable = 0;
   c->writing = c->reading = c->parser_paused = c->parser_dirty = c->reused = 0;
@@ -478,6 +482,26 @@ static int on_parser_head(void *ud, cr_http_msg_t *m) {
     return CR_HTTP1_PAUSE;
   }
   return 0;
+}
+
+/* A 1xx head: passed on as it comes, the phase unchanged (the request may still be going out: a 100
+ * Continue is what lets its body follow). */
+static int on_parser_interim(void *ud, const cr_http_msg_t *m) {
+  cr_h1client_t *c = ud;
+  if (c->life != LIFE_ACTIVE)
+    return CR_ECANCELED;
+  if (c->cbs.on_interim == NULL)
+    return 0;
+  if (c->ninterim >= CR_H1CLIENT_INTERIM_MAX) {
+    cr_log_debug("upstream interim response dropped", "route=%s peer=%s status=%d", c->ctx->name, c->ctx->peer_log,
+                 m->status);
+    return 0;
+  }
+  c->ninterim++;
+  c->cb_depth++;
+  c->cbs.on_interim(c, m);
+  c->cb_depth--;
+  return c->life != LIFE_ACTIVE ? CR_ECANCELED : 0;
 }
 
 static int on_parser_body(void *ud, const char *data, size_t len) {

@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/error.h"
@@ -620,4 +621,118 @@ cr_http_body_t cr_http_body_framing(const cr_http_msg_t *m, const char *request_
   /* No length: a response runs to the end of its connection or stream; a request has a body only
    * when its carrier delimits it. */
   return response || stream_delimited ? CR_HTTP_BODY_UNTIL_END : CR_HTTP_BODY_NONE;
+}
+
+/* ---- SOAP's HTTP binding ---- */
+
+static const char *skip_ows(const char *s) {
+  while (*s == ' ' || *s == '\t')
+    s++;
+  return s;
+}
+
+/* The parameters after Content-Type's media type when that is application/soap+xml, else NULL. */
+static const char *soap12_params(const cr_http_msg_t *m) {
+  static const char want[] = "application/soap+xml";
+  const char *ct = cr_http_msg_get(m, "content-type"), *s, *e;
+  size_t n;
+  if (ct == NULL)
+    return NULL;
+  s = skip_ows(ct);
+  n = strcspn(s, ";");
+  for (e = s + n; e > s && (e[-1] == ' ' || e[-1] == '\t'); e--)
+    ;
+  if ((size_t)(e - s) != sizeof want - 1 || strncasecmp(s, want, sizeof want - 1) != 0)
+    return NULL;
+  return s + n;
+}
+
+cr_http_soap_t cr_http_soap_version(const cr_http_msg_t *m) {
+  if (soap12_params(m) != NULL)
+    return CR_SOAP_12;
+  return cr_http_msg_find(m, "soapaction") != NULL ? CR_SOAP_11 : CR_SOAP_NONE;
+}
+
+/* Appends c to out[cap] at *len; -1 once it no longer fits (NUL included). */
+static int put(char *out, size_t cap, size_t *len, char c) {
+  if (*len + 1 >= cap)
+    return -1;
+  out[(*len)++] = c;
+  return 0;
+}
+
+/* Reads one parameter value (token or quoted-string, RFC 9110 5.6.4, 5.6.6) at *sp into out (when
+ * out is not NULL), leaving *sp after it. -1 on a value that does not fit or an unterminated quote. */
+static int param_value(const char **sp, char *out, size_t cap, size_t *len) {
+  const char *s = *sp;
+  int rc = 0;
+  if (*s == '"') {
+    for (s++; *s != '"'; s++) {
+      if (*s == '\0')
+        return -1;
+      if (*s == '\\' && s[1] != '\0')
+        s++;
+      if (out != NULL && put(out, cap, len, *s) < 0)
+        rc = -1;
+    }
+    s++;
+  } else {
+    for (; *s != '\0' && *s != ';' && *s != ' ' && *s != '\t'; s++)
+      if (out != NULL && put(out, cap, len, *s) < 0)
+        rc = -1;
+  }
+  *sp = s;
+  return rc;
+}
+
+/* The action parameter among a media type's ";name=value" list. */
+static int soap12_action(const char *s, char *out, size_t cap) {
+  size_t len;
+  while ((s = strchr(s, ';')) != NULL) {
+    const char *name = skip_ows(s + 1), *eq = name;
+    int is_action;
+    while (*eq != '\0' && *eq != '=' && *eq != ';' && *eq != ' ' && *eq != '\t')
+      eq++;
+    is_action = eq - name == 6 && strncasecmp(name, "action", 6) == 0;
+    s = skip_ows(eq);
+    if (*s != '=')
+      continue; /* a parameter without value: malformed, skipped */
+    s = skip_ows(s + 1);
+    len = 0;
+    if (param_value(&s, is_action ? out : NULL, cap, &len) < 0)
+      return -1;
+    if (is_action) {
+      out[len] = '\0';
+      return (int)len;
+    }
+  }
+  return -1;
+}
+
+int cr_http_soap_action(const cr_http_msg_t *m, char *out, size_t cap) {
+  const char *params = soap12_params(m), *v, *e;
+  size_t n;
+  int rc;
+  if (cap == 0)
+    return -1;
+  if (params != NULL && (rc = soap12_action(params, out, cap)) >= 0)
+    return rc;
+  v = cr_http_msg_get(m, "soapaction");
+  if (v == NULL)
+    return -1;
+  v = skip_ows(v);
+  for (e = v + strlen(v); e > v && (e[-1] == ' ' || e[-1] == '\t'); e--)
+    ;
+  if (e == v)
+    return -1; /* blank: SOAP 1.1 says no intent is indicated */
+  if (e - v >= 2 && v[0] == '"' && e[-1] == '"') {
+    v++;
+    e--;
+  }
+  n = (size_t)(e - v);
+  if (n + 1 > cap)
+    return -1;
+  memcpy(out, v, n);
+  out[n] = '\0';
+  return (int)n;
 }

@@ -305,7 +305,7 @@ static int on_end(void *ud) {
   return CR_HTTP1_PAUSE;
 }
 
-static const cr_http1_callbacks_t parser_cbs = {on_head, NULL, on_end};
+static const cr_http1_callbacks_t parser_cbs = {.on_head = on_head, .on_end = on_end};
 
 static void on_read(cr_stream_t *s, ssize_t n, const char *data) {
   cr_proxy_connect_t *pc = s->data;

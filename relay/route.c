@@ -91,6 +91,11 @@ static int route_matches(const cr_conf_route_t *r, const cr_http_msg_t *req) {
     if (v == NULL || strcmp(v, r->match_header_value) != 0)
       return 0;
   }
+  if (r->match_soap_action) {
+    char action[1024]; /* an action longer than this matches no route */
+    if (cr_http_soap_action(req, action, sizeof action) < 0 || strcmp(action, r->match_soap_action) != 0)
+      return 0;
+  }
   return 1;
 }
 

@@ -253,10 +253,20 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store) {
   return 1;
 }
 
+/* 1 if the protocol id p[n] is one this context speaks: its own, or for an HTTP/1.1 server also
+ * "http/1.0" (an HTTP/1.1 server answers HTTP/1.0 requests; `curl --http1.0` offers only that). */
+int cr__tls_ctx_alpn_ok(const cr_tls_ctx_t *ctx, const unsigned char *p, size_t n) {
+  size_t want = strlen(ctx->alpn);
+  if (n == want && memcmp(p, ctx->alpn, n) == 0)
+    return 1;
+  return ctx->server && strcmp(ctx->alpn, "http/1.1") == 0 && n == 8 && memcmp(p, "http/1.0", 8) == 0;
+}
+
 static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
                           unsigned int inlen, void *arg) {
   cr_tls_ctx_t *ctx = arg;
   size_t want = strlen(ctx->alpn);
+  const unsigned char *other = NULL;
   unsigned i = 0;
   while (i < inlen) {
     unsigned n = in[i];
@@ -267,7 +277,14 @@ static int alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *ou
       *outlen = (unsigned char)n;
       return SSL_TLSEXT_ERR_OK;
     }
+    if (other == NULL && cr__tls_ctx_alpn_ok(ctx, in + i + 1, n))
+      other = in + i;
     i += 1 + n;
+  }
+  if (other != NULL) { /* our own protocol is preferred wherever the client lists it */
+    *out = other + 1;
+    *outlen = other[0];
+    return SSL_TLSEXT_ERR_OK;
   }
   {
     cr__tls_notes_t *notes = notes_of(ssl);

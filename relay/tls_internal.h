@@ -54,6 +54,9 @@ int cr__tls_ctx_is_server(const cr_tls_ctx_t *ctx);
 /* The ALPN id the context insists on, or NULL. */
 const char *cr__tls_ctx_alpn(const cr_tls_ctx_t *ctx);
 int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx);
+/* 1 if the negotiated protocol id p[n] is acceptable for ctx (ctx has an ALPN id): its own id, or
+ * "http/1.0" on an "http/1.1" server. */
+int cr__tls_ctx_alpn_ok(const cr_tls_ctx_t *ctx, const unsigned char *p, size_t n);
 
 /* cr_tls_ca_set_t: the roots of one file in a store of their own. */
 struct cr_tls_ca_set {

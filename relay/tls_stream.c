@@ -796,7 +796,7 @@ static int check_alpn(tls_stream_t *t) {
     memcpy(t->alpn, p, len);
     t->alpn[len] = '\0';
   }
-  if (want == NULL || strcmp(t->alpn, want) == 0)
+  if (want == NULL || (t->alpn[0] && cr__tls_ctx_alpn_ok(t->ctx, (const unsigned char *)t->alpn, strlen(t->alpn))))
     return 0;
   /* A peer that does not speak ALPN at all is fine for HTTP/1.1 (RFC 7301: no ALPN, no opinion);
    * only the tunnel insists. A different protocol is always refused. */

@@ -760,8 +760,14 @@ static void on_headers_done(cr_tunnel_t *t, cr_tstream_t *ts, const nghttp2_fram
         rx_reject(t, ts, NGHTTP2_PROTOCOL_ERROR, "missing :status");
         return;
       }
-      if (t->rx.status < 200)
-        return; /* interim response: the final one follows */
+      if (t->rx.status < 200) {
+        /* interim response: the final one follows (nghttp2 refuses END_STREAM on it) */
+        t->rx.version_minor = 1;
+        t->rx.content_length = -1;
+        if (t->rx.status != 101 && ts->cbs.on_interim && !ts->local_reset)
+          ts->cbs.on_interim(ts, &t->rx);
+        return;
+      }
       t->rx.version_minor = 1;
       ts->head_seen = 1;
       if (ts->cbs.on_head && !ts->local_reset)
@@ -1185,7 +1191,7 @@ int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body
   nghttp2_data_provider prd;
   size_t n = 0;
   int r;
-  /* interim (1xx) responses are not part of the contract: a head sent here is the final one */
+  /* a head sent here is the final one: interim (1xx) heads go by cr_tstream_respond_interim */
   if (t->role != CR_TUNNEL_AGENT || ts->responded || head->status < 200 || head->status > 999)
     return CR_EPROTO;
   if (t->closing || ts->local_reset)
@@ -1205,6 +1211,33 @@ int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body
   ts->responded = 1;
   if (!has_body)
     ts->ended_local = 1;
+  schedule_flush(t);
+  return 0;
+}
+
+int cr_tstream_respond_interim(cr_tstream_t *ts, const cr_http_msg_t *head) {
+  cr_tunnel_t *t = ts->t;
+  cr_http_msg_t m = *head; /* read only: a view without the length a 1xx must not carry */
+  char status[4], clbuf[24];
+  size_t n = 0;
+  int r;
+  if (t->role != CR_TUNNEL_AGENT || ts->responded || head->status < 100 || head->status > 199 ||
+      head->status == 101)
+    return CR_EPROTO;
+  if (t->closing || ts->local_reset)
+    return CR_ECLOSED;
+  m.content_length = -1;
+  status[0] = (char)('0' + head->status / 100);
+  status[1] = (char)('0' + head->status / 10 % 10);
+  status[2] = (char)('0' + head->status % 10);
+  status[3] = '\0';
+  NV_LIT(t, n++, ":status", status, 3);
+  r = nv_headers(t, &m, n, clbuf, sizeof clbuf, &n);
+  if (r < 0)
+    return r;
+  /* Without END_STREAM: the final head (cr_tstream_respond) follows on the same stream. */
+  if (nghttp2_submit_headers(t->session, NGHTTP2_FLAG_NONE, ts->id, NULL, t->nv, n, NULL) < 0)
+    return CR_EPROTO;
   schedule_flush(t);
   return 0;
 }

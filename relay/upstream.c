@@ -96,6 +96,12 @@ static void h1_on_head(cr_h1client_t *h, const cr_http_msg_t *head) {
     r->cbs.on_head(r, head);
 }
 
+static void h1_on_interim(cr_h1client_t *h, const cr_http_msg_t *head) {
+  cr_upstream_req_t *r = cr_h1client_data(h);
+  if (r->cbs.on_interim)
+    r->cbs.on_interim(r, head);
+}
+
 static void h1_on_body(cr_h1client_t *h, const char *data, size_t len) {
   cr_upstream_req_t *r = cr_h1client_data(h);
   if (r->cbs.on_body)
@@ -126,6 +132,7 @@ static void h1_on_writable(cr_h1client_t *h) {
 
 static const cr_h1client_callbacks_t h1_cbs = {
     .on_head = h1_on_head,
+    .on_interim = h1_on_interim,
     .on_body = h1_on_body,
     .on_end = h1_on_end,
     .on_error = h1_on_error,

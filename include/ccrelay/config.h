@@ -88,6 +88,9 @@ typedef struct cr_conf_route {
   size_t nmatch_methods;
   char *match_header_name;   /* match.header: { name: SOAPAction, value: "..." } exact value */
   char *match_header_value;
+  char *match_soap_action;   /* match.soap_action: "urn:..." exact, whichever way the request carries
+                                its SOAP action (SOAPAction header without its quotes, SOAP 1.1; the
+                                action parameter of application/soap+xml, SOAP 1.2) */
   /* routes[].upstream */
   char *upstream_url;        /* upstream.url: https://host[:port][/base]; required */
   char *upstream_host;       /* parsed from url */
@@ -117,7 +120,9 @@ typedef struct cr_conf_route {
                                    and between body reads */
   uint64_t idle_timeout_ms;     /* upstream.idle_timeout (60s): pooled connection lifetime idle */
   unsigned max_idle;            /* upstream.max_idle (64): pooled connections kept; at least the calls expected in flight, or busy periods pay a TLS handshake per call */
-  int soap;                     /* routes[].soap (false): failures answered as SOAP 1.1 Faults */
+  int soap;                     /* routes[].soap (false): the agent's own failures are answered as SOAP
+                                   Faults (HTTP 500) in the caller's SOAP version (1.2 when it sent
+                                   application/soap+xml, else 1.1) */
   cr_conf_revocation_t revocation; /* routes[].revocation: off|soft|hard; the value in force for this
                                       route: its own when given, else the agent's revocation */
   int revocation_set;              /* 1 when the route gave its own revocation */

@@ -16,7 +16,7 @@
  * checked) being ignored as RFC 9112 3.2.2 says; so a delivered request target is always "/..." or
  * "*". Chunk-size lines (size, extensions, CRLF) are bounded by max_chunk_line in requests and
  * responses. The response parser applies the same framing rules (all but the target and Host
- * ones), skips 1xx interim responses (never delivered) and refuses a 101. An Upgrade request is
+ * ones), hands 1xx interim responses to on_interim (skipped when it is NULL) and refuses a 101. An Upgrade request is
  * delivered as a plain request; the connection stays HTTP. Trailers are checked the same way as
  * heads, then discarded. */
 #ifndef CCRELAY_HTTP1_H
@@ -41,6 +41,10 @@ typedef struct cr_http1_callbacks {
   int (*on_body)(void *ud, const char *data, size_t len);
   /* The message (including any chunked trailer, which is discarded) is complete. */
   int (*on_end)(void *ud);
+  /* Response parser only, optional: a complete 1xx interim head (status 100..199 but 101, no body);
+   * the final response follows as a new message. m is valid only during the call. 0 to go on or a
+   * negative error to abort (CR_HTTP1_PAUSE is not honoured here). */
+  int (*on_interim)(void *ud, const cr_http_msg_t *m);
 } cr_http1_callbacks_t;
 
 /* Longest chunk-size line (size, extensions and CRLF) by default: a few bytes in practice. */

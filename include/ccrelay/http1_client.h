@@ -21,6 +21,10 @@
 #include "ccrelay/stream.h"
 
 typedef struct cr_h1client_ctx cr_h1client_ctx_t;
+
+/* Interim responses one exchange passes on: a server that keeps sending 1xx cannot make the relay
+ * queue heads without bound. */
+#define CR_H1CLIENT_INTERIM_MAX 16
 typedef struct cr_h1client cr_h1client_t;
 
 typedef struct cr_h1client_ctx_opts {
@@ -43,7 +47,7 @@ void cr_h1client_ctx_free(cr_h1client_ctx_t *ctx);
 void cr_h1client_ctx_release_caches(cr_h1client_ctx_t *ctx);
 
 typedef struct cr_h1client_callbacks {
-  /* The final response head (1xx interim responses are not passed on). */
+  /* The final response head. */
   void (*on_head)(cr_h1client_t *c, const cr_http_msg_t *head);
   /* Response body bytes (de-chunked), valid only during the call. */
   void (*on_body)(cr_h1client_t *c, const char *data, size_t len);
@@ -55,6 +59,11 @@ typedef struct cr_h1client_callbacks {
   void (*on_error)(cr_h1client_t *c, int err, const char *detail);
   /* The request body buffer drained below its low-water mark after a write returned 1. */
   void (*on_writable)(cr_h1client_t *c);
+  /* Optional: a 1xx interim response head (100 Continue, 103 Early Hints...; never 101), in the order
+   * received and always before on_head; possibly while the request body is still being sent (the
+   * server's answer to Expect: 100-continue). head is valid only during the call. At most
+   * CR_H1CLIENT_INTERIM_MAX per exchange are passed on; later ones are dropped. */
+  void (*on_interim)(cr_h1client_t *c, const cr_http_msg_t *head);
 } cr_h1client_callbacks_t;
 
 /* The client is done with s for good: it reads and writes it no more, has stopped reading it, and has

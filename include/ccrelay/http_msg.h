@@ -107,6 +107,20 @@ int cr_http_host_valid(const char *s, size_t len);
 /* Case-insensitive ASCII comparison of NUL-terminated strings; 1 if equal. */
 int cr_http_name_eq(const char *a, const char *b);
 
+/* SOAP's HTTP binding, as far as a relay needs it. SOAP 1.1 callers send text/xml with a SOAPAction
+ * header (which SOAP 1.1 requires, even empty); SOAP 1.2 callers send application/soap+xml and carry
+ * the action, if any, as that media type's action parameter. */
+typedef enum { CR_SOAP_NONE = 0, CR_SOAP_11 = 11, CR_SOAP_12 = 12 } cr_http_soap_t;
+/* CR_SOAP_12 when the Content-Type's media type is application/soap+xml (any case), else CR_SOAP_11
+ * when a SOAPAction header is present, else CR_SOAP_NONE. */
+cr_http_soap_t cr_http_soap_version(const cr_http_msg_t *m);
+/* The SOAP action a request names, into out (NUL-terminated): the action parameter of an
+ * application/soap+xml Content-Type (a token, or a quoted-string with its escapes undone), else the
+ * SOAPAction header without its surrounding quotes (SOAP 1.1 7.1: `SOAPAction: "urn:x"` names
+ * urn:x). Returns the action's length (0 for `SOAPAction: ""`), or -1 when no carrier names one
+ * (no header, a blank SOAPAction, no action parameter) or it does not fit in cap. */
+int cr_http_soap_action(const cr_http_msg_t *m, char *out, size_t cap);
+
 /* Standard reason phrase ("Bad Gateway"), or "Unknown". */
 const char *cr_http_reason(int status);
 

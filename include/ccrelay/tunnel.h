@@ -47,8 +47,8 @@ typedef enum {
 } cr_tunnel_role_t;
 
 typedef struct cr_tstream_callbacks {
-  /* Gateway side: the final response head arrived (status and headers; 1xx heads are skipped).
-   * head is valid only during the call. Not used on the agent side. */
+  /* Gateway side: the final response head arrived (status and headers). head is valid only during
+   * the call. Not used on the agent side. */
   void (*on_head)(cr_tstream_t *ts, const cr_http_msg_t *head);
   /* Body bytes, valid only during the call. The receiver calls cr_tstream_consume(ts, n) once it
    * has passed n bytes on; until then they count against the stream's window (never against the
@@ -63,6 +63,9 @@ typedef struct cr_tstream_callbacks {
    * CR_ECLOSED (the tunnel went away) or CR_EPROTO. ts is freed when this returns. Not called from
    * inside any cr_tstream_* or cr_tunnel_* call (it runs from I/O or a deferred callback). */
   void (*on_close)(cr_tstream_t *ts, int error);
+  /* Gateway side, optional: an interim (1xx) response head arrived, before on_head and in the order
+   * the agent sent them; head is valid only during the call (version_minor 1, no content_length). */
+  void (*on_interim)(cr_tstream_t *ts, const cr_http_msg_t *head);
 } cr_tstream_callbacks_t;
 
 typedef struct cr_tunnel_callbacks {
@@ -124,6 +127,11 @@ void cr_tstream_set_callbacks(cr_tstream_t *ts, const cr_tstream_callbacks_t *cb
 /* Agent side: sends the final response head (status 200..999); has_body 0 ends the stream with it.
  * Body bytes written before this are sent after it. 0 or an error. */
 int cr_tstream_respond(cr_tstream_t *ts, const cr_http_msg_t *head, int has_body);
+/* Agent side: sends an interim response head (status 100..199 but 101: a HEADERS frame without
+ * END_STREAM, RFC 9113 8.1) before the final one; any number of them, in order. head's
+ * content_length is ignored. 0, CR_EPROTO (a bad status, or the final head already went), or
+ * CR_ECLOSED (the stream was reset or the tunnel is closing). */
+int cr_tstream_respond_interim(cr_tstream_t *ts, const cr_http_msg_t *head);
 
 /* Queues body bytes (copied). Returns 0 while the send buffer is below its high-water mark, 1 when
  * the producer should pause until on_writable, or a negative error: CR_ECLOSED (stream reset or

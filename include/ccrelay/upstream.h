@@ -72,7 +72,7 @@ int cr_upstream_conn_info(const cr_upstream_t *u, cr_tls_conn_info_t *out);
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);
 
 typedef struct cr_upstream_req_callbacks {
-  /* The final response head (1xx interim responses are not passed on). */
+  /* The final response head. */
   void (*on_head)(cr_upstream_req_t *r, const cr_http_msg_t *head);
   /* Response body bytes (de-chunked), valid only during the call. */
   void (*on_body)(cr_upstream_req_t *r, const char *data, size_t len);
@@ -87,6 +87,9 @@ typedef struct cr_upstream_req_callbacks {
   void (*on_error)(cr_upstream_req_t *r, int err, const char *detail);
   /* The request body buffer drained below its low-water mark after a write returned 1. */
   void (*on_writable)(cr_upstream_req_t *r);
+  /* Optional: a 1xx interim response head (100 Continue, 103 Early Hints...), before on_head, as
+   * cr_h1client_callbacks_t.on_interim says (a bounded number per request). */
+  void (*on_interim)(cr_upstream_req_t *r, const cr_http_msg_t *head);
 } cr_upstream_req_callbacks_t;
 
 /* Starts an exchange: takes a pooled connection or dials a new one, then sends head. head must be

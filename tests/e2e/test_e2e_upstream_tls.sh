@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # The agent verifies every upstream: an expired certificate, one from an unknown CA and one for
-# another host name each give 502 with a JSON (or SOAP Fault) body, and an agent log line naming
+# another host name each give 502 with a JSON body (500 with a SOAP Fault on a SOAP route), and an agent log line naming
 # the reason. Timeouts and refused connections give honest statuses too.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
@@ -58,8 +58,9 @@ check_502 /wronghost/x '[Hh]ostname mismatch'
 check_502 /refused/x '[Cc]onnection refused'
 
 st=$(relay_curl "$CR_TMP/soapf" pki.example.com /policyService -H 'SOAPAction: "x"' --data-binary '<x/>')
-assert_eq "$st" 502 "SOAP route"
+assert_eq "$st" 500 "SOAP route: a SOAP Fault goes with 500"
 assert_file_contains "$CR_TMP/soapf" '<faultcode>soap:Server</faultcode>' "SOAP Fault body on a SOAP route"
+assert_file_contains "$CR_TMP/soapf" '<http-status>502</http-status>' "the real status in the Fault's detail"
 
 st=$(relay_curl "$CR_TMP/slow" cms.example.com '/test/slow?ms=3000')
 assert_eq "$st" 504 "response timeout"

@@ -64,7 +64,7 @@ static int same_head(const cr_http_msg_t *a, const cr_http_msg_t *b) {
 
 static int on_head(void *ud, cr_http_msg_t *m) {
   fuzz_ctx_t *c = ud;
-  cr_http1_callbacks_t cbs = {reparse_head, NULL, NULL};
+  cr_http1_callbacks_t cbs = {.on_head = reparse_head};
   cr_http1_parser_t *p;
   cr_buf_t out;
   size_t i;
@@ -118,7 +118,7 @@ static int on_end(void *ud) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  cr_http1_callbacks_t cbs = {on_head, on_body, on_end};
+  cr_http1_callbacks_t cbs = {.on_head = on_head, .on_body = on_body, .on_end = on_end};
   cr_http1_limits_t lim = {0, 0, 0};
   cr_http1_parser_t *p;
   fuzz_ctx_t c;

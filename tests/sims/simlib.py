@@ -455,6 +455,13 @@ class SimHandler(http.server.BaseHTTPRequestHandler):
             elif path == "/test/status" and m in ("GET", "POST", "HEAD"):
                 code = qint("code", None, 200, 599)
                 self.send_json(code, {"status": "ok" if code < 400 else "error", "code": code})
+            elif path == "/test/early-hints" and m in ("GET", "POST"):
+                # 103 Early Hints (RFC 8297) with a Link field, then the final answer.
+                self.send_response_only(103)
+                self.send_header("Link", "</style.css>; rel=preload; as=style")
+                self.end_headers()
+                self.wfile.flush()
+                self.send_json(200, {"status": "ok", "hinted": True})
             elif path == "/test/drop":
                 raise DropConnection()
             elif path == "/test/truncate" and m in ("GET", "HEAD"):

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The small formatting helpers of common.h, and request ids (errpage.c), which the per-request paths
  * use instead of snprintf. */
+#define _GNU_SOURCE /* memmem */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -88,8 +89,50 @@ static void test_freelist(void **state) {
   cr_freelist_drain(&fl);
 }
 
+static int body_has(const cr_buf_t *b, const char *s) {
+  return b->len > 0 && memmem(b->base, b->len, s, strlen(s)) != NULL;
+}
+
+/* ccrelay's own answers: JSON with the real status; SOAP Faults in the caller's version, always with
+ * 500, the real status in the detail; X-Ccrelay-Error names the answer either way. */
+static void test_errpage_json_and_soap(void **state) {
+  cr_http_msg_t h;
+  cr_buf_t b;
+  (void)state;
+  cr_http_msg_init(&h, 0);
+  cr_buf_init(&b, 0);
+  cr_errpage_build(503, "no_tunnel", "no agent <connected>", "rid1", 0, &h, &b);
+  assert_int_equal(h.status, 503);
+  assert_string_equal(cr_http_msg_get(&h, "content-type"), "application/json");
+  assert_string_equal(cr_http_msg_get(&h, "x-ccrelay-error"), "no_tunnel");
+  assert_true(body_has(&b, "\"error\":\"no_tunnel\",\"status\":503"));
+
+  cr_errpage_build(503, "no_tunnel", "no agent <connected>", "rid1", CR_SOAP_11, &h, &b);
+  assert_int_equal(h.status, 500);
+  assert_string_equal(cr_http_msg_get(&h, "content-type"), "text/xml; charset=utf-8");
+  assert_string_equal(cr_http_msg_get(&h, "x-ccrelay-error"), "no_tunnel");
+  assert_true(body_has(&b, "xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\""));
+  assert_true(body_has(&b, "<faultcode>soap:Server</faultcode><faultstring>no agent &lt;connected&gt;"));
+  assert_true(body_has(&b, "<http-status>503</http-status><request-id>rid1</request-id>"));
+  assert_int_equal(h.content_length, (int64_t)b.len);
+
+  cr_errpage_build(404, "no_service", "nothing here", NULL, CR_SOAP_12, &h, &b);
+  assert_int_equal(h.status, 500);
+  assert_string_equal(cr_http_msg_get(&h, "content-type"), "application/soap+xml; charset=utf-8");
+  assert_true(body_has(&b, "xmlns:env=\"http://www.w3.org/2003/05/soap-envelope\""));
+  assert_true(body_has(&b, "<env:Code><env:Value>env:Sender</env:Value></env:Code>"));
+  assert_true(body_has(&b, "<env:Reason><env:Text xml:lang=\"en\">nothing here</env:Text></env:Reason>"));
+  assert_true(body_has(&b, "<ccrelay-error>no_service</ccrelay-error><http-status>404</http-status>"));
+  assert_false(body_has(&b, "faultcode"));
+  cr_errpage_build(502, "upstream_failed", "x", NULL, CR_SOAP_12, &h, &b);
+  assert_true(body_has(&b, "<env:Value>env:Receiver</env:Value>"));
+  cr_buf_free(&b);
+  cr_http_msg_free(&h);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_errpage_json_and_soap),
       cmocka_unit_test(test_strlcpy),
       cmocka_unit_test(test_u64_dec),
       cmocka_unit_test(test_request_ids),

@@ -239,6 +239,7 @@ static void test_agent_full(void **state) {
   assert_string_equal(r->match_methods[1], "GET");
   assert_string_equal(r->match_header_name, "SOAPAction");
   assert_string_equal(r->match_header_value, "\"\"");
+  assert_null(r->match_soap_action);
   assert_string_equal(r->upstream_url, "https://cms.example.internal:8443/base/");
   assert_string_equal(r->upstream_host, "cms.example.internal");
   assert_int_equal(r->upstream_port, 8443);
@@ -268,6 +269,7 @@ static void test_agent_full(void **state) {
   assert_null(r->match_methods);
   assert_int_equal(r->nmatch_methods, 0);
   assert_null(r->match_header_name);
+  assert_string_equal(r->match_soap_action, "urn:pki/GetProfiles"); /* its quotes stripped */
   assert_string_equal(r->upstream_host, "pki.example.internal");
   assert_int_equal(r->upstream_port, 443);
   assert_string_equal(r->upstream_base_path, "");

@@ -56,7 +56,7 @@ static int rec_end(void *ud) {
   return r->pause_on_end ? CR_HTTP1_PAUSE : 0;
 }
 
-static const cr_http1_callbacks_t rec_cbs = {rec_head, rec_body, rec_end};
+static const cr_http1_callbacks_t rec_cbs = {.on_head = rec_head, .on_body = rec_body, .on_end = rec_end};
 
 static void rec_init(rec_t *r) {
   size_t i;
@@ -1271,7 +1271,7 @@ static int last_byte_on_end(void *ud) {
 }
 
 static void test_pause_on_last_body_byte_then_end_without_input(void **state) {
-  cr_http1_callbacks_t cbs = {last_byte_on_head, last_byte_on_body, last_byte_on_end};
+  cr_http1_callbacks_t cbs = {.on_head = last_byte_on_head, .on_body = last_byte_on_body, .on_end = last_byte_on_end};
   cr_http1_parser_t *p = cr_http1_parser_new(CR_HTTP1_RESPONSE, NULL, &cbs, NULL);
   const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
   const char *next = "HTTP/1.1 204 No Content\r\n\r\n";

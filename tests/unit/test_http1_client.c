@@ -39,6 +39,11 @@ typedef struct fx {
   /* behaviour */
   int pause_in_head;
   int cancel_in_body;
+  int cancel_in_interim;
+  int interims;
+  int interim_status[32];
+  int interim_before_head; /* every interim came before on_head */
+  char interim_link[128];
   int timed_out;
   uv_timer_t guard;
 } fx_t;
@@ -80,7 +85,25 @@ static void on_error(cr_h1client_t *c, int err, const char *detail) {
 
 static void on_writable(cr_h1client_t *c) { fx_of(c)->writables++; }
 
-static const cr_h1client_callbacks_t cbs = {on_head, on_body, on_end, on_error, on_writable};
+static void on_interim(cr_h1client_t *c, const cr_http_msg_t *m) {
+  fx_t *f = fx_of(c);
+  const char *link = cr_http_msg_get(m, "link");
+  if (f->interims == 0)
+    f->interim_before_head = 1;
+  if (f->heads > 0)
+    f->interim_before_head = 0;
+  if (f->interims < 32)
+    f->interim_status[f->interims] = m->status;
+  f->interims++;
+  if (link)
+    snprintf(f->interim_link, sizeof f->interim_link, "%s", link);
+  if (f->cancel_in_interim) {
+    cr_h1client_cancel(c);
+    f->c = NULL;
+  }
+}
+
+static const cr_h1client_callbacks_t cbs = {on_head, on_body, on_end, on_error, on_writable, on_interim};
 
 static void on_release(cr_stream_t *s, int reusable, void *arg) {
   fx_t *f = arg;
@@ -523,6 +546,93 @@ static void test_fail_before_attach(void **state) {
   fx_done(&f);
 }
 
+/* Expect: 100-continue as a relay sees it: the server's 100 arrives while the request body has not
+ * been written yet, the body follows, then a 103 with a Link field, then the final response. Each
+ * interim head is passed on in order, before on_head, and the connection stays reusable. */
+static void test_interim_responses(void **state) {
+  fx_t f;
+  (void)state;
+  fx_init(&f, 1000);
+  cr_http_msg_reset(&f.req);
+  cr_http_msg_set_method(&f.req, "POST", 4);
+  cr_http_msg_set_target(&f.req, "/up", 3);
+  assert_int_equal(cr_http_msg_add_header(&f.req, "Host", 4, "test", 4), 0);
+  assert_int_equal(cr_http_msg_add_header(&f.req, "Expect", 6, "100-continue", 12), 0);
+  f.req.content_length = 4;
+  assert_int_equal(cr_h1client_new(f.ctx, &f.req, 1, &cbs, &f, &f.c), 0);
+  cr_h1client_attach(f.c, f.cli, 0, on_release, &f);
+  RUN_UNTIL(&f, srv_has(&f, "\r\n\r\n"));
+  assert_true(srv_has(&f, "Expect: 100-continue\r\n"));
+  srv_send(&f, "HTTP/1.1 100 Continue\r\n\r\n");
+  RUN_UNTIL(&f, f.interims == 1);
+  assert_int_equal(f.interim_status[0], 100);
+  assert_int_equal(f.heads, 0);
+  assert_int_equal(cr_h1client_write(f.c, "data", 4), 0);
+  RUN_UNTIL(&f, srv_has(&f, "\r\n\r\ndata"));
+  srv_send(&f, "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload; as=style\r\n\r\n"
+               "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  RUN_UNTIL(&f, f.ends == 1);
+  assert_int_equal(f.interims, 2);
+  assert_int_equal(f.interim_status[1], 103);
+  assert_string_equal(f.interim_link, "</s.css>; rel=preload; as=style");
+  assert_true(f.interim_before_head);
+  assert_int_equal(f.status, 200);
+  assert_int_equal(f.body.len, 2);
+  assert_int_equal(f.releases, 1);
+  assert_int_equal(f.reusable, 1);
+  fx_done(&f);
+}
+
+/* A server that keeps sending 1xx gets only CR_H1CLIENT_INTERIM_MAX of them passed on; the final
+ * response still arrives. A 101 is still refused. */
+static void test_interim_bounded(void **state) {
+  fx_t f;
+  cr_buf_t many;
+  (void)state;
+  fx_init(&f, 1000);
+  cr_buf_init(&many, 0);
+  for (int i = 0; i < CR_H1CLIENT_INTERIM_MAX + 9; i++)
+    cr_buf_appendf(&many, "HTTP/1.1 102 Processing\r\n\r\n");
+  cr_buf_appendf(&many, "HTTP/1.1 204 No Content\r\n\r\n");
+  cr_buf_append(&many, "", 1);
+  fx_request(&f, "GET", -1, 0);
+  RUN_UNTIL(&f, srv_has(&f, "\r\n\r\n"));
+  srv_send(&f, many.base);
+  RUN_UNTIL(&f, f.ends == 1);
+  assert_int_equal(f.interims, CR_H1CLIENT_INTERIM_MAX);
+  assert_int_equal(f.interim_status[0], 102);
+  assert_int_equal(f.status, 204);
+  cr_buf_free(&many);
+  fx_done(&f);
+
+  fx_init(&f, 1000);
+  fx_request(&f, "GET", -1, 0);
+  RUN_UNTIL(&f, srv_has(&f, "\r\n\r\n"));
+  srv_send(&f, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n");
+  RUN_UNTIL(&f, f.errors == 1);
+  assert_int_equal(f.interims, 0);
+  assert_int_equal(f.err, CR_EHTTP_PARSE);
+  fx_done(&f);
+}
+
+/* Canceling from inside on_interim: nothing more fires and the stream goes back to be closed. */
+static void test_cancel_inside_interim(void **state) {
+  fx_t f;
+  (void)state;
+  fx_init(&f, 1000);
+  f.cancel_in_interim = 1;
+  fx_request(&f, "GET", -1, 0);
+  RUN_UNTIL(&f, srv_has(&f, "\r\n\r\n"));
+  srv_send(&f, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  RUN_UNTIL(&f, f.interims == 1);
+  turns(&f, 5);
+  assert_int_equal(f.heads, 0);
+  assert_int_equal(f.ends + f.errors, 0);
+  assert_int_equal(f.releases, 1);
+  assert_int_equal(f.reusable, 0);
+  fx_done(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_simple_response),
@@ -538,6 +648,9 @@ int main(void) {
       cmocka_unit_test(test_cancel_inside_body),
       cmocka_unit_test(test_early_response_finishes_request),
       cmocka_unit_test(test_fail_before_attach),
+      cmocka_unit_test(test_interim_responses),
+      cmocka_unit_test(test_interim_bounded),
+      cmocka_unit_test(test_cancel_inside_interim),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -94,6 +94,99 @@ static void test_routes_match_method_path_header(void **state) {
   cr_http_msg_free(&m);
 }
 
+static void add(cr_http_msg_t *m, const char *name, const char *value) {
+  assert_int_equal(cr_http_msg_add_header(m, name, strlen(name), value, strlen(value)), 0);
+}
+
+/* Which SOAP version a request speaks, and the action it names, whichever way it carries it. */
+static void test_soap_version_and_action(void **state) {
+  cr_http_msg_t m;
+  char a[64];
+  (void)state;
+  make_req(&m, "POST", "/svc", "h");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_NONE);
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), -1);
+  add(&m, "Content-Type", "text/xml; charset=utf-8");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_NONE); /* plain XML is not SOAP */
+  add(&m, "SOAPAction", " \"urn:x/GetProfiles\" ");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_11);
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 17);
+  assert_string_equal(a, "urn:x/GetProfiles");
+  assert_int_equal(cr_http_soap_action(&m, a, 17), -1); /* does not fit */
+  cr_http_msg_free(&m);
+
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "SOAPAction", "urn:unquoted");
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 12);
+  assert_string_equal(a, "urn:unquoted");
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "SOAPAction", "\"\"");
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 0); /* the empty action */
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "SOAPAction", "");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_11);
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), -1); /* blank: no intent */
+  cr_http_msg_free(&m);
+
+  /* SOAP 1.2: the action parameter, quoted (escapes undone) or a token, any parameter order */
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "Content-Type", "Application/SOAP+XML ; charset=utf-8; ACTION=\"urn:a;b\\\"c\"; x=y");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_12);
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 9);
+  assert_string_equal(a, "urn:a;b\"c");
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "Content-Type", "application/soap+xml;x=\"action=urn:no\";action=say_hello");
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 9);
+  assert_string_equal(a, "say_hello");
+  cr_http_msg_free(&m);
+  /* no action parameter: a SOAPAction header still names one; neither: none */
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "Content-Type", "application/soap+xml; charset=utf-8");
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), -1);
+  add(&m, "SOAPAction", "\"urn:fallback\"");
+  assert_int_equal(cr_http_soap_version(&m), CR_SOAP_12);
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), 12);
+  assert_string_equal(a, "urn:fallback");
+  cr_http_msg_free(&m);
+  /* an unterminated quoted action names none */
+  make_req(&m, "POST", "/svc", "h");
+  add(&m, "Content-Type", "application/soap+xml; action=\"urn:open");
+  assert_int_equal(cr_http_soap_action(&m, a, sizeof a), -1);
+  cr_http_msg_free(&m);
+}
+
+/* match.soap_action: one route for either carrier of the same action. */
+static void test_routes_match_soap_action(void **state) {
+  cr_conf_route_t routes[2];
+  cr_http_msg_t m;
+  (void)state;
+  memset(routes, 0, sizeof routes);
+  routes[0].name = "hello";
+  routes[0].match_soap_action = "urn:svc/say_hello";
+  routes[1].name = "rest";
+  routes[1].match_path_prefix = "/soap";
+
+  make_req(&m, "POST", "/soap", "h");
+  add(&m, "Content-Type", "application/soap+xml; charset=utf-8; action=\"urn:svc/say_hello\"");
+  assert_int_equal(cr_route_match(routes, 2, &m), 0);
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/soap", "h");
+  add(&m, "Content-Type", "text/xml; charset=utf-8");
+  add(&m, "SOAPAction", "\"urn:svc/say_hello\"");
+  assert_int_equal(cr_route_match(routes, 2, &m), 0);
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/soap", "h");
+  add(&m, "Content-Type", "application/soap+xml; action=\"urn:svc/say_goodbye\"");
+  assert_int_equal(cr_route_match(routes, 2, &m), 1);
+  cr_http_msg_free(&m);
+  make_req(&m, "POST", "/soap", "h"); /* no action at all */
+  assert_int_equal(cr_route_match(routes, 2, &m), 1);
+  cr_http_msg_free(&m);
+}
+
 static void test_services_longest_prefix(void **state) {
   cr_conf_service_t s[3];
   cr_http_msg_t m;
@@ -121,6 +214,8 @@ int main(void) {
       cmocka_unit_test(test_host_match_ignores_port_and_case),
       cmocka_unit_test(test_routes_match_method_path_header),
       cmocka_unit_test(test_services_longest_prefix),
+      cmocka_unit_test(test_soap_version_and_action),
+      cmocka_unit_test(test_routes_match_soap_action),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,6 +51,9 @@ typedef struct sst {
   size_t bodylen;
   cr_http_msg_t head; /* agent: copy of the request head; gateway: copy of the response head */
   int has_head;
+  int interims, interim_status[4], interim_after_head; /* gateway: 1xx heads received */
+  int64_t interim_clen;
+  char interim_link[64];
 } sst_t;
 
 struct ctx {
@@ -95,6 +98,18 @@ static void s_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
   s->status = head->status;
   cr_http_msg_copy(&s->head, head);
   s->has_head = 1;
+}
+
+static void s_on_interim(cr_tstream_t *ts, const cr_http_msg_t *head) {
+  sst_t *s = cr_tstream_data(ts);
+  const char *link = cr_http_msg_get(head, "link");
+  if (s->interims < 4)
+    s->interim_status[s->interims] = head->status;
+  s->interims++;
+  s->interim_after_head |= s->got_head > 0;
+  s->interim_clen = head->content_length;
+  if (link)
+    snprintf(s->interim_link, sizeof s->interim_link, "%s", link);
 }
 
 static void s_on_data(cr_tstream_t *ts, const char *data, size_t len) {
@@ -172,7 +187,7 @@ static void s_on_close(cr_tstream_t *ts, int error) {
 
 static const cr_tstream_callbacks_t stream_cbs = {
     .on_head = s_on_head, .on_data = s_on_data, .on_end = s_on_end, .on_writable = s_on_writable,
-    .on_close = s_on_close};
+    .on_close = s_on_close, .on_interim = s_on_interim};
 
 /* Bytes per producer write; an odd size makes the send ring wrap inside writes and frames. */
 static size_t chunk_size = CHUNK;
@@ -926,6 +941,55 @@ static void test_header_mapping(void **state) {
   pair_free(c);
 }
 
+/* Interim heads: the agent sends a 100 before the request body arrives and a 103 (with a Link field)
+ * after it, then the final response; the gateway sees both, in order, before on_head. */
+static void test_interim_heads(void **state) {
+  ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
+  cr_http_msg_t req, h;
+  int err;
+  request_head(&req, "POST", "/upload", 4);
+  cr_http_msg_add_header(&req, "Expect", 6, "100-continue", 12);
+  sst_t *s = gw_open(c, &req, 1, &err);
+  assert_non_null(s);
+  RUN_UNTIL(c, c->nag == 1, 1000);
+  sst_t *a = c->ags[0];
+  assert_string_equal(cr_http_msg_get(&a->head, "expect"), "100-continue");
+  cr_http_msg_init(&h, 0);
+  h.status = 100;
+  assert_int_equal(cr_tstream_respond_interim(a->ts, &h), 0);
+  RUN_UNTIL(c, s->interims == 1, 1000);
+  assert_int_equal(s->interim_status[0], 100);
+  assert_int_equal(s->got_head, 0);
+  /* the caller's body follows the 100 */
+  assert_int_equal(cr_tstream_write(s->ts, "body", 4), 0);
+  assert_int_equal(cr_tstream_end(s->ts), 0);
+  RUN_UNTIL(c, a->ended == 1, 1000);
+  cr_http_msg_reset(&h);
+  h.status = 103;
+  h.content_length = 12; /* a 1xx carries no length: not sent */
+  cr_http_msg_add_header(&h, "Link", 4, "</s.css>; rel=preload", 21);
+  assert_int_equal(cr_tstream_respond_interim(a->ts, &h), 0);
+  h.status = 101;
+  assert_int_equal(cr_tstream_respond_interim(a->ts, &h), CR_EPROTO);
+  h.status = 200;
+  assert_int_equal(cr_tstream_respond_interim(a->ts, &h), CR_EPROTO);
+  agent_answer(a);
+  h.status = 103;
+  assert_int_equal(cr_tstream_respond_interim(a->ts, &h), CR_EPROTO); /* the final head went */
+  RUN_UNTIL(c, s->closed && a->closed, 1000);
+  assert_int_equal(s->close_err, 0);
+  assert_int_equal(s->interims, 2);
+  assert_int_equal(s->interim_status[1], 103);
+  assert_string_equal(s->interim_link, "</s.css>; rel=preload");
+  assert_int_equal(s->interim_clen, -1);
+  assert_false(s->interim_after_head);
+  assert_int_equal(s->status, 200);
+  assert_memory_equal(s->body, "ok:4", 4);
+  cr_http_msg_free(&h);
+  cr_http_msg_free(&req);
+  pair_free(c);
+}
+
 static void test_oversized_head_refused(void **state) {
   ctx_t *c = pair_new(MODE_HOLD, NULL, NULL);
   cr_http_msg_t req;
@@ -1017,6 +1081,7 @@ int main(void) {
       cmocka_unit_test(test_transport_eof),
       cmocka_unit_test(test_close_is_deferred),
       cmocka_unit_test(test_header_mapping),
+      cmocka_unit_test(test_interim_heads),
       cmocka_unit_test(test_oversized_head_refused),
       cmocka_unit_test(test_goaway_from_gateway),
   };
