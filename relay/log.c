@@ -118,14 +118,15 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
   return len;
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped; bytes that are not UTF-8 become
- * U+FFFD, since a JSON text must be UTF-8. */
-static void put_json_string(out_t *o, const char *s, size_t n) {
+/* A quoted string, escaped for its format: quotes and backslashes, \n \r \t, then the two formats
+ * part. A control byte is \u00NN in JSON and \xNN in logfmt; a byte that is not UTF-8 is U+FFFD in
+ * JSON (a JSON text must be UTF-8) and \xNN in logfmt. */
+static void put_quoted(out_t *o, const char *s, size_t n, int json) {
   const unsigned char *u = (const unsigned char *)s;
   putc_(o, '"');
   for (size_t i = 0; i < n;) {
     unsigned char c = u[i];
-    size_t l;
+    size_t l = c >= 0x80 ? utf8_len(u + i, n - i) : 1;
     if (c == '"' || c == '\\') {
       char e[2] = {'\\', (char)c};
       put(o, e, 2);
@@ -135,66 +136,37 @@ static void put_json_string(out_t *o, const char *s, size_t n) {
       put(o, "\\r", 2);
     } else if (c == '\t') {
       put(o, "\\t", 2);
-    } else if (c < 0x20 || c == 0x7f) {
-      char e[6] = {'\\', 'u', '0', '0', hexdig[c >> 4], hexdig[c & 15]};
-      put(o, e, 6);
-    } else if (c >= 0x80) {
-      l = utf8_len(u + i, n - i);
-      if (l == 0) {
+    } else if (c < 0x20 || c == 0x7f || l == 0) {
+      char x[4] = {'\\', 'x', hexdig[c >> 4], hexdig[c & 15]};
+      char j[6] = {'\\', 'u', '0', '0', hexdig[c >> 4], hexdig[c & 15]};
+      if (!json)
+        put(o, x, 4);
+      else if (l == 0)
         put(o, "\\ufffd", 6);
-        i++;
-      } else {
-        put(o, s + i, l);
-        i += l;
-      }
-      continue;
+      else
+        put(o, j, 6);
+      l = 1;
     } else {
-      putc_(o, (char)c);
+      put(o, s + i, l);
     }
-    i++;
+    i += l;
   }
   putc_(o, '"');
 }
 
+static void put_json_string(out_t *o, const char *s, size_t n) { put_quoted(o, s, n, 1); }
+
 /* A logfmt value: bare when it is non-empty printable ASCII with no space, quote, equals sign or
- * backslash; else quoted, with quotes and backslashes escaped, \n \r \t, and \xNN for control bytes
- * and for bytes that are not UTF-8. */
+ * backslash (and the template did not quote it); else quoted. */
 static void put_logfmt_value(out_t *o, const char *s, size_t n, int force_quotes) {
   const unsigned char *u = (const unsigned char *)s;
   int bare = n > 0 && !force_quotes;
   for (size_t i = 0; i < n && bare; i++)
     bare = u[i] > 0x20 && u[i] < 0x7f && u[i] != '"' && u[i] != '=' && u[i] != '\\';
-  if (bare) {
+  if (bare)
     put(o, s, n);
-    return;
-  }
-  putc_(o, '"');
-  for (size_t i = 0; i < n;) {
-    unsigned char c = u[i];
-    size_t l;
-    if (c == '"' || c == '\\') {
-      char e[2] = {'\\', (char)c};
-      put(o, e, 2);
-    } else if (c == '\n') {
-      put(o, "\\n", 2);
-    } else if (c == '\r') {
-      put(o, "\\r", 2);
-    } else if (c == '\t') {
-      put(o, "\\t", 2);
-    } else if (c < 0x20 || c == 0x7f || (c >= 0x80 && utf8_len(u + i, n - i) == 0)) {
-      char e[4] = {'\\', 'x', hexdig[c >> 4], hexdig[c & 15]};
-      put(o, e, 4);
-    } else if (c >= 0x80) {
-      l = utf8_len(u + i, n - i);
-      put(o, s + i, l);
-      i += l;
-      continue;
-    } else {
-      putc_(o, (char)c);
-    }
-    i++;
-  }
-  putc_(o, '"');
+  else
+    put_quoted(o, s, n, 0);
 }
 
 /* quoted: the template quoted this value; logfmt keeps the quotes even when they are not needed, so
