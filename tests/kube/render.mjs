@@ -59,6 +59,8 @@ function patchConfig(text, where) {
     conf.public.listen = need("gateway.public");
     if (conf.probe && opts.probe) conf.probe.listen = need("gateway.probe");
     else delete conf.probe;
+    // One replica on the host: no cluster DNS for the headless Service, no Pod IP in the environment.
+    delete conf.replicas;
   } else if (conf.routes) {
     if (conf.admin) conf.admin.listen = need("agent.admin");
     conf.gateway.address = need("agent.gateway");
@@ -123,6 +125,9 @@ for (const obj of docs.filter((d) => d.kind === "Deployment")) {
     c.imagePullPolicy = "IfNotPresent";
     delete c.readinessProbe;
     delete c.livenessProbe;
+    // podman 4.3 has no downward API for the Pod IP; the rendered gateway runs without replicas.
+    if (c.env) c.env = c.env.filter((e) => e.valueFrom?.fieldRef?.fieldPath !== "status.podIP");
+    if (c.env && c.env.length === 0) delete c.env;
     delete c.startupProbe;
     delete c.ports;
     for (const m of c.volumeMounts ?? []) if (rename[m.name]) m.name = rename[m.name];
