@@ -526,7 +526,8 @@ typedef enum {
   AG_ECHO,  /* read the body, then answer 201 {"got":N,"ok":true|false} */
   AG_RESET, /* reset the stream at once */
   AG_HOLD,  /* answer nothing */
-  AG_BIG    /* answer 200 with a body of 1 MiB + 1 */
+  AG_BIG,   /* answer 200 with a body of 1 MiB + 1 */
+  AG_TEXT   /* read the body, then answer 200 text/plain that is not JSON */
 } ag_mode_t;
 
 #define BIG_ANSWER (1024 * 1024 + 1)
@@ -604,9 +605,12 @@ static void ag_end(cr_tstream_t *ts) {
   gctx_t *g = cr_tstream_data(ts);
   cr_http_msg_t head;
   char body[64];
-  if (g->mode != AG_ECHO)
+  if (g->mode != AG_ECHO && g->mode != AG_TEXT)
     return;
-  snprintf(body, sizeof body, "{\"got\":%zu,\"ok\":%s}", g->rx, g->rx_ok ? "true" : "false");
+  if (g->mode == AG_TEXT)
+    snprintf(body, sizeof body, "{\"got\":%zu} \"tail\"\n", g->rx);
+  else
+    snprintf(body, sizeof body, "{\"got\":%zu,\"ok\":%s}", g->rx, g->rx_ok ? "true" : "false");
   cr_http_msg_init(&head, 0);
   head.status = 201;
   head.content_length = (int64_t)strlen(body);
@@ -891,6 +895,14 @@ static void test_gw_admin_fanout(void **state) {
   assert_non_null(strstr(b, "\"status\":502,\"error\":{\"code\":\"tunnel_stream_failed\""));
   assert_non_null(strstr(b, "\"status\":201,\"answer\":{\"got\":0,\"ok\":true}}"));
   RUN_UNTIL(&g->c, g->streams_closed == 5, 2000);
+
+  /* An answer that is not one JSON value is carried as a string. */
+  g->mode = AG_TEXT;
+  g->fan = 0;
+  list = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, list->eof, 3000);
+  assert_int_equal(status_of(list), 201);
+  assert_non_null(strstr(body_of(list), "\"status\":201,\"answer_text\":\"{\\\"got\\\":0} \\\"tail\\\"\\u000a\"}]}"));
   gw_teardown(g);
 }
 
