@@ -812,7 +812,8 @@ static int handle_announce(slot_t *sl, const char *body, size_t len, int *status
   }
   cr_buf_appendf(out, ",\"replica\":\"");
   cr_errpage_json_escape(out, an->replica);
-  cr_buf_appendf(out, "\",\"tunnels_to_replica\":%u}\n", covered(a, an->replica));
+  cr_buf_appendf(out, "\",\"tunnels_to_replica\":%u,\"instance\":\"%s\"}\n", covered(a, an->replica),
+                 a->instance); /* the gateway groups this process's tunnels by it */
   free(an);
   return leave;
 }
@@ -1192,6 +1193,9 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_process_end_t end;
 
   a->conf = conf;
+  if (cr__agent_instance_init(a) < 0)
+    cr_log_warn("no instance id: the gateway cannot tell this process's tunnels from another's",
+                "reason=\"the random number generator failed\"");
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
   /* whatever the tunnel or an upstream's parser accepted, plus the fields a rewrite adds */

@@ -32,6 +32,9 @@ typedef struct cr__agent_announce {
   size_t nset;
 } cr__agent_announce_t;
 
+/* The agent process's instance id: 16 random bytes as 32 lowercase hex digits. */
+#define CR__AGENT_INSTANCE_LEN 32
+
 /* A route's live state. A route is usable only when its client identity chains to a trusted root
  * of the store; otherwise it answers 503 with `why` and the agent is not ready. */
 typedef struct route_rt {
@@ -76,6 +79,10 @@ struct agent {
   /* Replica coverage (agent.c): the set the gateways announced, the newest generation wins. NULL
    * until one announced (an older gateway never does: then `connections` tunnels in all). */
   cr__agent_announce_t *set;
+  /* Random per process (cr__agent_instance_init), told to the gateway in the answer to its replica
+   * announcement: the gateway groups this process's tunnels by it, so a remote trust change reaches
+   * every process sharing the certificate name once each. "" until set. */
+  char instance[CR__AGENT_INSTANCE_LEN + 1];
   unsigned dials;           /* ever: rotates over gateway.address entries and their answers */
   unsigned surplus_streak;  /* dials in a row that landed on a replica already covered */
   uint64_t miss_logged_ms;  /* rate limits of the coverage warnings */
@@ -141,6 +148,9 @@ void cr__agent_trust_json(agent_t *a, cr_buf_t *out);
 void cr__agent_trust_check_expiry(agent_t *a);
 
 /* agent_ops.c */
+/* Draws a's instance id (32 hex digits from the OpenSSL RNG). 0, or a negative error (a->instance is
+ * then "" and the agent runs without one: the gateway treats its tunnels as of an unknown process). */
+int cr__agent_instance_init(agent_t *a);
 /* 1 when at least one tunnel is up and every route is usable; otherwise appends the reasons to why
  * (a JSON array body). */
 int cr__agent_ready(agent_t *a, cr_buf_t *why);

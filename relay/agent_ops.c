@@ -24,6 +24,17 @@ static void json_reason(cr_buf_t *out, int *first, const char *fmt_prefix, const
   *first = 0;
 }
 
+int cr__agent_instance_init(agent_t *a) {
+  unsigned char raw[CR__AGENT_INSTANCE_LEN / 2];
+  int r = cr_x509_random_bytes(raw, sizeof raw);
+  a->instance[0] = '\0';
+  if (r < 0)
+    return r;
+  for (size_t i = 0; i < sizeof raw; i++)
+    snprintf(a->instance + 2 * i, 3, "%02x", raw[i]);
+  return 0;
+}
+
 int cr__agent_ready(agent_t *a, cr_buf_t *why) {
   int first = 1, ready = 1;
   char line[900];
@@ -67,9 +78,9 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
   int ready;
   cr_buf_init(&why, 0);
   ready = cr__agent_ready(a, &why);
-  cr_buf_appendf(out, "{\"version\":\"%s\",\"ready\":%s,\"not_ready_because\":%.*s,\"tunnels_up\":%zu,"
-                      "\"connections\":%u,\"routes\":[",
-                 CCRELAY_VERSION, ready ? "true" : "false", (int)why.len, why.base, a->tunnels_up,
+  cr_buf_appendf(out, "{\"version\":\"%s\",\"instance\":\"%s\",\"ready\":%s,\"not_ready_because\":%.*s,"
+                      "\"tunnels_up\":%zu,\"connections\":%u,\"routes\":[",
+                 CCRELAY_VERSION, a->instance, ready ? "true" : "false", (int)why.len, why.base, a->tunnels_up,
                  a->conf->gateway.connections);
   cr_buf_free(&why);
   for (size_t i = 0; i < a->conf->nroutes; i++) {

@@ -25,6 +25,8 @@ typedef struct cr__gw_tunnel_info {
   cr_tunnel_t *tunnel;
   const char *coverage; /* "kept" (the agent counts it toward this replica), "pending" (no answer to the
                            replica announcement yet), "surplus" (the agent is closing it) */
+  const char *instance; /* the agent process's instance id from its answer to the replica announcement
+                           (hex); "" when not known (no answer yet, or an agent that does not tell) */
 } cr__gw_tunnel_info_t;
 
 /* ---- the replica set (gateway_replicas.c) ---- */

@@ -8,7 +8,9 @@
  * keeps the tunnel ({"kept":true}) or closes it because it already holds its tunnels to this replica
  * ({"kept":false}); until the answer the tunnel is "pending" and carries calls only if nothing
  * else can, so a tunnel about to close never takes a call. An agent that does not know the call
- * (404) or fails it keeps the tunnel as before. */
+ * (404) or fails it keeps the tunnel as before. The answer also names the agent process
+ * ({"instance":HEX}), kept per tunnel: the admin API sends a trust change once to each process of an
+ * agent name, whatever the number of its tunnels. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "gateway_internal.h"
 
 #define ANSWER_MAX 4096
+#define INSTANCE_MAX 32
 
 typedef enum { COV_PENDING, COV_KEPT, COV_SURPLUS } coverage_t;
 static const char *const coverage_names[] = {"pending", "kept", "surplus"};
@@ -35,6 +38,7 @@ typedef struct gw_tunnel {
   announce_t *announce; /* the announcement in flight; NULL when none */
   char agent[128];
   char peer[64];
+  char instance[INSTANCE_MAX + 1]; /* the agent process, once its answer told; "" before */
 } gw_tunnel_t;
 
 /* One announcement: its stream, and the agent's answer collected (bounded). It lives until its
@@ -55,6 +59,25 @@ static int contains(const char *hay, size_t len, const char *needle) {
     if (memcmp(hay + i, needle, n) == 0)
       return 1;
   return 0;
+}
+
+/* The agent process's id in the answer: "instance":"HEX" (1 to 32 lowercase hex digits), else "". */
+static void answer_instance(const char *ans, size_t len, char *out) {
+  static const char key[] = "\"instance\":\"";
+  size_t k = sizeof key - 1, n = 0;
+  out[0] = '\0';
+  for (size_t i = 0; i + k <= len; i++) {
+    if (memcmp(ans + i, key, k) != 0)
+      continue;
+    for (i += k; i < len && n < INSTANCE_MAX && ((ans[i] >= '0' && ans[i] <= '9') || (ans[i] >= 'a' && ans[i] <= 'f'));
+         i++)
+      out[n++] = ans[i];
+    if (i < len && ans[i] == '"')
+      out[n] = '\0';
+    else
+      out[0] = '\0'; /* not a well-formed id: unknown rather than a wrong one */
+    return;
+  }
 }
 
 static void ann_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
@@ -114,6 +137,8 @@ static void ann_on_close(cr_tstream_t *ts, int error) {
                   "group=%s agent=%s peer=%s status=%d reason=\"%s\"", gt->group->conf->name, gt->agent, gt->peer,
                   an->status, error ? cr_strerror(error) : "unexpected status");
     gt->coverage = surplus ? COV_SURPLUS : COV_KEPT;
+    if (error == 0 && an->status == 200)
+      answer_instance(an->answer.base, an->answer.len, gt->instance);
   }
   cr_buf_free(&an->body);
   cr_buf_free(&an->answer);
@@ -266,7 +291,7 @@ void cr__gw_groups_foreach(const cr__gw_group_t *groups, size_t ngroups,
     cr_queue_foreach(q, &groups[i].tunnels) {
       gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
       cr__gw_tunnel_info_t info = {gt->agent, gt->group->conf->name, gt->peer, gt->tunnel,
-                                   coverage_names[gt->coverage]};
+                                   coverage_names[gt->coverage], gt->instance};
       visit(&info, arg);
     }
 }

@@ -67,6 +67,14 @@ body=$(cat "$CR_TMP/agents")
 assert_eq "$(json_get "$body" tunnels.0.agent)" acme-agent-1 "GET /agents names the agent"
 assert_eq "$(json_get "$body" tunnels.0.group)" acme "GET /agents names the group"
 assert_contains "$(json_get "$body" tunnels.0.peer)" "127.0.0.1:" "GET /agents names the peer"
+for ((i = 0; i < 50; i++)); do # the agent process's id, once it answered the replica announcement
+  grep -q '"instance":"[0-9a-f]\{32\}"' "$CR_TMP/agents" && break
+  sleep 0.1
+  admin "$CR_TMP/agents" GET /agents >/dev/null
+done
+body=$(cat "$CR_TMP/agents")
+assert_eq "$(json_get "$body" tunnels.0.instance)" "$(json_get "$body" tunnels.1.instance)" \
+  "both tunnels of the agent name one process"
 assert_eq "$(json_get "$body" tunnels.1.agent)" acme-agent-1 "both tunnels listed"
 
 st=$(admin "$CR_TMP/bad" GET '/agents/acme%2Fagent/trust')
@@ -84,19 +92,19 @@ assert_eq "$st" 200 "agent status through the tunnel"
 st=$(relay_curl "$CR_TMP/pub" cms.example.com /.well-known/ccrelay/trust)
 assert_eq "$st" 404 "public call to the control prefix"
 
-# ---- remote add, list, remove ----
+# ---- remote add, list, remove: one agent process, so one result ----
 OTHER_FP=$(openssl x509 -in "$CR_PKI/other-ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
 before=$(store_files)
 st=$(admin "$CR_TMP/add" POST /agents/acme-agent-1/trust -H 'Content-Type: application/x-pem-file' \
   --data-binary "@$CR_PKI/other-ca.pem")
 assert_eq "$st" 200 "remote add: $(cat "$CR_TMP/add")"
-assert_eq "$(json_get "$(cat "$CR_TMP/add")" added.0.fingerprint)" "$OTHER_FP" "added fingerprint"
-assert_eq "$(json_get "$(cat "$CR_TMP/add")" added.0.status)" added "first add"
+assert_eq "$(json_get "$(cat "$CR_TMP/add")" agents.0.answer.added.0.fingerprint)" "$OTHER_FP" "added fingerprint"
+assert_eq "$(json_get "$(cat "$CR_TMP/add")" agents.0.answer.added.0.status)" added "first add"
 [[ -f $STORE/$OTHER_FP.pem ]] || fail "remote add did not write $STORE/$OTHER_FP.pem"
 
 st=$(admin "$CR_TMP/add2" POST /agents/acme-agent-1/trust --data-binary "@$CR_PKI/other-ca.pem")
 assert_eq "$st" 200 "remote add again"
-assert_eq "$(json_get "$(cat "$CR_TMP/add2")" added.0.status)" present "second add is idempotent"
+assert_eq "$(json_get "$(cat "$CR_TMP/add2")" agents.0.answer.added.0.status)" present "second add is idempotent"
 
 st=$(admin "$CR_TMP/list" GET /agents/acme-agent-1/trust)
 assert_eq "$st" 200 "remote list"
@@ -105,7 +113,7 @@ assert_contains "$(cat "$CR_TMP/list")" "ccrelay Test Unrelated CA" "remote list
 
 st=$(admin "$CR_TMP/rm" DELETE "/agents/acme-agent-1/trust/${OTHER_FP:0:12}")
 assert_eq "$st" 200 "remote remove by prefix: $(cat "$CR_TMP/rm")"
-assert_eq "$(json_get "$(cat "$CR_TMP/rm")" removed)" "$OTHER_FP" "removed fingerprint"
+assert_eq "$(json_get "$(cat "$CR_TMP/rm")" agents.0.answer.removed)" "$OTHER_FP" "removed fingerprint"
 [[ ! -e $STORE/$OTHER_FP.pem ]] || fail "remote remove left $STORE/$OTHER_FP.pem"
 assert_eq "$(store_files)" "$before" "store back to where it was"
 
@@ -117,9 +125,9 @@ assert_eq "$(store_files)" "$before" "refused input leaves the store as it was"
 
 # Both sides name who asked: the gateway the admin caller's address, the agent the header value.
 assert_file_contains "$(log_of gateway)" \
-  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 action=add agent_status=200"
+  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 instance=[0-9a-f]{32} peer=127\\.0\\.0\\.1:[0-9]+ action=add agent_status=200"
 assert_file_contains "$(log_of gateway)" \
-  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 action=remove fingerprint=${OTHER_FP:0:12} agent_status=200"
+  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 instance=[0-9a-f]{32} peer=127\\.0\\.0\\.1:[0-9]+ action=remove fingerprint=${OTHER_FP:0:12} agent_status=200"
 assert_file_contains "$(log_of agent)" "admin 127\\.0\\.0\\.1:[0-9]+" "agent log names who asked"
 assert_file_contains "$(log_of agent)" "$OTHER_FP" "agent log names the certificate"
 
@@ -130,12 +138,12 @@ start_agent agent2 "$CR_TMP/agent-noremote.yaml" 2
 before=$(store_files)
 st=$(admin "$CR_TMP/deny" POST /agents/acme-agent-1/trust --data-binary "@$CR_PKI/other-ca.pem")
 assert_eq "$st" 403 "remote add refused by the agent's config"
-assert_eq "$(json_get "$(cat "$CR_TMP/deny")" error)" remote_trust_disabled
+assert_eq "$(json_get "$(cat "$CR_TMP/deny")" agents.0.answer.error)" remote_trust_disabled
 st=$(admin "$CR_TMP/deny2" DELETE "/agents/acme-agent-1/trust/${before:0:12}")
 assert_eq "$st" 403 "remote remove refused by the agent's config"
 assert_eq "$(store_files)" "$before" "a refused agent's store is unchanged"
 assert_file_contains "$(log_of gateway)" \
-  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 action=add agent_status=403"
+  "msg=\"remote trust change\" requested_by=\"admin 127\\.0\\.0\\.1:[0-9]+\" agent=acme-agent-1 instance=[0-9a-f]{32} peer=127\\.0\\.0\\.1:[0-9]+ action=add agent_status=403"
 assert_file_contains "$(log_of agent2)" "admin 127\\.0\\.0\\.1:[0-9]+" "refusing agent logs who asked"
 
 stop_ccrelay agent2

@@ -50,7 +50,7 @@ static fuzz_mem_t *fake_tunnel_io;
  * accepted tunnel. Picking it for a call lets the agent's answer through. */
 void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
                                 void *arg) {
-  cr__gw_tunnel_info_t info = {"agent-1", "fuzz-group", "fuzz:1", fake_tunnel};
+  cr__gw_tunnel_info_t info = {"agent-1", "fuzz-group", "fuzz:1", fake_tunnel, "kept", "0123abcd"};
   (void)gw;
   if (fake_tunnel == NULL)
     return;

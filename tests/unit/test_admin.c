@@ -526,7 +526,8 @@ typedef enum {
   AG_ECHO,  /* read the body, then answer 201 {"got":N,"ok":true|false} */
   AG_RESET, /* reset the stream at once */
   AG_HOLD,  /* answer nothing */
-  AG_BIG    /* answer 200 with a body of 1 MiB + 1 */
+  AG_BIG,   /* answer 200 with a body of 1 MiB + 1 */
+  AG_TEXT   /* read the body, then answer 200 text/plain that is not JSON */
 } ag_mode_t;
 
 #define BIG_ANSWER (1024 * 1024 + 1)
@@ -539,6 +540,8 @@ typedef struct gctx {
   cr__gw_admin_t *ga;
   cr_conf_gateway_t conf;
   ag_mode_t mode;
+  int fan;        /* the tunnel walk reports the one tunnel as several, of two agent processes */
+  int reset_nth;  /* the agent resets its nth stream (counted from 1); 0: none */
   int streams, streams_closed, stream_close_err;
   char method[16], target[256], host[64], by[96], ctype[64], rid[80];
   int64_t content_length;
@@ -551,7 +554,21 @@ void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_t
                                 void *arg) {
   gctx_t *g = (gctx_t *)(void *)gw;
   if (g->gw && !g->gw_closed) {
-    cr__gw_tunnel_info_t info = {"acme-agent-1", "acme", "127.0.0.1:1", g->gw, "kept"};
+    cr__gw_tunnel_info_t info = {"acme-agent-1", "acme", "127.0.0.1:1", g->gw, "kept", ""};
+    if (g->fan) {
+      /* process aaaa has two tunnels, bbbb one; a tunnel not yet announced is most likely one more of
+       * theirs; an unrelated agent is not touched */
+      cr__gw_tunnel_info_t more[] = {
+          {"acme-agent-1", "acme", "127.0.0.1:1", g->gw, "kept", "aaaa"},
+          {"acme-agent-1", "acme", "127.0.0.1:2", g->gw, "kept", "bbbb"},
+          {"acme-agent-1", "acme", "127.0.0.1:3", g->gw, "pending", ""},
+          {"acme-agent-1", "acme", "127.0.0.1:4", g->gw, "kept", "aaaa"},
+          {"other-agent", "acme", "127.0.0.1:5", g->gw, "kept", "cccc"},
+      };
+      for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+        visit(&more[i], arg);
+      return;
+    }
     visit(&info, arg);
   }
 }
@@ -588,9 +605,12 @@ static void ag_end(cr_tstream_t *ts) {
   gctx_t *g = cr_tstream_data(ts);
   cr_http_msg_t head;
   char body[64];
-  if (g->mode != AG_ECHO)
+  if (g->mode != AG_ECHO && g->mode != AG_TEXT)
     return;
-  snprintf(body, sizeof body, "{\"got\":%zu,\"ok\":%s}", g->rx, g->rx_ok ? "true" : "false");
+  if (g->mode == AG_TEXT)
+    snprintf(body, sizeof body, "{\"got\":%zu} \"tail\"\n", g->rx);
+  else
+    snprintf(body, sizeof body, "{\"got\":%zu,\"ok\":%s}", g->rx, g->rx_ok ? "true" : "false");
   cr_http_msg_init(&head, 0);
   head.status = 201;
   head.content_length = (int64_t)strlen(body);
@@ -629,7 +649,7 @@ static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *
   copy_hdr(g->rid, sizeof g->rid, head, "x-request-id");
   g->content_length = head->content_length;
   cr_tstream_set_callbacks(ts, &ag_stream_cbs, g);
-  if (g->mode == AG_RESET) {
+  if (g->mode == AG_RESET || g->streams == g->reset_nth) {
     cr_tstream_reset(ts);
   } else if (g->mode == AG_BIG) {
     cr_http_msg_t h;
@@ -763,9 +783,12 @@ static void test_gw_admin_post_and_delete(void **state) {
   cr_buf_append(&req, body, n);
   post = client_start(&g->c, req.base, req.len);
   RUN_UNTIL(&g->c, post->eof, 5000);
-  assert_int_equal(status_of(post), 201);
-  snprintf(want, sizeof want, "{\"got\":%zu,\"ok\":true}", n);
-  assert_string_equal(body_of(post), want);
+  assert_int_equal(status_of(post), 201); /* the one process's status */
+  snprintf(want, sizeof want, "\"answer\":{\"got\":%zu,\"ok\":true}}]}", n);
+  assert_non_null(strstr(body_of(post), want));
+  assert_non_null(strstr(body_of(post), "\"reached\":1,\"succeeded\":1,\"failed\":0,"));
+  assert_non_null(strstr(body_of(post), "\"agents\":[{\"instance\":null,\"peer\":\"127.0.0.1:1\",\"tunnels\":1,"
+                                        "\"status\":201,"));
   assert_string_equal(g->method, "POST");
   assert_string_equal(g->target, "/.well-known/ccrelay/trust");
   assert_string_equal(g->ctype, "application/x-pem-file");
@@ -790,13 +813,13 @@ static void test_gw_admin_stream_failures(void **state) {
   reset = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
   RUN_UNTIL(&g->c, reset->eof, 3000);
   assert_int_equal(status_of(reset), 502);
-  assert_true(rx_has(reset, "\"error\":\"tunnel_stream_failed\""));
+  assert_true(rx_has(reset, "\"error\":{\"code\":\"tunnel_stream_failed\""));
 
   g->mode = AG_BIG;
   big = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
   RUN_UNTIL(&g->c, big->eof, 5000);
   assert_int_equal(status_of(big), 502);
-  assert_true(rx_has(big, "\"error\":\"answer_too_large\""));
+  assert_true(rx_has(big, "\"error\":{\"code\":\"answer_too_large\""));
   RUN_UNTIL(&g->c, g->streams_closed == 2, 2000);
 
   /* The tunnel goes away during a call. */
@@ -830,6 +853,59 @@ static void test_gw_admin_caller_leaves(void **state) {
   gw_teardown(g);
 }
 
+/* Trust calls go once to every agent process of the name (not once per tunnel), status to one; the
+ * answer has a result per process, and its status says whether all succeeded. */
+static void test_gw_admin_fanout(void **state) {
+  gctx_t *g = gw_setup(AG_ECHO);
+  client_t *del, *st, *mixed, *list;
+  const char *b;
+  g->fan = 1;
+  list = gw_call(g, "GET", "/agents", NULL);
+  RUN_UNTIL(&g->c, list->eof, 3000);
+  assert_non_null(strstr(body_of(list), "\"peer\":\"127.0.0.1:2\",\"streams\":0,\"usable\":true,"
+                                         "\"instance\":\"bbbb\"}"));
+
+  del = gw_call(g, "DELETE", "/agents/acme-agent-1/trust/abcd", NULL);
+  RUN_UNTIL(&g->c, del->eof, 3000);
+  assert_int_equal(g->streams, 2);
+  assert_int_equal(status_of(del), 201);
+  b = body_of(del);
+  assert_non_null(strstr(b, "\"agent\":\"acme-agent-1\",\"request_id\":\""));
+  assert_non_null(strstr(b, "\"reached\":2,\"succeeded\":2,\"failed\":0,\"note\":\""));
+  assert_non_null(strstr(b, "{\"instance\":\"aaaa\",\"peer\":\"127.0.0.1:1\",\"tunnels\":2,\"status\":201,"
+                            "\"answer\":{\"got\":0,\"ok\":true}}"));
+  assert_non_null(strstr(b, "{\"instance\":\"bbbb\",\"peer\":\"127.0.0.1:2\",\"tunnels\":1,\"status\":201,"
+                            "\"answer\":{\"got\":0,\"ok\":true}}"));
+  assert_null(strstr(b, "cccc"));
+  assert_string_equal(g->target, "/.well-known/ccrelay/trust/abcd");
+
+  st = gw_call(g, "GET", "/agents/acme-agent-1/status", NULL);
+  RUN_UNTIL(&g->c, st->eof, 3000);
+  assert_int_equal(g->streams, 3); /* one process */
+  assert_string_equal(body_of(st), "{\"got\":0,\"ok\":true}");
+
+  /* One process fails (its stream is reset), the other answers: 502 with both results. */
+  g->reset_nth = 5;
+  mixed = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, mixed->eof, 3000);
+  assert_int_equal(g->streams, 5);
+  assert_int_equal(status_of(mixed), 502);
+  b = body_of(mixed);
+  assert_non_null(strstr(b, "\"reached\":2,\"succeeded\":1,\"failed\":1,"));
+  assert_non_null(strstr(b, "\"status\":502,\"error\":{\"code\":\"tunnel_stream_failed\""));
+  assert_non_null(strstr(b, "\"status\":201,\"answer\":{\"got\":0,\"ok\":true}}"));
+  RUN_UNTIL(&g->c, g->streams_closed == 5, 2000);
+
+  /* An answer that is not one JSON value is carried as a string. */
+  g->mode = AG_TEXT;
+  g->fan = 0;
+  list = gw_call(g, "GET", "/agents/acme-agent-1/trust", NULL);
+  RUN_UNTIL(&g->c, list->eof, 3000);
+  assert_int_equal(status_of(list), 201);
+  assert_non_null(strstr(body_of(list), "\"status\":201,\"answer_text\":\"{\\\"got\\\":0} \\\"tail\\\"\\u000a\"}]}"));
+  gw_teardown(g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_answer),     cmocka_unit_test(test_async_answer),
@@ -839,7 +915,7 @@ int main(void) {
       cmocka_unit_test(test_auth_answer),     cmocka_unit_test(test_bearer),
       cmocka_unit_test(test_listen_error),    cmocka_unit_test(test_gw_admin_routes),
       cmocka_unit_test(test_gw_admin_post_and_delete), cmocka_unit_test(test_gw_admin_stream_failures),
-      cmocka_unit_test(test_gw_admin_caller_leaves),
+      cmocka_unit_test(test_gw_admin_caller_leaves),  cmocka_unit_test(test_gw_admin_fanout),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -331,9 +331,23 @@ static void test_announce_parse(void **state) {
   free(an);
 }
 
+/* Each agent process draws its own instance id: the gateway groups a process's tunnels by it. */
+static void test_instance_id(void **state) {
+  agent_t *a = cr_calloc(1, sizeof *a), *b = cr_calloc(1, sizeof *b);
+  (void)state;
+  assert_int_equal(cr__agent_instance_init(a), 0);
+  assert_int_equal(cr__agent_instance_init(b), 0);
+  assert_int_equal(strlen(a->instance), CR__AGENT_INSTANCE_LEN);
+  assert_int_equal(strspn(a->instance, "0123456789abcdef"), CR__AGENT_INSTANCE_LEN);
+  assert_string_not_equal(a->instance, b->instance);
+  free(a);
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_announce_parse),
+      cmocka_unit_test(test_instance_id),
       cmocka_unit_test_setup_teardown(test_add_then_remove, setup, teardown),
       cmocka_unit_test_setup_teardown(test_remove_unknown, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input_answered_now, setup, teardown),
