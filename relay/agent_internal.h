@@ -12,6 +12,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
+#include "ccrelay/metrics.h"
 #include "ccrelay/process.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
@@ -43,6 +44,7 @@ typedef struct route_rt {
   char why[768];           /* why the route is refused */
   char id_subject[256];    /* the client identity's subject and expiry, once loaded */
   time_t id_not_after;
+  cr_metrics_calls_t m;    /* the route's calls, bytes and upstream time (exchange_finish) */
 } route_rt_t;
 
 typedef struct agent_trust {
@@ -64,8 +66,22 @@ typedef struct agent_trust {
   unsigned stopped : 1;    /* cr__agent_trust_stop ran: routes and upstreams are gone */
 } agent_trust_t;
 
+/* What the agent counts for /metrics (agent_ops.c renders it), on the loop thread only. */
+enum { AM_STEP_CONNECT, AM_STEP_PROXY, AM_STEP_TLS, AM_NSTEPS };
+enum { AM_WHY_TIMEOUT, AM_WHY_REFUSED, AM_WHY_CLOSED, AM_WHY_TLS, AM_WHY_OTHER, AM_NWHYS };
+typedef struct agent_metrics {
+  uint64_t dials;                              /* tunnel dials begun */
+  uint64_t dial_failures[AM_NSTEPS][AM_NWHYS]; /* by the step that failed and a fixed reason class */
+  uint64_t reloads_ok;                         /* trust-store (and route) reloads that loaded */
+  uint64_t reloads_failed;                     /* ... that failed and kept the last good state */
+  time_t reload_last_ok;                       /* wall time of the last that loaded; 0: none */
+  cr_metrics_calls_t unrouted;                 /* requests that no route matched */
+  cr_metrics_hist_t rtt;                       /* tunnel PING round trips, all tunnels */
+} agent_metrics_t;
+
 struct agent {
   uv_loop_t loop;
+  agent_metrics_t metrics;
   const cr_conf_agent_t *conf;
   cr_tls_ctx_t *tunnel_tls;
   struct cr_proxy_auth *proxy_auth; /* gateway.proxy's credentials; NULL without a username */
@@ -148,6 +164,12 @@ int cr__agent_ready(agent_t *a, cr_buf_t *why);
 void cr__agent_status_json(agent_t *a, cr_buf_t *out);
 /* Starts the admin listener when configured. 0 or -1 (logged). */
 int cr__agent_admin_start(agent_t *a);
+/* The Prometheus exposition of the agent's metrics (GET /metrics). */
+void cr__agent_metrics(agent_t *a, cr_buf_t *out);
+/* The ccrelay_agent_tunnels_up family (agent.c: it knows the tunnels). */
+void cr__agent_tunnels_metrics(agent_t *a, cr_buf_t *out);
+/* Counts a failed tunnel dial: step "connect", "proxy" or "tls", err its error code. */
+void cr__agent_count_dial_failure(agent_t *a, const char *step, int err);
 /* A trust-store change in progress (agent_ops.c). */
 typedef struct cr__agent_change cr__agent_change_t;
 /* A control call's late answer: status and a JSON body (valid during the call). */

@@ -332,6 +332,7 @@ static void keep_last_good(agent_t *a, const char *why, const char *err) {
   agent_trust_t *t = &a->trust;
   int again = strcmp(t->error, err) == 0;
   snprintf(t->error, sizeof t->error, "%s", err);
+  a->metrics.reloads_failed++;
   if (t->loaded) {
     t->kept_last_good++;
     if (!again)
@@ -435,6 +436,8 @@ void cr__agent_trust_reload(agent_t *a, const char *why, int force) {
     cr_log_info("trust store reloaded", "dir=%s trigger=%s files_left_out=%zu", a->conf->trust_store, why, t->nbad);
   t->loaded = 1;
   t->generation = gen;
+  a->metrics.reloads_ok++;
+  a->metrics.reload_last_ok = time(NULL);
   cr__agent_trust_check_expiry(a);
 }
 
@@ -709,6 +712,7 @@ int cr__agent_trust_start(agent_t *a) {
   for (size_t i = 0; i < a->conf->nroutes; i++) {
     a->routes[i].conf = &a->conf->routes[i];
     a->routes[i].identity = &a->conf->routes[i].identity;
+    cr_metrics_calls_init(&a->routes[i].m);
     warn_weakened(a, &a->conf->routes[i]);
   }
   uv_timer_init(&a->loop, &t->debounce);

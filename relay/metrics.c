@@ -13,6 +13,8 @@ static const char *const class_names[CR_METRICS_NCLASSES] = {"1xx", "2xx", "3xx"
 const double cr_metrics_latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                             0.25,  0.5,    1,     2.5,  5,     10,   30, 60};
 const size_t cr_metrics_latency_nbounds = sizeof cr_metrics_latency_bounds / sizeof cr_metrics_latency_bounds[0];
+const double cr_metrics_rtt_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+const size_t cr_metrics_rtt_nbounds = sizeof cr_metrics_rtt_bounds / sizeof cr_metrics_rtt_bounds[0];
 
 cr_metrics_method_t cr_metrics_method(const char *method) {
   if (method == NULL)
@@ -155,8 +157,11 @@ void cr_metrics_hist(cr_buf_t *out, const char *name, const cr_metrics_label_t *
   cr_buf_appendf(out, " %llu\n", (unsigned long long)h->count);
 }
 
+#define BLOCK(i) ((const cr_metrics_calls_t *)((const char *)blocks + (i) * stride))
+
 void cr_metrics_calls_render(cr_buf_t *out, const char *prefix, const char *label_key, const char *const *names,
-                             const cr_metrics_calls_t *blocks, size_t n, const char *duration_help) {
+                             const cr_metrics_calls_t *blocks, size_t stride, size_t n, const char *duration_suffix,
+                             const char *duration_help) {
   char name[128];
   cr_metrics_label_t l[3];
 
@@ -166,37 +171,37 @@ void cr_metrics_calls_render(cr_buf_t *out, const char *prefix, const char *labe
     for (unsigned m = 0; m < CR_METRICS_NMETHODS; m++)
       for (unsigned c = 0; c < CR_METRICS_NCLASSES; c++) {
         /* Only pairs that happened: 40 zero series per route would swamp the scrape. */
-        if (blocks[i].calls[m][c] == 0)
+        if (BLOCK(i)->calls[m][c] == 0)
           continue;
         l[0] = (cr_metrics_label_t){label_key, names[i]};
         l[1] = (cr_metrics_label_t){"method", method_names[m]};
         l[2] = (cr_metrics_label_t){"code", class_names[c]};
-        cr_metrics_u64(out, name, l, 3, blocks[i].calls[m][c]);
+        cr_metrics_u64(out, name, l, 3, BLOCK(i)->calls[m][c]);
       }
 
   snprintf(name, sizeof name, "%s_request_bytes_total", prefix);
   cr_metrics_family(out, name, "counter", "Request body bytes received from callers.");
   for (size_t i = 0; i < n; i++) {
     l[0] = (cr_metrics_label_t){label_key, names[i]};
-    cr_metrics_u64(out, name, l, 1, blocks[i].bytes_in);
+    cr_metrics_u64(out, name, l, 1, BLOCK(i)->bytes_in);
   }
   snprintf(name, sizeof name, "%s_response_bytes_total", prefix);
   cr_metrics_family(out, name, "counter", "Response body bytes sent toward callers.");
   for (size_t i = 0; i < n; i++) {
     l[0] = (cr_metrics_label_t){label_key, names[i]};
-    cr_metrics_u64(out, name, l, 1, blocks[i].bytes_out);
+    cr_metrics_u64(out, name, l, 1, BLOCK(i)->bytes_out);
   }
   snprintf(name, sizeof name, "%s_calls_in_flight", prefix);
   cr_metrics_family(out, name, "gauge", "Calls begun and not yet ended.");
   for (size_t i = 0; i < n; i++) {
     l[0] = (cr_metrics_label_t){label_key, names[i]};
-    cr_metrics_u64(out, name, l, 1, blocks[i].in_flight);
+    cr_metrics_u64(out, name, l, 1, BLOCK(i)->in_flight);
   }
-  snprintf(name, sizeof name, "%s_duration_seconds", prefix);
+  snprintf(name, sizeof name, "%s_%s", prefix, duration_suffix);
   cr_metrics_family(out, name, "histogram", duration_help);
   for (size_t i = 0; i < n; i++) {
     l[0] = (cr_metrics_label_t){label_key, names[i]};
-    cr_metrics_hist(out, name, l, 1, &blocks[i].duration);
+    cr_metrics_hist(out, name, l, 1, &BLOCK(i)->duration);
   }
 }
 

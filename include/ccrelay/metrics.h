@@ -59,6 +59,9 @@ typedef struct cr_metrics_hist {
 /* Request-latency bounds in seconds: 1 ms .. 60 s. */
 extern const double cr_metrics_latency_bounds[];
 extern const size_t cr_metrics_latency_nbounds;
+/* Round-trip bounds in seconds (tunnel PINGs): 0.5 ms .. 5 s. */
+extern const double cr_metrics_rtt_bounds[];
+extern const size_t cr_metrics_rtt_nbounds;
 
 /* Zeroes h and sets its bounds (nbounds is clamped to CR_METRICS_MAX_BUCKETS). */
 void cr_metrics_hist_init(cr_metrics_hist_t *h, const double *bounds, size_t nbounds);
@@ -100,11 +103,14 @@ void cr_metrics_double(cr_buf_t *out, const char *name, const cr_metrics_label_t
 void cr_metrics_hist(cr_buf_t *out, const char *name, const cr_metrics_label_t *labels, size_t nlabels,
                      const cr_metrics_hist_t *h);
 
-/* The families of an array of call blocks, one per name (label key: "route" or "service"), with the
- * given name prefix ("ccrelay_agent" -> ccrelay_agent_calls_total, _duration_seconds, ...). The
- * duration histogram is described by duration_help. */
+/* The families of n call blocks, the i-th named names[i] under label_key ("route" or "service"), with
+ * the given name prefix ("ccrelay_agent" -> ccrelay_agent_calls_total, ..._request_bytes_total,
+ * ..._response_bytes_total, ..._calls_in_flight, and prefix_<duration_suffix> for the histogram,
+ * described by duration_help). blocks[i] is at (const char *)blocks + i * stride, so the blocks may
+ * sit inside the owner's per-route structs. */
 void cr_metrics_calls_render(cr_buf_t *out, const char *prefix, const char *label_key, const char *const *names,
-                             const cr_metrics_calls_t *blocks, size_t n, const char *duration_help);
+                             const cr_metrics_calls_t *blocks, size_t stride, size_t n, const char *duration_suffix,
+                             const char *duration_help);
 
 /* ccrelay_build_info{version,revision} 1 */
 void cr_metrics_build_info(cr_buf_t *out, const char *version, const char *revision);
