@@ -281,7 +281,7 @@ static void on_admin_request(cr_admin_req_t *req, const cr_http_msg_t *head, con
     cr_admin_respond(req, 200, "application/json", out.base, out.len);
   } else if (strcmp(head->target, "/metrics") == 0) {
     cr__agent_metrics(a, &out);
-    cr_admin_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", out.base, out.len);
+    cr_admin_respond(req, 200, CR_METRICS_CONTENT_TYPE, out.base, out.len);
   } else {
     cr_admin_respond(req, 404, "application/json", "{\"error\":\"not_found\"}\n", 22);
   }

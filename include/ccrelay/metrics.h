@@ -17,6 +17,9 @@
 
 #include "ccrelay/buf.h"
 
+/* The Content-Type of the exposition. */
+#define CR_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
 /* ---- fixed label enums ---- */
 
 /* The methods counted by name; anything else is "other" (a caller chooses the method, so the set
