@@ -1199,7 +1199,7 @@ static void proxy_start(agent_t *a) {
 /* Tunnels up by the replica they reached, for /metrics: every replica of the announced set (0 when
  * none reaches it, so that an alert sees it), then any other replica a tunnel reached; "" for
  * tunnels whose gateway announced no replica. Replica ids are the gateways' validated ids. */
-void cr__agent_tunnels_metrics(agent_t *a, cr_buf_t *out) {
+static void tunnels_metrics(agent_t *a, cr_buf_t *out) {
   enum { MAXIDS = 2 * CR_CONF_REPLICAS_MAX + 1 };
   const char *ids[MAXIDS];
   uint64_t up[MAXIDS];
@@ -1245,6 +1245,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
   cr_metrics_calls_init(&a->metrics.unrouted);
+  a->tunnels_metrics = tunnels_metrics;
   cr_metrics_hist_init(&a->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
   /* whatever the tunnel or an upstream's parser accepted, plus the fields a rewrite adds */
   cr_http_msg_init(&a->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);

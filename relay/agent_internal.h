@@ -111,6 +111,9 @@ struct agent {
   cr_buf_t scratch_buf;
   cr_freelist_t free_exchanges;
   cr_process_t *proc;      /* signals, drain deadline, log flush, heap trim */
+  /* Appends the ccrelay_agent_tunnels_up family: agent.c sets it, since only it knows the tunnels
+   * (agent_ops.c stays linkable without agent.c). NULL: the family is left out. */
+  void (*tunnels_metrics)(agent_t *a, cr_buf_t *out);
   int draining;
 };
 
@@ -166,8 +169,6 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out);
 int cr__agent_admin_start(agent_t *a);
 /* The Prometheus exposition of the agent's metrics (GET /metrics). */
 void cr__agent_metrics(agent_t *a, cr_buf_t *out);
-/* The ccrelay_agent_tunnels_up family (agent.c: it knows the tunnels). */
-void cr__agent_tunnels_metrics(agent_t *a, cr_buf_t *out);
 /* Counts a failed tunnel dial: step "connect", "proxy" or "tls", err its error code. */
 void cr__agent_count_dial_failure(agent_t *a, const char *step, int err);
 /* A trust-store change in progress (agent_ops.c). */

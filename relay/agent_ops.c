@@ -172,7 +172,8 @@ void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
     cr_metrics_u64(out, "ccrelay_agent_unrouted_calls_total", NULL, 0, sum);
   }
 
-  cr__agent_tunnels_metrics(a, out);
+  if (a->tunnels_metrics)
+    a->tunnels_metrics(a, out);
   cr_metrics_family(out, "ccrelay_agent_tunnel_dials_total", "counter", "Tunnel dials to the gateway begun.");
   cr_metrics_u64(out, "ccrelay_agent_tunnel_dials_total", NULL, 0, a->metrics.dials);
   cr_metrics_family(out, "ccrelay_agent_tunnel_dial_failures_total", "counter",
