@@ -150,18 +150,22 @@ static void cert_sample(cr_buf_t *out, const char *kind, const char *name, const
 void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
   size_t n = a->conf->nroutes;
   const char **names = cr_calloc(n + 1, sizeof *names);
+  const cr_metrics_calls_t **blocks = cr_calloc(n + 1, sizeof *blocks);
   cr_metrics_label_t l[3];
   cr_trust_list_t tl;
   char err[300];
   int listed;
 
   cr_metrics_build_info(out, CCRELAY_VERSION, CCRELAY_REVISION);
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; i < n; i++) {
     names[i] = a->conf->routes[i].name;
-  cr_metrics_calls_render(out, "ccrelay_agent", "route", names, n ? &a->routes[0].m : NULL, sizeof a->routes[0], n,
+    blocks[i] = &a->routes[i].m;
+  }
+  cr_metrics_calls_render(out, "ccrelay_agent", "route", names, blocks, n,
                           "upstream_duration_seconds",
                           "Time from a request's arrival to its upstream's response head, in seconds.");
   free(names);
+  free(blocks);
   cr_metrics_family(out, "ccrelay_agent_unrouted_calls_total", "counter",
                     "Requests that matched no route (answered 404).");
   {

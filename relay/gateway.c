@@ -75,11 +75,20 @@ enum { RULE_SOURCES, RULE_CLIENT_CA, RULE_SUBJECTS, RULE_TOKEN, RULE_COUNT };
 static const char *const rule_names[RULE_COUNT] = {"sources", "client_ca", "subjects", "token"};
 enum { LIM_MAX_BODY, LIM_MAX_CONCURRENT, LIM_COUNT };
 static const char *const limit_names[LIM_COUNT] = {"max_body", "max_concurrent"};
+/* A service's counters. Blocks are made per service name (host + path prefix) and kept until the
+ * gateway ends, so an exchange may hold a pointer to its block across a configuration reload, and
+ * a counter keeps counting when its service is reordered. */
+typedef struct svc_metrics {
+  char *name;                   /* NULL for the unrouted block */
+  cr_metrics_calls_t calls;
+  uint64_t refused[RULE_COUNT]; /* callers refused by each callers rule */
+  uint64_t limits[LIM_COUNT];   /* calls refused or cut by each limit */
+} svc_metrics_t;
 typedef struct gw_metrics {
-  cr_metrics_calls_t *services; /* conf->nservices, indexed like conf->services */
-  cr_metrics_calls_t unrouted;  /* requests no service took (bad target, no service) */
-  uint64_t (*refused)[RULE_COUNT]; /* conf->nservices: callers refused by each callers rule */
-  uint64_t (*limits)[LIM_COUNT];   /* conf->nservices: calls refused or cut by each limit */
+  svc_metrics_t **blocks;       /* every service block made, in order (grow-only) */
+  size_t nblocks;
+  svc_metrics_t **by_service;   /* gw->conf->nservices: the block of each configured service */
+  svc_metrics_t unrouted;       /* requests no service took (bad target, no service) */
   uint64_t reloads_ok, reloads_failed;
   time_t reload_last_ok;
   cr_metrics_hist_t rtt;        /* PING round trips of every agent tunnel */
@@ -105,8 +114,7 @@ typedef struct exchange {
   char method[16];
   const char *service;   /* host of the service, for the access log */
   const char *group;
-  cr_metrics_calls_t *m; /* the block the call counts in (its service's, or unrouted); NULL once counted */
-  long svc;              /* its service's index, or -1 */
+  svc_metrics_t *m;      /* the block the call counts in (its service's, or unrouted); NULL once counted */
   int status;
   int soap;              /* our own errors as SOAP Faults: the caller's version (cr_http_soap_t) */
   unsigned ninterim;     /* 1xx heads relayed to the caller */
@@ -771,7 +779,7 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
   if (cr__gw_policy_check(gw->policy, si, pc->s, m, &r)) {
     for (int k = 0; k < RULE_COUNT; k++)
       if (strcmp(r.rule, rule_names[k]) == 0)
-        gw->metrics.refused[si][k]++;
+        gw->metrics.by_service[si]->refused[k]++;
     cr_log_warn("caller refused", "request_id=%s service=%s%s rule=%s peer=%s status=%d reason=\"%s\"",
                 x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", r.rule, pc->s->peer, r.status,
                 r.reason);
@@ -787,12 +795,12 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
     snprintf(msg, sizeof msg, "the request body (%lld bytes) is larger than this service accepts (%llu bytes)",
              (long long)m->content_length, (unsigned long long)x->max_body);
     pc->close_after = 1; /* the body is not read: the connection goes once the answer is out */
-    gw->metrics.limits[si][LIM_MAX_BODY]++;
+    gw->metrics.by_service[si]->limits[LIM_MAX_BODY]++;
     pconn_local_answer(pc, 413, "too_large", msg, NULL, NULL);
     return 1;
   }
   if (cr__gw_policy_acquire(gw->policy, si) < 0) {
-    gw->metrics.limits[si][LIM_MAX_CONCURRENT]++;
+    gw->metrics.by_service[si]->limits[LIM_MAX_CONCURRENT]++;
     cr_log_warn("call refused", "request_id=%s service=%s%s rule=max_concurrent peer=%s max_concurrent=%u",
                 x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", pc->s->peer, svc->max_concurrent);
     pconn_local_answer(pc, 503, "too_busy", "this service has as many calls in flight as it accepts; retry later",
@@ -826,9 +834,8 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   pc->state = PC_EXCHANGE;
   x->pc = pc;
   x->start_ms = now_ms(pc);
-  x->svc = -1;
   x->m = &gw->metrics.unrouted;
-  x->m->in_flight++;
+  x->m->calls.in_flight++;
   x->keep_alive = m->keep_alive;
   x->http10 = m->version_minor == 0;
   x->head_request = strcmp(m->method, "HEAD") == 0;
@@ -857,10 +864,9 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   }
   x->service = conf->services[si].host;
   x->group = gw->groups[conf->services[si].group_index].conf->name;
-  x->svc = si;
-  x->m->in_flight--;
-  x->m = &gw->metrics.services[si];
-  x->m->in_flight++;
+  x->m->calls.in_flight--;
+  x->m = gw->metrics.by_service[si];
+  x->m->calls.in_flight++;
   if (exchange_admit(pc, x, (size_t)si, m))
     return 0;
   t = cr__gw_group_pick(&gw->groups[conf->services[si].group_index]);
@@ -929,8 +935,8 @@ static int on_req_body(void *ud, const char *data, size_t len) {
     snprintf(msg, sizeof msg, "the request body is larger than this service accepts (%llu bytes)",
              (unsigned long long)x->max_body);
     exchange_abandon_stream(x);
-    if (x->svc >= 0)
-      pc->gw->metrics.limits[x->svc][LIM_MAX_BODY]++;
+    if (x->m)
+      x->m->limits[LIM_MAX_BODY]++;
     if (x->head_sent) {
       snprintf(x->error, sizeof x->error, "%s", msg);
       pconn_close(pc);
@@ -995,8 +1001,8 @@ static void pconn_timer_closed(uv_handle_t *h) {
 static void access_log(pconn_t *pc) {
   exchange_t *x = pc->x;
   if (x->m) {
-    x->m->in_flight--;
-    cr_metrics_calls_end(x->m, x->method, x->status, x->bytes_in, x->bytes_out,
+    x->m->calls.in_flight--;
+    cr_metrics_calls_end(&x->m->calls, x->method, x->status, x->bytes_in, x->bytes_out,
                          (double)(now_ms(pc) - x->start_ms) / 1000.0);
     x->m = NULL;
   }
@@ -1526,26 +1532,44 @@ static void crl_sample(cr_buf_t *out, const char *name, const cr_tls_ctx_t *ctx)
     cr_metrics_u64(out, "ccrelay_crl_next_update_seconds", l, 2, (uint64_t)info.next_update);
 }
 
-void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
+void cr__gateway_metrics_conf(gateway_t *gw) {
   const cr_conf_gateway_t *conf = gw->conf;
-  size_t n = conf->nservices;
+  gw_metrics_t *gm = &gw->metrics;
+  char name[1024];
+  free(gm->by_service);
+  gm->by_service = cr_calloc(conf->nservices ? conf->nservices : 1, sizeof *gm->by_service);
+  for (size_t i = 0; i < conf->nservices; i++) {
+    size_t b = 0;
+    /* A service is named by its host and path prefix, both from the configuration. */
+    snprintf(name, sizeof name, "%s%s", conf->services[i].host,
+             conf->services[i].path_prefix ? conf->services[i].path_prefix : "");
+    while (b < gm->nblocks && strcmp(gm->blocks[b]->name, name) != 0)
+      b++;
+    if (b == gm->nblocks) {
+      svc_metrics_t *m = cr_calloc(1, sizeof *m);
+      m->name = cr_strdup(name);
+      cr_metrics_calls_init(&m->calls);
+      gm->blocks = cr_realloc(gm->blocks, (gm->nblocks + 1) * sizeof *gm->blocks);
+      gm->blocks[gm->nblocks++] = m;
+    }
+    gm->by_service[i] = gm->blocks[b];
+  }
+}
+
+void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
+  size_t n = gw->metrics.nblocks;
   const char **names = cr_calloc(n + 1, sizeof *names);
+  const cr_metrics_calls_t **blocks = cr_calloc(n + 1, sizeof *blocks);
+  const cr_conf_gateway_t *conf = gw->conf;
   metrics_walk_t w = {NULL, 0, 0};
   cr_metrics_label_t l[3];
 
   cr_metrics_build_info(out, CCRELAY_VERSION, CCRELAY_REVISION);
-  /* A service is named by its host and path prefix, both from the configuration. */
-  cr_buf_t svc;
-  cr_buf_init(&svc, 0);
-  for (size_t i = 0; i < n; i++)
-    cr_buf_appendf(&svc, "%s%s%c", conf->services[i].host,
-                   conf->services[i].path_prefix ? conf->services[i].path_prefix : "", '\0');
-  for (size_t i = 0, off = 0; i < n; i++) {
-    names[i] = svc.base + off;
-    off += strlen(names[i]) + 1;
+  for (size_t i = 0; i < n; i++) {
+    names[i] = gw->metrics.blocks[i]->name;
+    blocks[i] = &gw->metrics.blocks[i]->calls;
   }
-  cr_metrics_calls_render(out, "ccrelay_gateway", "service", names, gw->metrics.services, sizeof *gw->metrics.services,
-                          n, "call_duration_seconds",
+  cr_metrics_calls_render(out, "ccrelay_gateway", "service", names, blocks, n, "call_duration_seconds",
                           "Time from a request's head to the end of its answer to the caller, in seconds.");
   cr_metrics_family(out, "ccrelay_gateway_unrouted_calls_total", "counter",
                     "Requests that no service took (no service for the host and path, or a target refused).");
@@ -1553,7 +1577,7 @@ void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
     uint64_t sum = 0;
     for (unsigned m = 0; m < CR_METRICS_NMETHODS; m++)
       for (unsigned c = 0; c < CR_METRICS_NCLASSES; c++)
-        sum += gw->metrics.unrouted.calls[m][c];
+        sum += gw->metrics.unrouted.calls.calls[m][c];
     cr_metrics_u64(out, "ccrelay_gateway_unrouted_calls_total", NULL, 0, sum);
   }
   cr_metrics_family(out, "ccrelay_gateway_callers_refused_total", "counter",
@@ -1562,7 +1586,7 @@ void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
     for (unsigned k = 0; k < RULE_COUNT; k++) {
       l[0] = (cr_metrics_label_t){"service", names[i]};
       l[1] = (cr_metrics_label_t){"rule", rule_names[k]};
-      cr_metrics_u64(out, "ccrelay_gateway_callers_refused_total", l, 2, gw->metrics.refused[i][k]);
+      cr_metrics_u64(out, "ccrelay_gateway_callers_refused_total", l, 2, gw->metrics.blocks[i]->refused[k]);
     }
   cr_metrics_family(out, "ccrelay_gateway_limits_hit_total", "counter",
                     "Calls refused or cut by a service limit (max_body, max_concurrent).");
@@ -1570,10 +1594,10 @@ void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
     for (unsigned k = 0; k < LIM_COUNT; k++) {
       l[0] = (cr_metrics_label_t){"service", names[i]};
       l[1] = (cr_metrics_label_t){"limit", limit_names[k]};
-      cr_metrics_u64(out, "ccrelay_gateway_limits_hit_total", l, 2, gw->metrics.limits[i][k]);
+      cr_metrics_u64(out, "ccrelay_gateway_limits_hit_total", l, 2, gw->metrics.blocks[i]->limits[k]);
     }
   free(names);
-  cr_buf_free(&svc);
+  free(blocks);
   cr_metrics_family(out, "ccrelay_gateway_connections_refused_total", "counter",
                     "Connections refused before authentication (pre-auth caps) and failed or late TLS handshakes, "
                     "by listener and reason.");
@@ -1799,12 +1823,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
   gw->groups = cr__gw_groups_new(conf);
-  gw->metrics.services = cr_calloc(conf->nservices ? conf->nservices : 1, sizeof *gw->metrics.services);
-  gw->metrics.refused = cr_calloc(conf->nservices ? conf->nservices : 1, sizeof *gw->metrics.refused);
-  gw->metrics.limits = cr_calloc(conf->nservices ? conf->nservices : 1, sizeof *gw->metrics.limits);
-  for (size_t i = 0; i < conf->nservices; i++)
-    cr_metrics_calls_init(&gw->metrics.services[i]);
-  cr_metrics_calls_init(&gw->metrics.unrouted);
+  cr_metrics_calls_init(&gw->metrics.unrouted.calls);
+  cr__gateway_metrics_conf(gw);
   cr_metrics_hist_init(&gw->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
   for (size_t i = 0; i < conf->ngroups; i++)
     gw->groups[i].rtt = &gw->metrics.rtt;
@@ -1882,9 +1902,12 @@ out:
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
   cr__gw_groups_free(gw->groups);
-  free(gw->metrics.services);
-  free(gw->metrics.refused);
-  free(gw->metrics.limits);
+  for (size_t i = 0; i < gw->metrics.nblocks; i++) {
+    free(gw->metrics.blocks[i]->name);
+    free(gw->metrics.blocks[i]);
+  }
+  free(gw->metrics.blocks);
+  free(gw->metrics.by_service);
   cr__gw_policy_free(gw->policy);
   cr_srcmap_free(gw->public_src);
   cr_srcmap_free(gw->tunnel_src);

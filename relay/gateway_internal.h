@@ -58,6 +58,10 @@ void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_t
 
 /* Appends the gateway's Prometheus exposition (the probe listener's and the admin API's /metrics). */
 void cr__gateway_metrics(struct gateway *gw, cr_buf_t *out);
+/* Maps gw's configured services to their metrics blocks by name (host + path prefix), making blocks
+ * for new names. Run at start, and by a configuration reload right after gw->conf changed: blocks
+ * of services no longer configured stay (calls in flight end in them; their series stay exposed). */
+void cr__gateway_metrics_conf(struct gateway *gw);
 /* Counts a reload (SIGHUP or the admin API) that succeeded (ok 1) or kept the old state (ok 0). */
 void cr__gateway_count_reload(struct gateway *gw, int ok);
 

@@ -157,10 +157,10 @@ void cr_metrics_hist(cr_buf_t *out, const char *name, const cr_metrics_label_t *
   cr_buf_appendf(out, " %llu\n", (unsigned long long)h->count);
 }
 
-#define BLOCK(i) ((const cr_metrics_calls_t *)((const char *)blocks + (i) * stride))
+#define BLOCK(i) (blocks[i])
 
 void cr_metrics_calls_render(cr_buf_t *out, const char *prefix, const char *label_key, const char *const *names,
-                             const cr_metrics_calls_t *blocks, size_t stride, size_t n, const char *duration_suffix,
+                             const cr_metrics_calls_t *const *blocks, size_t n, const char *duration_suffix,
                              const char *duration_help) {
   char name[128];
   cr_metrics_label_t l[3];

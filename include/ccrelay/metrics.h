@@ -106,13 +106,12 @@ void cr_metrics_double(cr_buf_t *out, const char *name, const cr_metrics_label_t
 void cr_metrics_hist(cr_buf_t *out, const char *name, const cr_metrics_label_t *labels, size_t nlabels,
                      const cr_metrics_hist_t *h);
 
-/* The families of n call blocks, the i-th named names[i] under label_key ("route" or "service"), with
- * the given name prefix ("ccrelay_agent" -> ccrelay_agent_calls_total, ..._request_bytes_total,
+/* The families of n call blocks, blocks[i] named names[i] under label_key ("route" or "service"),
+ * with the given name prefix ("ccrelay_agent" -> ccrelay_agent_calls_total, ..._request_bytes_total,
  * ..._response_bytes_total, ..._calls_in_flight, and prefix_<duration_suffix> for the histogram,
- * described by duration_help). blocks[i] is at (const char *)blocks + i * stride, so the blocks may
- * sit inside the owner's per-route structs. */
+ * described by duration_help). The blocks may sit anywhere in the owner's structs. */
 void cr_metrics_calls_render(cr_buf_t *out, const char *prefix, const char *label_key, const char *const *names,
-                             const cr_metrics_calls_t *blocks, size_t stride, size_t n, const char *duration_suffix,
+                             const cr_metrics_calls_t *const *blocks, size_t n, const char *duration_suffix,
                              const char *duration_help);
 
 /* ccrelay_build_info{version,revision} 1 */

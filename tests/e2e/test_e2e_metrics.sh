@@ -32,7 +32,8 @@ probe:
 import sys
 p = sys.argv[1]
 s = open(p).read()
-s = s.replace("services:\n", "services:\n  - host: src.example.com\n    group: acme\n    callers: { sources: [127.0.0.2/32] }\n", 1)
+s = s.replace("services:\n", "services:\n  - host: src.example.com\n    group: acme\n    callers: { sources: [127.0.0.2/32] }\n"
+              "  - host: lim.example.com\n    group: acme\n    limits: { max_body: 8 }\n", 1)
 open(p, "w").write(s)
 PY
 write_agent_conf "$CR_TMP/agent.yaml" "$(cms_route cms-json "$CMS_PORT")" "" "admin: { listen: 127.0.0.1:$AGENT_ADMIN_PORT }"
@@ -136,6 +137,10 @@ assert_eq "$(value "$CR_TMP/agent1.prom" ccrelay_agent_calls_in_flight)" 0 "agen
 st=$(curl_status "$CR_TMP/refused" --cacert "$CR_PKI/public-ca.pem" --resolve "cms.example.com:$GW_PUBLIC_PORT:127.0.0.1" \
   -H "Host: src.example.com" "https://cms.example.com:$GW_PUBLIC_PORT/x")
 assert_eq "$st" 403 "caller outside the service's sources"
+# A body over the service's max_body: a limit hit.
+st=$(curl_status "$CR_TMP/limited" --cacert "$CR_PKI/public-ca.pem" --resolve "cms.example.com:$GW_PUBLIC_PORT:127.0.0.1" \
+  -H "Host: lim.example.com" -d '{"action":"test"}' "https://cms.example.com:$GW_PUBLIC_PORT/connector/mdm.cgi")
+assert_eq "$st" 413 "body over max_body"
 # A request no route of the agent matches: 404 from the agent, counted as unrouted there.
 st=$(relay_curl "$CR_TMP/noroute" cms.example.com /nowhere)
 assert_eq "$st" 404 "no agent route"
@@ -145,6 +150,8 @@ assert_eq "$(value "$CR_TMP/probe2.prom" ccrelay_gateway_callers_refused_total '
 assert_eq "$(value "$CR_TMP/probe2.prom" ccrelay_gateway_calls_total 'service="src.example.com",method="GET",code="4xx"')" 1 \
   "gateway: the refused call is a 4xx of its service"
 assert_eq "$(value "$CR_TMP/agent2.prom" ccrelay_agent_unrouted_calls_total)" 1 "agent: unrouted call counted"
+assert_eq "$(value "$CR_TMP/probe2.prom" ccrelay_gateway_limits_hit_total 'service="lim.example.com",limit="max_body"')" 1 \
+  "gateway: max_body hit counted"
 
 # A trust-store change reloads the agent's routes: counted, with the time of the success.
 ok0=$(value "$CR_TMP/agent2.prom" ccrelay_reloads_total 'result="ok"')

@@ -101,6 +101,7 @@ static void test_enums(void **state) {
 static void test_calls(void **state) {
   cr_metrics_calls_t c[2];
   const char *names[2] = {"alpha", "be\\ta"};
+  const cr_metrics_calls_t *blocks[2] = {&c[0], &c[1]};
   cr_buf_t b;
   (void)state;
   cr_metrics_calls_init(&c[0]);
@@ -110,7 +111,7 @@ static void test_calls(void **state) {
   cr_metrics_calls_end(&c[1], "FROB", 502, 0, 7, -1);
   c[1].in_flight = 3;
   cr_buf_init(&b, 0);
-  cr_metrics_calls_render(&b, "ccrelay_x", "route", names, c, sizeof c[0], 2, "duration_seconds", "Time.");
+  cr_metrics_calls_render(&b, "ccrelay_x", "route", names, blocks, 2, "duration_seconds", "Time.");
   text(&b);
   assert_non_null(strstr(b.base, "# TYPE ccrelay_x_calls_total counter\n"));
   assert_non_null(strstr(b.base, "ccrelay_x_calls_total{route=\"alpha\",method=\"POST\",code=\"2xx\"} 2\n"));
