@@ -68,6 +68,7 @@ typedef struct exchange {
   char request_id[65];
   char method[16];
   int status;
+  cr_metrics_calls_t *m;  /* where the exchange counts (its route's block, or unrouted); not for control */
   uint64_t start_ms;
   uint64_t head_ms;       /* when the upstream's head arrived */
   uint64_t bytes_in;
@@ -398,7 +399,7 @@ static void exchange_finish(exchange_t *x) {
   agent_t *a = x->agent;
   const char *route = x->route >= 0 ? a->conf->routes[x->route].name : "-";
   if (!x->control) {
-    cr_metrics_calls_t *m = x->route >= 0 ? &a->routes[x->route].m : &a->metrics.unrouted;
+    cr_metrics_calls_t *m = x->m;
     m->in_flight--;
     cr_metrics_calls_end(m, x->method, x->status, x->bytes_in, x->bytes_out,
                          x->head_ms ? (double)(x->head_ms - x->start_ms) / 1000.0 : -1.0);
@@ -532,7 +533,8 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     return;
   }
   x->route = cr_route_match(a->conf->routes, a->conf->nroutes, req);
-  (x->route >= 0 ? &a->routes[x->route].m : &a->metrics.unrouted)->in_flight++;
+  x->m = x->route >= 0 ? a->routes[x->route].m : &a->metrics.unrouted;
+  x->m->in_flight++;
   /* A soap route answers its failures as SOAP Faults, in the caller's version (1.1 when the request
    * does not say); without a route the request alone decides, as at the gateway. */
   x->soap = cr_http_soap_version(req);
@@ -1285,6 +1287,7 @@ out:
   cr_proxy_auth_free(a->proxy_auth);
   cr__agent_trust_free(a);
   free(a->routes);
+  cr__agent_metrics_free(a);
   free(a->set);
   cr_http_msg_free(&a->scratch_head);
   cr_buf_free(&a->scratch_buf);

@@ -44,7 +44,8 @@ typedef struct route_rt {
   char why[768];           /* why the route is refused */
   char id_subject[256];    /* the client identity's subject and expiry, once loaded */
   time_t id_not_after;
-  cr_metrics_calls_t m;    /* the route's calls, bytes and upstream time (exchange_finish) */
+  cr_metrics_calls_t *m;   /* the route's calls, bytes and upstream time: agent_metrics_t's block of
+                              the route's name (cr__agent_metrics_conf) */
 } route_rt_t;
 
 typedef struct agent_trust {
@@ -76,6 +77,11 @@ typedef struct agent_metrics {
   uint64_t reloads_failed;                     /* ... that failed and kept the last good state */
   time_t reload_last_ok;                       /* wall time of the last that loaded; 0: none */
   cr_metrics_calls_t unrouted;                 /* requests that no route matched */
+  /* One block per route name, kept until the agent ends (grow-only): an exchange holds a pointer to
+   * its block across a configuration reload, and a route keeps its counters when reordered. */
+  cr_metrics_calls_t **blocks;
+  char **block_names;
+  size_t nblocks;
   cr_metrics_hist_t rtt;                       /* tunnel PING round trips, all tunnels */
 } agent_metrics_t;
 
@@ -167,6 +173,11 @@ int cr__agent_ready(agent_t *a, cr_buf_t *why);
 void cr__agent_status_json(agent_t *a, cr_buf_t *out);
 /* Starts the admin listener when configured. 0 or -1 (logged). */
 int cr__agent_admin_start(agent_t *a);
+/* Points every route of a->routes (a->conf->nroutes) at its metrics block by route name, making
+ * blocks for new names. At start, and by a configuration reload after a->routes changed. */
+void cr__agent_metrics_conf(agent_t *a);
+/* Frees the blocks (at exit, after the loop closed). */
+void cr__agent_metrics_free(agent_t *a);
 /* The Prometheus exposition of the agent's metrics (GET /metrics). */
 void cr__agent_metrics(agent_t *a, cr_buf_t *out);
 /* Counts a failed tunnel dial: step "connect", "proxy" or "tls", err its error code. */

@@ -110,6 +110,38 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
 static const char *const step_names[AM_NSTEPS] = {"connect", "proxy", "tls"};
 static const char *const why_names[AM_NWHYS] = {"timeout", "refused", "closed", "tls", "other"};
 
+void cr__agent_metrics_conf(agent_t *a) {
+  agent_metrics_t *am = &a->metrics;
+  for (size_t i = 0; i < a->conf->nroutes; i++) {
+    const char *name = a->conf->routes[i].name;
+    size_t b = 0;
+    while (b < am->nblocks && strcmp(am->block_names[b], name) != 0)
+      b++;
+    if (b == am->nblocks) {
+      am->blocks = cr_realloc(am->blocks, (b + 1) * sizeof *am->blocks);
+      am->block_names = cr_realloc(am->block_names, (b + 1) * sizeof *am->block_names);
+      am->blocks[b] = cr_calloc(1, sizeof *am->blocks[b]);
+      cr_metrics_calls_init(am->blocks[b]);
+      am->block_names[b] = cr_strdup(name);
+      am->nblocks++;
+    }
+    a->routes[i].m = am->blocks[b];
+  }
+}
+
+void cr__agent_metrics_free(agent_t *a) {
+  agent_metrics_t *am = &a->metrics;
+  for (size_t b = 0; b < am->nblocks; b++) {
+    free(am->blocks[b]);
+    free(am->block_names[b]);
+  }
+  free(am->blocks);
+  free(am->block_names);
+  am->blocks = NULL;
+  am->block_names = NULL;
+  am->nblocks = 0;
+}
+
 void cr__agent_count_dial_failure(agent_t *a, const char *step, int err) {
   unsigned st = strcmp(step, "proxy") == 0 ? AM_STEP_PROXY : strcmp(step, "tls") == 0 ? AM_STEP_TLS : AM_STEP_CONNECT;
   unsigned why;
@@ -149,23 +181,17 @@ static void cert_sample(cr_buf_t *out, const char *kind, const char *name, const
 
 void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
   size_t n = a->conf->nroutes;
-  const char **names = cr_calloc(n + 1, sizeof *names);
-  const cr_metrics_calls_t **blocks = cr_calloc(n + 1, sizeof *blocks);
   cr_metrics_label_t l[3];
   cr_trust_list_t tl;
   char err[300];
   int listed;
 
   cr_metrics_build_info(out, CCRELAY_VERSION, CCRELAY_REVISION);
-  for (size_t i = 0; i < n; i++) {
-    names[i] = a->conf->routes[i].name;
-    blocks[i] = &a->routes[i].m;
-  }
-  cr_metrics_calls_render(out, "ccrelay_agent", "route", names, blocks, n,
+  /* Every route name the agent ever had: a route dropped by a reload keeps its last counts. */
+  cr_metrics_calls_render(out, "ccrelay_agent", "route", (const char *const *)a->metrics.block_names,
+                          (const cr_metrics_calls_t *const *)a->metrics.blocks, a->metrics.nblocks,
                           "upstream_duration_seconds",
                           "Time from a request's arrival to its upstream's response head, in seconds.");
-  free(names);
-  free(blocks);
   cr_metrics_family(out, "ccrelay_agent_unrouted_calls_total", "counter",
                     "Requests that matched no route (answered 404).");
   {

@@ -712,9 +712,9 @@ int cr__agent_trust_start(agent_t *a) {
   for (size_t i = 0; i < a->conf->nroutes; i++) {
     a->routes[i].conf = &a->conf->routes[i];
     a->routes[i].identity = &a->conf->routes[i].identity;
-    cr_metrics_calls_init(&a->routes[i].m);
     warn_weakened(a, &a->conf->routes[i]);
   }
+  cr__agent_metrics_conf(a);
   uv_timer_init(&a->loop, &t->debounce);
   uv_timer_init(&a->loop, &t->expiry);
   uv_fs_event_init(&a->loop, &t->watch);
