@@ -10,7 +10,7 @@ packages=(
   libcmocka-dev clang
   openssl curl nginx-light haproxy squid apache2-utils
   python3 python3-cryptography python3-zeep python3-spyne
-  procps
+  procps prometheus
   scdoc lintian debootstrap systemd
   podman runc catatonit
 )

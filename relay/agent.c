@@ -68,6 +68,7 @@ typedef struct exchange {
   char request_id[65];
   char method[16];
   int status;
+  cr_metrics_calls_t *m;  /* where the exchange counts (its route's block, or unrouted); not for control */
   uint64_t start_ms;
   uint64_t head_ms;       /* when the upstream's head arrived */
   uint64_t bytes_in;
@@ -397,6 +398,12 @@ static const cr_tstream_callbacks_t ts_cbs = {
 static void exchange_finish(exchange_t *x) {
   agent_t *a = x->agent;
   const char *route = x->route >= 0 ? a->conf->routes[x->route].name : "-";
+  if (!x->control) {
+    cr_metrics_calls_t *m = x->m;
+    m->in_flight--;
+    cr_metrics_calls_end(m, x->method, x->status, x->bytes_in, x->bytes_out,
+                         x->head_ms ? (double)(x->head_ms - x->start_ms) / 1000.0 : -1.0);
+  }
   cr_log_info("access",
               "request_id=%s route=%s method=%s status=%d bytes_in=%llu bytes_out=%llu duration_ms=%llu "
               "upstream_ms=%lld ?error=\"%s\"",
@@ -526,6 +533,8 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     return;
   }
   x->route = cr_route_match(a->conf->routes, a->conf->nroutes, req);
+  x->m = x->route >= 0 ? a->routes[x->route].m : &a->metrics.unrouted;
+  x->m->in_flight++;
   /* A soap route answers its failures as SOAP Faults, in the caller's version (1.1 when the request
    * does not say); without a route the request alone decides, as at the gateway. */
   x->soap = cr_http_soap_version(req);
@@ -936,6 +945,7 @@ static void slot_failed(slot_t *sl, const char *what, int err, const char *detai
   agent_t *a = sl->agent;
   const cr_conf_addr_t *ad = slot_addr(sl);
   sl->failures++;
+  cr__agent_count_dial_failure(a, what, err);
   /* Repeated failures are logged at debug after the third, so a long outage does not flood the log;
    * every 20th stays visible. */
   cr_log(sl->failures <= 3 || sl->failures % 20 == 0 ? CR_LOG_WARN : CR_LOG_DEBUG, "tunnel dial failed",
@@ -967,6 +977,7 @@ static void on_handshake(cr_stream_t *tls, int status) {
   opts.role = CR_TUNNEL_AGENT;
   opts.ping_interval_ms = a->conf->gateway.ping_interval_ms;
   opts.ping_timeout_ms = a->conf->gateway.ping_timeout_ms;
+  opts.rtt = &a->metrics.rtt;
   /* The dial deadline keeps running until the gateway's SETTINGS arrive (on_tunnel_ready). */
   sl->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, sl);
   r = cr_tunnel_start(sl->tunnel);
@@ -1043,6 +1054,7 @@ static void slot_dial(uv_timer_t *t) {
   int r;
   const cr_conf_addr_t *ad;
   unsigned n = a->dials++;
+  a->metrics.dials++;
   sl->state = SLOT_CONNECTING;
   /* Entries in turn, and within an entry its answers in turn: with several addresses or a name with
    * several records, successive dials reach every candidate. */
@@ -1187,6 +1199,46 @@ static void proxy_start(agent_t *a) {
   }
 }
 
+/* Tunnels up by the replica they reached, for /metrics: every replica of the announced set (0 when
+ * none reaches it, so that an alert sees it), then any other replica a tunnel reached; "" for
+ * tunnels whose gateway announced no replica. Replica ids are the gateways' validated ids. */
+static void tunnels_metrics(agent_t *a, cr_buf_t *out) {
+  enum { MAXIDS = 2 * CR_CONF_REPLICAS_MAX + 1 };
+  const char *ids[MAXIDS];
+  uint64_t up[MAXIDS];
+  size_t n = 0;
+  cr_queue_t *q;
+  for (size_t i = 0; a->set && i < a->set->nset && n < MAXIDS; i++) {
+    ids[n] = a->set->set[i];
+    up[n++] = 0;
+  }
+  cr_queue_foreach(q, &a->slots) {
+    slot_t *sl = cr_queue_data(q, slot_t, link);
+    size_t k = 0;
+    if (sl->state != SLOT_UP)
+      continue;
+    while (k < n && strcmp(ids[k], sl->replica) != 0)
+      k++;
+    if (k == n) {
+      if (n == MAXIDS)
+        continue;
+      ids[n] = sl->replica;
+      up[n++] = 0;
+    }
+    up[k]++;
+  }
+  cr_metrics_family(out, "ccrelay_agent_tunnels_up", "gauge",
+                    "Tunnels to the gateway that are up, by the gateway replica they reached.");
+  if (n == 0) {
+    cr_metrics_label_t l = {"replica", ""};
+    cr_metrics_u64(out, "ccrelay_agent_tunnels_up", &l, 1, 0);
+  }
+  for (size_t k = 0; k < n; k++) {
+    cr_metrics_label_t l = {"replica", ids[k]};
+    cr_metrics_u64(out, "ccrelay_agent_tunnels_up", &l, 1, up[k]);
+  }
+}
+
 int cr_agent_run(const cr_conf_agent_t *conf) {
   agent_t *a = cr_calloc(1, sizeof *a);
   int code = 1;
@@ -1198,6 +1250,9 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
                 "reason=\"the random number generator failed\"");
   uv_loop_init(&a->loop);
   cr_queue_init(&a->exchanges);
+  cr_metrics_calls_init(&a->metrics.unrouted);
+  a->tunnels_metrics = tunnels_metrics;
+  cr_metrics_hist_init(&a->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
   /* whatever the tunnel or an upstream's parser accepted, plus the fields a rewrite adds */
   cr_http_msg_init(&a->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
   cr_freelist_init(&a->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);
@@ -1236,6 +1291,7 @@ out:
   cr_proxy_auth_free(a->proxy_auth);
   cr__agent_trust_free(a);
   free(a->routes);
+  cr__agent_metrics_free(a);
   free(a->set);
   cr_http_msg_free(&a->scratch_head);
   cr_buf_free(&a->scratch_buf);

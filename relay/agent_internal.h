@@ -12,6 +12,7 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
+#include "ccrelay/metrics.h"
 #include "ccrelay/process.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
@@ -46,6 +47,8 @@ typedef struct route_rt {
   char why[768];           /* why the route is refused */
   char id_subject[256];    /* the client identity's subject and expiry, once loaded */
   time_t id_not_after;
+  cr_metrics_calls_t *m;   /* the route's calls, bytes and upstream time: agent_metrics_t's block of
+                              the route's name (cr__agent_metrics_conf) */
 } route_rt_t;
 
 typedef struct agent_trust {
@@ -67,8 +70,27 @@ typedef struct agent_trust {
   unsigned stopped : 1;    /* cr__agent_trust_stop ran: routes and upstreams are gone */
 } agent_trust_t;
 
+/* What the agent counts for /metrics (agent_ops.c renders it), on the loop thread only. */
+enum { AM_STEP_CONNECT, AM_STEP_PROXY, AM_STEP_TLS, AM_NSTEPS };
+enum { AM_WHY_TIMEOUT, AM_WHY_REFUSED, AM_WHY_CLOSED, AM_WHY_TLS, AM_WHY_OTHER, AM_NWHYS };
+typedef struct agent_metrics {
+  uint64_t dials;                              /* tunnel dials begun */
+  uint64_t dial_failures[AM_NSTEPS][AM_NWHYS]; /* by the step that failed and a fixed reason class */
+  uint64_t reloads_ok;                         /* trust-store (and route) reloads that loaded */
+  uint64_t reloads_failed;                     /* ... that failed and kept the last good state */
+  time_t reload_last_ok;                       /* wall time of the last that loaded; 0: none */
+  cr_metrics_calls_t unrouted;                 /* requests that no route matched */
+  /* One block per route name, kept until the agent ends (grow-only): an exchange holds a pointer to
+   * its block across a configuration reload, and a route keeps its counters when reordered. */
+  cr_metrics_calls_t **blocks;
+  char **block_names;
+  size_t nblocks;
+  cr_metrics_hist_t rtt;                       /* tunnel PING round trips, all tunnels */
+} agent_metrics_t;
+
 struct agent {
   uv_loop_t loop;
+  agent_metrics_t metrics;
   const cr_conf_agent_t *conf;
   cr_tls_ctx_t *tunnel_tls;
   struct cr_proxy_auth *proxy_auth; /* gateway.proxy's credentials; NULL without a username */
@@ -102,6 +124,9 @@ struct agent {
   cr_buf_t scratch_buf;
   cr_freelist_t free_exchanges;
   cr_process_t *proc;      /* signals, drain deadline, log flush, heap trim */
+  /* Appends the ccrelay_agent_tunnels_up family: agent.c sets it, since only it knows the tunnels
+   * (agent_ops.c stays linkable without agent.c). NULL: the family is left out. */
+  void (*tunnels_metrics)(agent_t *a, cr_buf_t *out);
   int draining;
 };
 
@@ -158,6 +183,15 @@ int cr__agent_ready(agent_t *a, cr_buf_t *why);
 void cr__agent_status_json(agent_t *a, cr_buf_t *out);
 /* Starts the admin listener when configured. 0 or -1 (logged). */
 int cr__agent_admin_start(agent_t *a);
+/* Points every route of a->routes (a->conf->nroutes) at its metrics block by route name, making
+ * blocks for new names. At start, and by a configuration reload after a->routes changed. */
+void cr__agent_metrics_conf(agent_t *a);
+/* Frees the blocks (at exit, after the loop closed). */
+void cr__agent_metrics_free(agent_t *a);
+/* The Prometheus exposition of the agent's metrics (GET /metrics). */
+void cr__agent_metrics(agent_t *a, cr_buf_t *out);
+/* Counts a failed tunnel dial: step "connect", "proxy" or "tls", err its error code. */
+void cr__agent_count_dial_failure(agent_t *a, const char *step, int err);
 /* A trust-store change in progress (agent_ops.c). */
 typedef struct cr__agent_change cr__agent_change_t;
 /* A control call's late answer: status and a JSON body (valid during the call). */

@@ -14,6 +14,7 @@
 #include "ccrelay/log.h"
 #include "ccrelay/route.h"
 #include "ccrelay/x509.h"
+#include "ccrelay_revision.h"
 
 #define MAX_REMOTE_BODY (1024 * 1024)
 
@@ -115,6 +116,188 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
   cr_buf_appendf(out, "}}\n");
 }
 
+/* ---- metrics ---- */
+
+static const char *const step_names[AM_NSTEPS] = {"connect", "proxy", "tls"};
+static const char *const why_names[AM_NWHYS] = {"timeout", "refused", "closed", "tls", "other"};
+
+void cr__agent_metrics_conf(agent_t *a) {
+  agent_metrics_t *am = &a->metrics;
+  for (size_t i = 0; i < a->conf->nroutes; i++) {
+    const char *name = a->conf->routes[i].name;
+    size_t b = 0;
+    while (b < am->nblocks && strcmp(am->block_names[b], name) != 0)
+      b++;
+    if (b == am->nblocks) {
+      am->blocks = cr_realloc(am->blocks, (b + 1) * sizeof *am->blocks);
+      am->block_names = cr_realloc(am->block_names, (b + 1) * sizeof *am->block_names);
+      am->blocks[b] = cr_calloc(1, sizeof *am->blocks[b]);
+      cr_metrics_calls_init(am->blocks[b]);
+      am->block_names[b] = cr_strdup(name);
+      am->nblocks++;
+    }
+    a->routes[i].m = am->blocks[b];
+  }
+}
+
+void cr__agent_metrics_free(agent_t *a) {
+  agent_metrics_t *am = &a->metrics;
+  for (size_t b = 0; b < am->nblocks; b++) {
+    free(am->blocks[b]);
+    free(am->block_names[b]);
+  }
+  free(am->blocks);
+  free(am->block_names);
+  am->blocks = NULL;
+  am->block_names = NULL;
+  am->nblocks = 0;
+}
+
+void cr__agent_count_dial_failure(agent_t *a, const char *step, int err) {
+  unsigned st = strcmp(step, "proxy") == 0 ? AM_STEP_PROXY : strcmp(step, "tls") == 0 ? AM_STEP_TLS : AM_STEP_CONNECT;
+  unsigned why;
+  switch (err) {
+  case UV_ETIMEDOUT:
+    why = AM_WHY_TIMEOUT;
+    break;
+  case UV_ECONNREFUSED:
+  case CR_EREFUSED:
+  case CR_EPROXY:
+  case CR_EPROXY_AUTH:
+    why = AM_WHY_REFUSED;
+    break;
+  case UV_EOF:
+  case UV_ECONNRESET:
+  case UV_EPIPE:
+  case CR_ECLOSED:
+  case CR_ETLS_TRUNCATED:
+    why = AM_WHY_CLOSED;
+    break;
+  case CR_ETLS:
+  case CR_ETLS_VERIFY:
+  case CR_ETLS_ALPN:
+    why = AM_WHY_TLS;
+    break;
+  default:
+    why = AM_WHY_OTHER;
+  }
+  a->metrics.dial_failures[st][why]++;
+}
+
+static void cert_sample(cr_buf_t *out, const char *kind, const char *name, const char *subject, time_t not_after) {
+  cr_metrics_label_t l[3] = {{"kind", kind}, {"name", name}, {"subject", subject}};
+  if (not_after)
+    cr_metrics_u64(out, "ccrelay_certificate_not_after_seconds", l, 3, (uint64_t)not_after);
+}
+
+void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
+  size_t n = a->conf->nroutes;
+  cr_metrics_label_t l[3];
+  cr_trust_list_t tl;
+  char err[300];
+  int listed;
+
+  cr_metrics_build_info(out, CCRELAY_VERSION, CCRELAY_REVISION);
+  /* Every route name the agent ever had: a route dropped by a reload keeps its last counts. */
+  cr_metrics_calls_render(out, "ccrelay_agent", "route", (const char *const *)a->metrics.block_names,
+                          (const cr_metrics_calls_t *const *)a->metrics.blocks, a->metrics.nblocks,
+                          "upstream_duration_seconds",
+                          "Time from a request's arrival to its upstream's response head, in seconds.");
+  cr_metrics_family(out, "ccrelay_agent_unrouted_calls_total", "counter",
+                    "Requests that matched no route (answered 404).");
+  {
+    uint64_t sum = 0;
+    for (unsigned m = 0; m < CR_METRICS_NMETHODS; m++)
+      for (unsigned c = 0; c < CR_METRICS_NCLASSES; c++)
+        sum += a->metrics.unrouted.calls[m][c];
+    cr_metrics_u64(out, "ccrelay_agent_unrouted_calls_total", NULL, 0, sum);
+  }
+
+  if (a->tunnels_metrics)
+    a->tunnels_metrics(a, out);
+  cr_metrics_family(out, "ccrelay_agent_tunnel_dials_total", "counter", "Tunnel dials to the gateway begun.");
+  cr_metrics_u64(out, "ccrelay_agent_tunnel_dials_total", NULL, 0, a->metrics.dials);
+  cr_metrics_family(out, "ccrelay_agent_tunnel_dial_failures_total", "counter",
+                    "Tunnel dials that failed, by the step that failed and a reason class.");
+  for (unsigned st = 0; st < AM_NSTEPS; st++)
+    for (unsigned w = 0; w < AM_NWHYS; w++) {
+      l[0] = (cr_metrics_label_t){"step", step_names[st]};
+      l[1] = (cr_metrics_label_t){"reason", why_names[w]};
+      cr_metrics_u64(out, "ccrelay_agent_tunnel_dial_failures_total", l, 2, a->metrics.dial_failures[st][w]);
+    }
+  cr_metrics_family(out, "ccrelay_tunnel_ping_rtt_seconds", "histogram",
+                    "Round trip of the tunnels' HTTP/2 PINGs, from sending to the ACK, in seconds.");
+  cr_metrics_hist(out, "ccrelay_tunnel_ping_rtt_seconds", NULL, 0, &a->metrics.rtt);
+
+  cr_metrics_family(out, "ccrelay_agent_upstream_connections", "gauge",
+                    "Connections to each route's upstream, idle in the pool or busy with a call.");
+  for (size_t i = 0; i < n; i++) {
+    size_t idle = 0, busy = 0;
+    if (a->routes[i].up)
+      cr_upstream_stats(a->routes[i].up, &idle, &busy);
+    l[0] = (cr_metrics_label_t){"route", a->conf->routes[i].name};
+    l[1] = (cr_metrics_label_t){"state", "idle"};
+    cr_metrics_u64(out, "ccrelay_agent_upstream_connections", l, 2, idle);
+    l[1] = (cr_metrics_label_t){"state", "busy"};
+    cr_metrics_u64(out, "ccrelay_agent_upstream_connections", l, 2, busy);
+  }
+  cr_metrics_family(out, "ccrelay_agent_upstream_handshakes_total", "counter",
+                    "TLS handshakes with each route's upstream: full, or a resumed session.");
+  for (size_t i = 0; i < n; i++) {
+    uint64_t full = 0, resumed = 0;
+    if (a->routes[i].up)
+      cr_upstream_handshakes(a->routes[i].up, &full, &resumed);
+    l[0] = (cr_metrics_label_t){"route", a->conf->routes[i].name};
+    l[1] = (cr_metrics_label_t){"kind", "full"};
+    cr_metrics_u64(out, "ccrelay_agent_upstream_handshakes_total", l, 2, full);
+    l[1] = (cr_metrics_label_t){"kind", "resumed"};
+    cr_metrics_u64(out, "ccrelay_agent_upstream_handshakes_total", l, 2, resumed);
+  }
+  cr_metrics_family(out, "ccrelay_agent_routes_usable", "gauge",
+                    "1 when the route can be used, 0 when it is refused (see /status for why).");
+  for (size_t i = 0; i < n; i++) {
+    l[0] = (cr_metrics_label_t){"route", a->conf->routes[i].name};
+    cr_metrics_u64(out, "ccrelay_agent_routes_usable", l, 1, a->routes[i].usable ? 1 : 0);
+  }
+
+  /* Certificates: route identities and the upstreams' certificates by route name; the trust
+   * store's by fingerprint (subjects can repeat), its CRLs' next update by fingerprint. */
+  listed = a->trust.store && cr_truststore_list(a->trust.store, &tl, err, sizeof err) == 0;
+  cr_metrics_family(out, "ccrelay_certificate_not_after_seconds", "gauge",
+                    "When a certificate expires (notAfter), in seconds since the Unix epoch.");
+  for (size_t i = 0; i < n; i++) {
+    route_rt_t *rt = &a->routes[i];
+    char subject[256];
+    time_t na;
+    cert_sample(out, "route_identity", rt->conf->name, rt->id_subject, rt->id_not_after);
+    if (rt->up && cr_upstream_peer_cert(rt->up, subject, sizeof subject, &na) == 0)
+      cert_sample(out, "upstream", rt->conf->name, subject, na);
+  }
+  for (size_t i = 0; listed && i < tl.ncerts; i++)
+    cert_sample(out, tl.certs[i].self_signed ? "trusted_root" : "trusted_intermediate", tl.certs[i].fingerprint,
+                tl.certs[i].subject, tl.certs[i].not_after);
+  cr_metrics_family(out, "ccrelay_crl_next_update_seconds", "gauge",
+                    "When a trust-store CRL is due to be replaced (nextUpdate), in seconds since the Unix epoch.");
+  for (size_t i = 0; listed && i < tl.ncrls; i++) {
+    l[0] = (cr_metrics_label_t){"name", tl.crls[i].fingerprint};
+    l[1] = (cr_metrics_label_t){"issuer", tl.crls[i].issuer};
+    if (tl.crls[i].next_update)
+      cr_metrics_u64(out, "ccrelay_crl_next_update_seconds", l, 2, (uint64_t)tl.crls[i].next_update);
+  }
+  if (listed)
+    cr_trust_list_free(&tl);
+
+  cr_metrics_family(out, "ccrelay_reloads_total", "counter",
+                    "Reloads of the trust store and the routes that depend on it, by result.");
+  l[0] = (cr_metrics_label_t){"result", "ok"};
+  cr_metrics_u64(out, "ccrelay_reloads_total", l, 1, a->metrics.reloads_ok);
+  l[0] = (cr_metrics_label_t){"result", "failed"};
+  cr_metrics_u64(out, "ccrelay_reloads_total", l, 1, a->metrics.reloads_failed);
+  cr_metrics_family(out, "ccrelay_reload_last_success_timestamp_seconds", "gauge",
+                    "When the last reload succeeded, in seconds since the Unix epoch (0: never).");
+  cr_metrics_u64(out, "ccrelay_reload_last_success_timestamp_seconds", NULL, 0, (uint64_t)a->metrics.reload_last_ok);
+}
+
 /* ---- the admin listener ---- */
 
 static void on_admin_request(cr_admin_req_t *req, const cr_http_msg_t *head, const char *body, size_t len,
@@ -138,6 +321,9 @@ static void on_admin_request(cr_admin_req_t *req, const cr_http_msg_t *head, con
   } else if (strcmp(head->target, "/status") == 0) {
     cr__agent_status_json(a, &out);
     cr_admin_respond(req, 200, "application/json", out.base, out.len);
+  } else if (strcmp(head->target, "/metrics") == 0) {
+    cr__agent_metrics(a, &out);
+    cr_admin_respond(req, 200, CR_METRICS_CONTENT_TYPE, out.base, out.len);
   } else {
     cr_admin_respond(req, 404, "application/json", "{\"error\":\"not_found\"}\n", 22);
   }
@@ -156,7 +342,7 @@ int cr__agent_admin_start(agent_t *a) {
                  l->pos.col, err);
     return -1;
   }
-  cr_log_info("admin listening", "address=%s:%u endpoints=\"/healthz /readyz /status\"", l->host,
+  cr_log_info("admin listening", "address=%s:%u endpoints=\"/healthz /readyz /status /metrics\"", l->host,
               cr_admin_port(a->admin));
   return 0;
 }

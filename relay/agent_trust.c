@@ -332,6 +332,7 @@ static void keep_last_good(agent_t *a, const char *why, const char *err) {
   agent_trust_t *t = &a->trust;
   int again = strcmp(t->error, err) == 0;
   snprintf(t->error, sizeof t->error, "%s", err);
+  a->metrics.reloads_failed++;
   if (t->loaded) {
     t->kept_last_good++;
     if (!again)
@@ -435,6 +436,8 @@ void cr__agent_trust_reload(agent_t *a, const char *why, int force) {
     cr_log_info("trust store reloaded", "dir=%s trigger=%s files_left_out=%zu", a->conf->trust_store, why, t->nbad);
   t->loaded = 1;
   t->generation = gen;
+  a->metrics.reloads_ok++;
+  a->metrics.reload_last_ok = time(NULL);
   cr__agent_trust_check_expiry(a);
 }
 
@@ -711,6 +714,7 @@ int cr__agent_trust_start(agent_t *a) {
     a->routes[i].identity = &a->conf->routes[i].identity;
     warn_weakened(a, &a->conf->routes[i]);
   }
+  cr__agent_metrics_conf(a);
   uv_timer_init(&a->loop, &t->debounce);
   uv_timer_init(&a->loop, &t->expiry);
   uv_fs_event_init(&a->loop, &t->watch);

@@ -31,6 +31,7 @@
 #include "ccrelay/tls.h"
 #include "ccrelay/tunnel.h"
 #include "gateway_internal.h"
+#include "ccrelay_revision.h"
 
 #define PENDING_MAX (64 * 1024)
 /* Reading stops once this much of the next request(s) is held: one more TLS record (16 KiB) still
@@ -66,7 +67,32 @@ static const char *const reason_keys[R_COUNT] = {"max_connections", "max_handsha
 typedef struct refusals {
   cr_log_limit_t log;
   uint64_t by_reason[R_COUNT]; /* in the current window, for the summary */
+  uint64_t total[R_COUNT];     /* ever, for metrics */
 } refusals_t;
+
+/* What the gateway counts for /metrics, on the loop thread only (cr__gateway_metrics renders it). */
+enum { RULE_SOURCES, RULE_CLIENT_CA, RULE_SUBJECTS, RULE_TOKEN, RULE_COUNT };
+static const char *const rule_names[RULE_COUNT] = {"sources", "client_ca", "subjects", "token"};
+enum { LIM_MAX_BODY, LIM_MAX_CONCURRENT, LIM_COUNT };
+static const char *const limit_names[LIM_COUNT] = {"max_body", "max_concurrent"};
+/* A service's counters. Blocks are made per service name (host + path prefix) and kept until the
+ * gateway ends, so an exchange may hold a pointer to its block across a configuration reload, and
+ * a counter keeps counting when its service is reordered. */
+typedef struct svc_metrics {
+  char *name;                   /* NULL for the unrouted block */
+  cr_metrics_calls_t calls;
+  uint64_t refused[RULE_COUNT]; /* callers refused by each callers rule */
+  uint64_t limits[LIM_COUNT];   /* calls refused or cut by each limit */
+} svc_metrics_t;
+typedef struct gw_metrics {
+  svc_metrics_t **blocks;       /* every service block made, in order (grow-only) */
+  size_t nblocks;
+  svc_metrics_t **by_service;   /* gw->conf->nservices: the block of each configured service */
+  svc_metrics_t unrouted;       /* requests no service took (bad target, no service) */
+  uint64_t reloads_ok, reloads_failed;
+  time_t reload_last_ok;
+  cr_metrics_hist_t rtt;        /* PING round trips of every agent tunnel */
+} gw_metrics_t;
 
 /* PC_SHUTDOWN: our close_notify and FIN are out; we read and drop until the caller's EOF (a short
  * lingering close, so an unread request tail does not turn into a reset that destroys our answer).
@@ -88,6 +114,7 @@ typedef struct exchange {
   char method[16];
   const char *service;   /* host of the service, for the access log */
   const char *group;
+  svc_metrics_t *m;      /* the block the call counts in (its service's, or unrouted); NULL once counted */
   int status;
   int soap;              /* our own errors as SOAP Faults: the caller's version (cr_http_soap_t) */
   unsigned ninterim;     /* 1xx heads relayed to the caller */
@@ -168,6 +195,7 @@ struct gateway {
   cr_buf_t scratch_out;
   cr_freelist_t free_exchanges;
   cr__gw_policy_t *policy; /* services' callers rules and limits (gateway_policy.c) */
+  gw_metrics_t metrics;
 };
 
 static void pconn_close(pconn_t *pc);
@@ -287,6 +315,7 @@ static int refusal(gateway_t *gw, int which, int reason) {
     for (int r = 0; r < R_COUNT; r++)
       rf->by_reason[r] = 0;
   rf->by_reason[reason]++;
+  rf->total[reason]++;
   if (cr_log_limit_hit(&rf->log, now))
     return 1;
   if (!uv_is_active((uv_handle_t *)&gw->refuse_timer))
@@ -748,6 +777,9 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
   cr__gw_refusal_t r;
   char msg[160];
   if (cr__gw_policy_check(gw->policy, si, pc->s, m, &r)) {
+    for (int k = 0; k < RULE_COUNT; k++)
+      if (strcmp(r.rule, rule_names[k]) == 0)
+        gw->metrics.by_service[si]->refused[k]++;
     cr_log_warn("caller refused", "request_id=%s service=%s%s rule=%s peer=%s status=%d reason=\"%s\"",
                 x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", r.rule, pc->s->peer, r.status,
                 r.reason);
@@ -763,10 +795,12 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
     snprintf(msg, sizeof msg, "the request body (%lld bytes) is larger than this service accepts (%llu bytes)",
              (long long)m->content_length, (unsigned long long)x->max_body);
     pc->close_after = 1; /* the body is not read: the connection goes once the answer is out */
+    gw->metrics.by_service[si]->limits[LIM_MAX_BODY]++;
     pconn_local_answer(pc, 413, "too_large", msg, NULL, NULL);
     return 1;
   }
   if (cr__gw_policy_acquire(gw->policy, si) < 0) {
+    gw->metrics.by_service[si]->limits[LIM_MAX_CONCURRENT]++;
     cr_log_warn("call refused", "request_id=%s service=%s%s rule=max_concurrent peer=%s max_concurrent=%u",
                 x->request_id, svc->host, svc->path_prefix ? svc->path_prefix : "", pc->s->peer, svc->max_concurrent);
     pconn_local_answer(pc, 503, "too_busy", "this service has as many calls in flight as it accepts; retry later",
@@ -800,6 +834,8 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   pc->state = PC_EXCHANGE;
   x->pc = pc;
   x->start_ms = now_ms(pc);
+  x->m = &gw->metrics.unrouted;
+  x->m->calls.in_flight++;
   x->keep_alive = m->keep_alive;
   x->http10 = m->version_minor == 0;
   x->head_request = strcmp(m->method, "HEAD") == 0;
@@ -828,6 +864,9 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   }
   x->service = conf->services[si].host;
   x->group = gw->groups[conf->services[si].group_index].conf->name;
+  x->m->calls.in_flight--;
+  x->m = gw->metrics.by_service[si];
+  x->m->calls.in_flight++;
   if (exchange_admit(pc, x, (size_t)si, m))
     return 0;
   t = cr__gw_group_pick(&gw->groups[conf->services[si].group_index]);
@@ -896,6 +935,8 @@ static int on_req_body(void *ud, const char *data, size_t len) {
     snprintf(msg, sizeof msg, "the request body is larger than this service accepts (%llu bytes)",
              (unsigned long long)x->max_body);
     exchange_abandon_stream(x);
+    if (x->m)
+      x->m->limits[LIM_MAX_BODY]++;
     if (x->head_sent) {
       snprintf(x->error, sizeof x->error, "%s", msg);
       pconn_close(pc);
@@ -959,6 +1000,12 @@ static void pconn_timer_closed(uv_handle_t *h) {
  * response the caller got only part of (its head went out, its end did not). */
 static void access_log(pconn_t *pc) {
   exchange_t *x = pc->x;
+  if (x->m) {
+    x->m->calls.in_flight--;
+    cr_metrics_calls_end(&x->m->calls, x->method, x->status, x->bytes_in, x->bytes_out,
+                         (double)(now_ms(pc) - x->start_ms) / 1000.0);
+    x->m = NULL;
+  }
   cr_log_info("access",
               "request_id=%s peer=%s method=%s service=%s group=%s status=%d bytes_in=%llu bytes_out=%llu "
               "duration_ms=%llu ?truncated=%d ?error=\"%s\"",
@@ -1332,7 +1379,7 @@ static void gateway_drain(void *arg) {
  * the process) must not take the gateway down on a habit (log rotation, `systemctl reload`). */
 static void gateway_sighup(void *arg) {
   gateway_t *gw = arg;
-  cr__gw_replicas_reload(gw->replicas);
+  cr__gateway_count_reload(gw, cr__gw_replicas_reload(gw->replicas) == 0);
   if (gw->tunnel_crls || gw->public_crls)
     cr__gw_crl_reload(gw);
 }
@@ -1429,6 +1476,179 @@ static void probe_status(void *arg, cr_buf_t *out) {
   cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, tunnel_visit, out);
   cr_buf_appendf(out, "]");
 }
+
+/* ---------- metrics ---------- */
+
+typedef struct tunnel_count {
+  const char *group, *agent;
+  uint64_t n;
+} tunnel_count_t;
+
+typedef struct metrics_walk {
+  tunnel_count_t *c;
+  size_t n, cap;
+} metrics_walk_t;
+
+/* Tunnels by group and admitting agent name: every configured (group, agent) pair is listed, with 0
+ * when none is connected, so that an alert on a missing agent has a series to look at. */
+static void metrics_visit(const cr__gw_tunnel_info_t *info, void *arg) {
+  metrics_walk_t *w = arg;
+  for (size_t i = 0; i < w->n; i++)
+    if (strcmp(w->c[i].group, info->group) == 0 && strcmp(w->c[i].agent, info->agent) == 0) {
+      w->c[i].n++;
+      return;
+    }
+  if (w->n == w->cap) {
+    w->cap = w->cap * 2 + 8;
+    w->c = cr_realloc(w->c, w->cap * sizeof *w->c);
+  }
+  w->c[w->n++] = (tunnel_count_t){info->group, info->agent, 1};
+}
+
+void cr__gateway_count_reload(gateway_t *gw, int ok) {
+  if (ok) {
+    gw->metrics.reloads_ok++;
+    gw->metrics.reload_last_ok = time(NULL);
+  } else {
+    gw->metrics.reloads_failed++;
+  }
+}
+
+static void identity_sample(cr_buf_t *out, const char *name, const cr_tls_ctx_t *ctx) {
+  char subject[256];
+  time_t na = ctx ? cr_tls_ctx_identity(ctx, subject, sizeof subject) : 0;
+  cr_metrics_label_t l[3] = {{"kind", "gateway"}, {"name", name}, {"subject", subject}};
+  if (na)
+    cr_metrics_u64(out, "ccrelay_certificate_not_after_seconds", l, 3, (uint64_t)na);
+}
+
+static void crl_sample(cr_buf_t *out, const char *name, const cr_tls_ctx_t *ctx) {
+  cr_tls_crl_info_t info;
+  cr_metrics_label_t l[2] = {{"name", name}, {"issuer", ""}};
+  if (ctx == NULL)
+    return;
+  cr_tls_ctx_crl_info(ctx, &info);
+  if (info.next_update)
+    cr_metrics_u64(out, "ccrelay_crl_next_update_seconds", l, 2, (uint64_t)info.next_update);
+}
+
+void cr__gateway_metrics_conf(gateway_t *gw) {
+  const cr_conf_gateway_t *conf = gw->conf;
+  gw_metrics_t *gm = &gw->metrics;
+  char name[1024];
+  free(gm->by_service);
+  gm->by_service = cr_calloc(conf->nservices ? conf->nservices : 1, sizeof *gm->by_service);
+  for (size_t i = 0; i < conf->nservices; i++) {
+    size_t b = 0;
+    /* A service is named by its host and path prefix, both from the configuration. */
+    snprintf(name, sizeof name, "%s%s", conf->services[i].host,
+             conf->services[i].path_prefix ? conf->services[i].path_prefix : "");
+    while (b < gm->nblocks && strcmp(gm->blocks[b]->name, name) != 0)
+      b++;
+    if (b == gm->nblocks) {
+      svc_metrics_t *m = cr_calloc(1, sizeof *m);
+      m->name = cr_strdup(name);
+      cr_metrics_calls_init(&m->calls);
+      gm->blocks = cr_realloc(gm->blocks, (gm->nblocks + 1) * sizeof *gm->blocks);
+      gm->blocks[gm->nblocks++] = m;
+    }
+    gm->by_service[i] = gm->blocks[b];
+  }
+}
+
+void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
+  size_t n = gw->metrics.nblocks;
+  const char **names = cr_calloc(n + 1, sizeof *names);
+  const cr_metrics_calls_t **blocks = cr_calloc(n + 1, sizeof *blocks);
+  const cr_conf_gateway_t *conf = gw->conf;
+  metrics_walk_t w = {NULL, 0, 0};
+  cr_metrics_label_t l[3];
+
+  cr_metrics_build_info(out, CCRELAY_VERSION, CCRELAY_REVISION);
+  for (size_t i = 0; i < n; i++) {
+    names[i] = gw->metrics.blocks[i]->name;
+    blocks[i] = &gw->metrics.blocks[i]->calls;
+  }
+  cr_metrics_calls_render(out, "ccrelay_gateway", "service", names, blocks, n, "call_duration_seconds",
+                          "Time from a request's head to the end of its answer to the caller, in seconds.");
+  cr_metrics_family(out, "ccrelay_gateway_unrouted_calls_total", "counter",
+                    "Requests that no service took (no service for the host and path, or a target refused).");
+  {
+    uint64_t sum = 0;
+    for (unsigned m = 0; m < CR_METRICS_NMETHODS; m++)
+      for (unsigned c = 0; c < CR_METRICS_NCLASSES; c++)
+        sum += gw->metrics.unrouted.calls.calls[m][c];
+    cr_metrics_u64(out, "ccrelay_gateway_unrouted_calls_total", NULL, 0, sum);
+  }
+  cr_metrics_family(out, "ccrelay_gateway_callers_refused_total", "counter",
+                    "Callers refused by a service's callers rule (sources, client_ca, subjects, token).");
+  for (size_t i = 0; i < n; i++)
+    for (unsigned k = 0; k < RULE_COUNT; k++) {
+      l[0] = (cr_metrics_label_t){"service", names[i]};
+      l[1] = (cr_metrics_label_t){"rule", rule_names[k]};
+      cr_metrics_u64(out, "ccrelay_gateway_callers_refused_total", l, 2, gw->metrics.blocks[i]->refused[k]);
+    }
+  cr_metrics_family(out, "ccrelay_gateway_limits_hit_total", "counter",
+                    "Calls refused or cut by a service limit (max_body, max_concurrent).");
+  for (size_t i = 0; i < n; i++)
+    for (unsigned k = 0; k < LIM_COUNT; k++) {
+      l[0] = (cr_metrics_label_t){"service", names[i]};
+      l[1] = (cr_metrics_label_t){"limit", limit_names[k]};
+      cr_metrics_u64(out, "ccrelay_gateway_limits_hit_total", l, 2, gw->metrics.blocks[i]->limits[k]);
+    }
+  free(names);
+  free(blocks);
+  cr_metrics_family(out, "ccrelay_gateway_connections_refused_total", "counter",
+                    "Connections refused before authentication (pre-auth caps) and failed or late TLS handshakes, "
+                    "by listener and reason.");
+  for (int li = 0; li < L_COUNT; li++)
+    for (int r = 0; r < R_COUNT; r++) {
+      l[0] = (cr_metrics_label_t){"listener", listener_names[li]};
+      l[1] = (cr_metrics_label_t){"reason", reason_keys[r]};
+      cr_metrics_u64(out, "ccrelay_gateway_connections_refused_total", l, 2, gw->refusals[li].total[r]);
+    }
+  cr_metrics_family(out, "ccrelay_gateway_public_connections", "gauge", "Caller connections open.");
+  cr_metrics_u64(out, "ccrelay_gateway_public_connections", NULL, 0, gw->npconns);
+
+  for (size_t g = 0; g < conf->ngroups; g++)
+    for (size_t a = 0; a < conf->groups[g].nagents; a++)
+      metrics_visit(&(cr__gw_tunnel_info_t){conf->groups[g].agents[a], conf->groups[g].name, NULL, NULL, NULL}, &w);
+  for (size_t i = 0; i < w.n; i++)
+    w.c[i].n = 0; /* the configured pairs, counted from zero */
+  cr__gw_groups_foreach(gw->groups, conf->ngroups, metrics_visit, &w);
+  cr_metrics_family(out, "ccrelay_gateway_tunnels_up", "gauge",
+                    "Agent tunnels connected (usable or draining), by relay group and agent name.");
+  for (size_t i = 0; i < w.n; i++) {
+    l[0] = (cr_metrics_label_t){"group", w.c[i].group};
+    l[1] = (cr_metrics_label_t){"agent", w.c[i].agent};
+    cr_metrics_u64(out, "ccrelay_gateway_tunnels_up", l, 2, w.c[i].n);
+  }
+  free(w.c);
+  cr_metrics_family(out, "ccrelay_tunnel_ping_rtt_seconds", "histogram",
+                    "Round trip of the tunnels' HTTP/2 PINGs, from sending to the ACK, in seconds.");
+  cr_metrics_hist(out, "ccrelay_tunnel_ping_rtt_seconds", NULL, 0, &gw->metrics.rtt);
+
+  cr_metrics_family(out, "ccrelay_certificate_not_after_seconds", "gauge",
+                    "When a certificate expires (notAfter), in seconds since the Unix epoch.");
+  identity_sample(out, "public", gw->public_tls);
+  identity_sample(out, "tunnel", gw->tunnel_tls);
+  cr_metrics_family(out, "ccrelay_crl_next_update_seconds", "gauge",
+                    "When a CRL is due to be replaced (the earliest nextUpdate of a listener's CRLs), in seconds "
+                    "since the Unix epoch.");
+  crl_sample(out, "public", gw->public_tls);
+  crl_sample(out, "tunnel", gw->tunnel_tls);
+
+  cr_metrics_family(out, "ccrelay_reloads_total", "counter", "Reloads on SIGHUP, by result.");
+  l[0] = (cr_metrics_label_t){"result", "ok"};
+  cr_metrics_u64(out, "ccrelay_reloads_total", l, 1, gw->metrics.reloads_ok);
+  l[0] = (cr_metrics_label_t){"result", "failed"};
+  cr_metrics_u64(out, "ccrelay_reloads_total", l, 1, gw->metrics.reloads_failed);
+  cr_metrics_family(out, "ccrelay_reload_last_success_timestamp_seconds", "gauge",
+                    "When the last reload succeeded, in seconds since the Unix epoch (0: never).");
+  cr_metrics_u64(out, "ccrelay_reload_last_success_timestamp_seconds", NULL, 0, (uint64_t)gw->metrics.reload_last_ok);
+}
+
+static void probe_metrics(void *arg, cr_buf_t *out) { cr__gateway_metrics(arg, out); }
 
 /* Drained (or cut): the handles that outlive the drain go, so the loop can end. */
 static void gateway_stop(void *arg) {
@@ -1603,6 +1823,11 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
   gw->groups = cr__gw_groups_new(conf);
+  cr_metrics_calls_init(&gw->metrics.unrouted.calls);
+  cr__gateway_metrics_conf(gw);
+  cr_metrics_hist_init(&gw->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
+  for (size_t i = 0; i < conf->ngroups; i++)
+    gw->groups[i].rtt = &gw->metrics.rtt;
   gw->public_src = cr_srcmap_new(conf->public_.max_connections, conf->public_.max_per_source);
   gw->tunnel_src = cr_srcmap_new(conf->tunnel.max_handshakes, conf->tunnel.max_per_source);
   for (int i = 0; i < L_COUNT; i++) {
@@ -1617,6 +1842,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     gw->groups[i].replicas = gw->replicas;
   gw->probe_ops.ready = probe_ready;
   gw->probe_ops.status = probe_status;
+  gw->probe_ops.metrics = probe_metrics;
   gw->probe_ops.arg = gw;
   if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, &gw->policy) < 0 || make_tls_contexts(gw) < 0)
     goto out;
@@ -1676,6 +1902,12 @@ out:
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
   cr__gw_groups_free(gw->groups);
+  for (size_t i = 0; i < gw->metrics.nblocks; i++) {
+    free(gw->metrics.blocks[i]->name);
+    free(gw->metrics.blocks[i]);
+  }
+  free(gw->metrics.blocks);
+  free(gw->metrics.by_service);
   cr__gw_policy_free(gw->policy);
   cr_srcmap_free(gw->public_src);
   cr_srcmap_free(gw->tunnel_src);

@@ -717,6 +717,18 @@ static void on_request(cr_admin_req_t *req, const cr_http_msg_t *head, const cha
   }
   q = strchr(path, '?');
   plen = q ? (size_t)(q - path) : strlen(path);
+  if (plen == 8 && memcmp(path, "/metrics", 8) == 0) {
+    cr_buf_t out;
+    if (!is_get && strcmp(head->method, "HEAD") != 0) {
+      refuse(req, head, 405, "method_not_allowed", "use GET", "GET");
+      return;
+    }
+    cr_buf_init(&out, 0);
+    cr__gateway_metrics(ga->gw, &out);
+    cr_admin_respond(req, 200, CR_METRICS_CONTENT_TYPE, out.base, out.len);
+    cr_buf_free(&out);
+    return;
+  }
   if (plen == 7 && memcmp(path, "/agents", 7) == 0) {
     if (!is_get)
       refuse(req, head, 405, "method_not_allowed", "use GET", "GET");
@@ -884,8 +896,11 @@ static void probe_request(cr_admin_req_t *req, const cr_http_msg_t *head, const 
     p->status(p->arg, &out);
     cr_buf_appendf(&out, "}\n");
     cr_admin_respond(req, 200, "application/json", out.base, out.len);
+  } else if (plen == 8 && memcmp(path, "/metrics", 8) == 0) {
+    p->metrics(p->arg, &out);
+    cr_admin_respond(req, 200, CR_METRICS_CONTENT_TYPE, out.base, out.len);
   } else {
-    respond_json_error(req, 404, "not_found", "the probe listener serves /healthz, /readyz and /status");
+    respond_json_error(req, 404, "not_found", "the probe listener serves /healthz, /readyz, /status and /metrics");
   }
   cr_buf_free(&out);
 }
@@ -902,7 +917,7 @@ int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr_
                  conf->probe_listen.pos.line, conf->probe_listen.pos.col, err);
     return r;
   }
-  cr_log_info("probe listening", "probe=%s:%u endpoints=\"/healthz /readyz /status\"", conf->probe_listen.host,
+  cr_log_info("probe listening", "probe=%s:%u endpoints=\"/healthz /readyz /status /metrics\"", conf->probe_listen.host,
               cr_admin_port(*out));
   return 0;
 }

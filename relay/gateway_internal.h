@@ -12,6 +12,7 @@
 #include "ccrelay/admin.h"
 #include "ccrelay/buf.h"
 #include "ccrelay/config.h"
+#include "ccrelay/metrics.h"
 #include "ccrelay/queue.h"
 #include "ccrelay/stream.h"
 #include "ccrelay/tunnel.h"
@@ -42,8 +43,9 @@ void cr__gw_replicas_json(const cr__gw_replicas_t *r, cr_buf_t *out);
 /* Fields for a status document: "replica":..,"replica_set":[..],"replica_generation":N,.. (no braces). */
 void cr__gw_replicas_status_json(const cr__gw_replicas_t *r, cr_buf_t *out);
 /* SIGHUP: static mode re-reads replicas.set from the config file (a bad file keeps the set, logged);
- * dns mode resolves now. on_change fires when the set changed. */
-void cr__gw_replicas_reload(cr__gw_replicas_t *r);
+ * dns mode resolves now. on_change fires when the set changed. 0, or -1 when the file could not be
+ * used (the set stays; logged). A resolution started counts as 0: its outcome is logged later. */
+int cr__gw_replicas_reload(cr__gw_replicas_t *r);
 /* Stops resolving (the drain): no more on_change. */
 void cr__gw_replicas_stop(cr__gw_replicas_t *r);
 /* Stops and frees r on a later loop turn. NULL is fine. */
@@ -54,6 +56,17 @@ void cr__gw_replicas_free(cr__gw_replicas_t *r);
 void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
                                 void *arg);
 
+/* ---- metrics (gateway.c) ---- */
+
+/* Appends the gateway's Prometheus exposition (the probe listener's and the admin API's /metrics). */
+void cr__gateway_metrics(struct gateway *gw, cr_buf_t *out);
+/* Maps gw's configured services to their metrics blocks by name (host + path prefix), making blocks
+ * for new names. Run at start, and by a configuration reload right after gw->conf changed: blocks
+ * of services no longer configured stay (calls in flight end in them; their series stay exposed). */
+void cr__gateway_metrics_conf(struct gateway *gw);
+/* Counts a reload (SIGHUP or the admin API) that succeeded (ok 1) or kept the old state (ok 0). */
+void cr__gateway_count_reload(struct gateway *gw, int ok);
+
 /* ---- the agent-tunnel registry (gateway_tunnels.c) ---- */
 
 /* A relay group and its live tunnels. The gateway keeps one per configured group, in config order. */
@@ -63,6 +76,7 @@ typedef struct cr__gw_group {
   size_t ntunnels;    /* usable or draining */
   unsigned rr;        /* rotates picks among equally busy tunnels */
   cr__gw_replicas_t *replicas; /* announced to every agent on its tunnels; NULL: none */
+  cr_metrics_hist_t *rtt;      /* the gateway's PING round-trip histogram for its tunnels; NULL: none */
 } cr__gw_group_t;
 
 /* One group per conf->groups entry, none with a tunnel. */
@@ -122,6 +136,7 @@ void cr__gw_admin_stop(cr__gw_admin_t *ga);
 typedef struct cr__gw_probe_ops {
   int (*ready)(void *arg, char *why, size_t whylen);
   void (*status)(void *arg, cr_buf_t *out);
+  void (*metrics)(void *arg, cr_buf_t *out); /* the Prometheus exposition (GET /metrics) */
   void *arg;
 } cr__gw_probe_ops_t;
 int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr__gw_probe_ops_t *ops,

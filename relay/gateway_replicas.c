@@ -219,25 +219,27 @@ void cr__gw_replicas_json(const cr__gw_replicas_t *r, cr_buf_t *out) {
   cr_buf_appendf(out, "]}");
 }
 
-void cr__gw_replicas_reload(cr__gw_replicas_t *r) {
+int cr__gw_replicas_reload(cr__gw_replicas_t *r) {
   cr_conf_gateway_t fresh;
   char err[1024];
+  int rc = 0;
   if (r->draining)
-    return;
+    return 0;
   if (r->conf->replicas.dns != NULL) {
     cr_log_info("SIGHUP: resolving the replica set now; other configuration changes need a restart",
                 "config=%s dns=%s", r->conf->path, r->conf->replicas.dns);
     resolve_start(r);
-    return;
+    return 0;
   }
   if (cr_conf_gateway_load(r->conf->path, &fresh, err, sizeof err) != 0) {
     cr_log_error("SIGHUP: configuration not reloaded, the replica set stays as it was", "reason=\"%s\"", err);
-    return;
+    return -1;
   }
   if (strcmp(fresh.replicas.id, r->id) != 0 || fresh.replicas.dns != NULL) {
     cr_log_error("SIGHUP: replicas.id or replicas.dns changed: restart the gateway to apply that; the replica "
                  "set stays as it was",
                  "config=%s replica=%s", r->conf->path, r->id);
+    rc = -1;
   } else {
     char *self = r->id;
     size_t n = fresh.replicas.nset ? fresh.replicas.nset : 1;
@@ -248,6 +250,7 @@ void cr__gw_replicas_reload(cr__gw_replicas_t *r) {
       r->on_change(r->arg);
   }
   cr_conf_gateway_free(&fresh);
+  return rc;
 }
 
 void cr__gw_replicas_status_json(const cr__gw_replicas_t *r, cr_buf_t *out) {

@@ -231,6 +231,7 @@ void cr__gw_tunnel_add(cr__gw_group_t *g, cr_stream_t *tls, const char *agent, c
   opts.role = CR_TUNNEL_GATEWAY;
   opts.ping_interval_ms = conf->tunnel.ping_interval_ms;
   opts.ping_timeout_ms = conf->tunnel.ping_timeout_ms;
+  opts.rtt = g->rtt;
   gt->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, gt);
   cr_queue_insert_tail(&g->tunnels, &gt->link);
   g->ntunnels++;

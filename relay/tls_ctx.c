@@ -719,6 +719,17 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx) {
 
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx) { return ctx->ssl_ctx; }
 
+time_t cr_tls_ctx_identity(const cr_tls_ctx_t *ctx, char *subject, size_t subjectlen) {
+  X509 *leaf = SSL_CTX_get0_certificate(ctx->ssl_ctx);
+  if (subject && subjectlen)
+    subject[0] = '\0';
+  if (leaf == NULL)
+    return 0;
+  if (subject && subjectlen)
+    cr_x509_subject(leaf, subject, subjectlen);
+  return cr_x509_not_after(leaf);
+}
+
 cr__tls_crls_t *cr__tls_ctx_crls(cr_tls_ctx_t *ctx) { return &ctx->crls; }
 
 int cr_tls_cipher_list_check(const char *list, char *err, size_t errlen) {

@@ -124,6 +124,7 @@ struct cr_tunnel {
   uv_idle_t idle;
   uv_timer_t ping_timer;
   uv_timer_t ping_deadline;
+  uint64_t ping_sent_ns;     /* uv_hrtime() when the PING in flight was submitted */
   uv_timer_t drain_timer; /* shutdown deadline, then the linger of a graceful transport shutdown */
   cr_queue_t streams;
   size_t nstreams;
@@ -810,6 +811,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     break;
   case NGHTTP2_PING:
     if (frame->hd.flags & NGHTTP2_FLAG_ACK) {
+      if (t->ping_outstanding && t->opts.rtt)
+        cr_metrics_hist_observe(t->opts.rtt, (double)(uv_hrtime() - t->ping_sent_ns) / 1e9);
       t->ping_outstanding = 0;
       uv_timer_stop(&t->ping_deadline);
     }
@@ -992,6 +995,7 @@ static void ping_tick(uv_timer_t *h) {
   if (nghttp2_submit_ping(t->session, NGHTTP2_FLAG_NONE, NULL) != 0)
     return;
   t->ping_outstanding = 1;
+  t->ping_sent_ns = uv_hrtime(); /* nghttp2 sends it at the flush scheduled below, this turn */
   uv_timer_start(&t->ping_deadline, ping_expired, t->opts.ping_timeout_ms, 0);
   schedule_flush(t);
 }

@@ -243,6 +243,10 @@ int cr_upstream_conn_info(const cr_upstream_t *u, cr_tls_conn_info_t *out) { ret
 
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy) { cr_upool_stats(u->pool, idle, busy); }
 
+void cr_upstream_handshakes(const cr_upstream_t *u, uint64_t *full, uint64_t *resumed) {
+  cr_upool_handshakes(u->pool, full, resumed);
+}
+
 cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, cr_http_msg_t *head, int has_body,
                                        const cr_upstream_req_callbacks_t *cbs, void *data) {
   cr_upstream_req_t *r = req_alloc(u);

@@ -54,6 +54,8 @@ struct cr_upool {
   size_t nbusy;
   size_t nconns;    /* including connections still closing */
   size_t peak_busy; /* most connections busy at once since the last purge tick */
+  uint64_t handshakes_full;    /* TLS handshakes completed, for metrics */
+  uint64_t handshakes_resumed;
   uv_timer_t purge_timer; /* runs while connections are pooled */
   unsigned timer_open : 1;
   unsigned freeing : 1;
@@ -168,6 +170,10 @@ static void on_handshake(cr_stream_t *s, int status) {
   }
   cr_log_debug("upstream connection established", "route=%s peer=%s ?resumed=%d", p->name, p->hostport,
                cr_tls_stream_resumed(s) ? 1 : 0);
+  if (cr_tls_stream_resumed(s))
+    p->handshakes_resumed++;
+  else
+    p->handshakes_full++;
   if (cr_tls_stream_verify_warning(s)[0])
     cr_log_warn("soft revocation: upstream allowed without a usable CRL", "route=%s upstream=%s reason=\"%s\"",
                 p->name, p->hostport, cr_tls_stream_verify_warning(s));
@@ -438,4 +444,9 @@ void cr_upool_stats(const cr_upool_t *p, size_t *idle, size_t *busy) {
     *idle = p->nidle;
   if (busy)
     *busy = p->nbusy;
+}
+
+void cr_upool_handshakes(const cr_upool_t *p, uint64_t *full, uint64_t *resumed) {
+  *full = p->handshakes_full;
+  *resumed = p->handshakes_resumed;
 }

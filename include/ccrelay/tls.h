@@ -166,6 +166,9 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx);
 /* The underlying SSL_CTX (borrowed), for settings policy does not cover, e.g. a test capping the
  * protocol version. Change it before the first stream is created. */
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx);
+/* The notAfter of the certificate the context presents (0 when it has none), and its subject line
+ * into subject ("" when none; subject may be NULL). */
+time_t cr_tls_ctx_identity(const cr_tls_ctx_t *ctx, char *subject, size_t subjectlen);
 
 /* Checks a TLS 1.2 cipher list (OpenSSL syntax) by compiling it: 0, or CR_ECONFIG with prose in err
  * ("no cipher matches ..."). For `ccrelay check` and start-up, which add the config position. */

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "ccrelay/http_msg.h"
+#include "ccrelay/metrics.h"
 #include "ccrelay/stream.h"
 
 #define CR_TUNNEL_ALPN "ccrelay/1"
@@ -93,6 +94,8 @@ typedef struct cr_tunnel_opts {
                                   in flight on the wire, not what receivers hold */
   size_t send_high_water;      /* per-stream send buffer mark (0 means 64 KiB) */
   uint32_t max_streams;        /* agent: SETTINGS_MAX_CONCURRENT_STREAMS (0 means 10000) */
+  cr_metrics_hist_t *rtt;      /* optional, not owned, must outlive the tunnel: each PING's round trip
+                                  (submit to ACK, seconds) is observed into it */
 } cr_tunnel_opts_t;
 
 /* Takes ownership of transport (an established, already-authenticated stream). Nothing happens

@@ -70,6 +70,8 @@ int cr_upstream_conn_info(const cr_upstream_t *u, cr_tls_conn_info_t *out);
 
 /* Connections: idle in the pool / busy with a request. */
 void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);
+/* TLS handshakes toward the upstream since the route's upstream was made: full and resumed. */
+void cr_upstream_handshakes(const cr_upstream_t *u, uint64_t *full, uint64_t *resumed);
 
 typedef struct cr_upstream_req_callbacks {
   /* The final response head. */

@@ -93,5 +93,7 @@ int cr_upool_peer_cert(const cr_upool_t *p, char *subject, size_t subjectlen, ti
 int cr_upool_conn_info(const cr_upool_t *p, cr_tls_conn_info_t *out);
 /* Connections idle in the pool / busy (being dialled or lent). */
 void cr_upool_stats(const cr_upool_t *p, size_t *idle, size_t *busy);
+/* TLS handshakes completed since the pool was made: full ones and resumed sessions. */
+void cr_upool_handshakes(const cr_upool_t *p, uint64_t *full, uint64_t *resumed);
 
 #endif

@@ -573,6 +573,13 @@ void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_t
   }
 }
 
+/* The gateway's exposition, as this test's stand-in gateway has it (the admin API only relays it). */
+void cr__gateway_metrics(struct gateway *gw, cr_buf_t *out) {
+  (void)gw;
+  cr_metrics_family(out, "ccrelay_test_total", "counter", "A stand-in.");
+  cr_metrics_u64(out, "ccrelay_test_total", NULL, 0, 1);
+}
+
 static void copy_hdr(char *out, size_t outlen, const cr_http_msg_t *m, const char *name) {
   const char *v = cr_http_msg_get(m, name);
   snprintf(out, outlen, "%s", v ? v : "");

@@ -166,6 +166,38 @@ static void test_add_then_remove(void **state) {
   assert_false(stored(f, ca1));
 }
 
+/* /metrics of an agent without routes: build info, the store's roots by fingerprint, a reload
+ * counted, dial failures by step and reason class; no tunnels family without agent.c's hook. */
+static void test_metrics(void **state) {
+  fixture_t *f = *state;
+  answer_t add = {0};
+  cr_buf_t out;
+  char fp[CR_TRUST_FP_HEX + 1], line[256];
+  assert_non_null(control(f, "POST", "trust", ca1, &add, NULL));
+  assert_int_equal(uv_run(&f->a.loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(add.status, 200);
+  cr__agent_count_dial_failure(&f->a, "tls", UV_ETIMEDOUT);
+  cr__agent_count_dial_failure(&f->a, "proxy", CR_EPROXY_AUTH);
+  cr__agent_count_dial_failure(&f->a, "connect", UV_ECONNREFUSED);
+  cr__agent_count_dial_failure(&f->a, "connect", UV_EAI_NONAME);
+  cr_buf_init(&out, 0);
+  cr__agent_metrics(&f->a, &out);
+  cr_buf_append(&out, "", 1);
+  assert_non_null(strstr(out.base, "\nccrelay_build_info{version=\"" CCRELAY_VERSION "\",revision=\""));
+  cr_x509_fingerprint(ca1, fp);
+  snprintf(line, sizeof line, "ccrelay_certificate_not_after_seconds{kind=\"trusted_root\",name=\"%s\",", fp);
+  assert_non_null(strstr(out.base, line));
+  assert_non_null(strstr(out.base, "\nccrelay_reloads_total{result=\"ok\"} 1\n"));
+  assert_non_null(strstr(out.base, "\nccrelay_reloads_total{result=\"failed\"} 0\n"));
+  assert_non_null(strstr(out.base, "ccrelay_agent_tunnel_dial_failures_total{step=\"tls\",reason=\"timeout\"} 1\n"));
+  assert_non_null(strstr(out.base, "ccrelay_agent_tunnel_dial_failures_total{step=\"proxy\",reason=\"refused\"} 1\n"));
+  assert_non_null(strstr(out.base, "ccrelay_agent_tunnel_dial_failures_total{step=\"connect\",reason=\"refused\"} 1\n"));
+  assert_non_null(strstr(out.base, "ccrelay_agent_tunnel_dial_failures_total{step=\"connect\",reason=\"other\"} 1\n"));
+  assert_null(strstr(out.base, "ccrelay_agent_tunnels_up"));
+  assert_null(strstr(out.base, "{route=")); /* no routes, no per-route series */
+  cr_buf_free(&out);
+}
+
 /* Errors the worker meets come back through the late answer too. */
 static void test_remove_unknown(void **state) {
   fixture_t *f = *state;
@@ -350,6 +382,7 @@ int main(void) {
       cmocka_unit_test(test_instance_id),
       cmocka_unit_test_setup_teardown(test_add_then_remove, setup, teardown),
       cmocka_unit_test_setup_teardown(test_remove_unknown, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_metrics, setup, teardown),
       cmocka_unit_test_setup_teardown(test_bad_input_answered_now, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_queued, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_while_writing, setup, teardown),
