@@ -1612,7 +1612,7 @@ void cr__gateway_metrics(gateway_t *gw, cr_buf_t *out) {
 
   for (size_t g = 0; g < conf->ngroups; g++)
     for (size_t a = 0; a < conf->groups[g].nagents; a++)
-      metrics_visit(&(cr__gw_tunnel_info_t){conf->groups[g].agents[a], conf->groups[g].name, NULL, NULL, NULL}, &w);
+      metrics_visit(&(cr__gw_tunnel_info_t){.agent = conf->groups[g].agents[a], .group = conf->groups[g].name}, &w);
   for (size_t i = 0; i < w.n; i++)
     w.c[i].n = 0; /* the configured pairs, counted from zero */
   cr__gw_groups_foreach(gw->groups, conf->ngroups, metrics_visit, &w);
