@@ -325,6 +325,13 @@ YAML
   if "$CCRELAY_BIN" check -c "$CR_TMP/gateway.limits.yaml" >/dev/null 2>&1; then
     mv "$CR_TMP/gateway.limits.yaml" "$CR_TMP/gateway.yaml"
   fi
+  # Binaries with pre-authentication caps limit connections per source (500 by default; every bench
+  # client is 127.0.0.1) and need max_connections + 1256 descriptors (the hard limit here may be 20000).
+  sed 's/^  max_connections: 20000$/  max_connections: 18000\n  max_per_source: 18000/' "$CR_TMP/gateway.yaml" \
+    >"$CR_TMP/gateway.caps.yaml"
+  if "$CCRELAY_BIN" check -c "$CR_TMP/gateway.caps.yaml" >/dev/null 2>&1; then
+    mv "$CR_TMP/gateway.caps.yaml" "$CR_TMP/gateway.yaml"
+  fi
   local id="identity: { pkcs12: $P/cms-json-connector.p12, password_file: $P/cms-json-connector.pass }"
   local hold_route=""
   if [[ -n $HOLD_PORT ]]; then
