@@ -294,7 +294,8 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char
     return;
   }
   not_after = cr_x509_not_after(id.cert);
-  if (rt->usable && rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
+  /* (A reload's new route starts with its predecessor's subject and date: the rotation is logged too.) */
+  if (rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
     cr_log_info("route identity replaced", "route=%s identity=\"%s\" was=\"%s\" trigger=%s", r->name, subject,
                 rt->id_subject, event);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
@@ -337,6 +338,11 @@ static void keep_last_good(agent_t *a, const char *why, const char *err) {
     if (!again)
       cr_log_error("trust store reload failed; keeping the last good state", "dir=%s trigger=%s reason=\"%s\"",
                    a->conf->trust_store, why, err);
+    /* A configuration reload checked the store just before; should it have become unreadable since,
+     * its new routes have no last good state: those on the store are refused until it reads again. */
+    for (size_t i = 0; i < a->conf->nroutes; i++)
+      if (a->routes[i].up == NULL && !a->routes[i].usable)
+        load_route(a, &a->routes[i], NULL, t->error, crl_mode_of(a->routes[i].conf->revocation), why);
     return;
   }
   for (size_t i = 0; i < a->conf->nroutes; i++)
@@ -738,11 +744,14 @@ typedef struct reload_check {
   char first[900];
 } reload_check_t;
 
-/* cr_agent_check's problems that `ccrelay check` fails on for a route: logged with their place, and
- * the first kept for the answer. The store's own files left out are the store reload's to report. */
+/* cr_agent_check's problems (`ccrelay check` fails on them): logged with their place, and the first
+ * kept for the answer. A store file left out is not one: the store reload reports it, and a running
+ * agent works without it. */
+#define LEFT_OUT "(the agent leaves this file out)"
 static void reload_problem(void *arg, cr_conf_pos_t pos, const char *key, const char *msg) {
   reload_check_t *rc = arg;
-  if (strncmp(key, "routes", 6) != 0)
+  size_t ml = strlen(msg), sl = strlen(LEFT_OUT);
+  if (ml >= sl && strcmp(msg + ml - sl, LEFT_OUT) == 0)
     return;
   if (rc->problems++ == 0)
     snprintf(rc->first, sizeof rc->first, "%s:%d:%d: %s: %s", rc->path, pos.line, pos.col, key, msg);
@@ -822,6 +831,11 @@ int cr__agent_reload(agent_t *a, const char *trigger, char *msg, size_t msglen) 
   for (size_t i = 0; i < n->nroutes; i++) {
     g->routes[i].conf = &n->routes[i];
     g->routes[i].identity = &n->routes[i].identity;
+    for (size_t j = 0; j < a->conf->nroutes; j++)
+      if (strcmp(a->routes[j].conf->name, n->routes[i].name) == 0 && a->routes[j].id_subject[0]) {
+        memcpy(g->routes[i].id_subject, a->routes[j].id_subject, sizeof g->routes[i].id_subject);
+        g->routes[i].id_not_after = a->routes[j].id_not_after;
+      }
     warn_weakened(a, &n->routes[i]);
   }
   a->gen = g;

@@ -1780,6 +1780,9 @@ int cr__gateway_reload(gateway_t *gw, const char *trigger, char *err, size_t err
   gw->public_tls = ptls;
   crl_watch(gw, gw->tunnel_tls, "tunnel", on_tunnel_crls_reloaded, &gw->tunnel_crls);
   crl_watch(gw, gw->public_tls, "public", NULL, &gw->public_crls);
+  /* Logged as a reload of the CRLs, and a tunnel whose agent is now revoked goes. */
+  cr_tls_crl_watch_reload(gw->tunnel_crls, trigger);
+  cr_tls_crl_watch_reload(gw->public_crls, trigger);
   if (gw->admin)
     cr__gw_admin_set_conf(gw->admin, n);
   cr_log_setup(n->log.level, n->log.format);
@@ -1872,7 +1875,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gw->probe_ops.ready = probe_ready;
   gw->probe_ops.status = probe_status;
   gw->probe_ops.arg = gw;
-  if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, "cannot start", &gw->policy) < 0 || make_tls_contexts(gw) < 0)
+  if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, "cannot start", &gw->policy) < 0 ||
+      (gw->gen->policy = gw->policy, make_tls_contexts(gw) < 0))
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
                     &gw->tunnel_listener, err, sizeof err);
