@@ -845,6 +845,7 @@ int cr__agent_reload(agent_t *a, const char *trigger, char *msg, size_t msglen) 
   cr_tls_ctx_free(a->tunnel_tls);
   a->tunnel_tls = tls;
   cr_log_setup(n->log.level, n->log.format);
+  cr_process_set_drain_timeout(a->proc, n->drain_timeout_ms);
   cr_queue_insert_tail(&a->retired, &old->link);
   if (old->refs == 0)
     uv_timer_start(&a->retired_timer, on_retired_timer, 0, 0);

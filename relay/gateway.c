@@ -1786,6 +1786,8 @@ int cr__gateway_reload(gateway_t *gw, const char *trigger, char *err, size_t err
   if (gw->admin)
     cr__gw_admin_set_conf(gw->admin, n);
   cr_log_setup(n->log.level, n->log.format);
+  if (gw->proc)
+    cr_process_set_drain_timeout(gw->proc, n->drain_timeout_ms);
   cr__gw_replicas_reload(gw->replicas);
   cr_queue_insert_tail(&gw->retired, &old->link);
   gens_sweep(gw);
