@@ -63,7 +63,8 @@ typedef struct exchange {
   agent_t *agent;
   cr_tstream_t *ts;
   cr_upstream_req_t *req;
-  long route;
+  cr__agent_gen_t *gen;   /* the configuration the exchange began under (a reference) */
+  long route;             /* into gen's routes */
   int soap;               /* our own failures as SOAP Faults: the caller's version (cr_http_soap_t), or 0 */
   char request_id[65];
   char method[16];
@@ -129,7 +130,7 @@ static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
   x->head_ms = now_ms(x->agent);
   x->status = resp->status;
   if (cr_http_msg_copy(head, resp) < 0) {
-    const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+    const cr_conf_route_t *r = &x->gen->conf->routes[x->route];
     cr_log_warn("upstream failed",
                 "request_id=%s route=%s upstream=%s reason=\"response head has more than %d header fields\"",
                 x->request_id, r->name, r->upstream_url, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
@@ -181,7 +182,7 @@ static void up_on_end(cr_upstream_req_t *req) {
 
 static void up_on_error(cr_upstream_req_t *req, int err, const char *detail) {
   exchange_t *x = cr_upstream_req_data(req);
-  const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+  const cr_conf_route_t *r = &x->gen->conf->routes[x->route];
   x->req = NULL;
   snprintf(x->error, sizeof x->error, "%s", detail);
   cr_log_warn("upstream failed", "request_id=%s route=%s upstream=%s reason=\"%s\" code=%s", x->request_id,
@@ -242,7 +243,7 @@ static uint64_t send_watch_tick(const agent_t *a) {
 
 static void send_cut(exchange_t *x, uint64_t took) {
   const cr_conf_agent_t *conf = x->agent->conf;
-  const cr_conf_route_t *r = &conf->routes[x->route];
+  const cr_conf_route_t *r = &x->gen->conf->routes[x->route];
   char msg[200];
   snprintf(msg, sizeof msg, "the upstream took %llu request bytes in %llu ms (send_timeout, min_send_rate %llu B/s)",
            (unsigned long long)took, (unsigned long long)conf->send_timeout_ms,
@@ -322,10 +323,10 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
     cr_tstream_consume(ts, len); /* answered already: drop the rest of the body */
     return;
   }
-  if (x->route >= 0 && x->agent->conf->routes[x->route].max_body &&
-      x->bytes_in > x->agent->conf->routes[x->route].max_body) {
+  if (x->route >= 0 && x->gen->conf->routes[x->route].max_body &&
+      x->bytes_in > x->gen->conf->routes[x->route].max_body) {
     /* A body without Content-Length crossed the route's limit: the upstream request ends here. */
-    const cr_conf_route_t *r = &x->agent->conf->routes[x->route];
+    const cr_conf_route_t *r = &x->gen->conf->routes[x->route];
     char msg[200];
     cr_tstream_consume(ts, len + x->unconsumed); /* bytes held for the upstream are dropped too */
     x->unconsumed = 0;
@@ -397,7 +398,7 @@ static const cr_tstream_callbacks_t ts_cbs = {
 
 static void exchange_finish(exchange_t *x) {
   agent_t *a = x->agent;
-  const char *route = x->route >= 0 ? a->conf->routes[x->route].name : "-";
+  const char *route = x->route >= 0 ? x->gen->conf->routes[x->route].name : "-";
   if (!x->control) {
     cr_metrics_calls_t *m = x->m;
     m->in_flight--;
@@ -418,6 +419,9 @@ static void exchange_finish(exchange_t *x) {
   cr_buf_free(&x->control_body);
   free(x->control_target);
   free(x->requested_by);
+  if (x->gen)
+    cr__agent_gen_release(a, x->gen);
+  x->gen = NULL;
   cr_freelist_put(&a->free_exchanges, x);
 }
 
@@ -511,6 +515,8 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
 
   x->agent = a;
   x->ts = ts;
+  x->gen = a->gen; /* a control call's probes, too, use the routes of the configuration in force */
+  a->gen->refs++;
   x->route = -1;
   x->start_ms = now_ms(a);
   cr_strlcpy(x->method, req->method ? req->method : "-", sizeof x->method);
@@ -603,7 +609,7 @@ static void slot_dial(uv_timer_t *t);
 static void slot_after(slot_t *sl, int failed);
 static void coverage_check(agent_t *a);
 
-static const cr_conf_addr_t *slot_addr(const slot_t *sl) { return &sl->agent->conf->gateway.addrs[sl->addr]; }
+static const cr_conf_addr_t *slot_addr(const slot_t *sl) { return &sl->agent->boot->gateway.addrs[sl->addr]; }
 
 static int in_set(const agent_t *a, const char *id) {
   for (size_t i = 0; a->set && i < a->set->nset; i++)
@@ -627,7 +633,7 @@ static unsigned covered(const agent_t *a, const char *id) {
 /* Tunnels still wanted: per replica of the set what it lacks; without a set,
  * `connections` less the tunnels up. */
 static unsigned coverage_need(const agent_t *a) {
-  unsigned conns = a->conf->gateway.connections, need = 0;
+  unsigned conns = a->boot->gateway.connections, need = 0;
   cr_queue_t *q;
   if (a->set == NULL) {
     unsigned up = 0;
@@ -684,7 +690,7 @@ static void missing_list(const agent_t *a, char *out, size_t len) {
   size_t off = 0;
   out[0] = '\0';
   for (size_t i = 0; a->set && i < a->set->nset && off < len; i++)
-    if (covered(a, a->set->set[i]) < a->conf->gateway.connections)
+    if (covered(a, a->set->set[i]) < a->boot->gateway.connections)
       off += (size_t)snprintf(out + off, len - off, "%s%s", off ? "," : "", a->set->set[i]);
 }
 
@@ -692,7 +698,7 @@ static void missing_list(const agent_t *a, char *out, size_t len) {
  * SURPLUS_GRACE dials per replica in a row found nothing new, the load balancer is probably not
  * sending us to the missing replica (down, or not behind it): slow down and say so. */
 static uint64_t surplus_delay(agent_t *a) {
-  const cr_conf_agent_t *c = a->conf;
+  const cr_conf_agent_t *c = a->boot;
   unsigned grace = SURPLUS_GRACE * (unsigned)(a->set ? CR_MAX(a->set->nset, 1) : 1), steps;
   uint64_t d = c->gateway.reconnect_min_ms;
   uint32_t rnd = 0;
@@ -787,14 +793,14 @@ static int handle_announce(slot_t *sl, const char *body, size_t len, int *status
     leave = 1;
   } else if (!sl->bound) {
     cr_queue_t *q;
-    if (covered(a, an->replica) >= a->conf->gateway.connections) {
+    if (covered(a, an->replica) >= a->boot->gateway.connections) {
       why = "this replica already holds its tunnels from this agent";
       leave = 1;
     } else {
       sl->bound = 1;
       a->surplus_streak = 0;
       cr_log_info("tunnel covers replica", "slot=%u replica=%s tunnels_to_replica=%u connections=%u", sl->index,
-                  an->replica, covered(a, an->replica), a->conf->gateway.connections);
+                  an->replica, covered(a, an->replica), a->boot->gateway.connections);
     }
     /* Two processes announcing one id: their tunnels would be counted as one replica's. */
     cr_queue_foreach(q, &a->slots) {
@@ -975,8 +981,8 @@ static void on_handshake(cr_stream_t *tls, int status) {
   sl->conn = NULL;
   memset(&opts, 0, sizeof opts);
   opts.role = CR_TUNNEL_AGENT;
-  opts.ping_interval_ms = a->conf->gateway.ping_interval_ms;
-  opts.ping_timeout_ms = a->conf->gateway.ping_timeout_ms;
+  opts.ping_interval_ms = a->boot->gateway.ping_interval_ms;
+  opts.ping_timeout_ms = a->boot->gateway.ping_timeout_ms;
   opts.rtt = &a->metrics.rtt;
   /* The dial deadline keeps running until the gateway's SETTINGS arrive (on_tunnel_ready). */
   sl->tunnel = cr_tunnel_new(tls, &opts, &tunnel_cbs, sl);
@@ -992,17 +998,17 @@ static void on_connected(cr_stream_t *s, int status) {
   if (status < 0) {
     char why[640];
     cr_stream_error_detail(s, why, sizeof why); /* through a proxy: what the proxy said */
-    slot_failed(sl, a->conf->gateway.proxy.host ? "proxy" : "connect", status, why);
+    slot_failed(sl, a->boot->gateway.proxy.host ? "proxy" : "connect", status, why);
     return;
   }
   sl->state = SLOT_HANDSHAKE;
   /* The TCP connect had its own shorter deadline; TLS and SETTINGS get what connect_timeout leaves. */
   {
-    uint64_t used = uv_now(&a->loop) - sl->dial_start, total = a->conf->gateway.connect_timeout_ms;
+    uint64_t used = uv_now(&a->loop) - sl->dial_start, total = a->boot->gateway.connect_timeout_ms;
     uv_timer_start(&sl->timer, on_dial_timeout, used < total ? total - used : 1, 0);
   }
   tls = cr_tls_stream_new(s, a->tunnel_tls,
-                          a->conf->gateway.server_name ? a->conf->gateway.server_name : slot_addr(sl)->host);
+                          a->boot->gateway.server_name ? a->boot->gateway.server_name : slot_addr(sl)->host);
   tls->data = sl;
   sl->conn = tls;
   status = cr_tls_stream_handshake(tls, on_handshake);
@@ -1025,10 +1031,10 @@ static void on_dial_timeout(uv_timer_t *t) {
   }
   if (sl->state == SLOT_CONNECTING)
     snprintf(detail, sizeof detail, "TCP connect not finished within %llu ms (gateway.dial_timeout)",
-             (unsigned long long)dial_deadline(sl->agent->conf));
+             (unsigned long long)dial_deadline(sl->agent->boot));
   else
     snprintf(detail, sizeof detail, "not connected within %llu ms",
-             (unsigned long long)sl->agent->conf->gateway.connect_timeout_ms);
+             (unsigned long long)sl->agent->boot->gateway.connect_timeout_ms);
   slot_failed(sl, sl->state == SLOT_HANDSHAKE ? "tls" : "connect", UV_ETIMEDOUT, detail);
 }
 
@@ -1036,7 +1042,7 @@ static void on_dial_timeout(uv_timer_t *t) {
  * way on_connected gets a byte stream to the gateway for the TLS handshake. */
 /* One dial to ad: straight, or through the proxy when one applies (the proxy resolves the name). */
 static int dial_gateway(agent_t *a, slot_t *sl, const cr_conf_addr_t *ad, unsigned rotation, cr_stream_t **s) {
-  const cr_conf_proxy_t *p = &a->conf->gateway.proxy;
+  const cr_conf_proxy_t *p = &a->boot->gateway.proxy;
   cr_proxy_dial_opts_t o = {p->host, p->port, a->proxy_auth,
                             p->username == NULL  ? "proxy.username with proxy.password_file or proxy.password_env"
                             : p->password_from_env ? "proxy.username / proxy.password_env"
@@ -1058,9 +1064,9 @@ static void slot_dial(uv_timer_t *t) {
   sl->state = SLOT_CONNECTING;
   /* Entries in turn, and within an entry its answers in turn: with several addresses or a name with
    * several records, successive dials reach every candidate. */
-  sl->addr = n % (unsigned)a->conf->gateway.naddrs;
+  sl->addr = n % (unsigned)a->boot->gateway.naddrs;
   ad = slot_addr(sl);
-  r = dial_gateway(a, sl, ad, n / (unsigned)a->conf->gateway.naddrs, &s);
+  r = dial_gateway(a, sl, ad, n / (unsigned)a->boot->gateway.naddrs, &s);
   if (r < 0) {
     slot_failed(sl, "connect", r, NULL);
     return;
@@ -1068,13 +1074,13 @@ static void slot_dial(uv_timer_t *t) {
   s->data = sl;
   sl->conn = s;
   sl->dial_start = uv_now(&a->loop);
-  uv_timer_start(&sl->timer, on_dial_timeout, dial_deadline(a->conf), 0);
+  uv_timer_start(&sl->timer, on_dial_timeout, dial_deadline(a->boot), 0);
 }
 
 /* Exponential backoff with jitter between reconnect_min and reconnect_max, so a gateway restart is not
  * met by every agent's every slot in the same millisecond. */
 static void slot_schedule(slot_t *sl) {
-  const cr_conf_agent_t *c = sl->agent->conf;
+  const cr_conf_agent_t *c = sl->agent->boot;
   uint32_t rnd = 0;
   uint64_t delay;
   if (sl->backoff_ms == 0)
@@ -1109,6 +1115,8 @@ static void close_handles(void *arg) {
     return;
   a->handles_closed = 1;
   uv_close((uv_handle_t *)&a->send_watch, NULL);
+  uv_close((uv_handle_t *)&a->retired_timer, NULL);
+  cr__agent_gens_close(a);
   cr_queue_foreach_safe(q, n, &a->slots) slot_free(cr_queue_data(q, slot_t, link));
   cr__agent_trust_stop(a);
   if (a->admin) {
@@ -1161,12 +1169,10 @@ static const cr_process_handlers_t process_handlers = {
     .busy = agent_busy,
 };
 
-static int build_tunnel_tls(agent_t *a) {
-  const cr_conf_agent_t *c = a->conf;
+int cr__agent_tunnel_tls_new(const cr_conf_agent_t *c, cr_tls_ctx_t **out, char *err, size_t errlen) {
   cr_tls_identity_src_t id = {c->gateway.identity.pkcs12.path, c->gateway.identity.password,
                               c->gateway.identity.cert.path, c->gateway.identity.key.path};
   cr_tls_ctx_opts_t o;
-  char err[1024];
   memset(&o, 0, sizeof o);
   o.ca_file = c->gateway.ca.path;
   o.identity = &id;
@@ -1174,8 +1180,13 @@ static int build_tunnel_tls(agent_t *a) {
   o.tls13_only = 1;
   o.alpn = CR_TUNNEL_ALPN;
   o.alpn_required = 1;
-  if (cr_tls_ctx_new(&o, &a->tunnel_tls, err, sizeof err) < 0) {
-    cr_log_error("cannot start", "config=%s key=gateway reason=\"%s\"", c->path, err);
+  return cr_tls_ctx_new(&o, out, err, errlen);
+}
+
+static int build_tunnel_tls(agent_t *a) {
+  char err[1024];
+  if (cr__agent_tunnel_tls_new(a->conf, &a->tunnel_tls, err, sizeof err) < 0) {
+    cr_log_error("cannot start", "config=%s key=gateway reason=\"%s\"", a->conf->path, err);
     return -1;
   }
   return 0;
@@ -1184,18 +1195,18 @@ static int build_tunnel_tls(agent_t *a) {
 /* gateway.proxy as loaded (from the file, the environment, or excluded by no_proxy), said once at
  * start; the credentials become the proxy dial's Basic scheme. */
 static void proxy_start(agent_t *a) {
-  const cr_conf_proxy_t *p = &a->conf->gateway.proxy;
+  const cr_conf_proxy_t *p = &a->boot->gateway.proxy;
   if (p->host != NULL) {
     if (p->username != NULL)
       a->proxy_auth = cr_proxy_auth_basic_new(p->username, p->password);
     cr_log_info("gateway proxy", "proxy=%s%s%s:%u from=%s user=%s gateway=%s:%u", strchr(p->host, ':') ? "[" : "",
                 p->host, strchr(p->host, ':') ? "]" : "", p->port, p->source, p->username ? p->username : "-",
-                a->conf->gateway.host, a->conf->gateway.port);
+                a->boot->gateway.host, a->boot->gateway.port);
   } else if (p->from_environment) {
     cr_log_info("gateway proxy", "proxy=none from=environment reason=\"%s%s%s\" gateway=%s:%u",
                 p->no_proxy_entry ? "no_proxy entry '" : "https_proxy and HTTPS_PROXY are not set",
                 p->no_proxy_entry ? p->no_proxy_entry : "", p->no_proxy_entry ? "' matches the gateway" : "",
-                a->conf->gateway.host, a->conf->gateway.port);
+                a->boot->gateway.host, a->boot->gateway.port);
   }
 }
 
@@ -1244,7 +1255,11 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   int code = 1;
   cr_process_end_t end;
 
-  a->conf = conf;
+  a->conf = a->boot = conf;
+  a->gen = cr_calloc(1, sizeof *a->gen);
+  a->gen->conf = conf;
+  a->gen->number = 1;
+  cr_queue_init(&a->retired);
   if (cr__agent_instance_init(a) < 0)
     cr_log_warn("no instance id: the gateway cannot tell this process's tunnels from another's",
                 "reason=\"the random number generator failed\"");
@@ -1265,6 +1280,8 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_process_on_reload(a->proc, cr__agent_trust_sighup, a);
   uv_timer_init(&a->loop, &a->send_watch);
   a->send_watch.data = a;
+  uv_timer_init(&a->loop, &a->retired_timer);
+  a->retired_timer.data = a;
   if (build_tunnel_tls(a) < 0 || cr__agent_trust_start(a) < 0 || cr__agent_admin_start(a) < 0) {
     close_handles(a);
     cr_process_close(a->proc);
@@ -1290,7 +1307,7 @@ out:
   cr_tls_ctx_free(a->tunnel_tls);
   cr_proxy_auth_free(a->proxy_auth);
   cr__agent_trust_free(a);
-  free(a->routes);
+  cr__agent_gens_free(a);
   cr__agent_metrics_free(a);
   free(a->set);
   cr_http_msg_free(&a->scratch_head);

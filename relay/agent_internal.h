@@ -51,6 +51,18 @@ typedef struct route_rt {
                               the route's name (cr__agent_metrics_conf) */
 } route_rt_t;
 
+/* One configuration: in force, or retired by a reload and kept while exchanges that began under it
+ * still run (they use its routes' names, limits and upstreams). Freed, upstreams and all, from a later
+ * loop turn once the last of them ended. */
+typedef struct cr__agent_gen {
+  cr_queue_t link;            /* agent.retired, once retired */
+  const cr_conf_agent_t *conf;
+  cr_conf_agent_t *owned;     /* conf when a reload loaded it; NULL for the caller's (start) */
+  route_rt_t *routes;         /* conf->nroutes */
+  size_t refs;                /* exchanges begun under it, not yet ended */
+  uint64_t number;            /* 1 at start, +1 per reload applied */
+} cr__agent_gen_t;
+
 typedef struct agent_trust {
   cr_truststore_t *store;  /* NULL when the directory cannot be opened (error says why) */
   char error[1024];        /* why the last load failed and the last good state was kept, or "" */
@@ -64,8 +76,6 @@ typedef struct agent_trust {
   uv_timer_t debounce;     /* coalesces the burst of events one `trust add` makes */
   uv_timer_t expiry;       /* re-checks expiry warnings twice a day */
   cr_queue_t changes;      /* remote changes (trust_change_t.link), oldest first; the first runs */
-  cr_conf_agent_t *reread; /* the config file as SIGHUP last re-read it (route identities only are
-                              taken from it: routes' identity pointers point into it); NULL before */
   unsigned watching : 1;
   unsigned stopped : 1;    /* cr__agent_trust_stop ran: routes and upstreams are gone */
 } agent_trust_t;
@@ -91,7 +101,15 @@ typedef struct agent_metrics {
 struct agent {
   uv_loop_t loop;
   agent_metrics_t metrics;
-  const cr_conf_agent_t *conf;
+  const cr_conf_agent_t *conf; /* the configuration in force (gen's); routes below are gen's too */
+  const cr_conf_agent_t *boot; /* the one started with: gateway.address, proxy, connections, timers of the
+                                  dials, admin.listen and trust_store stay as it says until a restart */
+  cr__agent_gen_t *gen;
+  cr_queue_t retired;          /* cr__agent_gen_t.link */
+  uv_timer_t retired_timer;    /* frees retired generations nothing uses, off the exchanges' callbacks */
+  uint64_t reloads_ok;         /* configuration reloads applied / refused (a counter for metrics) */
+  uint64_t reloads_failed;
+  uint64_t last_reload_ok;     /* wall-clock seconds; 0: none */
   cr_tls_ctx_t *tunnel_tls;
   struct cr_proxy_auth *proxy_auth; /* gateway.proxy's credentials; NULL without a username */
   route_rt_t *routes;      /* conf->nroutes */
@@ -130,11 +148,31 @@ struct agent {
   int draining;
 };
 
+/* agent.c */
+/* The tunnel's TLS context for c's gateway.ca and gateway.identity. */
+int cr__agent_tunnel_tls_new(const cr_conf_agent_t *c, cr_tls_ctx_t **out, char *err, size_t errlen);
+
 /* agent_trust.c */
+/* An exchange that held g ended. */
+void cr__agent_gen_release(agent_t *a, cr__agent_gen_t *g);
+/* Closing: the retired generations' upstreams are freed (their exchanges are gone or being cut). */
+void cr__agent_gens_close(agent_t *a);
+/* After the loop closed: every generation freed. */
+void cr__agent_gens_free(agent_t *a);
+/* Reloads the configuration file (SIGHUP, POST /reload): parsed and validated as `ccrelay check`
+ * validates it (tls settings and identities of every route, their chains to the trust store, the
+ * tunnel's identity and CA), then put in force: routes (new upstreams; the old ones finish their calls
+ * and are freed), identities and their passwords, limits, log level and format, the tunnel identity
+ * (for the next dial). gateway.address, gateway.proxy, gateway.connections and the dial timers,
+ * admin.listen and trust_store need a restart (logged, the old value stays). On any fault nothing
+ * changes: logged with file:line:col and counted. The trust store is reloaded too. 0 ("reloaded" in
+ * msg) or an error with the reason in msg. */
+int cr__agent_reload(agent_t *a, const char *trigger, char *msg, size_t msglen);
 /* Opens the store, starts watching it, and loads every route. 0, or -1 when the agent cannot run at
  * all (logged). Routes that cannot be used are refused, not fatal. */
 int cr__agent_trust_start(agent_t *a);
-/* The agent's SIGHUP handler (arg: the agent_t): reloads the store and restarts a failed watch. */
+/* The agent's SIGHUP handler (arg: the agent_t): cr__agent_reload, then reloads the store and restarts
+ * a failed watch. */
 void cr__agent_trust_sighup(void *arg);
 /* (Re)loads routes from the store: at start, on SIGHUP, on a file event, after a remote change.
  * force: reload even if the directory looks unchanged. why: for the log line. */

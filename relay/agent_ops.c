@@ -82,7 +82,7 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
   cr_buf_appendf(out, "{\"version\":\"%s\",\"instance\":\"%s\",\"ready\":%s,\"not_ready_because\":%.*s,"
                       "\"tunnels_up\":%zu,\"connections\":%u,\"routes\":[",
                  CCRELAY_VERSION, a->instance, ready ? "true" : "false", (int)why.len, why.base, a->tunnels_up,
-                 a->conf->gateway.connections);
+                 a->boot->gateway.connections);
   cr_buf_free(&why);
   for (size_t i = 0; i < a->conf->nroutes; i++) {
     route_rt_t *rt = &a->routes[i];
@@ -105,7 +105,11 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
     cert_json(out, "upstream_certificate", subject, up_na);
     cr_buf_appendf(out, ",\"idle_connections\":%zu,\"busy_connections\":%zu}", idle, busy);
   }
-  cr_buf_appendf(out, "],\"trust_store\":{\"dir\":\"");
+  cr_buf_appendf(out, "],\"config_generation\":%llu,\"reloads_ok\":%llu,\"reloads_failed\":%llu,"
+                      "\"last_reload_ok\":%llu",
+                 (unsigned long long)(a->gen ? a->gen->number : 0), (unsigned long long)a->reloads_ok,
+                 (unsigned long long)a->reloads_failed, (unsigned long long)a->last_reload_ok);
+  cr_buf_appendf(out, ",\"trust_store\":{\"dir\":\"");
   cr_errpage_json_escape(out, a->conf->trust_store);
   cr_buf_appendf(out, "\",\"error\":\"");
   cr_errpage_json_escape(out, a->trust.error);
@@ -300,12 +304,56 @@ void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
 
 /* ---- the admin listener ---- */
 
+/* The admin listener has no authentication, so POST /reload is served only where just this machine
+ * can reach it: admin.listen on a loopback address (127.0.0.0/8, ::1, localhost). A request with an
+ * Origin field comes from a web page (a browser may send a simple cross-site POST to loopback), and
+ * is refused too. */
+static int reload_allowed(agent_t *a, const cr_http_msg_t *head, const char **why) {
+  const char *h = a->boot->admin_listen.host;
+  int loopback = h && (strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0 || strcmp(h, "localhost") == 0);
+  if (!loopback) {
+    *why = "POST /reload is served only when admin.listen is a loopback address (the admin listener has no "
+           "authentication); send SIGHUP instead";
+    return 0;
+  }
+  if (cr_http_msg_get(head, "origin") != NULL) {
+    *why = "POST /reload is not served to web pages (the request carries Origin)";
+    return 0;
+  }
+  return 1;
+}
+
+static void admin_reload(agent_t *a, cr_admin_req_t *req, const cr_http_msg_t *head, cr_buf_t *out) {
+  const char *why;
+  char msg[2048];
+  int r;
+  if (!reload_allowed(a, head, &why)) {
+    cr_log_warn("admin reload refused", "peer=%s reason=\"%s\"", cr_admin_req_peer(req), why);
+    cr_buf_appendf(out, "{\"reloaded\":false,\"error\":\"forbidden\",\"message\":\"");
+    cr_errpage_json_escape(out, why);
+    cr_buf_appendf(out, "\"}\n");
+    cr_admin_respond(req, 403, "application/json", out->base, out->len);
+    return;
+  }
+  r = cr__agent_reload(a, "admin", msg, sizeof msg);
+  cr_buf_appendf(out, "{\"reloaded\":%s,\"message\":\"", r == 0 ? "true" : "false");
+  cr_errpage_json_escape(out, msg);
+  cr_buf_appendf(out, "\",\"reloads_ok\":%llu,\"reloads_failed\":%llu}\n", (unsigned long long)a->reloads_ok,
+                 (unsigned long long)a->reloads_failed);
+  cr_admin_respond(req, r == 0 ? 200 : 422, "application/json", out->base, out->len);
+}
+
 static void on_admin_request(cr_admin_req_t *req, const cr_http_msg_t *head, const char *body, size_t len,
                              void *arg) {
   agent_t *a = arg;
   cr_buf_t out;
   cr_buf_init(&out, 0);
-  if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0) {
+  if (strcmp(head->target, "/reload") == 0) {
+    if (strcmp(head->method, "POST") == 0)
+      admin_reload(a, req, head, &out);
+    else
+      cr_admin_respond(req, 405, "application/json", "{\"error\":\"method_not_allowed\"}\n", 31);
+  } else if (strcmp(head->method, "GET") != 0 && strcmp(head->method, "HEAD") != 0) {
     cr_admin_respond(req, 405, "application/json", "{\"error\":\"method_not_allowed\"}\n", 31);
   } else if (strcmp(head->target, "/healthz") == 0) {
     cr_admin_respond(req, 200, "text/plain", "ok\n", 3);
@@ -342,7 +390,7 @@ int cr__agent_admin_start(agent_t *a) {
                  l->pos.col, err);
     return -1;
   }
-  cr_log_info("admin listening", "address=%s:%u endpoints=\"/healthz /readyz /status /metrics\"", l->host,
+  cr_log_info("admin listening", "address=%s:%u endpoints=\"/healthz /readyz /status /metrics /reload\"", l->host,
               cr_admin_port(a->admin));
   return 0;
 }

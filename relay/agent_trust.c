@@ -294,7 +294,8 @@ static void load_route(agent_t *a, route_rt_t *rt, X509_STORE *store, const char
     return;
   }
   not_after = cr_x509_not_after(id.cert);
-  if (rt->usable && rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
+  /* (A reload's new route starts with its predecessor's subject and date: the rotation is logged too.) */
+  if (rt->id_subject[0] && (strcmp(rt->id_subject, subject) != 0 || rt->id_not_after != not_after))
     cr_log_info("route identity replaced", "route=%s identity=\"%s\" was=\"%s\" trigger=%s", r->name, subject,
                 rt->id_subject, event);
   snprintf(rt->id_subject, sizeof rt->id_subject, "%s", subject);
@@ -338,6 +339,11 @@ static void keep_last_good(agent_t *a, const char *why, const char *err) {
     if (!again)
       cr_log_error("trust store reload failed; keeping the last good state", "dir=%s trigger=%s reason=\"%s\"",
                    a->conf->trust_store, why, err);
+    /* A configuration reload checked the store just before; should it have become unreadable since,
+     * its new routes have no last good state: those on the store are refused until it reads again. */
+    for (size_t i = 0; i < a->conf->nroutes; i++)
+      if (a->routes[i].up == NULL && !a->routes[i].usable)
+        load_route(a, &a->routes[i], NULL, t->error, crl_mode_of(a->routes[i].conf->revocation), why);
     return;
   }
   for (size_t i = 0; i < a->conf->nroutes; i++)
@@ -554,121 +560,6 @@ static void on_store_event(uv_fs_event_t *h, const char *filename, int events, i
   uv_timer_start(&a->trust.debounce, on_debounced, RELOAD_DEBOUNCE_MS, 0);
 }
 
-/* ---- SIGHUP: route identities re-read from the config file ----
- *
- * The agent keeps the configuration it started with; a SIGHUP re-reads the file only for what a
- * credential rotation changes: a route's identity (its pkcs12 or cert/key paths, its password file
- * path or the password in it). Anything else that differs is refused as a whole, with the place
- * of the first difference, and the identities stay as they were. */
-
-static int str_differs(const char *x, const char *y) { return (x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0); }
-
-/* The first difference between o and n other than route identities: its key, and its position in n. */
-static int conf_differs(const cr_conf_agent_t *o, const cr_conf_agent_t *n, char *key, size_t keylen,
-                        cr_conf_pos_t *pos) {
-  static const cr_conf_pos_t top = {1, 1};
-#define DIFF(cond, name, p)                                                                                          \
-  do {                                                                                                               \
-    if (cond) {                                                                                                      \
-      snprintf(key, keylen, "%s", name);                                                                             \
-      *pos = (p).line ? (p) : top;                                                                                   \
-      return 1;                                                                                                      \
-    }                                                                                                                \
-  } while (0)
-  DIFF(o->log.level != n->log.level || o->log.format != n->log.format, "log", top);
-  DIFF(str_differs(o->trust_store, n->trust_store), "trust_store", n->trust_store_pos);
-  DIFF(o->revocation != n->revocation, "revocation", top);
-  DIFF(o->expiry_warning_ms != n->expiry_warning_ms, "expiry_warning", top);
-  DIFF(str_differs(o->admin_listen.host, n->admin_listen.host) || o->admin_listen.port != n->admin_listen.port,
-       "admin.listen", n->admin_listen.pos);
-  DIFF(o->remote_trust != n->remote_trust, "remote_trust", top);
-  DIFF(str_differs(o->gateway.host, n->gateway.host) || o->gateway.port != n->gateway.port ||
-           str_differs(o->gateway.server_name, n->gateway.server_name) ||
-           str_differs(o->gateway.ca.path, n->gateway.ca.path) ||
-           str_differs(o->gateway.identity.pkcs12.path, n->gateway.identity.pkcs12.path) ||
-           str_differs(o->gateway.identity.cert.path, n->gateway.identity.cert.path) ||
-           str_differs(o->gateway.identity.key.path, n->gateway.identity.key.path) ||
-           str_differs(o->gateway.identity.password, n->gateway.identity.password) ||
-           o->gateway.connections != n->gateway.connections ||
-           o->gateway.connect_timeout_ms != n->gateway.connect_timeout_ms ||
-           o->gateway.ping_interval_ms != n->gateway.ping_interval_ms ||
-           o->gateway.ping_timeout_ms != n->gateway.ping_timeout_ms ||
-           o->gateway.reconnect_min_ms != n->gateway.reconnect_min_ms ||
-           o->gateway.reconnect_max_ms != n->gateway.reconnect_max_ms,
-       "gateway", n->gateway.pos);
-  DIFF(o->max_header_size != n->max_header_size || o->max_header_fields != n->max_header_fields ||
-           o->send_timeout_ms != n->send_timeout_ms || o->min_send_rate != n->min_send_rate,
-       "limits", top);
-  DIFF(o->drain_timeout_ms != n->drain_timeout_ms, "drain_timeout", top);
-  DIFF(o->nroutes != n->nroutes, "routes", n->nroutes ? n->routes[0].pos : top);
-  for (size_t i = 0; i < n->nroutes; i++) {
-    const cr_conf_route_t *x = &o->routes[i], *y = &n->routes[i];
-    int same_methods = x->nmatch_methods == y->nmatch_methods;
-    char rk[64];
-    for (size_t j = 0; same_methods && j < x->nmatch_methods; j++)
-      same_methods = strcmp(x->match_methods[j], y->match_methods[j]) == 0;
-    snprintf(rk, sizeof rk, "routes[%zu]", i);
-    DIFF(strcmp(x->name, y->name) != 0 || str_differs(x->match_host, y->match_host) ||
-             str_differs(x->match_path_prefix, y->match_path_prefix) || !same_methods ||
-             str_differs(x->match_header_name, y->match_header_name) ||
-             str_differs(x->match_header_value, y->match_header_value) || x->soap != y->soap ||
-             x->revocation != y->revocation,
-         rk, y->pos);
-    snprintf(rk, sizeof rk, "routes[%zu].upstream", i);
-    DIFF(strcmp(x->upstream_url, y->upstream_url) != 0 || str_differs(x->server_name, y->server_name) ||
-             str_differs(x->ca.path, y->ca.path) || x->plain_http != y->plain_http ||
-             x->connect_timeout_ms != y->connect_timeout_ms || x->response_timeout_ms != y->response_timeout_ms ||
-             x->idle_timeout_ms != y->idle_timeout_ms || x->max_idle != y->max_idle,
-         rk, y->pos);
-    snprintf(rk, sizeof rk, "routes[%zu].upstream.tls", i);
-    DIFF(x->tls.min_version != y->tls.min_version || x->tls.max_version != y->tls.max_version ||
-             x->tls.security_level != y->tls.security_level || str_differs(x->tls.ciphers, y->tls.ciphers) ||
-             str_differs(x->tls.curves, y->tls.curves),
-         rk, y->tls.pos.line ? y->tls.pos : y->pos);
-  }
-#undef DIFF
-  return 0;
-}
-
-/* Re-reads the config file for the routes' identities. On any error the identities in force stay. */
-static void reread_identities(agent_t *a) {
-  cr_conf_agent_t *n = cr_calloc(1, sizeof *n);
-  char err[2048], key[64];
-  cr_conf_pos_t pos;
-  if (cr_conf_agent_load(a->conf->path, n, err, sizeof err) < 0) {
-    cr_log_error("SIGHUP: config file not re-read; route identities stay as they are", "reason=\"%s\"", err);
-    free(n);
-    return;
-  }
-  if (conf_differs(a->conf, n, key, sizeof key, &pos)) {
-    cr_log_error("SIGHUP: config file changed beyond route identities; nothing of it applied (restart the agent "
-                 "to apply it)",
-                 "config=%s:%d:%d key=%s", a->conf->path, pos.line, pos.col, key);
-    cr_conf_agent_free(n);
-    free(n);
-    return;
-  }
-  for (size_t i = 0; i < a->conf->nroutes; i++)
-    a->routes[i].identity = &n->routes[i].identity;
-  if (a->trust.reread) {
-    cr_conf_agent_free(a->trust.reread);
-    free(a->trust.reread);
-  }
-  a->trust.reread = n;
-}
-
-void cr__agent_trust_sighup(void *arg) {
-  agent_t *a = arg;
-  cr_log_info("SIGHUP: re-reading route identities and reloading the trust store", "dir=%s config=%s",
-              a->conf->trust_store, a->conf->path);
-  reread_identities(a);
-  cr__agent_trust_reload(a, "SIGHUP", 1);
-  if (!a->trust.watching && a->trust.store) {
-    int r = uv_fs_event_start(&a->trust.watch, on_store_event, a->conf->trust_store, 0);
-    a->trust.watching = r == 0;
-  }
-}
-
 /* Every route that lowers the strict defaults says so at start, once: it is a deliberate choice, and
  * whoever reads the log later should not have to find it in the config. */
 static void warn_weakened(agent_t *a, const cr_conf_route_t *r) {
@@ -708,7 +599,7 @@ static void on_expiry_timer(uv_timer_t *h) { cr__agent_trust_check_expiry(h->dat
 int cr__agent_trust_start(agent_t *a) {
   agent_trust_t *t = &a->trust;
   int r;
-  a->routes = cr_calloc(a->conf->nroutes, sizeof *a->routes);
+  a->routes = a->gen->routes = cr_calloc(a->conf->nroutes, sizeof *a->routes);
   for (size_t i = 0; i < a->conf->nroutes; i++) {
     a->routes[i].conf = &a->conf->routes[i];
     a->routes[i].identity = &a->conf->routes[i].identity;
@@ -740,12 +631,250 @@ void cr__agent_trust_stop(agent_t *a) {
   uv_close((uv_handle_t *)&t->expiry, NULL);
   uv_close((uv_handle_t *)&t->watch, NULL);
   t->stopped = 1;
-  for (size_t i = 0; i < a->conf->nroutes; i++)
-    a->routes[i].identity = &a->conf->routes[i].identity;
-  if (t->reread) {
-    cr_conf_agent_free(t->reread);
-    free(t->reread);
-    t->reread = NULL;
+}
+
+/* ---- reload: the whole configuration, on SIGHUP and POST /reload ----
+ *
+ * The new file is loaded and validated completely before anything changes; then it becomes a new
+ * generation: new routes (each with a new upstream and TLS context, built by the trust reload that
+ * follows), while the exchanges in flight keep the generation they began under, its routes and
+ * upstreams, until they end. What the process set up once at start from the file (the dials' targets
+ * and timers, the admin listener, the watched trust store) stays as it was, with a log line saying a
+ * restart applies it. */
+
+static void gen_free(cr__agent_gen_t *g) {
+  free(g->routes);
+  if (g->owned) {
+    cr_conf_agent_free(g->owned);
+    free(g->owned);
+  }
+  free(g);
+}
+
+static void gen_upstreams_free(cr__agent_gen_t *g) {
+  for (size_t i = 0; g->routes && i < g->conf->nroutes; i++)
+    if (g->routes[i].up) {
+      cr_upstream_free(g->routes[i].up);
+      g->routes[i].up = NULL;
+    }
+}
+
+static void on_retired_timer(uv_timer_t *h) {
+  agent_t *a = h->data;
+  cr_queue_t *q, *n;
+  cr_queue_foreach_safe(q, n, &a->retired) {
+    cr__agent_gen_t *g = cr_queue_data(q, cr__agent_gen_t, link);
+    if (g->refs > 0)
+      continue;
+    cr_queue_remove(&g->link);
+    cr_log_debug("configuration generation freed", "generation=%llu", (unsigned long long)g->number);
+    gen_upstreams_free(g);
+    gen_free(g);
+  }
+}
+
+void cr__agent_gen_release(agent_t *a, cr__agent_gen_t *g) {
+  /* Freed from a later loop turn: the last exchange may end inside its upstream's callback. */
+  if (--g->refs == 0 && g != a->gen && !a->handles_closed)
+    uv_timer_start(&a->retired_timer, on_retired_timer, 0, 0);
+}
+
+void cr__agent_gens_close(agent_t *a) {
+  cr_queue_t *q;
+  cr_queue_foreach(q, &a->retired) gen_upstreams_free(cr_queue_data(q, cr__agent_gen_t, link));
+}
+
+void cr__agent_gens_free(agent_t *a) {
+  while (!cr_queue_empty(&a->retired)) {
+    cr__agent_gen_t *g = cr_queue_data(a->retired.next, cr__agent_gen_t, link);
+    cr_queue_remove(&g->link);
+    gen_free(g);
+  }
+  if (a->gen)
+    gen_free(a->gen);
+  a->gen = NULL;
+  a->routes = NULL;
+}
+
+static int str_differs(const char *x, const char *y) { return (x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0); }
+
+static int addrs_differ(const cr_conf_agent_t *o, const cr_conf_agent_t *n) {
+  if (o->gateway.naddrs != n->gateway.naddrs)
+    return 1;
+  for (size_t i = 0; i < o->gateway.naddrs; i++)
+    if (strcmp(o->gateway.addrs[i].host, n->gateway.addrs[i].host) != 0 ||
+        o->gateway.addrs[i].port != n->gateway.addrs[i].port)
+      return 1;
+  return 0;
+}
+
+/* What a reload does not change in a running agent: logged, and the running value stays. */
+static void report_restart_needed(agent_t *a, cr_conf_agent_t *n) {
+  const cr_conf_agent_t *b = a->boot;
+  const cr_conf_proxy_t *po = &b->gateway.proxy, *pn = &n->gateway.proxy;
+#define RESTART(cond, key, p)                                                                                        \
+  do {                                                                                                               \
+    if (cond)                                                                                                        \
+      cr_log_warn("configuration reload: " key " changed: restart to apply", "config=%s:%d:%d", n->path, (p).line,   \
+                  (p).col);                                                                                          \
+  } while (0)
+  RESTART(addrs_differ(b, n) || str_differs(b->gateway.server_name, n->gateway.server_name), "gateway.address",
+          n->gateway.pos);
+  RESTART(str_differs(po->host, pn->host) || po->port != pn->port || str_differs(po->username, pn->username) ||
+              str_differs(po->password, pn->password) || po->connect_timeout_ms != pn->connect_timeout_ms,
+          "gateway.proxy", pn->pos.line ? pn->pos : n->gateway.pos);
+  RESTART(b->gateway.connections != n->gateway.connections ||
+              b->gateway.connect_timeout_ms != n->gateway.connect_timeout_ms ||
+              b->gateway.dial_timeout_ms != n->gateway.dial_timeout_ms ||
+              b->gateway.ping_interval_ms != n->gateway.ping_interval_ms ||
+              b->gateway.ping_timeout_ms != n->gateway.ping_timeout_ms ||
+              b->gateway.reconnect_min_ms != n->gateway.reconnect_min_ms ||
+              b->gateway.reconnect_max_ms != n->gateway.reconnect_max_ms,
+          "gateway connections or timers", n->gateway.pos);
+  RESTART(str_differs(b->admin_listen.host, n->admin_listen.host) || b->admin_listen.port != n->admin_listen.port,
+          "admin.listen", n->admin_listen.pos);
+  RESTART(strcmp(a->conf->trust_store, n->trust_store) != 0, "trust_store", n->trust_store_pos);
+#undef RESTART
+  /* The store watched and opened is the running one's: the new generation names it too. */
+  if (strcmp(a->conf->trust_store, n->trust_store) != 0) {
+    free(n->trust_store);
+    n->trust_store = cr_strdup(a->conf->trust_store);
+  }
+}
+
+typedef struct reload_check {
+  const char *path;
+  int problems;
+  char first[900];
+} reload_check_t;
+
+/* cr_agent_check's problems (`ccrelay check` fails on them): logged with their place, and the first
+ * kept for the answer. A store file left out is not one: the store reload reports it, and a running
+ * agent works without it. */
+#define LEFT_OUT "(the agent leaves this file out)"
+static void reload_problem(void *arg, cr_conf_pos_t pos, const char *key, const char *msg) {
+  reload_check_t *rc = arg;
+  size_t ml = strlen(msg), sl = strlen(LEFT_OUT);
+  if (ml >= sl && strcmp(msg + ml - sl, LEFT_OUT) == 0)
+    return;
+  if (rc->problems++ == 0)
+    snprintf(rc->first, sizeof rc->first, "%s:%d:%d: %s: %s", rc->path, pos.line, pos.col, key, msg);
+  cr_log_error("configuration reload: problem", "config=%s:%d:%d key=%s reason=\"%s\"", rc->path, pos.line, pos.col,
+               key, msg);
+}
+
+static int reload_refused(agent_t *a, const char *trigger, int rc, char *msg, size_t msglen, const char *fmt, ...)
+    CR_PRINTF(6, 7);
+static int reload_refused(agent_t *a, const char *trigger, int rc, char *msg, size_t msglen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, msglen, fmt, ap);
+  va_end(ap);
+  a->reloads_failed++;
+  a->metrics.reloads_failed++;
+  cr_log_error("configuration reload failed; the configuration in force stays", "trigger=%s reason=\"%s\" failed=%llu",
+               trigger, msg, (unsigned long long)a->reloads_failed);
+  return rc;
+}
+
+int cr__agent_reload(agent_t *a, const char *trigger, char *msg, size_t msglen) {
+  static const char *const level_names[] = {"debug", "info", "warn", "error"};
+  cr_conf_agent_t *n;
+  cr__agent_gen_t *g, *old = a->gen;
+  cr_tls_ctx_t *tls = NULL;
+  reload_check_t rc;
+  char why[2048];
+  int r;
+
+  if (a->draining || a->trust.stopped)
+    return reload_refused(a, trigger, CR_ECONFIG, msg, msglen, "draining");
+  cr_log_info("configuration reload", "trigger=%s config=%s", trigger, a->conf->path);
+  n = cr_calloc(1, sizeof *n);
+  if ((r = cr_conf_agent_load(a->conf->path, n, why, sizeof why)) < 0) {
+    free(n);
+    return reload_refused(a, trigger, r, msg, msglen, "%s", why);
+  }
+  /* What `ccrelay check` checks, by the same code: each route's tls settings and identity, then its
+   * chain to the store; and the tunnel's identity and CA, by building the context the next dial uses. */
+  for (size_t i = 0; i < n->nroutes; i++) {
+    cr_tls_identity_t id;
+    const char *key;
+    cr_conf_pos_t pos;
+    int loading;
+    if ((r = cr_agent_route_check(&n->routes[i], NULL, &id, &key, &pos, &loading, why, sizeof why)) < 0) {
+      char path[600];
+      snprintf(path, sizeof path, "%s", n->path);
+      cr_conf_agent_free(n);
+      free(n);
+      return reload_refused(a, trigger, r, msg, msglen, "%s:%d:%d: routes[%zu].upstream.%s: %s", path, pos.line,
+                            pos.col, i, key, why);
+    }
+    cr_tls_identity_free(&id);
+  }
+  memset(&rc, 0, sizeof rc);
+  rc.path = n->path;
+  if (cr_agent_check(n, reload_problem, &rc) > 0 && rc.problems > 0) {
+    snprintf(why, sizeof why, "%s", rc.first);
+    cr_conf_agent_free(n);
+    free(n);
+    return reload_refused(a, trigger, CR_ECONFIG, msg, msglen, "%s", why);
+  }
+  if ((r = cr__agent_tunnel_tls_new(n, &tls, why, sizeof why)) < 0) {
+    cr_conf_pos_t p = n->gateway.identity.pkcs12.path ? n->gateway.identity.pkcs12.pos : n->gateway.identity.cert.pos;
+    char path[600];
+    snprintf(path, sizeof path, "%s", n->path);
+    cr_conf_agent_free(n);
+    free(n);
+    return reload_refused(a, trigger, r, msg, msglen, "%s:%d:%d: gateway: %s", path, p.line, p.col, why);
+  }
+  report_restart_needed(a, n);
+
+  g = cr_calloc(1, sizeof *g);
+  g->conf = g->owned = n;
+  g->number = old->number + 1;
+  g->routes = cr_calloc(n->nroutes, sizeof *g->routes);
+  for (size_t i = 0; i < n->nroutes; i++) {
+    g->routes[i].conf = &n->routes[i];
+    g->routes[i].identity = &n->routes[i].identity;
+    for (size_t j = 0; j < a->conf->nroutes; j++)
+      if (strcmp(a->routes[j].conf->name, n->routes[i].name) == 0 && a->routes[j].id_subject[0]) {
+        memcpy(g->routes[i].id_subject, a->routes[j].id_subject, sizeof g->routes[i].id_subject);
+        g->routes[i].id_not_after = a->routes[j].id_not_after;
+      }
+    warn_weakened(a, &n->routes[i]);
+  }
+  a->gen = g;
+  a->conf = n;
+  a->routes = g->routes;
+  cr__agent_metrics_conf(a); /* counter blocks follow routes by name */
+  /* Tunnels up keep the context they were made with; the next dial presents the new identity. */
+  cr_tls_ctx_free(a->tunnel_tls);
+  a->tunnel_tls = tls;
+  cr_log_setup(n->log.level, n->log.format);
+  cr_process_set_drain_timeout(a->proc, n->drain_timeout_ms);
+  cr_queue_insert_tail(&a->retired, &old->link);
+  if (old->refs == 0)
+    uv_timer_start(&a->retired_timer, on_retired_timer, 0, 0);
+  /* Every route of the new generation gets its upstream and TLS context from the store. */
+  cr__agent_trust_reload(a, trigger, 1);
+  a->reloads_ok++;
+  a->last_reload_ok = (uint64_t)time(NULL);
+  snprintf(msg, msglen, "reloaded");
+  cr_log_info("configuration reloaded", "trigger=%s config=%s generation=%llu routes=%zu log_level=%s", trigger,
+              n->path, (unsigned long long)g->number, n->nroutes, level_names[n->log.level]);
+  return 0;
+}
+
+void cr__agent_trust_sighup(void *arg) {
+  agent_t *a = arg;
+  char msg[2048];
+  if (cr__agent_reload(a, "SIGHUP", msg, sizeof msg) < 0) {
+    cr_log_info("SIGHUP: reloading the trust store", "dir=%s", a->conf->trust_store);
+    cr__agent_trust_reload(a, "SIGHUP", 1);
+  }
+  if (!a->trust.watching && a->trust.store) {
+    int r = uv_fs_event_start(&a->trust.watch, on_store_event, a->conf->trust_store, 0);
+    a->trust.watching = r == 0;
   }
 }
 

@@ -9,6 +9,9 @@
 #include "ccrelay/gateway.h"
 
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +110,22 @@ typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING 
 
 typedef struct pconn pconn_t;
 
+/* One configuration in force, or retired by a reload and kept while something still uses it: the
+ * exchanges that began under it (their service and group names, their policy slot) and the tunnels a
+ * reload could not carry over (its registry). Freed once neither is left. */
+typedef struct gw_gen {
+  cr_queue_t link;               /* gateway.retired, once retired */
+  const cr_conf_gateway_t *conf;
+  cr_conf_gateway_t *owned;      /* conf when a reload loaded it; NULL for the caller's (start) */
+  cr__gw_policy_t *policy;
+  group_t *groups;               /* conf->ngroups */
+  size_t refs;                   /* exchanges begun under it, not yet ended */
+  uint64_t number;               /* 1 at start, +1 per reload applied */
+} gw_gen_t;
+
 typedef struct exchange {
   pconn_t *pc;
+  gw_gen_t *gen;         /* the configuration the exchange began under (a reference) */
   cr_tstream_t *ts;      /* NULL once the stream closed (or never opened for a local answer) */
   char request_id[65];
   char method[16];
@@ -162,6 +179,12 @@ struct pconn {
 
 struct gateway {
   uv_loop_t loop;
+  gw_gen_t *gen;            /* the configuration in force; conf, groups and policy below are its */
+  cr_queue_t retired;       /* gw_gen_t.link: earlier generations still in use */
+  uv_timer_t retired_timer; /* sweeps them while any is left (their tunnels close on their own) */
+  uint64_t reloads_ok;      /* reloads applied / refused (a counter for metrics) */
+  uint64_t reloads_failed;
+  uint64_t last_reload_ok;  /* wall-clock seconds of the last applied reload; 0: none */
   const cr_conf_gateway_t *conf;
   cr_tls_ctx_t *tunnel_tls;
   cr_tls_ctx_t *public_tls;
@@ -221,6 +244,19 @@ static void gateway_release_caches(void *arg) {
   gateway_t *gw = arg;
   cr_freelist_drain(&gw->free_exchanges);
   cr__gw_groups_release_caches(gw->groups, gw->conf->ngroups);
+}
+
+static void gens_sweep(gateway_t *gw);
+
+/* An exchange is over: it goes back to the free list and lets go of its generation. */
+static void exchange_put(gateway_t *gw, exchange_t *x) {
+  if (x != NULL && x->gen != NULL) {
+    gw_gen_t *g = x->gen;
+    x->gen = NULL;
+    if (--g->refs == 0 && g != gw->gen)
+      gens_sweep(gw);
+  }
+  cr_freelist_put(&gw->free_exchanges, x);
 }
 
 /* ---------- agent identity -> relay group ---------- */
@@ -704,7 +740,7 @@ static void ts_on_writable(cr_tstream_t *ts) {
 
 static void exchange_release_slot(exchange_t *x) {
   if (x->holds_slot)
-    cr__gw_policy_release(x->pc->gw->policy, x->si);
+    cr__gw_policy_release(x->gen->policy, x->si);
   x->holds_slot = 0;
 }
 
@@ -833,6 +869,8 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   pc->x = x;
   pc->state = PC_EXCHANGE;
   x->pc = pc;
+  x->gen = gw->gen;
+  gw->gen->refs++;
   x->start_ms = now_ms(pc);
   x->m = &gw->metrics.unrouted;
   x->m->calls.in_flight++;
@@ -980,7 +1018,7 @@ static void pconn_free_if_done(pconn_t *pc) {
     return;
   cr_http1_parser_free(pc->parser);
   cr_buf_free(&pc->pending);
-  cr_freelist_put(&pc->gw->free_exchanges, pc->x);
+  exchange_put(pc->gw, pc->x);
   free(pc);
 }
 
@@ -1040,7 +1078,7 @@ static void pconn_after_shutdown(pconn_t *pc) {
     if (pc->writes_inflight > 0)
       return;
     access_log(pc);
-    cr_freelist_put(&pc->gw->free_exchanges, pc->x);
+    exchange_put(pc->gw, pc->x);
     pc->x = NULL;
     cr_deadline_set(&pc->deadline, on_idle_timeout, LINGER_MS);
   }
@@ -1094,7 +1132,7 @@ static void pconn_try_finish(pconn_t *pc) {
   if (!x->req_ended && !pc->close_after)
     return; /* answered early; the caller is still sending the request body */
   access_log(pc);
-  cr_freelist_put(&pc->gw->free_exchanges, x);
+  exchange_put(pc->gw, x);
   pc->x = NULL;
   if (pc->close_after || pc->gw->draining || pc->eof_seen) {
     /* close_notify first: a caller reading to EOF must see a clean end, not a truncation. */
@@ -1312,7 +1350,23 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
 
 void cr__gateway_foreach_tunnel(struct gateway *gw, void (*visit)(const cr__gw_tunnel_info_t *info, void *arg),
                                 void *arg) {
+  cr_queue_t *q;
   cr__gw_groups_foreach(gw->groups, gw->conf->ngroups, visit, arg);
+  cr_queue_foreach(q, &gw->retired) {
+    gw_gen_t *g = cr_queue_data(q, gw_gen_t, link);
+    cr__gw_groups_foreach(g->groups, g->conf->ngroups, visit, arg);
+  }
+}
+
+/* Tunnels a reload left in a retired generation's registry (shutting down). */
+static size_t retired_tunnels(gateway_t *gw) {
+  cr_queue_t *q;
+  size_t n = 0;
+  cr_queue_foreach(q, &gw->retired) {
+    gw_gen_t *g = cr_queue_data(q, gw_gen_t, link);
+    n += cr__gw_groups_ntunnels(g->groups, g->conf->ngroups);
+  }
+  return n;
 }
 
 /* ---------- start, drain, stop ---------- */
@@ -1321,6 +1375,10 @@ static void force_close_all(gateway_t *gw) {
   cr_queue_t *q, *n;
   cr_queue_foreach_safe(q, n, &gw->pconns) pconn_close(cr_queue_data(q, pconn_t, link));
   cr__gw_groups_close(gw->groups, gw->conf->ngroups);
+  cr_queue_foreach(q, &gw->retired) {
+    gw_gen_t *g = cr_queue_data(q, gw_gen_t, link);
+    cr__gw_groups_close(g->groups, g->conf->ngroups);
+  }
   cr_queue_foreach_safe(q, n, &gw->handshakes) {
     tunnel_handshake_t *hs = cr_queue_data(q, tunnel_handshake_t, link);
     cr_stream_close(hs->tls, NULL);
@@ -1348,7 +1406,7 @@ static int gateway_drained(void *arg) {
     gw->tunnels_shut = 1;
     cr__gw_groups_shutdown(gw->groups, gw->conf->ngroups, gw->conf->drain_timeout_ms);
   }
-  return gw->npconns == 0 && cr__gw_groups_ntunnels(gw->groups, gw->conf->ngroups) == 0;
+  return gw->npconns == 0 && cr__gw_groups_ntunnels(gw->groups, gw->conf->ngroups) == 0 && retired_tunnels(gw) == 0;
 }
 
 static void gateway_drain(void *arg) {
@@ -1374,14 +1432,11 @@ static void gateway_drain(void *arg) {
   gateway_drained(gw); /* no caller left: the tunnels' GOAWAY goes now */
 }
 
-/* SIGHUP re-reads the replica set (static mode) or resolves it now (dns mode) and reloads the CRLs
- * the listeners check; nothing else is reloaded while the gateway runs, and its default action (ending
- * the process) must not take the gateway down on a habit (log rotation, `systemctl reload`). */
+/* SIGHUP (and POST /reload of the admin API) reloads the whole configuration: see cr_gateway_reload. */
 static void gateway_sighup(void *arg) {
   gateway_t *gw = arg;
-  cr__gateway_count_reload(gw, cr__gw_replicas_reload(gw->replicas) == 0);
-  if (gw->tunnel_crls || gw->public_crls)
-    cr__gw_crl_reload(gw);
+  char err[1200];
+  (void)cr__gateway_reload(gw, "SIGHUP", err, sizeof err);
 }
 
 static void on_replicas_change(void *arg) {
@@ -1455,6 +1510,9 @@ static void probe_status(void *arg, cr_buf_t *out) {
   cr_buf_appendf(out, "\"version\":\"%s\",\"ready\":%s,\"draining\":%s,", CCRELAY_VERSION,
                  ready ? "true" : "false", gw->draining ? "true" : "false");
   cr__gw_replicas_status_json(gw->replicas, out);
+  cr_buf_appendf(out, ",\"config_generation\":%llu,\"reloads_ok\":%llu,\"reloads_failed\":%llu,\"last_reload_ok\":%llu",
+                 (unsigned long long)gw->gen->number, (unsigned long long)gw->reloads_ok,
+                 (unsigned long long)gw->reloads_failed, (unsigned long long)gw->last_reload_ok);
   cr_buf_appendf(out, ",\"connections\":%zu,\"groups\":[", gw->npconns);
   for (size_t g = 0; g < gw->conf->ngroups; g++) {
     status_walk_t w;
@@ -1727,15 +1785,19 @@ static int crl_mode(int set, cr_conf_revocation_t r) {
   return r == CR_REVOCATION_HARD ? CR_TRUST_CRL_HARD : r == CR_REVOCATION_SOFT ? CR_TRUST_CRL_SOFT : CR_TRUST_CRL_OFF;
 }
 
-static int make_tls_contexts(gateway_t *gw) {
-  const cr_conf_gateway_t *c = gw->conf;
+/* The two listeners' TLS contexts for configuration c (policy: its services' rules). Nothing else
+ * changes: at start and on a reload alike. 0, or an error with *key the config key at fault, *pos its
+ * position (line 0: none) and err the prose. */
+static int build_tls(gateway_t *gw, const cr_conf_gateway_t *c, cr__gw_policy_t *policy, cr_tls_ctx_t **tunnel,
+                     cr_tls_ctx_t **public_, const char **key, cr_conf_pos_t *pos, char *err, size_t errlen) {
   cr_tls_identity_src_t tid = {c->tunnel.identity.pkcs12.path, c->tunnel.identity.password,
                                c->tunnel.identity.cert.path, c->tunnel.identity.key.path};
   cr_tls_identity_src_t pid = {c->public_.identity.pkcs12.path, c->public_.identity.password,
                                c->public_.identity.cert.path, c->public_.identity.key.path};
+  static const cr_conf_pos_t none = {0, 0};
   cr_tls_ctx_opts_t o;
-  char err[1024];
   int r;
+  *tunnel = *public_ = NULL;
   memset(&o, 0, sizeof o);
   o.server = 1;
   o.ca_file = c->tunnel.client_ca.path;
@@ -1748,8 +1810,9 @@ static int make_tls_contexts(gateway_t *gw) {
   o.peer_check_arg = gw;
   o.crl_file = c->tunnel.crl.path;
   o.crl_mode = crl_mode(c->tunnel.revocation_set, c->tunnel.revocation);
-  if ((r = cr_tls_ctx_new(&o, &gw->tunnel_tls, err, sizeof err)) < 0) {
-    cr_log_error("cannot start", "config=%s key=tunnel reason=\"%s\"", c->path, err);
+  if ((r = cr_tls_ctx_new(&o, tunnel, err, errlen)) < 0) {
+    *key = "tunnel";
+    *pos = c->tunnel.identity.pos.line ? c->tunnel.identity.pos : none;
     return r;
   }
   memset(&o, 0, sizeof o);
@@ -1758,25 +1821,219 @@ static int make_tls_contexts(gateway_t *gw) {
   o.identity = &pid;
   o.identity_current = 1;
   o.alpn = "http/1.1";
-  o.client_ca_files = cr__gw_policy_client_cas(gw->policy, &o.nclient_ca_files);
+  o.client_ca_files = cr__gw_policy_client_cas(policy, &o.nclient_ca_files);
   o.tls13_only = c->public_.tls_min_version == 13;
   o.ciphers = c->public_.tls_ciphers ? c->public_.tls_ciphers : CR_TLS_CIPHERS_AEAD;
-  if (c->public_.tls_ciphers && cr_tls_cipher_list_check(o.ciphers, err, sizeof err) < 0) {
-    cr_log_error("cannot start", "config=%s:%d:%d key=public.tls.ciphers reason=\"%s\"", c->path,
-                 c->public_.tls_ciphers_pos.line, c->public_.tls_ciphers_pos.col, err);
-    return CR_ECONFIG;
+  if (c->public_.tls_ciphers && cr_tls_cipher_list_check(o.ciphers, err, errlen) < 0) {
+    *key = "public.tls.ciphers";
+    *pos = c->public_.tls_ciphers_pos;
+    r = CR_ECONFIG;
+  } else {
+    if (c->public_.client_ca.path) {
+      o.crl_file = c->public_.crl.path;
+      o.crl_mode = crl_mode(c->public_.revocation_set, c->public_.revocation);
+    }
+    if ((r = cr_tls_ctx_new(&o, public_, err, errlen)) < 0) {
+      *key = "public";
+      *pos = c->public_.identity.pos.line ? c->public_.identity.pos : none;
+    }
   }
-  if (c->public_.client_ca.path) {
-    o.crl_file = c->public_.crl.path;
-    o.crl_mode = crl_mode(c->public_.revocation_set, c->public_.revocation);
+  if (r < 0) {
+    cr_tls_ctx_free(*tunnel);
+    *tunnel = NULL;
   }
-  if ((r = cr_tls_ctx_new(&o, &gw->public_tls, err, sizeof err)) < 0) {
-    cr_log_error("cannot start", "config=%s key=public reason=\"%s\"", c->path, err);
+  return r;
+}
+
+static int make_tls_contexts(gateway_t *gw) {
+  const cr_conf_gateway_t *c = gw->conf;
+  const char *key;
+  cr_conf_pos_t pos;
+  char err[1024];
+  int r;
+  if ((r = build_tls(gw, c, gw->policy, &gw->tunnel_tls, &gw->public_tls, &key, &pos, err, sizeof err)) < 0) {
+    if (pos.line)
+      cr_log_error("cannot start", "config=%s:%d:%d key=%s reason=\"%s\"", c->path, pos.line, pos.col, key, err);
+    else
+      cr_log_error("cannot start", "config=%s key=%s reason=\"%s\"", c->path, key, err);
     return r;
   }
   crl_watch(gw, gw->tunnel_tls, "tunnel", on_tunnel_crls_reloaded, &gw->tunnel_crls);
   crl_watch(gw, gw->public_tls, "public", NULL, &gw->public_crls);
   return 0;
+}
+
+/* ---------- reload ---------- */
+
+static void gen_free(gw_gen_t *g) {
+  cr__gw_groups_free(g->groups);
+  cr__gw_policy_free(g->policy);
+  if (g->owned) {
+    cr_conf_gateway_free(g->owned);
+    free(g->owned);
+  }
+  free(g);
+}
+
+/* Frees the retired generations nothing uses any more. */
+static void gens_sweep(gateway_t *gw) {
+  cr_queue_t *q, *n;
+  cr_queue_foreach_safe(q, n, &gw->retired) {
+    gw_gen_t *g = cr_queue_data(q, gw_gen_t, link);
+    if (g->refs > 0 || cr__gw_groups_ntunnels(g->groups, g->conf->ngroups) > 0)
+      continue;
+    cr_queue_remove(&g->link);
+    cr_log_debug("configuration generation freed", "generation=%llu", (unsigned long long)g->number);
+    gen_free(g);
+  }
+  if (cr_queue_empty(&gw->retired))
+    uv_timer_stop(&gw->retired_timer);
+}
+
+static void on_retired_timer(uv_timer_t *h) { gens_sweep(h->data); }
+
+static int str_differs(const char *x, const char *y) { return (x == NULL) != (y == NULL) || (x && strcmp(x, y) != 0); }
+
+static int listen_differs(const cr_conf_listen_t *o, const cr_conf_listen_t *n) {
+  return str_differs(o->host, n->host) || o->port != n->port;
+}
+
+/* What a reload cannot change in a running process: said in the log, and the old value stays. */
+static void report_restart_needed(const cr_conf_gateway_t *o, const cr_conf_gateway_t *n) {
+  static const struct {
+    const char *key;
+    size_t off;
+  } listens[] = {{"tunnel.listen", offsetof(cr_conf_gateway_t, tunnel.listen)},
+                 {"public.listen", offsetof(cr_conf_gateway_t, public_.listen)},
+                 {"admin.listen", offsetof(cr_conf_gateway_t, admin_listen)},
+                 {"probe.listen", offsetof(cr_conf_gateway_t, probe_listen)}};
+  for (size_t i = 0; i < CR_ARRAY_SIZE(listens); i++) {
+    const cr_conf_listen_t *lo = (const void *)((const char *)o + listens[i].off);
+    const cr_conf_listen_t *ln = (const void *)((const char *)n + listens[i].off);
+    if (listen_differs(lo, ln))
+      cr_log_warn("configuration reload: listener address changed: restart to apply",
+                  "key=%s config=%s:%d:%d in_force=%s:%u", listens[i].key, n->path, ln->pos.line, ln->pos.col,
+                  lo->host ? lo->host : "none", lo->port);
+  }
+  if (o->public_.max_connections != n->public_.max_connections ||
+      o->public_.max_per_source != n->public_.max_per_source || o->tunnel.max_handshakes != n->tunnel.max_handshakes ||
+      o->tunnel.max_per_source != n->tunnel.max_per_source)
+    cr_log_warn("configuration reload: per-source connection tables keep their size: restart to apply",
+                "keys=\"public.max_connections public.max_per_source tunnel.max_handshakes tunnel.max_per_source\" "
+                "config=%s",
+                n->path);
+  if (str_differs(o->admin_token, n->admin_token) && o->admin_listen.host == NULL)
+    cr_log_warn("configuration reload: admin API not running: restart to apply", "key=admin config=%s", n->path);
+}
+
+/* Logs a refused reload with the place of the fault and counts it. */
+static int reload_refused(gateway_t *gw, const char *trigger, int rc, char *err, size_t errlen, const char *fmt,
+                          ...) CR_PRINTF(6, 7);
+static int reload_refused(gateway_t *gw, const char *trigger, int rc, char *err, size_t errlen, const char *fmt,
+                          ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  gw->reloads_failed++;
+  cr__gateway_count_reload(gw, 0);
+  cr_log_error("configuration reload failed; the configuration in force stays", "trigger=%s reason=\"%s\" failed=%llu",
+               trigger, err, (unsigned long long)gw->reloads_failed);
+  return rc;
+}
+
+int cr__gateway_reload(gateway_t *gw, const char *trigger, char *err, size_t errlen) {
+  static const char *const level_names[] = {"debug", "info", "warn", "error"};
+  cr_conf_gateway_t *n;
+  cr__gw_policy_t *policy = NULL;
+  cr_tls_ctx_t *ttls = NULL, *ptls = NULL;
+  gw_gen_t *g, *old = gw->gen;
+  const char *key;
+  cr_conf_pos_t pos;
+  char why[1024];
+  int r;
+
+  if (gw->draining)
+    return reload_refused(gw, trigger, CR_ECONFIG, err, errlen, "draining");
+  cr_log_info("configuration reload", "trigger=%s config=%s", trigger, gw->conf->path);
+  /* Everything is built before anything changes: any fault leaves the process as it was. */
+  n = cr_calloc(1, sizeof *n);
+  if ((r = cr_conf_gateway_load(gw->conf->path, n, why, sizeof why)) < 0) {
+    free(n);
+    return reload_refused(gw, trigger, r, err, errlen, "%s", why);
+  }
+  if ((r = cr__gw_policy_new(n, "configuration reload refused", &policy)) < 0) {
+    cr__gw_policy_free(policy);
+    cr_conf_gateway_free(n);
+    free(n);
+    return reload_refused(gw, trigger, r, err, errlen, "%s: services' callers rules cannot be loaded (logged above)",
+                          gw->conf->path);
+  }
+  if ((r = build_tls(gw, n, policy, &ttls, &ptls, &key, &pos, why, sizeof why)) < 0) {
+    cr__gw_policy_free(policy);
+    cr_conf_gateway_free(n);
+    free(n);
+    if (pos.line)
+      return reload_refused(gw, trigger, r, err, errlen, "%s:%d:%d: %s: %s", gw->conf->path, pos.line, pos.col, key,
+                            why);
+    return reload_refused(gw, trigger, r, err, errlen, "%s: %s: %s", gw->conf->path, key, why);
+  }
+  report_restart_needed(gw->conf, n);
+
+  /* The swap. New connections take the new contexts; a connection accepted before holds its own
+   * reference to the old one, so a handshake in progress finishes under what it began with. */
+  g = cr_calloc(1, sizeof *g);
+  g->conf = g->owned = n;
+  g->policy = policy;
+  g->groups = cr__gw_groups_new(n);
+  g->number = old->number + 1;
+  for (size_t i = 0; i < n->ngroups; i++)
+    g->groups[i].replicas = gw->replicas;
+  (void)cr__gw_groups_carry(old->groups, old->conf->ngroups, g->groups, n->ngroups, n->drain_timeout_ms);
+  gw->gen = g;
+  gw->conf = n;
+  gw->policy = policy;
+  gw->groups = g->groups;
+  for (size_t i = 0; i < n->ngroups; i++)
+    g->groups[i].rtt = &gw->metrics.rtt;
+  cr__gateway_metrics_conf(gw); /* counter blocks follow services by name */
+  cr__gw_crl_stop(gw);
+  cr_tls_ctx_free(gw->tunnel_tls);
+  cr_tls_ctx_free(gw->public_tls);
+  gw->tunnel_tls = ttls;
+  gw->public_tls = ptls;
+  crl_watch(gw, gw->tunnel_tls, "tunnel", on_tunnel_crls_reloaded, &gw->tunnel_crls);
+  crl_watch(gw, gw->public_tls, "public", NULL, &gw->public_crls);
+  /* Logged as a reload of the CRLs, and a tunnel whose agent is now revoked goes. */
+  cr_tls_crl_watch_reload(gw->tunnel_crls, trigger);
+  cr_tls_crl_watch_reload(gw->public_crls, trigger);
+  if (gw->admin)
+    cr__gw_admin_set_conf(gw->admin, n);
+  cr_log_setup(n->log.level, n->log.format);
+  if (gw->proc)
+    cr_process_set_drain_timeout(gw->proc, n->drain_timeout_ms);
+  cr__gw_replicas_reload(gw->replicas);
+  cr_queue_insert_tail(&gw->retired, &old->link);
+  gens_sweep(gw);
+  if (!cr_queue_empty(&gw->retired) && !uv_is_active((uv_handle_t *)&gw->retired_timer))
+    uv_timer_start(&gw->retired_timer, on_retired_timer, 1000, 1000);
+  gw->reloads_ok++;
+  gw->last_reload_ok = (uint64_t)time(NULL);
+  cr__gateway_count_reload(gw, 1);
+  snprintf(err, errlen, "reloaded");
+  cr_log_info("configuration reloaded", "trigger=%s config=%s generation=%llu groups=%zu services=%zu "
+              "log_level=%s retired_in_use=%d",
+              trigger, n->path, (unsigned long long)g->number, n->ngroups, n->nservices,
+              level_names[n->log.level], !cr_queue_empty(&gw->retired));
+  return 0;
+}
+
+static int admin_reload(void *arg, char *msg, size_t msglen, uint64_t *ok, uint64_t *failed) {
+  gateway_t *gw = arg;
+  int r = cr__gateway_reload(gw, "admin", msg, msglen);
+  *ok = gw->reloads_ok;
+  *failed = gw->reloads_failed;
+  return r;
 }
 
 /* Raises the soft descriptor limit to the hard one, and refuses to start when even that cannot hold
@@ -1814,6 +2071,10 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   int r, code = 1;
   cr_process_end_t end;
 
+  gw->gen = cr_calloc(1, sizeof *gw->gen);
+  gw->gen->conf = conf;
+  gw->gen->number = 1;
+  cr_queue_init(&gw->retired);
   gw->conf = conf;
   /* a tunnel response's fields (or a request's, fewer) plus the ones a rewrite adds */
   cr_http_msg_init(&gw->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
@@ -1822,7 +2083,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   uv_loop_init(&gw->loop);
   cr_queue_init(&gw->handshakes);
   cr_queue_init(&gw->pconns);
-  gw->groups = cr__gw_groups_new(conf);
+  gw->groups = gw->gen->groups = cr__gw_groups_new(conf);
   cr_metrics_calls_init(&gw->metrics.unrouted.calls);
   cr__gateway_metrics_conf(gw);
   cr_metrics_hist_init(&gw->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
@@ -1836,6 +2097,9 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   }
   uv_timer_init(&gw->loop, &gw->refuse_timer);
   gw->refuse_timer.data = gw;
+  uv_timer_init(&gw->loop, &gw->retired_timer);
+  gw->retired_timer.data = gw;
+  uv_unref((uv_handle_t *)&gw->retired_timer);
   uv_unref((uv_handle_t *)&gw->refuse_timer); /* a summary never keeps the process alive */
   gw->replicas = cr__gw_replicas_new(&gw->loop, conf, on_replicas_change, gw);
   for (size_t i = 0; i < conf->ngroups; i++)
@@ -1844,7 +2108,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gw->probe_ops.status = probe_status;
   gw->probe_ops.metrics = probe_metrics;
   gw->probe_ops.arg = gw;
-  if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, &gw->policy) < 0 || make_tls_contexts(gw) < 0)
+  if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, "cannot start", &gw->policy) < 0 ||
+      (gw->gen->policy = gw->policy, make_tls_contexts(gw) < 0))
     goto out;
   r = cr_tcp_listen(&gw->loop, conf->tunnel.listen.host, conf->tunnel.listen.port, 512, on_tunnel_connection, gw,
                     &gw->tunnel_listener, err, sizeof err);
@@ -1873,6 +2138,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     gw->admin = NULL;
     goto out;
   }
+  if (gw->admin)
+    cr__gw_admin_on_reload(gw->admin, admin_reload, gw);
   gw->proc = cr_process_new(&gw->loop, &process_handlers, gw, conf->drain_timeout_ms, 0);
   cr_process_on_release(gw->proc, gateway_release_caches, gw);
   cr_process_on_reload(gw->proc, gateway_sighup, gw);
@@ -1894,6 +2161,7 @@ out:
     if (gw->refusals[i].log.suppressed > 0)
       refusals_summary(gw, i, gw->refusals[i].log.suppressed);
   uv_close((uv_handle_t *)&gw->refuse_timer, NULL);
+  uv_close((uv_handle_t *)&gw->retired_timer, NULL);
   uv_run(&gw->loop, UV_RUN_DEFAULT); /* let closing handles finish */
   cr_log_flush();
   if (uv_loop_close(&gw->loop) != 0)
@@ -1901,14 +2169,19 @@ out:
   cr_process_free(gw->proc);
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
-  cr__gw_groups_free(gw->groups);
+  gw->gen->policy = gw->policy;
+  while (!cr_queue_empty(&gw->retired)) { /* every exchange and tunnel is gone with the loop */
+    gw_gen_t *g = cr_queue_data(gw->retired.next, gw_gen_t, link);
+    cr_queue_remove(&g->link);
+    gen_free(g);
+  }
+  gen_free(gw->gen);
   for (size_t i = 0; i < gw->metrics.nblocks; i++) {
     free(gw->metrics.blocks[i]->name);
     free(gw->metrics.blocks[i]);
   }
   free(gw->metrics.blocks);
   free(gw->metrics.by_service);
-  cr__gw_policy_free(gw->policy);
   cr_srcmap_free(gw->public_src);
   cr_srcmap_free(gw->tunnel_src);
   cr_http_msg_free(&gw->scratch_head);

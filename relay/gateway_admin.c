@@ -11,6 +11,8 @@
  *   POST   /agents/<agent>/probe[?query]    -> POST   /.well-known/ccrelay/probe[?query] (one process):
  *                                              "Test Connection" for every route (or route=NAME...),
  *                                              method=, path=
+ *   POST   /reload                          reloads the gateway's configuration as SIGHUP does:
+ *                                              200 {"reloaded":true,...}, or 422 with the reason
  *
  * Several agent processes may share a name (replicas with one certificate), each with its own trust
  * store. The trust calls go once to every process connected now, told apart by the instance id each
@@ -48,6 +50,8 @@ struct cr__gw_admin {
   uv_loop_t *loop;
   const cr_conf_gateway_t *conf;
   cr_admin_t *admin;
+  cr__gw_admin_reload_fn reload; /* POST /reload; NULL: the endpoint answers 404 */
+  void *reload_arg;
 };
 
 /* A control call to an agent name: one leg (a control stream) per agent process it goes to. status
@@ -576,6 +580,30 @@ static void list_agents(cr__gw_admin_t *ga, cr_admin_req_t *req, const cr_http_m
   cr_buf_free(&out);
 }
 
+/* POST /reload: the gateway's configuration reloaded now, as SIGHUP does; the answer says whether it
+ * was applied and, if not, why (file:line:col). */
+static void reload_config(cr__gw_admin_t *ga, cr_admin_req_t *req, const cr_http_msg_t *head) {
+  char msg[1200];
+  uint64_t ok = 0, failed = 0;
+  cr_buf_t out;
+  int r = ga->reload(ga->reload_arg, msg, sizeof msg, &ok, &failed);
+  cr_buf_init(&out, 0);
+  cr_buf_appendf(&out, "{\"reloaded\":%s,\"message\":\"", r == 0 ? "true" : "false");
+  cr_errpage_json_escape(&out, msg);
+  cr_buf_appendf(&out, "\",\"reloads_ok\":%llu,\"reloads_failed\":%llu}\n", (unsigned long long)ok,
+                 (unsigned long long)failed);
+  cr_admin_respond(req, r == 0 ? 200 : 422, "application/json", out.base, out.len);
+  log_call(cr_admin_req_peer(req), head->method, head->target, r == 0 ? 200 : 422, NULL, 0, NULL);
+  cr_buf_free(&out);
+}
+
+void cr__gw_admin_set_conf(cr__gw_admin_t *ga, const cr_conf_gateway_t *conf) { ga->conf = conf; }
+
+void cr__gw_admin_on_reload(cr__gw_admin_t *ga, cr__gw_admin_reload_fn reload, void *arg) {
+  ga->reload = reload;
+  ga->reload_arg = arg;
+}
+
 /* ---------- routing admin calls ---------- */
 
 static int name_ok(const char *s, size_t len, size_t max, int colon) {
@@ -734,6 +762,13 @@ static void on_request(cr_admin_req_t *req, const cr_http_msg_t *head, const cha
       refuse(req, head, 405, "method_not_allowed", "use GET", "GET");
     else
       list_agents(ga, req, head);
+    return;
+  }
+  if (plen == 7 && memcmp(path, "/reload", 7) == 0 && ga->reload != NULL) {
+    if (strcmp(head->method, "POST") != 0)
+      refuse(req, head, 405, "method_not_allowed", "use POST", "POST");
+    else
+      reload_config(ga, req, head);
     return;
   }
   if (plen <= 8 || memcmp(path, "/agents/", 8) != 0) {

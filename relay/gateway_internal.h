@@ -83,6 +83,12 @@ typedef struct cr__gw_group {
 cr__gw_group_t *cr__gw_groups_new(const cr_conf_gateway_t *conf);
 /* Frees the array; every tunnel must have closed (their close callbacks unregister them). */
 void cr__gw_groups_free(cr__gw_group_t *groups);
+/* A reload: every tunnel of old (nold groups) moves to the group of groups (the new registry) of
+ * the same name when that group still names its agent; the others stay in old, are shut down (GOAWAY:
+ * calls in flight get deadline_ms) and leave old as they close. Returns how many stayed in old (old
+ * may be freed once cr__gw_groups_ntunnels(old, nold) is 0). */
+size_t cr__gw_groups_carry(cr__gw_group_t *old, size_t nold, cr__gw_group_t *groups, size_t ngroups,
+                           uint64_t deadline_ms);
 /* Registers an admitted agent: runs a tunnel over tls (its handshake done; the tunnel owns it from
  * here) in group g. The tunnel leaves the group by itself when it closes, and logs both. agent: the
  * certificate name that admitted it (copied). */
@@ -119,9 +125,25 @@ void cr__gw_crl_stop(struct gateway *gw);
 
 typedef struct cr__gw_admin cr__gw_admin_t;
 
+/* Reloads the configuration file (SIGHUP, POST /reload): parsed and validated completely, the
+ * services' rules and both listeners' TLS contexts built, and only then put in force: routes to
+ * services and groups, callers rules, limits, certificates (the next handshake on either listener
+ * presents the new ones), log level and format. Calls and tunnels in flight keep the configuration
+ * they began with until they end; a tunnel whose agent left its group is shut down gracefully.
+ * Listener addresses and the per-source tables' sizes need a restart (logged). On any fault nothing
+ * changes, the fault is logged with file:line:col and counted. 0 ("reloaded" in msg), or an error
+ * with the reason in msg. trigger names the cause for the log ("SIGHUP", "admin"). */
+int cr__gateway_reload(struct gateway *gw, const char *trigger, char *msg, size_t msglen);
+
 /* Starts the admin API on conf->admin_listen (the caller checked host is set). 0, or an error
  * already logged with the config position. */
 int cr__gw_admin_start(struct gateway *gw, uv_loop_t *loop, const cr_conf_gateway_t *conf, cr__gw_admin_t **out);
+/* POST /reload: reloads as SIGHUP does; 0 when applied, else an error; msg says what happened (the
+ * reason of a refusal); *ok and *failed are the reload counters after it. */
+typedef int (*cr__gw_admin_reload_fn)(void *arg, char *msg, size_t msglen, uint64_t *ok, uint64_t *failed);
+void cr__gw_admin_on_reload(cr__gw_admin_t *ga, cr__gw_admin_reload_fn reload, void *arg);
+/* A reload put conf in force: the admin token is checked against conf's from now on. */
+void cr__gw_admin_set_conf(cr__gw_admin_t *ga, const cr_conf_gateway_t *conf);
 /* The bound port (admin.listen may say port 0 in tests). */
 unsigned cr__gw_admin_port(const cr__gw_admin_t *ga);
 /* The listener behind the API, for feeding it connections directly (fuzz_admin). */
@@ -147,8 +169,9 @@ int cr__gw_probe_start(uv_loop_t *loop, const cr_conf_gateway_t *conf, const cr_
 typedef struct cr__gw_policy cr__gw_policy_t;
 
 /* Loads what the services' callers rules need (their client CAs, token digests). 0, or an error
- * already logged with the config position; *out is set either way (free it). conf outlives it. */
-int cr__gw_policy_new(const cr_conf_gateway_t *conf, cr__gw_policy_t **out);
+ * already logged as event ("cannot start", "reload refused") with the config position; *out is set
+ * either way (free it). conf outlives it. */
+int cr__gw_policy_new(const cr_conf_gateway_t *conf, const char *event, cr__gw_policy_t **out);
 void cr__gw_policy_free(cr__gw_policy_t *p); /* NULL is fine */
 /* Every services[].callers.client_ca, for the public listener's client_ca_files (borrowed). */
 const char *const *cr__gw_policy_client_cas(const cr__gw_policy_t *p, size_t *n);

@@ -37,7 +37,7 @@ struct cr__gw_policy {
   size_t nclient_cas;
 };
 
-int cr__gw_policy_new(const cr_conf_gateway_t *conf, cr__gw_policy_t **out) {
+int cr__gw_policy_new(const cr_conf_gateway_t *conf, const char *event, cr__gw_policy_t **out) {
   cr__gw_policy_t *p = cr_calloc(1, sizeof *p);
   cr_tls_ca_set_t *public_cas = NULL;
   char err[512];
@@ -52,7 +52,7 @@ int cr__gw_policy_new(const cr_conf_gateway_t *conf, cr__gw_policy_t **out) {
       continue;
     p->client_cas[p->nclient_cas++] = cl->client_ca.path;
     if ((r = cr_tls_ca_set_load(cl->client_ca.path, &p->svc[i].cas, err, sizeof err)) < 0) {
-      cr_log_error("cannot start", "config=%s:%d:%d key=services[%zu].callers.client_ca reason=\"%s\"", conf->path,
+      cr_log_error(event, "config=%s:%d:%d key=services[%zu].callers.client_ca reason=\"%s\"", conf->path,
                    cl->client_ca.pos.line, cl->client_ca.pos.col, i, err);
       return r;
     }
@@ -62,7 +62,7 @@ int cr__gw_policy_new(const cr_conf_gateway_t *conf, cr__gw_policy_t **out) {
    * relies on public.client_ca must check that its caller's chains to that one. */
   if (p->nclient_cas > 0 && conf->public_.client_ca.path != NULL) {
     if ((r = cr_tls_ca_set_load(conf->public_.client_ca.path, &public_cas, err, sizeof err)) < 0) {
-      cr_log_error("cannot start", "config=%s key=public.client_ca reason=\"%s\"", conf->path, err);
+      cr_log_error(event, "config=%s key=public.client_ca reason=\"%s\"", conf->path, err);
       return r;
     }
   }

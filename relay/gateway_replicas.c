@@ -226,7 +226,7 @@ int cr__gw_replicas_reload(cr__gw_replicas_t *r) {
   if (r->draining)
     return 0;
   if (r->conf->replicas.dns != NULL) {
-    cr_log_info("SIGHUP: resolving the replica set now; other configuration changes need a restart",
+    cr_log_info("reload: resolving the replica set now",
                 "config=%s dns=%s", r->conf->path, r->conf->replicas.dns);
     resolve_start(r);
     return 0;
@@ -244,7 +244,7 @@ int cr__gw_replicas_reload(cr__gw_replicas_t *r) {
     char *self = r->id;
     size_t n = fresh.replicas.nset ? fresh.replicas.nset : 1;
     int changed = adopt(r, fresh.replicas.nset ? copy_set(fresh.replicas.set, n) : copy_set(&self, 1), n, "reload");
-    cr_log_info("SIGHUP: replica set reloaded; other configuration changes need a restart",
+    cr_log_info("reload: replica set reloaded",
                 "config=%s changed=%s", r->conf->path, changed ? "true" : "false");
     if (changed && r->on_change)
       r->on_change(r->arg);

@@ -220,6 +220,46 @@ cr__gw_group_t *cr__gw_groups_new(const cr_conf_gateway_t *conf) {
 
 void cr__gw_groups_free(cr__gw_group_t *groups) { free(groups); }
 
+static int agent_in_group(const cr_conf_group_t *g, const char *agent) {
+  for (size_t i = 0; i < g->nagents; i++)
+    if (strcmp(g->agents[i], agent) == 0)
+      return 1;
+  return 0;
+}
+
+size_t cr__gw_groups_carry(cr__gw_group_t *old, size_t nold, cr__gw_group_t *groups, size_t ngroups,
+                           uint64_t deadline_ms) {
+  size_t left = 0;
+  for (size_t i = 0; i < nold; i++) {
+    cr__gw_group_t *to = NULL;
+    cr_queue_t *q, *n;
+    for (size_t j = 0; j < ngroups && to == NULL; j++)
+      if (strcmp(groups[j].conf->name, old[i].conf->name) == 0)
+        to = &groups[j];
+    cr_queue_foreach_safe(q, n, &old[i].tunnels) {
+      gw_tunnel_t *gt = cr_queue_data(q, gw_tunnel_t, link);
+      if (to != NULL && agent_in_group(to->conf, gt->agent)) {
+        cr_queue_remove(&gt->link);
+        old[i].ntunnels--;
+        cr_queue_insert_tail(&to->tunnels, &gt->link);
+        to->ntunnels++;
+        gt->group = to;
+        continue;
+      }
+      /* Its group is gone, or no longer names its agent: no new calls, and the calls in flight get
+       * until the deadline; it stays in the old registry until it closes. */
+      left++;
+      if (cr_tunnel_usable(gt->tunnel)) {
+        cr_log_warn("tunnel closed: its agent is no longer in this group after the reload",
+                    "group=%s agent=%s peer=%s deadline_ms=%llu", old[i].conf->name, gt->agent, gt->peer,
+                    (unsigned long long)deadline_ms);
+        cr_tunnel_shutdown(gt->tunnel, deadline_ms);
+      }
+    }
+  }
+  return left;
+}
+
 void cr__gw_tunnel_add(cr__gw_group_t *g, cr_stream_t *tls, const char *agent, const cr_conf_gateway_t *conf) {
   gw_tunnel_t *gt = cr_calloc(1, sizeof *gt);
   cr_tunnel_opts_t opts;

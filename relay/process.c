@@ -128,6 +128,8 @@ cr_process_t *cr_process_new(uv_loop_t *loop, const cr_process_handlers_t *h, vo
   return p;
 }
 
+void cr_process_set_drain_timeout(cr_process_t *p, uint64_t drain_timeout_ms) { p->drain_timeout_ms = drain_timeout_ms; }
+
 void cr_process_on_reload(cr_process_t *p, void (*reload)(void *arg), void *arg) {
   p->reload = reload;
   p->reload_arg = arg;

@@ -73,6 +73,8 @@ cr_process_t *cr_process_new(uv_loop_t *loop, const cr_process_handlers_t *h, vo
 /* SIGHUP calls reload(arg), on the loop thread. Without a handler SIGHUP is watched and ignored (its
  * default action would end the process). Replaces an earlier handler. */
 void cr_process_on_reload(cr_process_t *p, void (*reload)(void *arg), void *arg);
+/* A reloaded configuration's drain_timeout: the deadline of a drain that begins afterwards. */
+void cr_process_set_drain_timeout(cr_process_t *p, uint64_t drain_timeout_ms);
 
 /* Adds release(arg) to the cache-release hooks: each trim check that finds the role idle runs the
  * hooks in the order they were added, then gives back the process-wide caches of the lower modules

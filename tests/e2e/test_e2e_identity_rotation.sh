@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Identity rotation (issue 12, point 4): a route's PKCS#12 replaced by a new file with a new password
 # file, the config edited to name them, SIGHUP: the agent re-reads the route identities and uses the
-# new one (the admin /status and the upstream see it). A bad replacement (wrong password) keeps the
-# identity in use, with an error; an edit beyond route identities is refused as a whole with its
-# place in the file, and nothing of it applies.
+# new one (the admin /status and the upstream see it). A bad replacement (wrong password) refuses the
+# reload with the place of the fault and keeps the identity in use; other edits apply with it.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/relay.sh"
@@ -59,22 +58,22 @@ after=$(status_identity)
 assert_contains "$after" "O=Rotated" "the route uses the new identity after SIGHUP"
 call_ok "call with the rotated identity"
 
-# 2. A bad replacement (wrong password): the rotated identity stays in use, with an error.
+# 2. A bad replacement (wrong password): the reload is refused as a whole, with the place of the fault;
+#    the rotated identity stays in use.
 sed -i "s|password_file: $R/new.pass|password_file: $R/wrong.pass|" "$CR_TMP/agent.yaml"
 stop_bg agent HUP
-wait_for_log agent 'level=error msg="route identity not replaced: keeping the one in use" route=cms .*reason="client identity cannot be loaded: .*password' 5
+wait_for_log agent "level=error msg=\"configuration reload failed; the configuration in force stays\" trigger=SIGHUP reason=\"$CR_TMP/agent.yaml:[0-9]+:[0-9]+: routes\[0\]\.upstream\.identity: .*password" 5
 assert_contains "$(status_identity)" "O=Rotated" "the identity in use stays after a bad replacement"
 call_ok "call after a bad replacement"
 
-# 3. An edit beyond identities: refused as a whole, with where; the identity part is not taken either.
+# 3. An edit beyond identities (a route's timeout) together with the good password: applied as a whole
+#    (a full reload since issue 14).
 sed -i "s|password_file: $R/wrong.pass|password_file: $R/new.pass|; s|response_timeout: 10s|response_timeout: 11s|" \
   "$CR_TMP/agent.yaml"
 stop_bg agent HUP
-wait_for_log agent "level=error msg=\"SIGHUP: config file changed beyond route identities; nothing of it applied \(restart the agent to apply it\)\" config=$CR_TMP/agent.yaml:[0-9]+:[0-9]+ key=routes\[0\]\.upstream" 5
-# The identities in force are still the previous re-read's (wrong.pass): the next trust reload
-# keeps the rotated identity with an error again.
+wait_for_log agent 'msg="configuration reloaded" trigger=SIGHUP .*generation=3' 5
 assert_contains "$(status_identity)" "O=Rotated"
-call_ok "call after a refused edit"
+call_ok "call after a full reload"
 
 stop_ccrelay agent
 stop_ccrelay gateway

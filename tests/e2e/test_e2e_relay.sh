@@ -195,7 +195,7 @@ cr_log "call succeeded ${elapsed_ms} ms after the gateway restart"
 
 # SIGHUP must not take the gateway down (its default action would).
 kill -HUP "$(pid_of gateway2)"
-wait_for_log gateway2 'msg="SIGHUP: replica set reloaded' 5
+wait_for_log gateway2 'msg="reload: replica set reloaded' 5
 st=$(relay_curl "$CR_TMP/hup" cms.example.com /connector/mdm.cgi -H 'Content-Type: application/json' -d '{"action":"test"}')
 assert_eq "$st" 200 "gateway still serving after SIGHUP"
 

@@ -913,6 +913,73 @@ static void test_gw_admin_fanout(void **state) {
   gw_teardown(g);
 }
 
+/* POST /reload: served only once the gateway hooked its reload in; the answer carries the outcome and
+ * the counters; the token is the one of the configuration in force (cr__gw_admin_set_conf). */
+typedef struct fake_reload {
+  int calls, fail;
+  uint64_t ok, failed;
+} fake_reload_t;
+
+static int fake_reload(void *arg, char *msg, size_t msglen, uint64_t *ok, uint64_t *failed) {
+  fake_reload_t *f = arg;
+  f->calls++;
+  if (f->fail) {
+    f->failed++;
+    snprintf(msg, msglen, "gateway.yaml:3:7: \"services\": bad");
+  } else {
+    f->ok++;
+    snprintf(msg, msglen, "reloaded");
+  }
+  *ok = f->ok;
+  *failed = f->failed;
+  return f->fail ? CR_ECONFIG : 0;
+}
+
+static void test_gw_admin_reload(void **state) {
+  gctx_t *g = gw_setup(AG_ECHO);
+  fake_reload_t f = {0, 0, 0, 0};
+  cr_conf_gateway_t next;
+  client_t *c;
+  (void)state;
+  c = gw_call(g, "POST", "/reload", NULL);
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 404); /* no reload hooked in */
+  cr__gw_admin_on_reload(g->ga, fake_reload, &f);
+  c = gw_call(g, "GET", "/reload", NULL);
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 405);
+  c = client_start_str(&g->c, "POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n");
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 401);
+  assert_int_equal(f.calls, 0);
+  c = gw_call(g, "POST", "/reload", "Content-Length: 0\r\n");
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 200);
+  assert_string_equal(body_of(c), "{\"reloaded\":true,\"message\":\"reloaded\",\"reloads_ok\":1,\"reloads_failed\":0}\n");
+  f.fail = 1;
+  c = gw_call(g, "POST", "/reload", "Content-Length: 0\r\n");
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 422);
+  assert_string_equal(body_of(c), "{\"reloaded\":false,\"message\":\"gateway.yaml:3:7: \\\"services\\\": bad\","
+                                  "\"reloads_ok\":1,\"reloads_failed\":1}\n");
+  assert_int_equal(f.calls, 2);
+  /* A reload that changed the token: the old one no longer opens the API. */
+  next = g->conf;
+  next.admin_token = (char *)"fedcba9876543210fedcba9876543210";
+  cr__gw_admin_set_conf(g->ga, &next);
+  c = gw_call(g, "GET", "/agents", NULL);
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 401);
+  c = client_start_str(&g->c, "GET /agents HTTP/1.1\r\nHost: admin\r\n"
+                              "Authorization: Bearer fedcba9876543210fedcba9876543210\r\n\r\n");
+  RUN_UNTIL(&g->c, c->eof, 3000);
+  assert_int_equal(status_of(c), 200);
+  cr__gw_admin_set_conf(g->ga, &g->conf);
+  assert_int_equal(g->streams, 0);
+  gw_teardown(g);
+}
+
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sync_answer),     cmocka_unit_test(test_async_answer),
@@ -923,6 +990,7 @@ int main(void) {
       cmocka_unit_test(test_listen_error),    cmocka_unit_test(test_gw_admin_routes),
       cmocka_unit_test(test_gw_admin_post_and_delete), cmocka_unit_test(test_gw_admin_stream_failures),
       cmocka_unit_test(test_gw_admin_caller_leaves),  cmocka_unit_test(test_gw_admin_fanout),
+      cmocka_unit_test(test_gw_admin_reload),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
