@@ -16,6 +16,7 @@
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
+#include "ccrelay/tunnel.h"
 #include "ccrelay/upstream.h"
 
 typedef struct agent agent_t;
@@ -96,7 +97,16 @@ struct agent {
   cr_freelist_t free_exchanges;
   cr_process_t *proc;      /* signals, drain deadline, log flush, heap trim */
   int draining;
+  cr_queue_t tcp_relays;   /* passthrough connections (agent_tcp.c) */
 };
+
+/* agent_tcp.c */
+/* A CONNECT stream from the gateway (a passthrough service's caller): relayed to the tcp_routes[]
+ * entry whose host is the stream's authority (its port ignored), else answered 404 (503 while
+ * draining, 502 when the upstream cannot be reached) with the reason in x-ccrelay-error. */
+void cr__agent_tcp_stream(agent_t *a, cr_tstream_t *ts, const cr_http_msg_t *req);
+/* Ends every relay now (the agent stops). */
+void cr__agent_tcp_close_all(agent_t *a);
 
 /* agent_trust.c */
 /* Opens the store, starts watching it, and loads every route. 0, or -1 when the agent cannot run at
