@@ -1369,9 +1369,9 @@ static void peek_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
       pconn_close(pc);
     return;
   }
-  if (!named) {
-    /* With passthrough in use a name no service has is refused: it could only be a mistake or a
-     * probe, and terminating it would show the gateway's certificate for a name it does not serve. */
+  if (!named && !cr_tls_ctx_serves_name(pc->gw->public_tls, sni)) {
+    /* With passthrough in use a name that neither a service nor the gateway's own certificate has
+     * is refused: it could only be a mistake or a probe, and the gateway does not serve it. */
     if (refusal(pc->gw, L_PUBLIC, R_UNKNOWN_SNI))
       cr_log_warn("connection refused", "listener=public peer=%s reason=\"no service is named %s\"", s->peer, sni);
     pconn_close(pc);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
@@ -718,6 +719,11 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx) {
 }
 
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx) { return ctx->ssl_ctx; }
+
+int cr_tls_ctx_serves_name(cr_tls_ctx_t *ctx, const char *host) {
+  X509 *cert = SSL_CTX_get0_certificate(ctx->ssl_ctx);
+  return cert != NULL && X509_check_host(cert, host, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
+}
 
 cr__tls_crls_t *cr__tls_ctx_crls(cr_tls_ctx_t *ctx) { return &ctx->crls; }
 

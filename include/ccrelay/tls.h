@@ -167,6 +167,10 @@ cr_tls_ctx_t *cr_tls_ctx_ref(cr_tls_ctx_t *ctx);
  * protocol version. Change it before the first stream is created. */
 SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx);
 
+/* 1 when the context's own certificate (a server's identity) is valid for host as a client checks
+ * it (a DNS subjectAltName, exact or a leftmost wildcard; else the subject CN); 0 otherwise. */
+int cr_tls_ctx_serves_name(cr_tls_ctx_t *ctx, const char *host);
+
 /* Checks a TLS 1.2 cipher list (OpenSSL syntax) by compiling it: 0, or CR_ECONFIG with prose in err
  * ("no cipher matches ..."). For `ccrelay check` and start-up, which add the config position. */
 int cr_tls_cipher_list_check(const char *list, char *err, size_t errlen);
