@@ -507,11 +507,17 @@ static void agent_release_caches(void *arg) {
 static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
-  exchange_t *x = cr_freelist_get(&a->free_exchanges);
+  exchange_t *x;
   const char *rid = cr_http_msg_get(req, "x-request-id");
   const cr_conf_route_t *r;
   cr_http_msg_t *uh = &a->scratch_head;
   int has_body;
+
+  if (req->method && strcmp(req->method, "CONNECT") == 0) {
+    cr__agent_tcp_stream(a, ts, req); /* a passthrough service: bytes, not HTTP (agent_tcp.c) */
+    return;
+  }
+  x = cr_freelist_get(&a->free_exchanges);
 
   x->agent = a;
   x->ts = ts;
@@ -1117,6 +1123,7 @@ static void close_handles(void *arg) {
   uv_close((uv_handle_t *)&a->send_watch, NULL);
   uv_close((uv_handle_t *)&a->retired_timer, NULL);
   cr__agent_gens_close(a);
+  cr__agent_tcp_close_all(a);
   cr_queue_foreach_safe(q, n, &a->slots) slot_free(cr_queue_data(q, slot_t, link));
   cr__agent_trust_stop(a);
   if (a->admin) {
@@ -1268,6 +1275,7 @@ int cr_agent_run(const cr_conf_agent_t *conf) {
   cr_metrics_calls_init(&a->metrics.unrouted);
   a->tunnels_metrics = tunnels_metrics;
   cr_metrics_hist_init(&a->metrics.rtt, cr_metrics_rtt_bounds, cr_metrics_rtt_nbounds);
+  cr_queue_init(&a->tcp_relays);
   /* whatever the tunnel or an upstream's parser accepted, plus the fields a rewrite adds */
   cr_http_msg_init(&a->scratch_head, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
   cr_freelist_init(&a->free_exchanges, sizeof(exchange_t), MAX_FREE_EXCHANGES);

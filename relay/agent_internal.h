@@ -17,6 +17,7 @@
 #include "ccrelay/queue.h"
 #include "ccrelay/tls.h"
 #include "ccrelay/truststore.h"
+#include "ccrelay/tunnel.h"
 #include "ccrelay/upstream.h"
 
 typedef struct agent agent_t;
@@ -146,11 +147,19 @@ struct agent {
    * (agent_ops.c stays linkable without agent.c). NULL: the family is left out. */
   void (*tunnels_metrics)(agent_t *a, cr_buf_t *out);
   int draining;
+  cr_queue_t tcp_relays;   /* passthrough connections (agent_tcp.c) */
 };
 
 /* agent.c */
 /* The tunnel's TLS context for c's gateway.ca and gateway.identity. */
 int cr__agent_tunnel_tls_new(const cr_conf_agent_t *c, cr_tls_ctx_t **out, char *err, size_t errlen);
+/* agent_tcp.c */
+/* A CONNECT stream from the gateway (a passthrough service's caller): relayed to the tcp_routes[]
+ * entry whose host is the stream's authority (its port ignored), else answered 404 (503 while
+ * draining, 502 when the upstream cannot be reached) with the reason in x-ccrelay-error. */
+void cr__agent_tcp_stream(agent_t *a, cr_tstream_t *ts, const cr_http_msg_t *req);
+/* Ends every relay now (the agent stops). */
+void cr__agent_tcp_close_all(agent_t *a);
 
 /* agent_trust.c */
 /* An exchange that held g ended. */

@@ -24,11 +24,13 @@
 static const char *const agent_keys[] = {"log",         "gateway",    "routes",
                                          "limits",      "drain_timeout", "trust_store",
                                          "revocation",  "expiry_warning", "admin",
-                                         "remote_trust"};
+                                         "remote_trust", "tcp_routes"};
+static const char *const tcp_route_keys[] = {"name", "host", "connect", "connect_timeout", "idle_timeout"};
+static const range_t r_tcp_idle = {5 * 60 * MS_PER_S, 1, 24 * MS_PER_H};
 static const char *const agent_admin_keys[] = {"listen"};
 /* In cr_conf_revocation_t order. */
 static const char *const revocation_names[] = {"off", "soft", "hard"};
-static const char *const agent_only_keys[] = {"routes"};
+static const char *const agent_only_keys[] = {"routes", "tcp_routes"};
 static const char *const agent_gw_keys[] = {"address",       "server_name",  "ca",
                                             "identity",      "connections",  "connect_timeout",
                                             "ping_interval", "ping_timeout", "reconnect_min",
@@ -301,6 +303,53 @@ static int load_upstream(ctx_t *c, const node_t *route, const char *rp, cr_conf_
   return 0;
 }
 
+static int load_tcp_routes(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
+  const node_t *list;
+  char rp[PATH_LEN], kp[PATH_LEN];
+  size_t i, j;
+
+  if (cr__conf_get_list(c, root, "", "tcp_routes", OPT, &list) != 0)
+    return CR_ECONFIG;
+  if (list == NULL)
+    return 0;
+  a->tcp_routes = cr_calloc(list->n ? list->n : 1, sizeof(*a->tcp_routes));
+  a->ntcp_routes = list->n;
+  for (i = 0; i < list->n; i++) {
+    const node_t *m = list->items[i];
+    cr_conf_tcp_route_t *r = &a->tcp_routes[i];
+    cr_conf_pos_t name_pos = {0, 0};
+    cr_conf_addr_t addr = {0};
+    const node_t *v;
+    cr__conf_join_index(rp, "tcp_routes", i);
+    if (cr__conf_map_check(c, m, rp, tcp_route_keys, CR_ARRAY_SIZE(tcp_route_keys)) != 0)
+      return CR_ECONFIG;
+    r->pos = m->pos;
+    if (cr__conf_get_name(c, m, rp, &r->name, &name_pos) != 0 ||
+        cr__conf_get_host(c, m, rp, "host", REQ, &r->host) != 0 ||
+        cr__conf_get_duration(c, m, rp, "connect_timeout", r_up_connect, &r->connect_timeout_ms, NULL) ||
+        cr__conf_get_duration(c, m, rp, "idle_timeout", r_tcp_idle, &r->idle_timeout_ms, NULL))
+      return CR_ECONFIG;
+    if ((v = cr__conf_map_get(m, "connect")) == NULL)
+      return cr__conf_missing(c, m, rp, "connect");
+    if (load_addr(c, v, cr__conf_join(kp, rp, "connect"), &addr) != 0)
+      return CR_ECONFIG;
+    r->connect_host = addr.host;
+    r->connect_port = addr.port;
+    for (j = 0; j < a->nroutes; j++)
+      if (strcmp(a->routes[j].name, r->name) == 0)
+        return cr__conf_fail(c, name_pos, cr__conf_join(kp, rp, "name"), "duplicate route name '%s' (routes[%zu] has it)",
+                             r->name, j);
+    for (j = 0; j < i; j++) {
+      if (strcmp(a->tcp_routes[j].name, r->name) == 0)
+        return cr__conf_fail(c, name_pos, cr__conf_join(kp, rp, "name"),
+                             "duplicate route name '%s' (tcp_routes[%zu] has it)", r->name, j);
+      if (strcasecmp(a->tcp_routes[j].host, r->host) == 0)
+        return cr__conf_fail(c, r->pos, rp, "duplicate host '%s' (tcp_routes[%zu] has it)", r->host, j);
+    }
+  }
+  return 0;
+}
+
 static int load_routes(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   const node_t *list;
   char rp[PATH_LEN];
@@ -354,7 +403,7 @@ static int load_agent(ctx_t *c, const node_t *root, cr_conf_agent_t *a) {
   if (cr__conf_root_check(c, root, agent_keys, CR_ARRAY_SIZE(agent_keys), gateway_only,
                  CR_ARRAY_SIZE(gateway_only), "a gateway") != 0 ||
       cr__conf_load_log(c, root, &a->log) != 0 || load_agent_gateway(c, root, a) != 0 ||
-      load_routes(c, root, a) != 0 ||
+      load_routes(c, root, a) != 0 || load_tcp_routes(c, root, a) != 0 ||
       cr__conf_get_dir(c, root, "", "trust_store", &a->trust_store, &a->trust_store_pos) != 0 ||
       cr__conf_get_map(c, root, "", "limits", OPT, limits_keys, CR_ARRAY_SIZE(limits_keys), &lim) != 0 ||
       cr__conf_get_size(c, lim, "limits", "max_header_size", r_header_size, &a->max_header_size) != 0 ||
@@ -425,6 +474,12 @@ void cr_conf_agent_free(cr_conf_agent_t *a) {
     free(r->tls.curves);
   }
   free(a->routes);
+  for (i = 0; i < a->ntcp_routes; i++) {
+    free(a->tcp_routes[i].name);
+    free(a->tcp_routes[i].host);
+    free(a->tcp_routes[i].connect_host);
+  }
+  free(a->tcp_routes);
   memset(a, 0, sizeof(*a));
 }
 
@@ -504,7 +559,8 @@ static int load_public_tls(ctx_t *c, const node_t *pub, cr_conf_gateway_t *g) {
   return 0;
 }
 static const char *const group_keys[] = {"name", "agents"};
-static const char *const service_keys[] = {"host", "path_prefix", "group", "callers", "limits"};
+static const char *const service_keys[] = {"host", "path_prefix", "group", "callers", "limits", "mode"};
+static const char *const service_modes[] = {"http", "passthrough"};
 static const char *const callers_keys[] = {"client_ca", "subjects", "token_files", "sources"};
 static const char *const service_limits_keys[] = {"max_body", "max_concurrent"};
 
@@ -883,8 +939,22 @@ static int load_services(ctx_t *c, const node_t *root, cr_conf_gateway_t *g) {
         cr__conf_get_map(c, m, sp, "limits", OPT, service_limits_keys, CR_ARRAY_SIZE(service_limits_keys), &lim) != 0 ||
         cr__conf_get_size(c, lim, cr__conf_join(lp, sp, "limits"), "max_body", r_max_body, &s->max_body) != 0 ||
         cr__conf_get_uint(c, lim, lp, "max_concurrent", CR_CONF_MAX_CONCURRENT_DEFAULT, 1, 1000000,
-                          &s->max_concurrent) != 0)
+                          &s->max_concurrent) != 0 ||
+        cr__conf_get_enum(c, m, sp, "mode", service_modes, CR_ARRAY_SIZE(service_modes), 0, &s->passthrough) != 0)
       return CR_ECONFIG;
+    if (s->passthrough) {
+      /* Nothing of the HTTP inside is seen: only what the TCP peer and the SNI say can be checked. */
+      static const char *const http_only[] = {"path_prefix", "limits"};
+      const node_t *v;
+      for (j = 0; j < CR_ARRAY_SIZE(http_only); j++)
+        if ((v = cr__conf_map_get(m, http_only[j])) != NULL)
+          return cr__conf_fail(c, v->pos, cr__conf_join(kp, sp, http_only[j]),
+                               "a passthrough service is routed by its TLS server name only; remove %s", http_only[j]);
+      if (s->callers.client_ca.path || s->callers.nsubjects || s->callers.ntokens)
+        return cr__conf_fail(c, s->callers.pos, cr__conf_join(kp, sp, "callers"),
+                             "a passthrough service does not terminate TLS: of callers only sources can be checked "
+                             "(the upstream checks client certificates itself)");
+    }
     for (j = 0; j < g->ngroups; j++)
       if (strcmp(g->groups[j].name, s->group) == 0)
         break;

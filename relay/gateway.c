@@ -32,11 +32,16 @@
 #include "ccrelay/srcmap.h"
 #include "ccrelay/stream.h"
 #include "ccrelay/tls.h"
+#include "ccrelay/tls_sni.h"
 #include "ccrelay/tunnel.h"
 #include "gateway_internal.h"
 #include "ccrelay_revision.h"
 
 #define PENDING_MAX (64 * 1024)
+/* With a passthrough service, what the gateway reads of a caller before it knows where the
+ * connection goes: the ClientHello (at most CR_TLS_SNI_HELLO_MAX), its record headers and a little
+ * slack for a hello cut into many records. A hello that does not fit is terminated here. */
+#define PEEK_MAX (CR_TLS_SNI_HELLO_MAX + 1024)
 /* Reading stops once this much of the next request(s) is held: one more TLS record (16 KiB) still
  * fits under PENDING_MAX. */
 #define PENDING_STOP (16 * 1024)
@@ -57,10 +62,12 @@ typedef struct tunnel_handshake {
 /* Connections refused at accept (and tunnel handshakes that failed), per listener: the first few of
  * each REFUSE_LOG_WINDOW_MS are logged one by one, the rest in one summary line per window. */
 enum { L_TUNNEL, L_PUBLIC, L_COUNT };
-enum { R_MAX_CONNECTIONS, R_MAX_HANDSHAKES, R_MAX_PER_SOURCE, R_HS_TIMEOUT, R_HS_FAILED, R_COUNT };
+enum { R_MAX_CONNECTIONS, R_MAX_HANDSHAKES, R_MAX_PER_SOURCE, R_HS_TIMEOUT, R_HS_FAILED, R_UNKNOWN_SNI, R_SOURCES,
+       R_COUNT };
 static const char *const listener_names[L_COUNT] = {"tunnel", "public"};
 static const char *const reason_keys[R_COUNT] = {"max_connections", "max_handshakes", "max_per_source",
-                                                 "handshake_timeout", "handshake_failed"};
+                                                 "handshake_timeout", "handshake_failed", "unknown_server_name",
+                                                 "sources"};
 #define REFUSE_LOG_WINDOW_MS 10000
 #define REFUSE_LOG_BURST 5
 /* Descriptors the gateway needs beyond its public connections and tunnel handshakes: tunnels, the
@@ -102,7 +109,9 @@ typedef struct gw_metrics {
  * A response cut short enters it with its exchange still set (x->truncated): the FIN, without
  * close_notify, waits behind the bytes still queued for the caller, and the exchange is logged
  * once they are out (or the flush gave up). */
-typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING } pconn_state_t;
+/* PC_PASSTHROUGH: the connection is a passthrough service's; its bytes go untouched to a tunnel
+ * stream (gateway_passthrough.c). PC_HANDSHAKE covers the peek at the ClientHello before it. */
+typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING, PC_PASSTHROUGH } pconn_state_t;
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 #define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: request id, forwarded, framing */
@@ -166,6 +175,11 @@ struct pconn {
   pconn_state_t state;
   exchange_t *x;
   cr_buf_t pending;        /* bytes read but not parsed while an exchange is in progress */
+  cr_buf_t peek;           /* the caller's first bytes while its server name decides (passthrough) */
+  cr__gw_pt_t *pt;         /* PC_PASSTHROUGH: the relay */
+  const char *pt_service;  /* its service host and group, for the log */
+  const char *pt_group;
+  uint64_t pt_start_ms;
   size_t writes_inflight;  /* response bytes handed to the stream, not yet flushed */
   uint64_t flushed;        /* response bytes flushed, ever */
   uint64_t send_mark;      /* flushed when the current send_timeout window began */
@@ -219,6 +233,7 @@ struct gateway {
   cr_freelist_t free_exchanges;
   cr__gw_policy_t *policy; /* services' callers rules and limits (gateway_policy.c) */
   gw_metrics_t metrics;
+  int has_passthrough;     /* some service is mode: passthrough: callers' ClientHellos are peeked at */
 };
 
 static void pconn_close(pconn_t *pc);
@@ -1018,6 +1033,7 @@ static void pconn_free_if_done(pconn_t *pc) {
     return;
   cr_http1_parser_free(pc->parser);
   cr_buf_free(&pc->pending);
+  cr_buf_free(&pc->peek);
   exchange_put(pc->gw, pc->x);
   free(pc);
 }
@@ -1058,6 +1074,15 @@ static void pconn_close(pconn_t *pc) {
   if (pc->state == PC_HANDSHAKE)
     pc->gw->public_handshakes--;
   cr_srcmap_release(pc->gw->public_src, &pc->src);
+  if (pc->pt) {
+    uint64_t in, out;
+    cr__gw_pt_counts(pc->pt, &in, &out);
+    cr_log_info("passthrough", "peer=%s service=%s group=%s bytes_in=%llu bytes_out=%llu duration_ms=%llu",
+                pc->s->peer, pc->pt_service, pc->pt_group, (unsigned long long)in, (unsigned long long)out,
+                (unsigned long long)(uv_now(&pc->gw->loop) - pc->pt_start_ms));
+    cr__gw_pt_free(pc->pt);
+    pc->pt = NULL;
+  }
   pc->state = PC_CLOSING;
   if (pc->x) {
     exchange_abandon_stream(pc->x);
@@ -1210,6 +1235,12 @@ static void pconn_feed(pconn_t *pc, const char *data, size_t len) {
 
 static void pconn_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
   pconn_t *pc = s->data;
+  if (pc->state == PC_PASSTHROUGH) {
+    if (nread < 0)
+      pc->reading = 0; /* a stream reports its end once and stops */
+    cr__gw_pt_caller_read(pc->pt, nread, data);
+    return;
+  }
   if (nread < 0) {
     pc->reading = 0;
     pc->eof_seen = 1;
@@ -1301,6 +1332,139 @@ static void on_public_handshake(cr_stream_t *s, int status) {
     pconn_close(pc);
 }
 
+/* ---------- passthrough: routing by the ClientHello's server name ---------- */
+
+static void pt_pause(void *arg) {
+  pconn_t *pc = arg;
+  if (pc->reading) {
+    cr_stream_read_stop(pc->s);
+    pc->reading = 0;
+  }
+}
+
+static void pt_resume(void *arg) {
+  pconn_t *pc = arg;
+  if (pconn_start_reading(pc) < 0)
+    pconn_close(pc);
+}
+
+static void pt_activity(void *arg) {
+  pconn_t *pc = arg;
+  cr_deadline_set(&pc->deadline, on_idle_timeout, pc->gw->conf->public_.idle_timeout_ms);
+}
+
+static void pt_done(void *arg, const char *why) {
+  pconn_t *pc = arg;
+  if (why)
+    cr_log_info("passthrough ended", "peer=%s service=%s reason=\"%s\"", pc->s->peer, pc->pt_service, why);
+  pconn_close(pc);
+}
+
+/* Not a passthrough connection: TLS is terminated here, beginning with the bytes already read. */
+static void pconn_terminate(pconn_t *pc) {
+  gateway_t *gw = pc->gw;
+  cr_stream_t *conn = pc->s;
+  int r;
+  cr_stream_read_stop(conn);
+  pc->reading = 0;
+  pc->s = cr_tls_stream_new(conn, gw->public_tls, NULL);
+  pc->s->data = pc;
+  r = cr_tls_stream_handshake_after(pc->s, on_public_handshake, pc->peek.base, pc->peek.len);
+  cr_buf_free(&pc->peek);
+  if (r < 0)
+    pconn_close(pc);
+}
+
+static long passthrough_service(const cr_conf_gateway_t *conf, const char *sni, int *named) {
+  *named = 0;
+  for (size_t i = 0; i < conf->nservices; i++)
+    if (strcasecmp(conf->services[i].host, sni) == 0) {
+      if (conf->services[i].passthrough)
+        return (long)i;
+      *named = 1;
+    }
+  return -1;
+}
+
+static void pconn_passthrough(pconn_t *pc, size_t si, const char *sni) {
+  gateway_t *gw = pc->gw;
+  const cr_conf_service_t *svc = &gw->conf->services[si];
+  cr__gw_pt_owner_t owner = {pt_pause, pt_resume, pt_activity, pt_done, pc};
+  cr_tunnel_t *t;
+  char ip[64];
+  int r;
+  pc->pt_service = svc->host;
+  pc->pt_group = gw->groups[svc->group_index].conf->name;
+  if (!cr__gw_policy_source_allowed(gw->conf, si, pc->s->peer, ip, sizeof ip)) {
+    if (refusal(gw, L_PUBLIC, R_SOURCES))
+      cr_log_warn("connection refused", "listener=public peer=%s service=%s rule=sources reason=\"the caller's "
+                  "address %s is not in this service's sources\"", pc->s->peer, svc->host, ip);
+    pconn_close(pc);
+    return;
+  }
+  t = cr__gw_group_pick(&gw->groups[svc->group_index]);
+  if (t == NULL) {
+    cr_log_warn("passthrough refused", "peer=%s service=%s group=%s reason=\"no agent of the group is connected\"",
+                pc->s->peer, svc->host, pc->pt_group);
+    pconn_close(pc);
+    return;
+  }
+  r = cr__gw_pt_start(t, pc->s, sni, pc->peek.base, pc->peek.len, &owner, &pc->pt);
+  cr_buf_free(&pc->peek);
+  if (r < 0) {
+    cr_log_warn("passthrough refused", "peer=%s service=%s reason=\"could not open a tunnel stream: %s\"",
+                pc->s->peer, svc->host, cr_strerror(r));
+    pconn_close(pc);
+    return;
+  }
+  gw->public_handshakes--; /* no handshake of ours: the caller's is with the upstream */
+  pc->state = PC_PASSTHROUGH;
+  pc->pt_start_ms = uv_now(&gw->loop);
+  pt_activity(pc);
+}
+
+static void peek_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
+  pconn_t *pc = s->data;
+  const cr_conf_gateway_t *conf = pc->gw->conf;
+  char sni[CR_TLS_SNI_NAME_MAX + 1];
+  long si;
+  int r, named;
+  if (nread < 0) {
+    pc->reading = 0;
+    pconn_close(pc);
+    return;
+  }
+  if (cr_buf_append(&pc->peek, data, (size_t)nread) < 0) {
+    pconn_terminate(pc); /* more than any hello we route: OpenSSL decides */
+    return;
+  }
+  r = cr_tls_sni_parse((const unsigned char *)pc->peek.base, pc->peek.len, sni, sizeof sni, NULL);
+  if (r == CR_TLS_SNI_MORE)
+    return;
+  if (r != CR_TLS_SNI_FOUND) {
+    pconn_terminate(pc); /* no server name, or no hello we understand: as without passthrough */
+    return;
+  }
+  si = passthrough_service(conf, sni, &named);
+  if (si >= 0) {
+    cr_stream_read_stop(s);
+    pc->reading = 0;
+    pconn_passthrough(pc, (size_t)si, sni);
+    if (pc->state == PC_PASSTHROUGH && pconn_start_reading(pc) < 0)
+      pconn_close(pc);
+    return;
+  }
+  if (!named && !cr_tls_ctx_serves_name(pc->gw->public_tls, sni)) {
+    /* With passthrough in use a name that neither a service nor the gateway's own certificate has
+     * is refused: it could only be a mistake or a probe, and the gateway does not serve it. */
+    if (refusal(pc->gw, L_PUBLIC, R_UNKNOWN_SNI))
+      cr_log_warn("connection refused", "listener=public peer=%s reason=\"no service is named %s\"", s->peer, sni);
+    pconn_close(pc);
+    return;
+  }
+  pconn_terminate(pc);
+}
+
 /* Before anything is allocated: the connection caps, in the order that names the tightest one. */
 static int public_admit(cr_listener_t *l, const struct sockaddr *peer, void *arg) {
   gateway_t *gw = arg;
@@ -1336,12 +1500,23 @@ static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg)
   cr_buf_init(&pc->pending, PENDING_MAX);
   cr_deadline_init(&gw->loop, &pc->deadline);
   pc->deadline.timer.data = pc;
-  pc->s = cr_tls_stream_new(conn, gw->public_tls, NULL);
-  pc->s->data = pc;
   cr_queue_insert_tail(&gw->pconns, &pc->link);
   gw->npconns++;
   gw->pconns_begun++;
   cr_deadline_set(&pc->deadline, on_idle_timeout, gw->conf->public_.header_timeout_ms);
+  if (gw->has_passthrough) {
+    /* Where the connection goes depends on its ClientHello: read it first (within header_timeout). */
+    pc->s = conn;
+    conn->data = pc;
+    cr_buf_init(&pc->peek, PEEK_MAX);
+    if (cr_stream_read_start(conn, peek_on_read) < 0)
+      pconn_close(pc);
+    else
+      pc->reading = 1;
+    return;
+  }
+  pc->s = cr_tls_stream_new(conn, gw->public_tls, NULL);
+  pc->s->data = pc;
   if (cr_tls_stream_handshake(pc->s, on_public_handshake) < 0)
     pconn_close(pc);
 }
@@ -2108,6 +2283,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gw->probe_ops.status = probe_status;
   gw->probe_ops.metrics = probe_metrics;
   gw->probe_ops.arg = gw;
+  for (size_t i = 0; i < conf->nservices; i++)
+    gw->has_passthrough |= conf->services[i].passthrough;
   if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, "cannot start", &gw->policy) < 0 ||
       (gw->gen->policy = gw->policy, make_tls_contexts(gw) < 0))
     goto out;

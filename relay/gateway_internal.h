@@ -205,4 +205,38 @@ void cr__gw_policy_release(cr__gw_policy_t *p, size_t si);
  * stream's "ip:port". 0, or CR_ELIMIT when fwd has no room for the fields. */
 int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const char *peer, const char *host);
 
+/* The caller's address (the TCP peer "ip:port") is in service si's callers.sources, or the service
+ * has none: 1; else 0. ip gets the address, for the log. */
+int cr__gw_policy_source_allowed(const cr_conf_gateway_t *conf, size_t si, const char *peer, char *ip, size_t iplen);
+
+/* ---- passthrough services: end-to-end TLS (gateway_passthrough.c) ---- */
+
+/* One caller's TLS connection relayed untouched over a tunnel stream: a CONNECT whose authority is
+ * the service host (the SNI), which the agent's tcp_routes entry of that host connects to its fixed
+ * upstream. Bytes move both ways with the stream's flow control as backpressure: the caller is read
+ * only while the stream's send buffer has room, and the stream's window is given back only when the
+ * bytes reached the caller's socket. Each direction's end (the caller's FIN, the stream's END_STREAM)
+ * is passed on as the other's, so a half-closed connection keeps working. */
+typedef struct cr__gw_pt cr__gw_pt_t;
+typedef struct cr__gw_pt_owner {
+  void (*pause_caller)(void *arg);  /* stop reading the caller */
+  void (*resume_caller)(void *arg); /* read the caller again (its bytes go to cr__gw_pt_caller_read) */
+  void (*activity)(void *arg);      /* bytes moved: the idle timeout starts over */
+  void (*done)(void *arg, const char *why); /* over (why NULL: both sides ended cleanly); the owner
+                                               closes the caller and frees the relay (it may, inside
+                                               the call: the relay touches nothing after). Fires once */
+  void *arg;
+} cr__gw_pt_owner_t;
+/* Opens the stream on t and sends first[0..len) (the caller's bytes already read: its ClientHello).
+ * caller stays the owner's; the relay writes to it and shuts it down. 0, or an error with *out NULL. */
+int cr__gw_pt_start(cr_tunnel_t *t, cr_stream_t *caller, const char *sni, const char *first, size_t len,
+                    const cr__gw_pt_owner_t *owner, cr__gw_pt_t **out);
+/* What the owner read from the caller (nread > 0 bytes, or UV_EOF, or an error). */
+void cr__gw_pt_caller_read(cr__gw_pt_t *pt, ssize_t nread, const char *data);
+/* Bytes moved so far, for the log. */
+void cr__gw_pt_counts(const cr__gw_pt_t *pt, uint64_t *from_caller, uint64_t *to_caller);
+/* Resets the stream if still open and frees the relay once the writes it gave the caller's stream
+ * have completed (close the caller to cancel them). The owner is never called again. */
+void cr__gw_pt_free(cr__gw_pt_t *pt);
+
 #endif

@@ -137,6 +137,12 @@ static const char *peer_ip(const char *peer, char *out, size_t outlen) {
   return out;
 }
 
+int cr__gw_policy_source_allowed(const cr_conf_gateway_t *conf, size_t si, const char *peer, char *ip, size_t iplen) {
+  const cr_conf_callers_t *cl = &conf->services[si].callers;
+  peer_ip(peer, ip, iplen);
+  return cl->nsources == 0 || cr_conf_cidr_match(cl->sources, cl->nsources, ip);
+}
+
 /* ---------- certificate subjects ---------- */
 
 typedef struct name_match {

@@ -114,6 +114,8 @@ long cr_route_service_match(const cr_conf_service_t *services, size_t n, const c
   for (size_t i = 0; i < n; i++) {
     const cr_conf_service_t *s = &services[i];
     size_t len = s->path_prefix ? strlen(s->path_prefix) : 0;
+    if (s->passthrough) /* reached by its TLS server name only, never by a request's Host */
+      continue;
     if (!cr_route_host_matches(req, s->host))
       continue;
     if (s->path_prefix && !cr_route_path_has_prefix(req->target, s->path_prefix))

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include "ccrelay/alloc.h"
 #include "ccrelay/common.h"
@@ -728,6 +729,11 @@ time_t cr_tls_ctx_identity(const cr_tls_ctx_t *ctx, char *subject, size_t subjec
   if (subject && subjectlen)
     cr_x509_subject(leaf, subject, subjectlen);
   return cr_x509_not_after(leaf);
+}
+
+int cr_tls_ctx_serves_name(cr_tls_ctx_t *ctx, const char *host) {
+  X509 *cert = SSL_CTX_get0_certificate(ctx->ssl_ctx);
+  return cert != NULL && X509_check_host(cert, host, 0, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1;
 }
 
 cr__tls_crls_t *cr__tls_ctx_crls(cr_tls_ctx_t *ctx) { return &ctx->crls; }

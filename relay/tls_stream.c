@@ -1212,10 +1212,25 @@ int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb) {
     return r;
   }
   if (t->ssl == NULL) {
-    t->hello_wait = 1; /* nothing to answer yet: OpenSSL would only make its buffers and wait */
-    return 0;
+    if (input_pending(t) == 0 || !hello_ready(t)) {
+      t->hello_wait = 1; /* nothing to answer yet: OpenSSL would only make its buffers and wait */
+      return 0;
+    }
+    make_ssl(t); /* the hello came whole with the bytes the owner read first */
   }
   return handshake_step(t, 1);
+}
+
+int cr_tls_stream_handshake_after(cr_stream_t *tls, cr_tls_handshake_cb cb, const char *first, size_t len) {
+  tls_stream_t *t = (tls_stream_t *)tls;
+  if (len > 0) {
+    if (t->closing || t->hs_started || t->ssl != NULL)
+      return UV_EINVAL;
+    t->in = first;
+    t->in_len = len;
+    keep_input(t); /* copied: held until OpenSSL takes it, as bytes read while it waited are */
+  }
+  return cr_tls_stream_handshake(tls, cb);
 }
 
 const char *cr_tls_stream_error(const cr_stream_t *tls) {

@@ -161,6 +161,23 @@ typedef struct cr_conf_proxy {
  * matched (may be NULL). Case-insensitive, ports ignored. */
 int cr_conf_no_proxy_match(const char *no_proxy, const char *host, char *matched, size_t matchedlen);
 
+/* tcp_routes[]: the agent's side of a gateway passthrough service (end-to-end TLS). The gateway sends
+ * the caller's TLS bytes, untouched, on a tunnel stream named by the SNI; the route whose host is that
+ * name connects plain TCP to connect and moves the bytes both ways. ccrelay never sees plaintext:
+ * the upstream's own certificate and its client-certificate check reach the caller end to end.
+ *   tcp_routes: [{ name: cms-tls, host: cms.example.com, connect: cms.corp:443,
+ *                  connect_timeout: 5s, idle_timeout: 5m }] */
+typedef struct cr_conf_tcp_route {
+  char *name;                /* tcp_routes[].name: required, unique among routes and tcp_routes */
+  char *host;                /* tcp_routes[].host: the SNI name, exact, case-insensitive; unique */
+  char *connect_host;        /* tcp_routes[].connect: host:port; required */
+  unsigned connect_port;
+  uint64_t connect_timeout_ms; /* tcp_routes[].connect_timeout (5s) */
+  uint64_t idle_timeout_ms;    /* tcp_routes[].idle_timeout (5m), 1ms..24h: no byte either way for this
+                                  long ends the connection */
+  cr_conf_pos_t pos;
+} cr_conf_tcp_route_t;
+
 /* Where the agent's trusted roots and CRLs live unless trust_store says otherwise. */
 #define CR_CONF_TRUST_STORE_DEFAULT "/var/lib/ccrelay/trust"
 
@@ -208,6 +225,8 @@ typedef struct cr_conf_agent {
   } gateway;
   cr_conf_route_t *routes;        /* routes: list, at least one */
   size_t nroutes;
+  cr_conf_tcp_route_t *tcp_routes; /* tcp_routes: optional list */
+  size_t ntcp_routes;
   uint64_t max_header_size;       /* limits.max_header_size (16KiB) */
   unsigned max_header_fields;     /* limits.max_header_fields (100): upstream response heads */
   uint64_t send_timeout_ms;       /* limits.send_timeout (30s), 0s..1h, 0s: off. While request body
@@ -305,6 +324,10 @@ typedef struct cr_conf_service {
                                 (no response head sent yet) or the connection closed */
   unsigned max_concurrent;   /* services[].limits.max_concurrent (CR_CONF_MAX_CONCURRENT_DEFAULT),
                                 1..1000000: one call more gets 503 with Retry-After: 1 */
+  int passthrough;           /* services[].mode: http (0, the default) | passthrough (1): routed by the
+                                SNI of the caller's ClientHello without terminating TLS, to the agent's
+                                tcp_routes[] entry of the same host. Matched by host only: no
+                                path_prefix, no limits, and of callers only sources */
 } cr_conf_service_t;
 
 /* Replica ids: 1..CR_CONF_REPLICA_ID_MAX characters of A-Z a-z 0-9 . _ - : [ ]; sets hold at most

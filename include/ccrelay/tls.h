@@ -170,6 +170,10 @@ SSL_CTX *cr_tls_ctx_native(cr_tls_ctx_t *ctx);
  * into subject ("" when none; subject may be NULL). */
 time_t cr_tls_ctx_identity(const cr_tls_ctx_t *ctx, char *subject, size_t subjectlen);
 
+/* 1 when the context's own certificate (a server's identity) is valid for host as a client checks
+ * it (a DNS subjectAltName, exact or a leftmost wildcard; else the subject CN); 0 otherwise. */
+int cr_tls_ctx_serves_name(cr_tls_ctx_t *ctx, const char *host);
+
 /* Checks a TLS 1.2 cipher list (OpenSSL syntax) by compiling it: 0, or CR_ECONFIG with prose in err
  * ("no cipher matches ..."). For `ccrelay check` and start-up, which add the config position. */
 int cr_tls_cipher_list_check(const char *list, char *err, size_t errlen);
@@ -252,6 +256,10 @@ cr_stream_t *cr_tls_stream_new(cr_stream_t *lower, cr_tls_ctx_t *ctx, const char
  * Returns 0, or an error (cb then never fires): UV_EINVAL for a client without server_name. */
 typedef void (*cr_tls_handshake_cb)(cr_stream_t *tls, int status);
 int cr_tls_stream_handshake(cr_stream_t *tls, cr_tls_handshake_cb cb);
+/* The same for a server whose owner already read the first bytes from lower (the gateway peeks at the
+ * ClientHello's server name before it decides to terminate TLS): first[0..len) (copied) are taken as
+ * if read from lower before anything else. UV_EINVAL on a client, or after the handshake began. */
+int cr_tls_stream_handshake_after(cr_stream_t *tls, cr_tls_handshake_cb cb, const char *first, size_t len);
 
 /* Like cr_stream_shutdown (the queued writes first, then the lower stream's shutdown: a TCP FIN), but
  * without close_notify, so the peer reads the connection as truncated (RFC 8446 6.1). For ending a

@@ -1512,6 +1512,67 @@ static void test_callers_errors(void **state) {
 #undef C
 }
 
+/* ---------------------------------------------------------------- passthrough */
+
+static void test_passthrough(void **state) {
+  cr_conf_gateway_t g;
+  cr_conf_agent_t a;
+  char err[1024] = "";
+  const char *yaml = TUN PUBID GROUPS SVC "  - host: cms.example\n    mode: passthrough\n    group: acme\n"
+                     "    callers: { sources: [10.0.0.0/8] }\n  - host: b.example\n    mode: http\n    group: acme\n";
+  (void)state;
+  assert_int_equal(gateway_ok(yaml, &g), 0);
+  assert_false(g.services[0].passthrough);
+  assert_true(g.services[1].passthrough);
+  assert_int_equal(g.services[1].callers.nsources, 1);
+  assert_false(g.services[2].passthrough);
+  cr_conf_gateway_free(&g);
+
+  yaml = GW ROUTE UP "tcp_routes:\n  - name: cms-tls\n    host: cms.example\n    connect: 10.1.2.3:443\n"
+                     "  - name: other\n    host: other.example\n    connect: '[::1]:8443'\n"
+                     "    connect_timeout: 2s\n    idle_timeout: 10m\n";
+  if (cr_conf_agent_load_mem(inline_name, yaml, strlen(yaml), &a, err, sizeof err) != 0) {
+    print_error("%s\n", err);
+    fail();
+  }
+  assert_int_equal(a.ntcp_routes, 2);
+  assert_string_equal(a.tcp_routes[0].name, "cms-tls");
+  assert_string_equal(a.tcp_routes[0].host, "cms.example");
+  assert_string_equal(a.tcp_routes[0].connect_host, "10.1.2.3");
+  assert_int_equal(a.tcp_routes[0].connect_port, 443);
+  assert_true(a.tcp_routes[0].connect_timeout_ms == 5000);
+  assert_true(a.tcp_routes[0].idle_timeout_ms == 5 * 60 * 1000);
+  assert_string_equal(a.tcp_routes[1].connect_host, "::1");
+  assert_int_equal(a.tcp_routes[1].connect_port, 8443);
+  assert_true(a.tcp_routes[1].connect_timeout_ms == 2000);
+  assert_true(a.tcp_routes[1].idle_timeout_ms == 10 * 60 * 1000);
+  cr_conf_agent_free(&a);
+}
+
+static void test_passthrough_errors(void **state) {
+#define PT TUN PUBID GROUPS SVC "  - host: cms.example\n    mode: passthrough\n    group: acme\n" /* lines 14-16 */
+  (void)state;
+  gateway_err(TUN PUBID GROUPS SVC "    mode: tls\n", "14:11: services[0].mode", "passthrough");
+  gateway_err(PT "    path_prefix: /x\n", "17:18: services[1].path_prefix", "routed by its TLS server name only");
+  gateway_err(PT "    limits: { max_body: 1KiB }\n", "17:13: services[1].limits", "routed by its TLS server name only");
+  gateway_err(PT "    callers: { token_files: [files/admin.token] }\n", "17:14: services[1].callers",
+              "of callers only sources can be checked");
+  gateway_err(PT "    callers: { client_ca: files/ca.pem }\n", "17:14: services[1].callers",
+              "of callers only sources can be checked");
+#undef PT
+#define TR GW ROUTE UP "tcp_routes:\n  - name: t1\n    host: cms.example\n" /* lines 15-17 */
+  agent_err(TR, "16:5: tcp_routes[0].connect", "missing required key");
+  agent_err(TR "    connect: cms.corp\n", "18:14: tcp_routes[0].connect", "bad address");
+  agent_err(TR "    connect: cms.corp:0\n", "18:14: tcp_routes[0].connect", "bad address");
+  agent_err(TR "    connect: cms.corp:443\n    idle_timeout: 0s\n", "19:19: tcp_routes[0].idle_timeout", "out of range");
+  agent_err(TR "    connect: cms.corp:443\n    url: x\n", "19:5: tcp_routes[0].url", "unknown key");
+  agent_err(TR "    connect: a:1\n  - name: t2\n    host: CMS.example\n    connect: b:2\n", "19:5: tcp_routes[1]",
+            "duplicate host 'CMS.example'");
+  agent_err(TR "    connect: a:1\n  - name: r1\n    host: x.example\n    connect: b:2\n", "19:11: tcp_routes[1].name",
+            "duplicate route name 'r1'");
+#undef TR
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, reset_bad, no_bad_case)
 
 /* ---------------------------------------------------------------- gateway.proxy */
@@ -1822,6 +1883,8 @@ int main(void) {
       T(test_replicas),
       T(test_callers_and_limits),
       T(test_callers_errors),
+      cmocka_unit_test(test_passthrough),
+      T(test_passthrough_errors),
       T(test_proxy),
       T(test_proxy_errors),
       T(test_proxy_environment),
