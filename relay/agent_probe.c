@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* "Test Connection" for one route: the route's upstream dialled as the agent dials it (the route
  * checks, its identity chained to the trust store, its TLS settings, the upstream pool and HTTP/1.1
  * client), one request, and what the connection looked like. `ccrelay probe` runs it from the command

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* gateway.proxy: the agent's outbound HTTP proxy, from the file or (opted in) from the environment,
  * and curl's no_proxy matching. Part of the config module (config.h); see cr_conf_proxy_t. */
 #include <arpa/inet.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Who may call a service and how much (services[].callers, services[].limits), and what the gateway
  * tells the agent about the caller (Forwarded, X-Forwarded-For; public.trusted_proxies).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The gateway's replica set: this replica's id and the ids of every replica of the deployment, told
  * to each agent on its tunnels so that the agent keeps tunnels to every replica behind the load
  * balancer (README, High availability).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* `ccrelay probe`: for each route, the agent's own dial (agent_probe.c) from the command line, with
  * what an operator's "Test Connection" shows: the TLS version and cipher, the server's certificate,
  * the verify result and the status of one request. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* HTTP CONNECT through a proxy: the exchange over a stream (state machine below), Basic as the one
  * authentication scheme so far, and the dial that puts TCP to the proxy and the exchange under one
  * deadline. See proxy_connect.h for the contracts. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Open addressing with linear probing over a power-of-two table at most half full (sized for
  * max_entries sources), and backward-shift deletion, so a lookup never walks tombstones. */
 #include "ccrelay/srcmap.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* `ccrelay probe -c AGENT.yaml [ROUTE...]` ("Test Connection"), and the route checks `ccrelay check`
  * shares with the agent. */
 #ifndef CCRELAY_PROBE_CLI_H

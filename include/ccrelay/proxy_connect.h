@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Reaching a host through an HTTP proxy with CONNECT (RFC 9110 9.3.6), for the agent's tunnel.
  *
  * Two levels:

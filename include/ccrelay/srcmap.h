@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Connections counted by source address, for per-source caps on a listener: a fixed-size table sized
  * at creation, so an accept costs one hash and no allocation, and a flood of distinct addresses
  * cannot grow it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Who may call a service, and how much (issue 13, points 3 and 4): per-service client CAs and
 # subjects (CN, DNS SAN with a wildcard, URI SAN prefix), bearer tokens from files (two files: a
 # rotated token), source address lists (127.0.0.2 vs 127.0.0.1), X-Forwarded-For/Forwarded dropped

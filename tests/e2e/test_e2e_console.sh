@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # What the console's real callers send, end to end on 127.0.0.1 (curl -> gateway -> tunnel -> agent ->
 # sims), issue 13 points 1, 2 and 6:
 #   1xx: a caller sending Expect: 100-continue gets the upstream's 100 Continue at once (curl with

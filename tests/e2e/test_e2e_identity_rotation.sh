@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Identity rotation (issue 12, point 4): a route's PKCS#12 replaced by a new file with a new password
 # file, the config edited to name them, SIGHUP: the agent re-reads the route identities and uses the
 # new one (the admin /status and the upstream see it). A bad replacement (wrong password) refuses the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Old servers behind the agent (issue 12, point 2): a route's upstream.tls lowers the strict defaults
 # for that route only. Real components: `openssl s_server -www` with an RSA-1024/SHA-1 certificate,
 # and one that speaks TLS 1.0 only. Each is refused by default (502, the reason logged) and reached

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Plain-HTTP upstreams (issue 12, point 3): SCEP and NDES answer on http://, without a client
 # certificate. A route says so explicitly (upstream.plain_http: true); without it an http:// url is a
 # configuration error with its place. The agent warns at start. A SCEP exchange (GetCACaps,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Connections that never authenticate cannot take the gateway down (issue 16, findings 2 and 7):
 # - at start, a descriptor limit too small for max_connections is refused with a clear error;
 # - floods of silent and slowloris (ClientHello a byte at a time) connections on both ports, from

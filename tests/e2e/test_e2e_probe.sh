@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # "Test Connection" (issue 12, point 5): `ccrelay probe -c agent.yaml [ROUTE...]` dials each route's
 # upstream as the agent does and prints the TLS version, cipher, the server certificate's subject,
 # issuer and notAfter, the verify result and the status of the request named (default HEAD /); it

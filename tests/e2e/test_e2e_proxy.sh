@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # The agent's tunnel through a real HTTP proxy (issue 12, point 1): Debian's squid on 127.0.0.1 with
 # basic_ncsa_auth and a password file made here, CONNECT allowed to the gateway's port only.
 # Shown: tunnels come up through it and calls are relayed; a wrong password is a 407 logged as

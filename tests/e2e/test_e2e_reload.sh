@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Reload of everything (issue 14, point 2), each step with a slow call in flight that must complete
 # with 200:
 #   1. a route added to agent.yaml, SIGHUP: the path that answered 404 answers 200;

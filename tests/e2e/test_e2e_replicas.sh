@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # Gateway replicas behind the load balancer a user would run: HAProxy in TCP mode, round robin, in
 # front of both the tunnel and the public ports of three gateway processes (a fourth joins later);
 # two agents (two certificate names of one group) that know only the load balancer's tunnel address.

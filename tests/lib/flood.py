@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Opens many TCP connections that never complete a TLS handshake, and holds them.
 
   flood.py --port P --count N [--sources 127.0.0.2,127.0.0.3] [--mode silent|slowloris]

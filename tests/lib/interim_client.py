@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An HTTPS caller that sees what curl hides: every response head on the connection, 1xx included,
 and when each arrived. For the 1xx and Expect: 100-continue tests.
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Bounded load for end-to-end tests: COUNT HTTPS calls, CONCURRENCY at a time, each on a new
 connection (so a TCP load balancer spreads them), within at most --max-seconds.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One SOAP 1.2 call with zeep (python3-zeep), the way a SOAP client library makes it, through the
 gateway. Names in the address resolve to 127.0.0.1 (like curl --resolve).
 

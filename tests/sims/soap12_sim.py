@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """A SOAP 1.2 service made with spyne, for ccrelay's tests: the upstream a real SOAP 1.2 client
 (zeep) calls through the relay.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The Prometheus renderer: HELP/TYPE lines, label escaping, histogram buckets (cumulative, +Inf,
  * sum and count), the fixed method and status-class enums, and the call blocks. */
 #include <setjmp.h>

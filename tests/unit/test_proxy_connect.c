@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The CONNECT exchange against a scripted proxy on an in-memory stream pair: the request it sends,
  * Basic credentials, a multi-round scheme (407 then success), every failure the proxy can cause
  * (403, 502, 407 refused, garbage, a head over the cap, a close before or inside the answer, bytes

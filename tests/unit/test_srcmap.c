@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* Per-source counting: caps per source and in total, IPv6 grouped by /64, IPv4-mapped IPv6 the same
  * source as IPv4, and many sources coming and going (deletion keeps every other source findable). */
 #include <setjmp.h>

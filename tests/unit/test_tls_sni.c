@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 /* The ClientHello SNI reader: a valid hello, every truncation, overlong lengths, several extensions,
  * none, a record that is no handshake, a hello split across records and across reads. */
 #include <setjmp.h>
