@@ -222,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   /* A bare agent: its status needs only the config and counters; its loop serves every mode. */
   a = calloc(1, sizeof *a);
-  a->conf = &agent_conf;
+  a->conf = a->boot = &agent_conf;
   a->tunnels_up = (mode & 32) ? 1 : 0;
   a->trust.store = store;
   /* Trust changes queue here; with no routes to reload, the trust module counts as stopped. */
