@@ -134,9 +134,13 @@ start_agent() {
 
 # wait_for_tunnels NAME N [TIMEOUT=15]: until NAME has logged N "tunnel up" lines in total.
 wait_for_tunnels() {
-  local name=$1 n=$2 timeout=${3:-15} i c
+  local name=$1 n=$2 timeout=${3:-15} i c k
   for ((i = 0; i < timeout * 20; i++)); do
+    # "tunnel up" is a debug line once the gateway announced its replicas; at info level each tunnel
+    # logs "tunnel covers replica" instead (never both at info: count whichever says more).
     c=$(grep -c 'msg="tunnel up"' "${CR_LOG_OF[$name]}" 2>/dev/null || true)
+    k=$(grep -c 'msg="tunnel covers replica"' "${CR_LOG_OF[$name]}" 2>/dev/null || true)
+    ((${k:-0} > ${c:-0})) && c=$k
     ((${c:-0} >= n)) && return 0
     alive "${CR_PID_OF[$name]}" || fail "$name exited before $n tunnel(s) came up"
     sleep 0.05
