@@ -357,31 +357,39 @@ static void info_cb(const SSL *ssl, int where, int ret) {
 /* Loads the PEM roots of path into the context's store (and, on a server, the list of acceptable
  * client CAs it sends). Read through cr_x509_read_file rather than OpenSSL's own file loaders, so a
  * FIFO or device given as ca_file is refused instead of blocking the process. */
-static int load_ca_file(SSL_CTX *sc, const char *path, int server, char *err, size_t errlen) {
-  X509_STORE *store = SSL_CTX_get_cert_store(sc);
-  cr_x509_set_t set;
+/* A CA file decoded: PEM with at least one certificate (CRLs may ride along), or an error saying
+ * what to put in it. Shared by the contexts' own roots and the per-service caller CAs. */
+static int read_ca_pem(const char *path, cr_x509_set_t *set, char *err, size_t errlen) {
   unsigned char *data;
   size_t len;
   char detail[256];
-  int r, n;
-  r = cr_x509_read_file(path, "CA file", MAX_CRED_FILE, &data, &len, err, errlen);
+  int r = cr_x509_read_file(path, "CA file", MAX_CRED_FILE, &data, &len, err, errlen);
   if (r < 0)
     return r;
-  r = cr_x509_decode(data, len, NULL, path, &set, detail, sizeof detail);
+  r = cr_x509_decode(data, len, NULL, path, set, detail, sizeof detail);
   free(data);
-  if (r < 0 || set.format != CR_X509_PEM) {
+  if (r < 0 || set->format != CR_X509_PEM) {
     snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
              path, r < 0 ? detail : "not PEM");
     if (r == 0)
-      cr_x509_set_free(&set);
+      cr_x509_set_free(set);
     return CR_ETLS;
   }
-  n = sk_X509_num(set.certs);
-  if (n == 0) {
+  if (sk_X509_num(set->certs) == 0) {
     snprintf(err, errlen, "%s contains no certificate; put the PEM roots the peer must chain to in it", path);
-    cr_x509_set_free(&set);
+    cr_x509_set_free(set);
     return CR_ETLS;
   }
+  return 0;
+}
+
+static int load_ca_file(SSL_CTX *sc, const char *path, int server, char *err, size_t errlen) {
+  X509_STORE *store = SSL_CTX_get_cert_store(sc);
+  cr_x509_set_t set;
+  int r, n;
+  if ((r = read_ca_pem(path, &set, err, errlen)) < 0)
+    return r;
+  n = sk_X509_num(set.certs);
   for (int i = 0; i < n; i++) {
     X509 *x = sk_X509_value(set.certs, i);
     X509_STORE_add_cert(store, x); /* a duplicate is not an error worth reporting */
@@ -784,23 +792,11 @@ int cr__tls_ctx_alpn_required(const cr_tls_ctx_t *ctx) { return ctx->alpn_requir
 
 int cr_tls_ca_set_load(const char *path, cr_tls_ca_set_t **out, char *err, size_t errlen) {
   cr_x509_set_t set;
-  unsigned char *data;
-  size_t len;
-  char detail[256];
   int r, n;
   *out = NULL;
-  r = cr_x509_read_file(path, "CA file", MAX_CRED_FILE, &data, &len, err, errlen);
-  if (r < 0)
+  if ((r = read_ca_pem(path, &set, err, errlen)) < 0)
     return r;
-  r = cr_x509_decode(data, len, NULL, path, &set, detail, sizeof detail);
-  free(data);
-  if (r < 0 || set.format != CR_X509_PEM || (n = sk_X509_num(set.certs)) == 0) {
-    snprintf(err, errlen, "cannot load CA certificates from %s (%s); it must be a readable PEM file of root certificates",
-             path, r < 0 ? detail : set.format != CR_X509_PEM ? "not PEM" : "no certificate in it");
-    if (r == 0)
-      cr_x509_set_free(&set);
-    return CR_ETLS;
-  }
+  n = sk_X509_num(set.certs);
   *out = cr_calloc(1, sizeof **out);
   if (((*out)->store = X509_STORE_new()) == NULL) {
     snprintf(err, errlen, "cannot make a certificate store for %s: out of memory", path);
