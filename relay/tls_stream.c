@@ -926,6 +926,8 @@ static void lower_read_cb(cr_stream_t *lower, ssize_t nread, const char *data) {
     pump(t);
   }
   keep_input(t);
+  if (t->established && !t->reading && input_pending(t) > 0)
+    lower_read_stop(t); /* backpressure: unwanted bytes are held, no more are read */
 }
 
 /* ---- stream interface ---- */
@@ -946,11 +948,13 @@ static int tls_read_start(cr_stream_t *s, cr_stream_read_cb cb) {
   return lower_read_start(t);
 }
 
+/* The lower stream keeps reading: owners stop and restart reads around every exchange (a pooled
+ * upstream connection is stopped when lent, restarted by the exchange, stopped at its end, restarted
+ * idle), and each restart of a stopped socket costs libuv two epoll_ctl calls. lower_read_cb stops it
+ * once bytes arrive that nobody asked for, so at most one read is held. */
 static int tls_read_stop(cr_stream_t *s) {
   tls_stream_t *t = (tls_stream_t *)s;
   t->reading = 0;
-  if (t->established)
-    lower_read_stop(t); /* the handshake keeps reading whatever the user says */
   if (t->idle_init && !t->hs_report)
     uv_idle_stop(&t->idle);
   return 0;

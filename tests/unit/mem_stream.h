@@ -207,17 +207,17 @@ static void mem_pair(uv_loop_t *loop, cr_stream_t **a, cr_stream_t **b) {
   *b = &y->base;
 }
 
-static void mem_hold_writes(cr_stream_t *s, int hold) {
+static inline void mem_hold_writes(cr_stream_t *s, int hold) {
   mem_end_t *e = (mem_end_t *)s;
   e->hold_writes = hold;
   if (!hold)
     mem_schedule(e);
 }
 
-static void mem_read_chunk(cr_stream_t *s, size_t n) { ((mem_end_t *)s)->read_chunk = n; }
+static inline void mem_read_chunk(cr_stream_t *s, size_t n) { ((mem_end_t *)s)->read_chunk = n; }
 
 /* The next read on s reports err; the stream's error detail says detail. */
-static void mem_fail(cr_stream_t *s, int err, const char *detail) {
+static inline void mem_fail(cr_stream_t *s, int err, const char *detail) {
   mem_end_t *e = (mem_end_t *)s;
   e->fail_err = err;
   snprintf(e->detail, sizeof e->detail, "%s", detail);

@@ -17,6 +17,7 @@
 #include "ccrelay/error.h"
 #include "ccrelay/stream.h"
 #include "ccrelay/tls.h"
+#include "mem_stream.h"
 #include "tls_pki.h"
 
 #define MIB (1024 * 1024)
@@ -242,7 +243,8 @@ static void pair_finish(pair_t *pr) {
     else if (p->tcp)
       cr_stream_close(p->tcp, on_closed);
   }
-  cr_listener_close(pr->listener);
+  if (pr->listener)
+    cr_listener_close(pr->listener);
   uv_close((uv_handle_t *)&pr->tick, NULL);
   assert_int_equal(uv_run(&pr->loop, UV_RUN_DEFAULT), 0);
   for (int i = 0; i < 2; i++) {
@@ -699,6 +701,61 @@ static void test_read_stop(void **state) {
   pair_finish(pr);
 }
 
+/* The TLS streams of a pair over an in-memory lower pair (no sockets): the bytes a lower end has not
+ * read yet are visible, and one lower read brings at most 16 KiB. */
+static pair_t *mem_pair_start(void) {
+  pair_t *pr = calloc(1, sizeof *pr);
+  pr->srv.pair = pr;
+  pr->cli.pair = pr;
+  pr->sctx = server_ctx("server", 0, NULL, 0, NULL);
+  pr->cctx = client_ctx(NULL, NULL);
+  assert_int_equal(uv_loop_init(&pr->loop), 0);
+  uv_timer_init(&pr->loop, &pr->tick);
+  uv_timer_start(&pr->tick, tick, 20, 20);
+  mem_pair(&pr->loop, &pr->cli.tcp, &pr->srv.tcp);
+  pr->cli.tls = cr_tls_stream_new(pr->cli.tcp, pr->cctx, "localhost");
+  pr->srv.tls = cr_tls_stream_new(pr->srv.tcp, pr->sctx, NULL);
+  pr->cli.tls->data = &pr->cli;
+  pr->srv.tls->data = &pr->srv;
+  assert_int_equal(cr_tls_stream_handshake(pr->srv.tls, on_hs), 0);
+  assert_int_equal(cr_tls_stream_handshake(pr->cli.tls, on_hs), 0);
+  assert_true(run_until(pr, both_hs));
+  assert_int_equal(pr->cli.hs_status, 0);
+  assert_int_equal(pr->srv.hs_status, 0);
+  return pr;
+}
+
+#define PUSHBACK_TOTAL (4 * (size_t)MIB)
+static int server_got_pushback_total(pair_t *pr) { return pr->srv.rx_len >= PUSHBACK_TOTAL; }
+
+/* A reader that stopped takes at most one more lower read of what the peer sends: the rest stays
+ * unread below it (backpressure to the sender, whatever the owner's read_stop/read_start rhythm),
+ * and everything arrives once reading resumes. */
+static void test_stopped_reader_pushes_back(void **state) {
+  pair_t *pr = mem_pair_start();
+  static char chunk[64 * 1024];
+  uv_buf_t b = uv_buf_init(chunk, sizeof chunk);
+  size_t unread;
+  (void)state;
+  memset(chunk, 'y', sizeof chunk);
+  pr->srv.stop_on_first = 1;
+  assert_int_equal(cr_stream_read_start(pr->srv.tls, on_read), 0);
+  for (size_t i = 0; i < PUSHBACK_TOTAL / sizeof chunk; i++)
+    assert_int_equal(cr_stream_write(pr->cli.tls, &b, 1, wrote, NULL), 0);
+  assert_true(run_until(pr, server_got_1));
+  run_for(pr, 100);
+  assert_int_equal(pr->srv.reads, 1);
+  unread = ((mem_end_t *)pr->srv.tcp)->in.len;
+  if (unread + 4 * 16384 < PUSHBACK_TOTAL)
+    fail_msg("the stopped reader kept reading: %zu of %zu bytes left below it", unread, PUSHBACK_TOTAL);
+  pr->srv.stop_on_first = 0;
+  assert_int_equal(cr_stream_read_start(pr->srv.tls, on_read), 0);
+  assert_true(run_until(pr, server_got_pushback_total));
+  assert_int_equal(pr->srv.rx_len, PUSHBACK_TOTAL);
+  assert_int_equal(pr->cli.writes_failed, 0);
+  pair_finish(pr);
+}
+
 /* Records and the peer's close_notify in one read: the data is delivered first, the end after it. */
 static void test_end_behind_data(void **state) {
   pair_t *pr = pair_with_records(3);
@@ -897,6 +954,7 @@ int main(void) {
       cmocka_unit_test(test_tls13_only_refuses_tls12),
       cmocka_unit_test(test_truncation),
       cmocka_unit_test(test_read_stop),
+      cmocka_unit_test(test_stopped_reader_pushes_back),
       cmocka_unit_test(test_release_caches_between_exchanges),
       cmocka_unit_test(test_end_behind_data),
       cmocka_unit_test(test_failure_behind_data),
