@@ -286,15 +286,26 @@ void cr__gw_policy_release(cr__gw_policy_t *p, size_t si) {
 
 /* name's values joined by ", " into out ("" when it has none). */
 static void joined(const cr_http_msg_t *m, const char *name, cr_buf_t *out) {
-  cr_buf_reset(out);
-  for (size_t i = 0; i < m->nheaders; i++)
-    if (strcasecmp(m->headers[i].name, name) == 0 && m->headers[i].value_len > 0)
-      cr_buf_appendf(out, "%s%s", out->len ? ", " : "", m->headers[i].value);
+  for (size_t i = 0; i < m->nheaders; i++) {
+    const cr_http_header_t *h = &m->headers[i];
+    if (h->value_len > 0 && cr_http_name_eq(h->name, name)) {
+      if (out->len)
+        cr_buf_append(out, ", ", 2);
+      cr_buf_append(out, h->value, h->value_len);
+    }
+  }
 }
 
+#define PART(s, n) ((cr_http_part_t){(s), (n)})
+#define PART_LIT(s) PART(s, sizeof s - 1)
+
+/* Runs for every forwarded call: the new values are assembled straight into the message's storage
+ * (no printf, no staging buffer); only a trusted proxy's earlier values are joined first. */
 int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const char *peer, const char *host) {
   char ip[64];
   cr_buf_t fv, xv;
+  cr_http_part_t p[8];
+  size_t n = 0;
   int trusted, rc;
   peer_ip(peer, ip, sizeof ip);
   trusted = conf->public_.ntrusted_proxies > 0 &&
@@ -312,11 +323,24 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
   cr_http_msg_remove(fwd, "forwarded");
   cr_http_msg_remove(fwd, "x-forwarded-for");
   /* RFC 7239: an address with a port (and any IPv6 address) is a quoted string. */
-  cr_buf_appendf(&fv, "%sfor=\"%s\";proto=https;host=\"%s\"", fv.len ? ", " : "", peer, host ? host : "");
-  cr_buf_appendf(&xv, "%s%s", xv.len ? ", " : "", ip);
-  rc = cr_http_msg_add_header(fwd, "forwarded", 9, fv.base, fv.len);
+  if (fv.len) {
+    p[n++] = PART(fv.base, fv.len);
+    p[n++] = PART_LIT(", ");
+  }
+  p[n++] = PART_LIT("for=\"");
+  p[n++] = PART(peer, strlen(peer));
+  p[n++] = PART_LIT("\";proto=https;host=\"");
+  p[n++] = PART(host ? host : "", host ? strlen(host) : 0);
+  p[n++] = PART_LIT("\"");
+  rc = cr_http_msg_add_header_parts(fwd, "forwarded", 9, p, n);
+  n = 0;
+  if (xv.len) {
+    p[n++] = PART(xv.base, xv.len);
+    p[n++] = PART_LIT(", ");
+  }
+  p[n++] = PART(ip, strlen(ip));
   if (rc == 0)
-    rc = cr_http_msg_add_header(fwd, "x-forwarded-for", 15, xv.base, xv.len);
+    rc = cr_http_msg_add_header_parts(fwd, "x-forwarded-for", 15, p, n);
   cr_buf_free(&fv);
   cr_buf_free(&xv);
   return rc;

@@ -117,7 +117,7 @@ static char *store(cr_http_msg_t *m, const char *s, size_t len) {
     *tail = b;
   }
   d = b->data + b->used;
-  if (len)
+  if (len && s != NULL) /* NULL: the caller fills the space */
     memcpy(d, s, len);
   d[len] = '\0';
   b->used += need;
@@ -131,16 +131,11 @@ void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len) { m->ta
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 static int mem_eq_nocase(const char *a, const char *b, size_t len);
 
-int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+/* A new header slot named name (its value unset), or NULL at max_headers. */
+static cr_http_header_t *new_header(cr_http_msg_t *m, const char *name, size_t nlen) {
   cr_http_header_t *h;
   if (m->nheaders >= m->max_headers)
-    return CR_ELIMIT;
-  while (vlen && is_ows(value[0])) {
-    value++;
-    vlen--;
-  }
-  while (vlen && is_ows(value[vlen - 1]))
-    vlen--;
+    return NULL;
   if (m->nheaders == m->headers_cap) {
     size_t cap = m->headers_cap ? m->headers_cap * 2 : FIRST_HEADERS_CAP;
     if (cap > m->max_headers)
@@ -154,7 +149,40 @@ int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, cons
   h = &m->headers[m->nheaders++];
   h->name = store(m, name, nlen);
   h->name_len = nlen;
+  return h;
+}
+
+int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+  cr_http_header_t *h;
+  while (vlen && is_ows(value[0])) {
+    value++;
+    vlen--;
+  }
+  while (vlen && is_ows(value[vlen - 1]))
+    vlen--;
+  if ((h = new_header(m, name, nlen)) == NULL)
+    return CR_ELIMIT;
   h->value = store(m, value, vlen);
+  h->value_len = vlen;
+  return 0;
+}
+
+int cr_http_msg_add_header_parts(cr_http_msg_t *m, const char *name, size_t nlen, const cr_http_part_t *parts,
+                                 size_t nparts) {
+  cr_http_header_t *h;
+  size_t vlen = 0, off = 0;
+  char *d;
+  for (size_t i = 0; i < nparts; i++)
+    vlen += parts[i].len;
+  if ((h = new_header(m, name, nlen)) == NULL)
+    return CR_ELIMIT;
+  d = store(m, NULL, vlen);
+  for (size_t i = 0; i < nparts; i++) {
+    if (parts[i].len)
+      memcpy(d + off, parts[i].base, parts[i].len);
+    off += parts[i].len;
+  }
+  h->value = d;
   h->value_len = vlen;
   return 0;
 }

@@ -51,6 +51,14 @@ void cr_http_msg_free(cr_http_msg_t *m);
 void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len);
 void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len);
 int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Adds a header whose value is the parts one after another, copied as they are (no OWS trimmed):
+ * a value assembled from pieces without a staging buffer. 0, or CR_ELIMIT as for add. */
+typedef struct cr_http_part {
+  const char *base;
+  size_t len;
+} cr_http_part_t;
+int cr_http_msg_add_header_parts(cr_http_msg_t *m, const char *name, size_t nlen, const cr_http_part_t *parts,
+                                 size_t nparts);
 /* Gives the first header with this name the value (its name and place kept) and removes any
  * others; adds it at the end when there is none. 0, or CR_ELIMIT as for add. */
 int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);

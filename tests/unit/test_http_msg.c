@@ -38,6 +38,27 @@ static void test_setters_copy_and_trim(void **state) {
   cr_http_msg_free(&m);
 }
 
+/* A value assembled from parts: copied whole and as is, empty parts and all; bigger than a storage
+ * block too; refused at max_headers like any other. */
+static void test_add_header_parts(void **state) {
+  cr_http_msg_t m;
+  char big[6000];
+  cr_http_part_t p[4] = {{"for=\"", 5}, {"127.0.0.1:5", 11}, {"", 0}, {"\" ", 2}};
+  (void)state;
+  cr_http_msg_init(&m, 2);
+  assert_int_equal(cr_http_msg_add_header_parts(&m, "Forwarded", 9, p, 4), 0);
+  assert_string_equal(cr_http_msg_get(&m, "forwarded"), "for=\"127.0.0.1:5\" ");
+  assert_int_equal(m.headers[0].value_len, 18);
+  memset(big, 'b', sizeof big);
+  p[0] = (cr_http_part_t){big, sizeof big};
+  assert_int_equal(cr_http_msg_add_header_parts(&m, "Big", 3, p, 1), 0);
+  assert_int_equal(m.headers[1].value_len, sizeof big);
+  assert_int_equal(strlen(m.headers[1].value), sizeof big);
+  assert_int_equal(cr_http_msg_add_header_parts(&m, "More", 4, p, 1), CR_ELIMIT);
+  assert_int_equal(m.nheaders, 2);
+  cr_http_msg_free(&m);
+}
+
 /* Pointers handed out earlier must survive any number of later additions (blocks never move). */
 static void test_pointers_stay_valid(void **state) {
   cr_http_msg_t m;
@@ -398,6 +419,7 @@ static void test_body_framing(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_setters_copy_and_trim),
+      cmocka_unit_test(test_add_header_parts),
       cmocka_unit_test(test_pointers_stay_valid),
       cmocka_unit_test(test_reset_reuses_memory),
       cmocka_unit_test(test_release_gives_storage_back),
