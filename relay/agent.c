@@ -504,13 +504,12 @@ static void agent_release_caches(void *arg) {
       cr_upstream_release_caches(a->routes[i].up);
 }
 
-static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req) {
+static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *req) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
   exchange_t *x;
   const char *rid = cr_http_msg_get(req, "x-request-id");
   const cr_conf_route_t *r;
-  cr_http_msg_t *uh = &a->scratch_head;
   int has_body;
 
   if (req->method && strcmp(req->method, "CONNECT") == 0) {
@@ -576,22 +575,19 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *req
     respond_local(x, 413, "too_large", msg);
     return;
   }
-  if (cr_http_msg_copy(uh, req) < 0) {
-    respond_local(x, 431, "too_many_headers", "the request has more header fields than the agent forwards; "
-                                              "nothing was forwarded");
-    return;
-  }
-  cr_http_msg_strip_hop_by_hop(uh);
+  /* The tunnel's head becomes the upstream request in place (it is ours until we return, and the
+   * upstream module serialises it before cr_upstream_request returns): no copy per request. */
+  has_body = cr_http_body_framing(req, NULL, 1) != CR_HTTP_BODY_NONE;
+  cr_http_msg_strip_hop_by_hop(req);
   if (r->upstream_base_path && r->upstream_base_path[0]) {
     cr_buf_reset(&a->scratch_buf);
     cr_buf_appendf(&a->scratch_buf, "%s%s", r->upstream_base_path, req->target);
-    cr_http_msg_set_target(uh, a->scratch_buf.base, a->scratch_buf.len);
+    cr_http_msg_set_target(req, a->scratch_buf.base, a->scratch_buf.len);
   }
-  has_body = cr_http_body_framing(req, NULL, 1) != CR_HTTP_BODY_NONE;
   if (!has_body && (strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0 ||
                     strcmp(x->method, "DELETE") == 0 || strcmp(x->method, "OPTIONS") == 0))
-    uh->content_length = -1; /* no body and no reason to announce an empty one */
-  x->req = cr_upstream_request(a->routes[x->route].up, uh, has_body, &up_cbs, x);
+    req->content_length = -1; /* no body and no reason to announce an empty one */
+  x->req = cr_upstream_request(a->routes[x->route].up, req, has_body, &up_cbs, x);
 }
 
 /* ---------- tunnel slots and replica coverage ---------- */

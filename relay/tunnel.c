@@ -671,6 +671,14 @@ static int parse_u64(const uint8_t *s, size_t len, int64_t *out) {
   return 0;
 }
 
+/* A received field into the head; past CR_TUNNEL_MAX_HEADERS the stream is refused, and the
+ * head keeps CR_TUNNEL_HEAD_ROOM more for the callee that rewrites it in place. */
+static int rx_add(cr_tunnel_t *t, const char *name, size_t nlen, const char *value, size_t vlen) {
+  if (t->rx.nheaders >= CR_TUNNEL_MAX_HEADERS)
+    return CR_ELIMIT;
+  return cr_http_msg_add_header(&t->rx, name, nlen, value, vlen);
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
                      const uint8_t *value, size_t valuelen, uint8_t flags, void *user_data) {
   cr_tunnel_t *t = user_data;
@@ -697,7 +705,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
       cr_http_msg_set_target(&t->rx, v, valuelen);
       break;
     case PS_AUTHORITY:
-      if (cr_http_msg_add_header(&t->rx, "Host", 4, v, valuelen) < 0)
+      if (rx_add(t, "Host", 4, v, valuelen) < 0)
         return rx_reject(t, ts, NGHTTP2_REFUSED_STREAM, "too many headers");
       break;
     case PS_SCHEME:
@@ -732,7 +740,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     if (skip_on_send(&h))
       return 0;
   }
-  if (cr_http_msg_add_header(&t->rx, n, namelen, v, valuelen) < 0)
+  if (rx_add(t, n, namelen, v, valuelen) < 0)
     return rx_reject(t, ts, NGHTTP2_REFUSED_STREAM, "too many headers");
   return 0;
 }
@@ -1033,7 +1041,7 @@ cr_tunnel_t *cr_tunnel_new(cr_stream_t *transport, const cr_tunnel_opts_t *opts,
   t->send_max = t->opts.send_high_water * 4 + 64 * 1024;
   cr_queue_init(&t->streams);
   cr_queue_init(&t->free_outbufs);
-  cr_http_msg_init(&t->rx, CR_TUNNEL_MAX_HEADERS);
+  cr_http_msg_init(&t->rx, CR_TUNNEL_MAX_HEADERS + CR_TUNNEL_HEAD_ROOM);
 
   uv_idle_init(t->loop, &t->idle);
   uv_timer_init(t->loop, &t->ping_timer);

@@ -38,6 +38,8 @@
 #define CR_TUNNEL_ALPN "ccrelay/1"
 /* Header fields a received head may carry; a stream with more is refused. */
 #define CR_TUNNEL_MAX_HEADERS 256
+/* Header fields the callee of on_stream may add to the head it was given (Host, framing). */
+#define CR_TUNNEL_HEAD_ROOM 8
 
 typedef struct cr_tunnel cr_tunnel_t;
 typedef struct cr_tstream cr_tstream_t;
@@ -72,8 +74,10 @@ typedef struct cr_tstream_callbacks {
 typedef struct cr_tunnel_callbacks {
   /* Agent side: a new stream with its complete request head. The callee must call
    * cr_tstream_set_callbacks() before returning, then respond (or reset) whenever it likes.
-   * head is valid only during the call: copy what must outlive it (cr_http_msg_copy). */
-  void (*on_stream)(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head);
+   * head is valid only during the call: copy what must outlive it (cr_http_msg_copy). It is the
+   * tunnel's scratch, reset at the next head: the callee may rewrite it in place (the agent turns
+   * it into the upstream request without a copy). */
+  void (*on_stream)(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *head);
   /* The peer's first SETTINGS frame arrived: it accepted the connection. Optional. On TLS 1.3 a
    * client's handshake completes before the server has judged the client's certificate, so the
    * agent counts a tunnel as up only from here. */

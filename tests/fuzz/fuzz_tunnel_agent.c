@@ -217,7 +217,7 @@ static void respond(sctx_t *s, size_t body) {
   cr_http_msg_free(&h);
 }
 
-static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *head) {
   fctx_t *f = cr_tunnel_data(t);
   sctx_t *s = sctx_new(f);
   if (head->method == NULL || head->target == NULL || head->target[0] == '\0')

@@ -643,7 +643,7 @@ static void ag_stream_close(cr_tstream_t *ts, int error) {
 static const cr_tstream_callbacks_t ag_stream_cbs = {
     .on_data = ag_data, .on_end = ag_end, .on_writable = ag_writable, .on_close = ag_stream_close};
 
-static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *head) {
   gctx_t *g = cr_tunnel_data(t);
   g->streams++;
   g->rx = 0;

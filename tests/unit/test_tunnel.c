@@ -217,7 +217,7 @@ static void pump(sst_t *s) {
 
 /* ---- tunnel callbacks ---- */
 
-static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void ag_on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *head) {
   ctx_t *c = cr_tunnel_data(t);
   sst_t *s = cr_calloc(1, sizeof *s);
   assert_true(c->nag < MAX_STREAMS);
