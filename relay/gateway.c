@@ -644,20 +644,21 @@ static void pconn_local_answer(pconn_t *pc, int status, const char *code, const 
 static void pconn_end_truncated(pconn_t *pc);
 static void exchange_abandon_stream(exchange_t *x);
 
-static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *resp) {
+/* The tunnel's head becomes the caller's in place (CR_TUNNEL_HEAD_ROOM leaves room for the framing
+ * field added here): no copy per response. */
+static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
-  cr_http_msg_t *head = &pc->gw->scratch_head;
+  const cr_http_msg_t *resp = head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
   cr_http_body_t framing;
-  int rc;
+  int rc = 0;
   cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
   x->status = resp->status;
   framing = cr_http_body_framing(resp, x->method, 1);
   x->resp_no_body = framing == CR_HTTP_BODY_NONE;
-  rc = cr_http_msg_copy(head, resp); /* fails only past the scratch head's field limit */
   cr_http_msg_strip_hop_by_hop(head);
   if (framing == CR_HTTP_BODY_LENGTH || (framing == CR_HTTP_BODY_NONE && resp->content_length >= 0)) {
     /* A HEAD's or 304's answer carries the length the full response would have had. */
@@ -793,7 +794,7 @@ static const cr_tstream_callbacks_t ts_cbs = {
 /* A stream whose exchange gave up on it (timeout, caller gone) still gets callbacks until its
  * on_close: these keep its window open and touch nothing else. */
 static void detached_on_data(cr_tstream_t *ts, const char *data, size_t len) { cr_tstream_consume(ts, len); }
-static void detached_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {}
+static void detached_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {}
 static void detached_on_event(cr_tstream_t *ts) {}
 static void detached_on_close(cr_tstream_t *ts, int error) {}
 static const cr_tstream_callbacks_t detached_cbs = {

@@ -410,7 +410,7 @@ static void call_pump(ctl_call_t *c) {
   }
 }
 
-static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   ctl_call_t *c = cr_tstream_data(ts);
   result_t *r = &c->fan->results[c->idx];
   const char *ct = cr_http_msg_get(head, "content-type");

@@ -98,7 +98,7 @@ static void caller_shutdown_done(cr_stream_t *s, int status, void *arg) {
   maybe_free(pt);
 }
 
-static void ts_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   cr__gw_pt_t *pt = cr_tstream_data(ts);
   pt->status = head->status;
   if (head->status != 200) {
@@ -178,7 +178,7 @@ static void detached_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   (void)data;
   cr_tstream_consume(ts, len);
 }
-static void detached_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) { (void)ts, (void)head; }
+static void detached_on_head(cr_tstream_t *ts, cr_http_msg_t *head) { (void)ts, (void)head; }
 static void detached_on_event(cr_tstream_t *ts) { (void)ts; }
 static void detached_on_close(cr_tstream_t *ts, int error) { (void)ts, (void)error; }
 static const cr_tstream_callbacks_t detached_cbs = {

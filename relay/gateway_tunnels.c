@@ -80,7 +80,7 @@ static void answer_instance(const char *ans, size_t len, char *out) {
   }
 }
 
-static void ann_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void ann_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   announce_t *an = cr_tstream_data(ts);
   an->status = head->status;
 }

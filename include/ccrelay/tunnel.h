@@ -51,8 +51,9 @@ typedef enum {
 
 typedef struct cr_tstream_callbacks {
   /* Gateway side: the final response head arrived (status and headers). head is valid only during
-   * the call. Not used on the agent side. */
-  void (*on_head)(cr_tstream_t *ts, const cr_http_msg_t *head);
+   * the call; it is the tunnel's scratch, which the callee may rewrite in place. Not used on the
+   * agent side. */
+  void (*on_head)(cr_tstream_t *ts, cr_http_msg_t *head);
   /* Body bytes, valid only during the call. The receiver calls cr_tstream_consume(ts, n) once it
    * has passed n bytes on; until then they count against the stream's window (never against the
    * connection's), so the receiver holds at most stream_window bytes of the stream. */

@@ -145,7 +145,7 @@ static void on_close(cr_tstream_t *ts, int error) {
 }
 
 #ifdef FUZZ_TUNNEL_GATEWAY
-static void on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   sctx_t *s = cr_tstream_data(ts);
   if (head->status < 200 || head->status > 999 || s->responded)
     __builtin_trap(); /* one final head per stream */

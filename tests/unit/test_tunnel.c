@@ -92,7 +92,7 @@ static unsigned char pattern(size_t i, int dir) {
 
 static void pump(sst_t *s);
 
-static void s_on_head(cr_tstream_t *ts, const cr_http_msg_t *head) {
+static void s_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   sst_t *s = cr_tstream_data(ts);
   s->got_head++;
   s->status = head->status;
