@@ -341,7 +341,7 @@ static void on_deadline(uv_timer_t *t) {
 static void on_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) { cr_admin_accept(arg, conn); }
 
 void cr_admin_accept(cr_admin_t *a, cr_stream_t *conn) {
-  cr_http1_limits_t limits = {ADMIN_MAX_HEAD, 0, 0};
+  cr_http1_limits_t limits = {ADMIN_MAX_HEAD, 0, 0, 0};
   cr_admin_req_t *c;
   if (a->closing || a->nconns >= ADMIN_MAX_CONNS) {
     cr_log_warn("admin connection refused", "peer=%s reason=\"%s\"", conn->peer,

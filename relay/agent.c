@@ -123,25 +123,15 @@ static void respond_local(exchange_t *x, int status, const char *code, const cha
 
 /* ---------- upstream side of an exchange ---------- */
 
-static void up_on_head(cr_upstream_req_t *req, const cr_http_msg_t *resp) {
+/* The upstream's head goes down the tunnel rewritten in place (the parser's own, no copy); the
+ * parser already held it to limits.max_header_fields. */
+static void up_on_head(cr_upstream_req_t *req, cr_http_msg_t *head) {
   exchange_t *x = cr_upstream_req_data(req);
-  cr_http_msg_t *head = &x->agent->scratch_head;
   int has_body;
   x->head_ms = now_ms(x->agent);
-  x->status = resp->status;
-  if (cr_http_msg_copy(head, resp) < 0) {
-    const cr_conf_route_t *r = &x->gen->conf->routes[x->route];
-    cr_log_warn("upstream failed",
-                "request_id=%s route=%s upstream=%s reason=\"response head has more than %d header fields\"",
-                x->request_id, r->name, r->upstream_url, CR_TUNNEL_MAX_HEADERS + SCRATCH_EXTRA_HEADERS);
-    cr_upstream_req_cancel(req);
-    x->req = NULL;
-    respond_local(x, 502, "upstream_failed", "the upstream's response head has more header fields than the agent "
-                                             "forwards; nothing of it was forwarded");
-    return;
-  }
+  x->status = head->status;
+  has_body = cr_http_body_framing(head, x->method, 0) != CR_HTTP_BODY_NONE;
   cr_http_msg_strip_hop_by_hop(head);
-  has_body = cr_http_body_framing(resp, x->method, 0) != CR_HTTP_BODY_NONE;
   x->resp_has_body = has_body;
   x->head_sent = 1;
   if (cr_tstream_respond(x->ts, head, has_body) < 0) {

@@ -58,7 +58,7 @@ static void note_tls(cr_agent_probe_t *p) {
   }
 }
 
-static void on_head(cr_upstream_req_t *r, const cr_http_msg_t *head) {
+static void on_head(cr_upstream_req_t *r, cr_http_msg_t *head) {
   cr_agent_probe_t *p = cr_upstream_req_data(r);
   p->res.reachable = 1;
   p->res.status = head->status;

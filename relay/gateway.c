@@ -115,6 +115,7 @@ typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING,
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 #define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: request id, forwarded, framing */
+#define PARSER_HEAD_ROOM 4      /* what exchange_begin adds to a request head: request id, Forwarded, XFF */
 #define INTERIM_MAX 16 /* 1xx heads relayed per exchange; the agent relays no more either */
 
 typedef struct pconn pconn_t;
@@ -876,7 +877,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   const cr_conf_gateway_t *conf = gw->conf;
   exchange_t *x = cr_freelist_get(&gw->free_exchanges);
   const char *why, *rid;
-  cr_http_msg_t *fwd = &gw->scratch_head;
+  const char *host;
   cr_tunnel_t *t;
   long si;
   cr_http_body_t framing;
@@ -931,31 +932,32 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
     return 0;
   }
 
-  rc = cr_http_msg_copy(fwd, m);
-  if (rc == 0) {
-    cr_http_msg_strip_hop_by_hop(fwd);
-    cr_http_msg_remove(fwd, "x-request-id");
-    if (cr__gw_policy_strips_authorization(gw->policy, (size_t)si))
-      cr_http_msg_remove(fwd, "authorization");
-    rc = cr_http_msg_add_header(fwd, "x-request-id", 12, x->request_id, strlen(x->request_id));
-  }
+  /* The parser's head becomes the forwarded one in place (it is released when this returns, and the
+   * parser left PARSER_HEAD_ROOM fields of room for what is added here): no copy per request.
+   * Framing is read before the hop-by-hop fields that state it go. */
+  framing = cr_http_body_framing(m, NULL, 0);
+  has_body = framing != CR_HTTP_BODY_NONE;
+  host = cr_http_msg_get(m, "host");
+  cr_http_msg_strip_hop_by_hop(m);
+  cr_http_msg_remove(m, "x-request-id");
+  if (cr__gw_policy_strips_authorization(gw->policy, (size_t)si))
+    cr_http_msg_remove(m, "authorization");
+  rc = cr_http_msg_add_header(m, "x-request-id", 12, x->request_id, strlen(x->request_id));
   if (rc == 0)
-    rc = cr__gw_forwarded(fwd, conf, pc->s->peer, cr_http_msg_get(m, "host"));
+    rc = cr__gw_forwarded(m, conf, pc->s->peer, host);
   if (rc < 0) {
     exchange_release_slot(x);
     pconn_local_answer(pc, 431, "bad_request", "the request has more header fields than the gateway forwards",
                        NULL, NULL);
     return 0;
   }
-  framing = cr_http_body_framing(m, NULL, 0);
-  has_body = framing != CR_HTTP_BODY_NONE;
   /* Expect goes on toward the upstream, whose 100 Continue (or final answer) comes back through
    * ts_on_interim (RFC 9110 10.1.1: a proxy forwards the head at once). An HTTP/1.0 request's
    * expectation is ignored (ibid.), and a 100 could not reach that caller anyway. */
   if (x->http10)
-    cr_http_msg_remove(fwd, "expect");
-  fwd->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
-  x->ts = cr_tunnel_open_stream(t, fwd, has_body, &ts_cbs, x, &err);
+    cr_http_msg_remove(m, "expect");
+  m->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
+  x->ts = cr_tunnel_open_stream(t, m, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];
     exchange_release_slot(x);
@@ -1489,7 +1491,8 @@ static int public_admit(cr_listener_t *l, const struct sockaddr *peer, void *arg
 
 static void on_public_connection(cr_listener_t *l, cr_stream_t *conn, void *arg) {
   gateway_t *gw = arg;
-  cr_http1_limits_t limits = {gw->conf->public_.max_header_size, gw->conf->public_.max_header_fields, 0};
+  cr_http1_limits_t limits = {gw->conf->public_.max_header_size, gw->conf->public_.max_header_fields, 0,
+                              PARSER_HEAD_ROOM};
   pconn_t *pc;
   (void)l;
   pc = cr_calloc(1, sizeof *pc);

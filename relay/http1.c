@@ -32,6 +32,7 @@ struct cr_http1_parser {
   cr_http1_callbacks_t cbs;
   void *ud;
   size_t max_head;
+  size_t max_headers; /* the head's own fields; the message has head_room more for on_head's callee */
   size_t max_chunk_line;
   cr_http_msg_t msg;
   cr_buf_t field;  /* the method, target or header being reassembled from llhttp's pieces */
@@ -272,8 +273,9 @@ static int absolute_to_origin(cr_http1_parser_t *p) {
   cr_http_msg_t *m = &p->msg;
   const char *t = m->target, *rest = t + p->path_off;
   size_t rlen = strlen(rest);
-  if (cr_http_msg_set_header(m, "Host", 4, t + p->auth_off, p->path_off - p->auth_off) < 0) {
-    snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", m->max_headers);
+  if ((cr_http_msg_find(m, "Host") == NULL && m->nheaders >= p->max_headers) ||
+      cr_http_msg_set_header(m, "Host", 4, t + p->auth_off, p->path_off - p->auth_off) < 0) {
+    snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", p->max_headers);
     return cb_fail(p, CR_EHTTP_TOO_LARGE, p->errbuf);
   }
   if (rlen == 0 && strcmp(m->method, "OPTIONS") == 0) { /* RFC 9112 3.2.4 */
@@ -350,12 +352,14 @@ static int on_header_value_complete(llhttp_t *ll) {
   if (p->state == S_TRAILER)
     return 0;
   host = p->type == CR_HTTP1_REQUEST && name_is(p, "host", 4);
-  r = cr_http_msg_add_header(&p->msg, p->field.base, p->name_len, p->field.base + p->name_len,
-                             p->field.len - p->name_len);
+  r = p->msg.nheaders >= p->max_headers
+          ? CR_ELIMIT
+          : cr_http_msg_add_header(&p->msg, p->field.base, p->name_len, p->field.base + p->name_len,
+                                   p->field.len - p->name_len);
   cr_buf_reset(&p->field);
   p->name_len = 0;
   if (r < 0) {
-    snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", p->msg.max_headers);
+    snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", p->max_headers);
     return cb_fail(p, CR_EHTTP_TOO_LARGE, p->errbuf);
   }
   /* RFC 9112 3.2: an invalid Host gets 400, even where an absolute-form target overrides it. */
@@ -563,7 +567,8 @@ cr_http1_parser_t *cr_http1_parser_new(cr_http1_type_t type, const cr_http1_limi
   p->ud = ud;
   p->max_head = limits && limits->max_head_size ? limits->max_head_size : DEFAULT_MAX_HEAD;
   p->max_chunk_line = limits && limits->max_chunk_line ? limits->max_chunk_line : CR_HTTP1_MAX_CHUNK_LINE;
-  cr_http_msg_init(&p->msg, max_headers);
+  p->max_headers = max_headers;
+  cr_http_msg_init(&p->msg, max_headers + (limits ? limits->head_room : 0));
   cr_buf_init(&p->field, p->max_head);
   p->state = S_HEAD;
   p->errmsg = "";

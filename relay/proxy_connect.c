@@ -362,7 +362,7 @@ static void on_read(cr_stream_t *s, ssize_t n, const char *data) {
 cr_proxy_connect_t *cr_proxy_connect_start(cr_stream_t *s, const cr_proxy_connect_opts_t *o, cr_proxy_connect_cb cb,
                                            void *data, int *err) {
   cr_proxy_connect_t *pc = cr_calloc(1, sizeof *pc);
-  cr_http1_limits_t lim = {CR_PROXY_MAX_HEAD, 100, 0};
+  cr_http1_limits_t lim = {CR_PROXY_MAX_HEAD, 100, 0, 0};
   int r;
   pc->s = s;
   pc->host = cr_strdup(o->host);

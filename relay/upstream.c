@@ -90,7 +90,7 @@ void cr_upstream_release_caches(cr_upstream_t *u) {
 
 /* ---- the exchange's callbacks, passed on as the request's ---- */
 
-static void h1_on_head(cr_h1client_t *h, const cr_http_msg_t *head) {
+static void h1_on_head(cr_h1client_t *h, cr_http_msg_t *head) {
   cr_upstream_req_t *r = cr_h1client_data(h);
   if (r->cbs.on_head)
     r->cbs.on_head(r, head);

@@ -54,6 +54,7 @@ typedef struct cr_http1_limits {
   size_t max_head_size;  /* request/status line plus headers; 0 means 16 KiB */
   size_t max_headers;    /* header fields; 0 means 100 */
   size_t max_chunk_line; /* one chunk-size line with its extensions; 0 means CR_HTTP1_MAX_CHUNK_LINE */
+  size_t head_room;      /* fields on_head's callee may add to the head in place, past max_headers */
 } cr_http1_limits_t;
 
 typedef struct cr_http1_parser cr_http1_parser_t;

@@ -47,8 +47,9 @@ void cr_h1client_ctx_free(cr_h1client_ctx_t *ctx);
 void cr_h1client_ctx_release_caches(cr_h1client_ctx_t *ctx);
 
 typedef struct cr_h1client_callbacks {
-  /* The final response head. */
-  void (*on_head)(cr_h1client_t *c, const cr_http_msg_t *head);
+  /* The final response head, valid only during the call; the parser's own, which the callee may
+   * rewrite in place (its fields no longer matter to the exchange). */
+  void (*on_head)(cr_h1client_t *c, cr_http_msg_t *head);
   /* Response body bytes (de-chunked), valid only during the call. */
   void (*on_body)(cr_h1client_t *c, const char *data, size_t len);
   /* The response is complete. Final: c is not to be used after this returns. */

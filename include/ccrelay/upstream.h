@@ -74,8 +74,8 @@ void cr_upstream_stats(const cr_upstream_t *u, size_t *idle, size_t *busy);
 void cr_upstream_handshakes(const cr_upstream_t *u, uint64_t *full, uint64_t *resumed);
 
 typedef struct cr_upstream_req_callbacks {
-  /* The final response head. */
-  void (*on_head)(cr_upstream_req_t *r, const cr_http_msg_t *head);
+  /* The final response head, valid only during the call; the callee may rewrite it in place. */
+  void (*on_head)(cr_upstream_req_t *r, cr_http_msg_t *head);
   /* Response body bytes (de-chunked), valid only during the call. */
   void (*on_body)(cr_upstream_req_t *r, const char *data, size_t len);
   /* The response is complete. Final: r is freed when this returns. */

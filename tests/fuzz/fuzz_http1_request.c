@@ -119,7 +119,7 @@ static int on_end(void *ud) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cr_http1_callbacks_t cbs = {.on_head = on_head, .on_body = on_body, .on_end = on_end};
-  cr_http1_limits_t lim = {0, 0, 0};
+  cr_http1_limits_t lim = {0, 0, 0, 0};
   cr_http1_parser_t *p;
   fuzz_ctx_t c;
   size_t off = 0, calls = 0;

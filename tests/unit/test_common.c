@@ -52,6 +52,19 @@ static void test_request_ids(void **state) {
   assert_true(cr_errpage_request_id_valid(a));
   assert_string_not_equal(a, b);
   assert_memory_equal(a, b, 8); /* one process-wide prefix, then a counter */
+  /* A caller's id is kept when it is 1..64 of [A-Za-z0-9._:-]. */
+  char long_id[66];
+  memset(long_id, 'a', 65);
+  long_id[65] = '\0';
+  assert_false(cr_errpage_request_id_valid(long_id));
+  long_id[64] = '\0';
+  assert_true(cr_errpage_request_id_valid(long_id));
+  assert_true(cr_errpage_request_id_valid("Az09._:-"));
+  assert_false(cr_errpage_request_id_valid(""));
+  assert_false(cr_errpage_request_id_valid(NULL));
+  assert_false(cr_errpage_request_id_valid("a b"));
+  assert_false(cr_errpage_request_id_valid("a\"b"));
+  assert_false(cr_errpage_request_id_valid("\xc3\xa9"));
 }
 
 /* Objects come back zeroed and reused, at most max are kept, and drain frees them (ASan's leak check

@@ -29,11 +29,16 @@ typedef struct rec {
   size_t nends;
   int pause_on_head, pause_on_end, pause_on_body; /* pause when set */
   int fail_on_head;
+  int add_on_head; /* fields to add to the parser's head in place (head_room) */
 } rec_t;
 
 static int rec_head(void *ud, cr_http_msg_t *m) {
   rec_t *r = ud;
   assert_true(r->nheads < MAX_MSGS);
+  for (int i = 0; i < r->add_on_head; i++)
+    assert_int_equal(cr_http_msg_add_header(m, "X-Added", 7, "1", 1), 0);
+  if (r->add_on_head)
+    assert_int_equal(cr_http_msg_add_header(m, "X-Too-Many", 10, "1", 1), CR_ELIMIT);
   assert_int_equal(cr_http_msg_copy(&r->heads[r->nheads], m), 0);
   r->head_ptrs[r->nheads] = m->nheaders ? (const void *)m->headers[0].name : NULL;
   r->nheads++;
@@ -98,7 +103,7 @@ static int feed(cr_http1_parser_t *p, const char *data, size_t len, size_t step)
 }
 
 static cr_http1_parser_t *req_parser(rec_t *r, size_t max_head, size_t max_headers) {
-  cr_http1_limits_t lim = {max_head, max_headers, 0};
+  cr_http1_limits_t lim = {max_head, max_headers, 0, 0};
   rec_init(r);
   return cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, r);
 }
@@ -802,7 +807,7 @@ static void test_chunk_line_cap_per_line(void **state) {
   size_t n, i, off = 0;
   int rounds = 0;
   rec_t r;
-  cr_http1_limits_t lim = {0, 0, 32};
+  cr_http1_limits_t lim = {0, 0, 32, 0};
   cr_http1_parser_t *p;
   (void)state;
   n = (size_t)snprintf(in, sizeof in, "POST /up HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n");
@@ -1291,9 +1296,40 @@ static void test_pause_on_last_body_byte_then_end_without_input(void **state) {
   cr_http1_parser_free(p);
 }
 
+/* head_room: the head holds max_headers fields from the wire and head_room more that on_head's
+ * callee adds in place (the gateway's request id and forwarding fields); the wire never gets them.
+ * (The only field the parser adds itself, Host from an absolute-form target, replaces the Host an
+ * HTTP/1.1 request must carry, and an HTTP/1.0 target is not rewritten.) */
+static void test_head_room(void **state) {
+  rec_t r;
+  cr_http1_limits_t lim = {0, 3, 0, 2};
+  cr_http1_parser_t *p;
+  static const char three[] = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
+  static const char four[] = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
+  (void)state;
+  rec_init(&r);
+  r.add_on_head = 2;
+  p = cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, &r);
+  assert_int_equal(feed(p, three, strlen(three), 0), 0);
+  assert_int_equal(r.nheads, 1);
+  assert_int_equal(r.heads[0].nheaders, 5);
+  assert_string_equal(cr_http_msg_get(&r.heads[0], "x-added"), "1");
+  cr_http1_parser_free(p);
+  rec_free(&r);
+
+  rec_init(&r);
+  p = cr_http1_parser_new(CR_HTTP1_REQUEST, &lim, &rec_cbs, &r);
+  assert_int_equal(feed(p, four, strlen(four), 0), CR_EHTTP_TOO_LARGE);
+  assert_string_equal(cr_http1_parser_error(p), "more than 3 header fields");
+  assert_int_equal(r.nheads, 0);
+  cr_http1_parser_free(p);
+  rec_free(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_llhttp_is_the_strict_build),
+      cmocka_unit_test(test_head_room),
       cmocka_unit_test(test_pause_on_last_body_byte_then_end_without_input),
       cmocka_unit_test(test_simple_get),
       cmocka_unit_test(test_post_content_length),

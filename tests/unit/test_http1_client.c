@@ -50,7 +50,7 @@ typedef struct fx {
 
 static fx_t *fx_of(cr_h1client_t *c) { return cr_h1client_data(c); }
 
-static void on_head(cr_h1client_t *c, const cr_http_msg_t *m) {
+static void on_head(cr_h1client_t *c, cr_http_msg_t *m) {
   fx_t *f = fx_of(c);
   f->heads++;
   f->status = m->status;

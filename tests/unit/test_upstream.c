@@ -528,7 +528,7 @@ static void run_for(tc_t *t, uint64_t ms) {
   run_until(t, &never, ms);
 }
 
-static void cb_head(cr_upstream_req_t *r, const cr_http_msg_t *head) {
+static void cb_head(cr_upstream_req_t *r, cr_http_msg_t *head) {
   tc_t *t = cr_upstream_req_data(r);
   t->heads++;
   t->status = head->status;
