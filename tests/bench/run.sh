@@ -11,7 +11,8 @@
 # BENCH_BUILD=worktree builds the work tree in build/release instead), BENCH_DURATION=s
 # (per wrk run, default 10), BENCH_REPS=n, BENCH_TUNNELS=n (agent tunnels, default 1), BENCH_PATHS
 # and BENCH_POINTS (space-separated subsets, for debugging), KEEP_TMP=1 (keep the temp dir with every
-# config and log).
+# config and log), BENCH_ON_RUN=program (run as `program start TAG` just before and `program end TAG`
+# just after each recorded wrk run; tests/bench/instr.sh uses it to count instructions per run).
 #
 # Prints one report on stdout (progress goes to stderr). Exit 0 when every run was valid, whether
 # or not ccrelay meets its targets; non-zero when the harness failed: a path answered non-2xx, wrk
@@ -578,8 +579,14 @@ run_wrk() {
     [[ -e $out.ready ]] && break
     sleep 0.05
   done
+  if ((rep > 0)) && [[ -n ${BENCH_ON_RUN:-} ]]; then
+    "$BENCH_ON_RUN" start "$tag" || harness_error "$tag: BENCH_ON_RUN start failed"
+  fi
   timeout $((dur + 30)) wrk -t1 -c"$conns" -d"${dur}s" --latency --timeout 10s "${extra[@]}" \
     -s "$BENCH_DIR/bench.lua" "https://127.0.0.1:${PUB_PORT[$path]}/" -- "$mode" "${pace[@]}" >"$out.wrk" 2>&1 || rc=$?
+  if ((rep > 0)) && [[ -n ${BENCH_ON_RUN:-} ]]; then
+    "$BENCH_ON_RUN" end "$tag" || harness_error "$tag: BENCH_ON_RUN end failed"
+  fi
   kill -TERM "$WATCH_PID" 2>/dev/null || true
   wait "$WATCH_PID" 2>/dev/null || true
   forget_pid "$WATCH_PID"
