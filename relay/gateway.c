@@ -939,9 +939,10 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   has_body = framing != CR_HTTP_BODY_NONE;
   host = cr_http_msg_get(m, "host");
   cr_http_msg_strip_hop_by_hop(m);
-  cr_http_msg_remove(m, "x-request-id");
-  if (cr__gw_policy_strips_authorization(gw->policy, (size_t)si))
-    cr_http_msg_remove(m, "authorization");
+  {
+    static const char *const replaced[] = {"x-request-id", "authorization"}; /* the second if tokens are checked */
+    cr_http_msg_remove_names(m, replaced, cr__gw_policy_strips_authorization(gw->policy, (size_t)si) ? 2 : 1);
+  }
   rc = cr_http_msg_add_header(m, "x-request-id", 12, x->request_id, strlen(x->request_id));
   if (rc == 0)
     rc = cr__gw_forwarded(m, conf, pc->s->peer, host);

@@ -312,16 +312,14 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
             cr_conf_cidr_match(conf->public_.trusted_proxies, conf->public_.ntrusted_proxies, ip);
   cr_buf_init(&fv, 0);
   cr_buf_init(&xv, 0);
+  static const char *const ours[] = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"};
   if (trusted) {
     joined(fwd, "forwarded", &fv);
     joined(fwd, "x-forwarded-for", &xv);
-  } else {
-    /* A caller's own claims about where it is would reach the upstream as ours. */
-    cr_http_msg_remove(fwd, "x-forwarded-host");
-    cr_http_msg_remove(fwd, "x-forwarded-proto");
   }
-  cr_http_msg_remove(fwd, "forwarded");
-  cr_http_msg_remove(fwd, "x-forwarded-for");
+  /* Ours replace these; an untrusted caller's own claims about where it is (Host, Proto too) would
+   * reach the upstream as ours. */
+  cr_http_msg_remove_names(fwd, ours, trusted ? 2 : 4);
   /* RFC 7239: an address with a port (and any IPv6 address) is a quoted string. */
   if (fv.len) {
     p[n++] = PART(fv.base, fv.len);

@@ -73,6 +73,9 @@ const char *cr_http_msg_get(const cr_http_msg_t *m, const char *name);
 size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name);
 /* Removes every header with this name; returns how many. */
 size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name);
+/* The same for several names (at most CR_HTTP_REMOVE_NAMES_MAX) in one pass over the headers. */
+#define CR_HTTP_REMOVE_NAMES_MAX 8
+size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames);
 /* Removes hop-by-hop headers (RFC 9110 7.6.1): Connection and every header it names, Keep-Alive,
  * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, and Content-Length (framing is decided
  * again by whoever serialises the next hop). */

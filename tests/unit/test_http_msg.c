@@ -194,6 +194,28 @@ static void test_find_count_remove(void **state) {
   cr_http_msg_free(&m);
 }
 
+/* Several names in one pass: every field of each, any case, the others kept in order. */
+static void test_remove_names(void **state) {
+  cr_http_msg_t m;
+  static const char *const names[] = {"forwarded", "x-forwarded-for"};
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  add(&m, "Forwarded", "for=a");
+  add(&m, "Host", "h");
+  add(&m, "X-Forwarded-For", "1.2.3.4");
+  add(&m, "X-Forwarded-Host", "evil");
+  add(&m, "FORWARDED", "for=b");
+  add(&m, "Via", "1.1 p");
+  assert_int_equal(cr_http_msg_remove_names(&m, names, 2), 3);
+  assert_int_equal(m.nheaders, 3);
+  assert_string_equal(m.headers[0].name, "Host");
+  assert_string_equal(m.headers[1].name, "X-Forwarded-Host");
+  assert_string_equal(m.headers[2].name, "Via");
+  assert_int_equal(cr_http_msg_remove_names(&m, names, 2), 0);
+  assert_int_equal(cr_http_msg_remove_names(&m, names, 0), 0);
+  cr_http_msg_free(&m);
+}
+
 static void test_set_header(void **state) {
   cr_http_msg_t m;
   (void)state;
@@ -322,6 +344,22 @@ static void test_token_and_value_validity(void **state) {
   assert_false(cr_http_field_value_valid("a\rb", 3));
   assert_false(cr_http_field_value_valid("a\nb", 3));
   assert_false(cr_http_field_value_valid("a\0b", 3));
+  /* every position of a longer value, across the 8-byte steps and the tail, and every byte value */
+  char v[41];
+  for (size_t pos = 0; pos < sizeof v; pos++) {
+    const char bad[3] = {'\r', '\n', '\0'};
+    for (int b = 0; b < 3; b++) {
+      memset(v, 'x', sizeof v);
+      v[pos] = bad[b];
+      assert_false(cr_http_field_value_valid(v, sizeof v));
+      assert_int_equal(cr_http_field_value_valid(v, pos), 1); /* the bad byte just past the end */
+    }
+  }
+  for (int c = 0; c < 256; c++) {
+    memset(v, 0x7f, sizeof v);
+    v[13] = (char)c;
+    assert_int_equal(cr_http_field_value_valid(v, sizeof v), !(c == '\r' || c == '\n' || c == 0));
+  }
 }
 
 static void test_name_eq_and_reason(void **state) {
@@ -425,6 +463,7 @@ int main(void) {
       cmocka_unit_test(test_release_gives_storage_back),
       cmocka_unit_test(test_max_headers),
       cmocka_unit_test(test_find_count_remove),
+      cmocka_unit_test(test_remove_names),
       cmocka_unit_test(test_set_header),
       cmocka_unit_test(test_copy),
       cmocka_unit_test(test_copy_respects_max_headers),
