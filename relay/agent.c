@@ -32,7 +32,7 @@
 /* A tunnel that stayed up this long resets the redial backoff. */
 #define STABLE_TUNNEL_MS 10000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
-#define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: Host, framing */
+#define SCRATCH_EXTRA_HEADERS 8 /* the scratch head copies 1xx heads from the upstream's: room to spare */
 
 /* IDLE: between a dial or tunnel that ended and the decision to dial again or free the slot. */
 typedef enum { SLOT_IDLE, SLOT_BACKOFF, SLOT_CONNECTING, SLOT_HANDSHAKE, SLOT_UP, SLOT_STOPPED } slot_state_t;

@@ -114,7 +114,7 @@ typedef struct gw_metrics {
 typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING, PC_PASSTHROUGH } pconn_state_t;
 #define LINGER_MS 2000
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
-#define SCRATCH_EXTRA_HEADERS 8 /* what a rewrite adds: request id, forwarded, framing */
+#define SCRATCH_EXTRA_HEADERS 8 /* the scratch head copies 1xx heads from the tunnel's: room to spare */
 #define PARSER_HEAD_ROOM 4      /* what exchange_begin adds to a request head: request id, Forwarded, XFF */
 #define INTERIM_MAX 16 /* 1xx heads relayed per exchange; the agent relays no more either */
 
@@ -650,27 +650,25 @@ static void exchange_abandon_stream(exchange_t *x);
 static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   exchange_t *x = cr_tstream_data(ts);
   pconn_t *pc = x->pc;
-  const cr_http_msg_t *resp = head;
   cr_buf_t *out = &pc->gw->scratch_out;
   char len[24];
   cr_http_body_t framing;
   int rc = 0;
   cr_deadline_clear(&pc->deadline);
   cr_buf_reset(out);
-  x->status = resp->status;
-  framing = cr_http_body_framing(resp, x->method, 1);
+  x->status = head->status;
+  framing = cr_http_body_framing(head, x->method, 1);
   x->resp_no_body = framing == CR_HTTP_BODY_NONE;
   cr_http_msg_strip_hop_by_hop(head);
-  if (framing == CR_HTTP_BODY_LENGTH || (framing == CR_HTTP_BODY_NONE && resp->content_length >= 0)) {
+  if (framing == CR_HTTP_BODY_LENGTH || (framing == CR_HTTP_BODY_NONE && head->content_length >= 0)) {
     /* A HEAD's or 304's answer carries the length the full response would have had. */
-    size_t n = cr_u64_dec(len, (uint64_t)resp->content_length);
-    if (resp->status != 204 && rc == 0)
+    size_t n = cr_u64_dec(len, (uint64_t)head->content_length);
+    if (head->status != 204)
       rc = cr_http_msg_add_header(head, "Content-Length", 14, len, n);
   } else if (framing != CR_HTTP_BODY_NONE) {
     if (!x->http10) {
       x->resp_chunked = 1;
-      if (rc == 0)
-        rc = cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
+      rc = cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
     } else {
       pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
     }
@@ -957,7 +955,8 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
    * expectation is ignored (ibid.), and a 100 could not reach that caller anyway. */
   if (x->http10)
     cr_http_msg_remove(m, "expect");
-  m->content_length = framing == CR_HTTP_BODY_LENGTH ? m->content_length : framing == CR_HTTP_BODY_NONE ? 0 : -1;
+  if (framing != CR_HTTP_BODY_LENGTH)
+    m->content_length = framing == CR_HTTP_BODY_NONE ? 0 : -1;
   x->ts = cr_tunnel_open_stream(t, m, has_body, &ts_cbs, x, &err);
   if (x->ts == NULL) {
     char msg[160];

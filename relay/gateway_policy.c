@@ -302,6 +302,7 @@ static void joined(const cr_http_msg_t *m, const char *name, cr_buf_t *out) {
 /* Runs for every forwarded call: the new values are assembled straight into the message's storage
  * (no printf, no staging buffer); only a trusted proxy's earlier values are joined first. */
 int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const char *peer, const char *host) {
+  static const char *const ours[] = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"};
   char ip[64];
   cr_buf_t fv, xv;
   cr_http_part_t p[8];
@@ -312,7 +313,6 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
             cr_conf_cidr_match(conf->public_.trusted_proxies, conf->public_.ntrusted_proxies, ip);
   cr_buf_init(&fv, 0);
   cr_buf_init(&xv, 0);
-  static const char *const ours[] = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"};
   if (trusted) {
     joined(fwd, "forwarded", &fv);
     joined(fwd, "x-forwarded-for", &xv);

@@ -275,18 +275,6 @@ size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name) {
   return n;
 }
 
-size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) {
-  size_t i, w = 0, len = strlen(name);
-  for (i = 0; i < m->nheaders; i++) {
-    if (header_is(&m->headers[i], name, len))
-      continue;
-    m->headers[w++] = m->headers[i];
-  }
-  i = m->nheaders - w;
-  m->nheaders = w;
-  return i;
-}
-
 size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames) {
   size_t lens[CR_HTTP_REMOVE_NAMES_MAX], i, j, w = 0;
   assert(nnames <= CR_HTTP_REMOVE_NAMES_MAX);
@@ -302,6 +290,8 @@ size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size
   m->nheaders = w;
   return i;
 }
+
+size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) { return cr_http_msg_remove_names(m, &name, 1); }
 
 /* Hop-by-hop fields (RFC 9110 7.6.1) plus Content-Length, which the next hop decides again. */
 static int is_fixed_hop(const cr_http_header_t *h) {
