@@ -498,7 +498,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *req) {
   slot_t *sl = cr_tunnel_data(t);
   agent_t *a = sl->agent;
   exchange_t *x;
-  const char *rid = cr_http_msg_get(req, "x-request-id");
+  const char *rid = cr_http_msg_get_id(req, CR_HDR_X_REQUEST_ID);
   const cr_conf_route_t *r;
   int has_body;
 
@@ -524,7 +524,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *req) {
   cr_tstream_set_callbacks(ts, &ts_cbs, x);
 
   if (req->target && strncmp(req->target, CR_CONTROL_PREFIX, strlen(CR_CONTROL_PREFIX)) == 0) {
-    const char *by = cr_http_msg_get(req, "x-ccrelay-requested-by");
+    const char *by = cr_http_msg_get_id(req, CR_HDR_X_CCRELAY_REQUESTED_BY);
     x->control = 1;
     x->control_target = cr_strdup(req->target);
     x->requested_by = cr_strdup(by ? by : "");
@@ -545,7 +545,7 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *req) {
     x->soap = CR_SOAP_NONE;
   if (x->route < 0) {
     cr_log_warn("no route", "request_id=%s method=%s target=\"%s\" host=%s", x->request_id, x->method,
-                req->target ? req->target : "", cr_http_msg_get(req, "host") ? cr_http_msg_get(req, "host") : "-");
+                req->target ? req->target : "", cr_http_msg_get_id(req, CR_HDR_HOST) ? cr_http_msg_get_id(req, CR_HDR_HOST) : "-");
     respond_local(x, 404, "no_route", "no route of this agent matches the request; nothing was forwarded");
     return;
   }

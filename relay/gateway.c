@@ -606,9 +606,9 @@ static int write_response_head(pconn_t *pc, cr_http_msg_t *head, cr_buf_t *out) 
     pc->close_after = 1;
   if (!x->keep_alive || pc->close_after || pc->gw->draining) {
     pc->close_after = 1;
-    cr_http_msg_add_header(head, "Connection", 10, "close", 5);
+    cr_http_msg_add_header_id(head, CR_HDR_CONNECTION, "Connection", 10, "close", 5);
   } else if (x->http10) {
-    cr_http_msg_add_header(head, "Connection", 10, "keep-alive", 10);
+    cr_http_msg_add_header_id(head, CR_HDR_CONNECTION, "Connection", 10, "keep-alive", 10);
   }
   return cr_http1_write_response_head(out, head);
 }
@@ -664,11 +664,11 @@ static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
     /* A HEAD's or 304's answer carries the length the full response would have had. */
     size_t n = cr_u64_dec(len, (uint64_t)head->content_length);
     if (head->status != 204)
-      rc = cr_http_msg_add_header(head, "Content-Length", 14, len, n);
+      rc = cr_http_msg_add_header_id(head, CR_HDR_CONTENT_LENGTH, "Content-Length", 14, len, n);
   } else if (framing != CR_HTTP_BODY_NONE) {
     if (!x->http10) {
       x->resp_chunked = 1;
-      rc = cr_http_msg_add_header(head, "Transfer-Encoding", 17, "chunked", 7);
+      rc = cr_http_msg_add_header_id(head, CR_HDR_TRANSFER_ENCODING, "Transfer-Encoding", 17, "chunked", 7);
     } else {
       pc->close_after = 1; /* HTTP/1.0 caller: the body ends with the connection */
     }
@@ -865,7 +865,7 @@ static int exchange_admit(pconn_t *pc, exchange_t *x, size_t si, const cr_http_m
 
 /* 1 if the request carries the 100-continue expectation (its only defined one). */
 static int expects_continue(const cr_http_msg_t *m) {
-  const char *v = cr_http_msg_get(m, "expect");
+  const char *v = cr_http_msg_get_id(m, CR_HDR_EXPECT);
   return v != NULL && strcasecmp(v, "100-continue") == 0;
 }
 
@@ -894,7 +894,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
   x->head_request = strcmp(m->method, "HEAD") == 0;
   x->expect_continue = !x->http10 && expects_continue(m) && cr_http_body_framing(m, NULL, 0) != CR_HTTP_BODY_NONE;
   cr_strlcpy(x->method, m->method, sizeof x->method);
-  rid = cr_http_msg_get(m, "x-request-id");
+  rid = cr_http_msg_get_id(m, CR_HDR_X_REQUEST_ID);
   if (rid && cr_errpage_request_id_valid(rid))
     cr_strlcpy(x->request_id, rid, sizeof x->request_id);
   else
@@ -935,13 +935,14 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
    * Framing is read before the hop-by-hop fields that state it go. */
   framing = cr_http_body_framing(m, NULL, 0);
   has_body = framing != CR_HTTP_BODY_NONE;
-  host = cr_http_msg_get(m, "host");
+  host = cr_http_msg_get_id(m, CR_HDR_HOST);
   cr_http_msg_strip_hop_by_hop(m);
-  {
-    static const char *const replaced[] = {"x-request-id", "authorization"}; /* the second if tokens are checked */
-    cr_http_msg_remove_names(m, replaced, cr__gw_policy_strips_authorization(gw->policy, (size_t)si) ? 2 : 1);
-  }
-  rc = cr_http_msg_add_header(m, "x-request-id", 12, x->request_id, strlen(x->request_id));
+  /* The caller's request id is replaced by ours, and its token when the gateway checked it. */
+  cr_http_msg_remove_ids(m, CR_HDR_BIT(CR_HDR_X_REQUEST_ID) |
+                                (cr__gw_policy_strips_authorization(gw->policy, (size_t)si)
+                                     ? CR_HDR_BIT(CR_HDR_AUTHORIZATION)
+                                     : 0));
+  rc = cr_http_msg_add_header_id(m, CR_HDR_X_REQUEST_ID, "x-request-id", 12, x->request_id, strlen(x->request_id));
   if (rc == 0)
     rc = cr__gw_forwarded(m, conf, pc->s->peer, host);
   if (rc < 0) {
@@ -954,7 +955,7 @@ static int exchange_begin(pconn_t *pc, cr_http_msg_t *m) {
    * ts_on_interim (RFC 9110 10.1.1: a proxy forwards the head at once). An HTTP/1.0 request's
    * expectation is ignored (ibid.), and a 100 could not reach that caller anyway. */
   if (x->http10)
-    cr_http_msg_remove(m, "expect");
+    cr_http_msg_remove_ids(m, CR_HDR_BIT(CR_HDR_EXPECT));
   if (framing != CR_HTTP_BODY_LENGTH)
     m->content_length = framing == CR_HTTP_BODY_NONE ? 0 : -1;
   x->ts = cr_tunnel_open_stream(t, m, has_body, &ts_cbs, x, &err);

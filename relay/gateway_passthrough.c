@@ -102,7 +102,7 @@ static void ts_on_head(cr_tstream_t *ts, cr_http_msg_t *head) {
   cr__gw_pt_t *pt = cr_tstream_data(ts);
   pt->status = head->status;
   if (head->status != 200) {
-    const char *why = cr_http_msg_get(head, "x-ccrelay-error");
+    const char *why = cr_http_msg_get_id(head, CR_HDR_X_CCRELAY_ERROR);
     finish(pt, "the agent answered %d%s%s", head->status, why ? ": " : "", why ? why : "");
   }
 }

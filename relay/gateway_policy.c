@@ -200,7 +200,7 @@ static int subject_allowed(X509 *leaf, const cr_conf_callers_t *cl) {
  * configured token is compared, each in time that depends only on the digest length, so neither
  * which token matched nor how much of one did shows in the answer's timing. */
 static int token_allowed(const service_policy_t *sp, const cr_http_msg_t *req, int *present) {
-  const char *v = cr_http_msg_get(req, "authorization");
+  const char *v = cr_http_msg_get_id(req, CR_HDR_AUTHORIZATION);
   unsigned char d[DIGEST_LEN];
   int ok = 0;
   *present = v != NULL;
@@ -285,10 +285,10 @@ void cr__gw_policy_release(cr__gw_policy_t *p, size_t si) {
 /* ---------- Forwarded, X-Forwarded-For ---------- */
 
 /* name's values joined by ", " into out ("" when it has none). */
-static void joined(const cr_http_msg_t *m, const char *name, cr_buf_t *out) {
+static void joined(const cr_http_msg_t *m, cr_http_hdr_t id, cr_buf_t *out) {
   for (size_t i = 0; i < m->nheaders; i++) {
     const cr_http_header_t *h = &m->headers[i];
-    if (h->value_len > 0 && cr_http_name_eq(h->name, name)) {
+    if (h->value_len > 0 && h->id == id) {
       if (out->len)
         cr_buf_append(out, ", ", 2);
       cr_buf_append(out, h->value, h->value_len);
@@ -302,7 +302,6 @@ static void joined(const cr_http_msg_t *m, const char *name, cr_buf_t *out) {
 /* Runs for every forwarded call: the new values are assembled straight into the message's storage
  * (no printf, no staging buffer); only a trusted proxy's earlier values are joined first. */
 int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const char *peer, const char *host) {
-  static const char *const ours[] = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"};
   char ip[64];
   cr_buf_t fv, xv;
   cr_http_part_t p[8];
@@ -314,12 +313,14 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
   cr_buf_init(&fv, 0);
   cr_buf_init(&xv, 0);
   if (trusted) {
-    joined(fwd, "forwarded", &fv);
-    joined(fwd, "x-forwarded-for", &xv);
+    joined(fwd, CR_HDR_FORWARDED, &fv);
+    joined(fwd, CR_HDR_X_FORWARDED_FOR, &xv);
   }
   /* Ours replace these; an untrusted caller's own claims about where it is (Host, Proto too) would
    * reach the upstream as ours. */
-  cr_http_msg_remove_names(fwd, ours, trusted ? 2 : 4);
+  cr_http_msg_remove_ids(fwd, CR_HDR_BIT(CR_HDR_FORWARDED) | CR_HDR_BIT(CR_HDR_X_FORWARDED_FOR) |
+                                  (trusted ? 0
+                                           : CR_HDR_BIT(CR_HDR_X_FORWARDED_HOST) | CR_HDR_BIT(CR_HDR_X_FORWARDED_PROTO)));
   /* RFC 7239: an address with a port (and any IPv6 address) is a quoted string. */
   if (fv.len) {
     p[n++] = PART(fv.base, fv.len);
@@ -330,7 +331,7 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
   p[n++] = PART_LIT("\";proto=https;host=\"");
   p[n++] = PART(host ? host : "", host ? strlen(host) : 0);
   p[n++] = PART_LIT("\"");
-  rc = cr_http_msg_add_header_parts(fwd, "forwarded", 9, p, n);
+  rc = cr_http_msg_add_header_parts(fwd, CR_HDR_FORWARDED, "forwarded", 9, p, n);
   n = 0;
   if (xv.len) {
     p[n++] = PART(xv.base, xv.len);
@@ -338,7 +339,7 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
   }
   p[n++] = PART(ip, strlen(ip));
   if (rc == 0)
-    rc = cr_http_msg_add_header_parts(fwd, "x-forwarded-for", 15, p, n);
+    rc = cr_http_msg_add_header_parts(fwd, CR_HDR_X_FORWARDED_FOR, "x-forwarded-for", 15, p, n);
   cr_buf_free(&fv);
   cr_buf_free(&xv);
   return rc;

@@ -37,6 +37,7 @@ struct cr_http1_parser {
   cr_http_msg_t msg;
   cr_buf_t field;  /* the method, target or header being reassembled from llhttp's pieces */
   size_t name_len; /* for a header: bytes of field holding the name */
+  cr_http_hdr_t name_id; /* and its id */
   state_t state;
 
   /* line scanner over the current header or trailer section */
@@ -112,9 +113,7 @@ static size_t scan(cr_http1_parser_t *p, const char *d, size_t n, int *err) {
     unsigned char c = s[i];
     if (line > 0 && !cr && c >= 0x20 && c != 0x7f) {
       /* inside a line: ordinary bytes run up to the next CR, tab or control byte */
-      size_t j = i + 1;
-      while (j < n && s[j] >= 0x20 && s[j] != 0x7f)
-        j++;
+      size_t j = i + 1 + cr_http_text_run(d + i + 1, n - i - 1);
       if (j - i > max - CR_MIN(bytes, max)) {
         clean = i + (max - CR_MIN(bytes, max));
         bytes = max + 1;
@@ -273,7 +272,7 @@ static int absolute_to_origin(cr_http1_parser_t *p) {
   cr_http_msg_t *m = &p->msg;
   const char *t = m->target, *rest = t + p->path_off;
   size_t rlen = strlen(rest);
-  if ((cr_http_msg_find(m, "Host") == NULL && m->nheaders >= p->max_headers) ||
+  if ((cr_http_msg_find_id(m, CR_HDR_HOST) == NULL && m->nheaders >= p->max_headers) ||
       cr_http_msg_set_header(m, "Host", 4, t + p->auth_off, p->path_off - p->auth_off) < 0) {
     snprintf(p->errbuf, sizeof(p->errbuf), "more than %zu header fields", p->max_headers);
     return cb_fail(p, CR_EHTTP_TOO_LARGE, p->errbuf);
@@ -299,20 +298,6 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len) {
   return field_append(p, at, len);
 }
 
-static int name_is(const cr_http1_parser_t *p, const char *name, size_t len) {
-  size_t i;
-  if (p->name_len != len)
-    return 0;
-  for (i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)p->field.base[i];
-    if (c >= 'A' && c <= 'Z')
-      c = (unsigned char)(c + 32);
-    if (c != (unsigned char)name[i])
-      return 0;
-  }
-  return 1;
-}
-
 /* Framing conflicts are refused as soon as the second name is read, before llhttp looks at the
  * value, so the message says exactly what was wrong. */
 static int on_header_field_complete(llhttp_t *ll) {
@@ -322,19 +307,26 @@ static int on_header_field_complete(llhttp_t *ll) {
   p->name_len = p->field.len;
   if (p->name_len == 0) /* strict llhttp still takes ": value" as a field with no name */
     return cb_fail(p, CR_EHTTP_PARSE, "empty header field name");
-  if (name_is(p, "host", 4)) {
+  p->name_id = cr_http_hdr_id(p->field.base, p->name_len);
+  switch (p->name_id) {
+  case CR_HDR_HOST:
     if (++p->nhost > 1 && p->type == CR_HTTP1_REQUEST)
       return cb_fail(p, CR_EHTTP_PARSE, "more than one Host header");
-  } else if (name_is(p, "content-length", 14)) {
+    break;
+  case CR_HDR_CONTENT_LENGTH:
     if (++p->ncl > 1)
       return cb_fail(p, CR_EHTTP_PARSE, "repeated or conflicting Content-Length headers");
     if (p->nte)
       return cb_fail(p, CR_EHTTP_PARSE, "Content-Length and Transfer-Encoding both present");
-  } else if (name_is(p, "transfer-encoding", 17)) {
+    break;
+  case CR_HDR_TRANSFER_ENCODING:
     if (++p->nte > 1)
       return cb_fail(p, CR_EHTTP_PARSE, "repeated Transfer-Encoding header (only a single \"chunked\" is accepted)");
     if (p->ncl)
       return cb_fail(p, CR_EHTTP_PARSE, "Content-Length and Transfer-Encoding both present");
+    break;
+  default:
+    break;
   }
   return 0;
 }
@@ -351,11 +343,11 @@ static int on_header_value_complete(llhttp_t *ll) {
   int r, host;
   if (p->state == S_TRAILER)
     return 0;
-  host = p->type == CR_HTTP1_REQUEST && name_is(p, "host", 4);
+  host = p->type == CR_HTTP1_REQUEST && p->name_id == CR_HDR_HOST;
   r = p->msg.nheaders >= p->max_headers
           ? CR_ELIMIT
-          : cr_http_msg_add_header(&p->msg, p->field.base, p->name_len, p->field.base + p->name_len,
-                                   p->field.len - p->name_len);
+          : cr_http_msg_add_header_id(&p->msg, p->name_id, p->field.base, p->name_len, p->field.base + p->name_len,
+                                      p->field.len - p->name_len);
   cr_buf_reset(&p->field);
   p->name_len = 0;
   if (r < 0) {
@@ -438,7 +430,7 @@ static int on_headers_complete(llhttp_t *ll) {
   }
 
   if (p->nte) {
-    h = cr_http_msg_find(m, "transfer-encoding");
+    h = cr_http_msg_find_id(m, CR_HDR_TRANSFER_ENCODING);
     if (m->version_minor == 0)
       return cb_fail(p, CR_EHTTP_PARSE, "Transfer-Encoding in an HTTP/1.0 message");
     if (h == NULL || !cr_http_name_eq(h->value, "chunked"))
@@ -448,7 +440,7 @@ static int on_headers_complete(llhttp_t *ll) {
     m->chunked = 1;
   }
   if (p->ncl) {
-    h = cr_http_msg_find(m, "content-length");
+    h = cr_http_msg_find_id(m, CR_HDR_CONTENT_LENGTH);
     if (h == NULL || parse_length(h->value, h->value_len, &m->content_length) < 0)
       return cb_fail(p, CR_EHTTP_PARSE, "invalid Content-Length value");
   }
@@ -786,7 +778,7 @@ static int headers_valid(const cr_http_msg_t *m, size_t *len) {
   size_t i;
   for (i = 0; i < m->nheaders; i++) {
     const cr_http_header_t *h = &m->headers[i];
-    if (!cr_http_token_valid(h->name, h->name_len) || !cr_http_field_value_valid(h->value, h->value_len))
+    if (!cr_http_header_name_valid(h) || !cr_http_field_value_valid(h->value, h->value_len))
       return 0;
     *len += h->name_len + 2 + h->value_len + 2;
   }

@@ -771,8 +771,7 @@ static int frame_head(cr_h1client_t *c, cr_http_msg_t *m, int has_body) {
   char num[32];
   size_t len;
   int rc = 0;
-  cr_http_msg_remove(m, "Content-Length");
-  cr_http_msg_remove(m, "Transfer-Encoding");
+  cr_http_msg_remove_ids(m, CR_HDR_BIT(CR_HDR_CONTENT_LENGTH) | CR_HDR_BIT(CR_HDR_TRANSFER_ENCODING));
   m->version_minor = 1;
   c->is_head = m->method != NULL && strcmp(m->method, "HEAD") == 0;
   /* The head comes off a stream-delimited carrier: without a length, has_body says whether a body
@@ -782,23 +781,23 @@ static int frame_head(cr_h1client_t *c, cr_http_msg_t *m, int has_body) {
   case CR_HTTP_BODY_LENGTH:
     c->body_left = m->content_length;
     len = cr_u64_dec(num, (uint64_t)m->content_length);
-    rc = cr_http_msg_add_header(m, "Content-Length", 14, num, len);
+    rc = cr_http_msg_add_header_id(m, CR_HDR_CONTENT_LENGTH, "Content-Length", 14, num, len);
     m->chunked = 0;
     break;
   case CR_HTTP_BODY_CHUNKED:
   case CR_HTTP_BODY_UNTIL_END: /* a request cannot end with its connection: an unknown length goes chunked */
     c->chunked = 1;
-    rc = cr_http_msg_add_header(m, "Transfer-Encoding", 17, "chunked", 7);
+    rc = cr_http_msg_add_header_id(m, CR_HDR_TRANSFER_ENCODING, "Transfer-Encoding", 17, "chunked", 7);
     m->chunked = 1;
     break;
   case CR_HTTP_BODY_NONE:
     c->send = SEND_ENDED;
     if (m->content_length == 0) {
       c->body_left = 0;
-      rc = cr_http_msg_add_header(m, "Content-Length", 14, "0", 1);
+      rc = cr_http_msg_add_header_id(m, CR_HDR_CONTENT_LENGTH, "Content-Length", 14, "0", 1);
       m->chunked = 0;
     } else if (m->method != NULL && method_wants_length(m->method)) {
-      rc = cr_http_msg_add_header(m, "Content-Length", 14, "0", 1);
+      rc = cr_http_msg_add_header_id(m, CR_HDR_CONTENT_LENGTH, "Content-Length", 14, "0", 1);
     }
     break;
   }

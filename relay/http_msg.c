@@ -11,6 +11,33 @@
 #include "ccrelay/alloc.h"
 #include "ccrelay/error.h"
 
+/* Eight bytes at a time ("SWAR"): every byte of every head is scanned or compared at least once per
+ * hop, and a byte loop was a tenth of the relay's own work per request. */
+#define SWAR_ONES 0x0101010101010101ULL
+#define SWAR_LOWS 0x7f7f7f7f7f7f7f7fULL
+#define SWAR_HIGHS 0x8080808080808080ULL
+#define SWAR_LITTLE_ENDIAN (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+
+static inline uint64_t load8(const char *s) {
+  uint64_t w;
+  memcpy(&w, s, 8);
+  return w;
+}
+
+/* Nonzero when some byte of v is zero (exact as a yes/no, whichever byte it was). */
+static inline uint64_t has_zero_byte(uint64_t v) { return (v - SWAR_ONES) & ~v & SWAR_HIGHS; }
+/* Nonzero when some byte of v is below n, n at most 0x80 (exact as a yes/no, like has_zero_byte). */
+static inline uint64_t has_byte_below(uint64_t v, unsigned n) { return (v - SWAR_ONES * n) & ~v & SWAR_HIGHS; }
+
+/* The high bit of each byte of v that is a control byte (below 0x20, or DEL), and of no other: exact
+ * per byte, since no lane carries into the next. */
+static inline uint64_t control_bytes(uint64_t v) {
+  uint64_t below = ~(((v & SWAR_LOWS) + SWAR_ONES * (0x80 - 0x20)) | v);
+  uint64_t x = v ^ (SWAR_ONES * 0x7f);
+  uint64_t del = ~(((x & SWAR_LOWS) + SWAR_LOWS) | x);
+  return (below | del) & SWAR_HIGHS;
+}
+
 /* Strings live in blocks that are chained, never reallocated, so every pointer handed out stays put
  * until reset. Reset only rewinds the blocks: a keep-alive connection parsing one head after another
  * reaches a steady state with no allocation at all. */
@@ -132,8 +159,8 @@ void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len) { m->ta
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
 static int mem_eq_nocase(const char *a, const char *b, size_t len);
 
-/* A new header slot named name (its value unset), or NULL at max_headers. */
-static cr_http_header_t *new_header(cr_http_msg_t *m, const char *name, size_t nlen) {
+/* A new header slot named name, whose id is id (its value unset), or NULL at max_headers. */
+static cr_http_header_t *new_header(cr_http_msg_t *m, cr_http_hdr_t id, const char *name, size_t nlen) {
   cr_http_header_t *h;
   if (m->nheaders >= m->max_headers)
     return NULL;
@@ -150,10 +177,17 @@ static cr_http_header_t *new_header(cr_http_msg_t *m, const char *name, size_t n
   h = &m->headers[m->nheaders++];
   h->name = store(m, name, nlen);
   h->name_len = nlen;
+  assert(id == cr_http_hdr_id(name, nlen));
+  h->id = (unsigned char)id;
   return h;
 }
 
 int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+  return cr_http_msg_add_header_id(m, cr_http_hdr_id(name, nlen), name, nlen, value, vlen);
+}
+
+int cr_http_msg_add_header_id(cr_http_msg_t *m, cr_http_hdr_t id, const char *name, size_t nlen, const char *value,
+                              size_t vlen) {
   cr_http_header_t *h;
   while (vlen && is_ows(value[0])) {
     value++;
@@ -161,21 +195,21 @@ int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, cons
   }
   while (vlen && is_ows(value[vlen - 1]))
     vlen--;
-  if ((h = new_header(m, name, nlen)) == NULL)
+  if ((h = new_header(m, id, name, nlen)) == NULL)
     return CR_ELIMIT;
   h->value = store(m, value, vlen);
   h->value_len = vlen;
   return 0;
 }
 
-int cr_http_msg_add_header_parts(cr_http_msg_t *m, const char *name, size_t nlen, const cr_http_part_t *parts,
-                                 size_t nparts) {
+int cr_http_msg_add_header_parts(cr_http_msg_t *m, cr_http_hdr_t id, const char *name, size_t nlen,
+                                 const cr_http_part_t *parts, size_t nparts) {
   cr_http_header_t *h;
   size_t vlen = 0, off = 0;
   char *d;
   for (size_t i = 0; i < nparts; i++)
     vlen += parts[i].len;
-  if ((h = new_header(m, name, nlen)) == NULL)
+  if ((h = new_header(m, id, name, nlen)) == NULL)
     return CR_ELIMIT;
   d = store(m, NULL, vlen);
   for (size_t i = 0; i < nparts; i++) {
@@ -188,10 +222,18 @@ int cr_http_msg_add_header_parts(cr_http_msg_t *m, const char *name, size_t nlen
   return 0;
 }
 
+/* 1 if h is named name, whose id is id: known names compare ids, the rest their bytes. */
+static int header_named(const cr_http_header_t *h, cr_http_hdr_t id, const char *name, size_t len) {
+  if (id != CR_HDR_OTHER)
+    return h->id == id;
+  return h->id == CR_HDR_OTHER && h->name_len == len && mem_eq_nocase(h->name, name, len);
+}
+
 int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen) {
+  cr_http_hdr_t id = cr_http_hdr_id(name, nlen);
   size_t i, w;
   for (i = 0; i < m->nheaders; i++)
-    if (m->headers[i].name_len == nlen && mem_eq_nocase(m->headers[i].name, name, nlen))
+    if (header_named(&m->headers[i], id, name, nlen))
       break;
   if (i == m->nheaders)
     return cr_http_msg_add_header(m, name, nlen, value, vlen);
@@ -204,7 +246,7 @@ int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, cons
   m->headers[i].value = store(m, value, vlen);
   m->headers[i].value_len = vlen;
   for (w = ++i; i < m->nheaders; i++)
-    if (!(m->headers[i].name_len == nlen && mem_eq_nocase(m->headers[i].name, name, nlen)))
+    if (!header_named(&m->headers[i], id, name, nlen))
       m->headers[w++] = m->headers[i];
   m->nheaders = w;
   return 0;
@@ -226,7 +268,7 @@ int cr_http_msg_copy(cr_http_msg_t *dst, const cr_http_msg_t *src) {
   dst->keep_alive = src->keep_alive;
   for (i = 0; i < src->nheaders; i++) {
     const cr_http_header_t *h = &src->headers[i];
-    r = cr_http_msg_add_header(dst, h->name, h->name_len, h->value, h->value_len);
+    r = cr_http_msg_add_header_id(dst, (cr_http_hdr_t)h->id, h->name, h->name_len, h->value, h->value_len);
     if (r < 0)
       return r;
   }
@@ -254,10 +296,115 @@ static int header_is(const cr_http_header_t *h, const char *name, size_t len) {
   return h->name_len == len && mem_eq_nocase(h->name, name, len);
 }
 
+/* s (len bytes, any case) against a literal of the same length made of lower-case letters, digits
+ * and '-' only. Each of those has bit 0x20 set, so s's byte with that bit forced on equals it exactly
+ * when s has the letter in either case or, for '-' and digits, the same byte less 0x20: a control
+ * byte, which no name can hold and which the last test refuses. Eight bytes at a time, the last
+ * word overlapping. */
+static inline __attribute__((always_inline)) int lit_ieq(const char *s, const char *lit, size_t len) {
+  uint64_t diff = 0, ctl = 0;
+  size_t i;
+  if (len < 8) {
+    for (i = 0; i < len; i++)
+      if (lower((unsigned char)s[i]) != (unsigned char)lit[i])
+        return 0;
+    return 1;
+  }
+  for (i = 0; i + 8 <= len; i += 8) {
+    uint64_t w = load8(s + i);
+    diff |= (w | SWAR_ONES * 0x20) ^ load8(lit + i);
+    ctl |= has_byte_below(w, 0x20);
+  }
+  if (i < len) {
+    uint64_t w = load8(s + len - 8);
+    diff |= (w | SWAR_ONES * 0x20) ^ load8(lit + len - 8);
+    ctl |= has_byte_below(w, 0x20);
+  }
+  return diff == 0 && ctl == 0;
+}
+
+#define NAME_IS(lit) lit_ieq(name, lit, sizeof(lit) - 1)
+
+/* Length, then first letter, pick at most one candidate: a name the relay does not know usually
+ * costs a switch and a byte compare. */
+cr_http_hdr_t cr_http_hdr_id(const char *name, size_t len) {
+  unsigned char c0;
+  if (len < 2)
+    return CR_HDR_OTHER;
+  c0 = lower((unsigned char)name[0]);
+  switch (len) {
+  case 2:
+    return c0 == 't' && NAME_IS("te") ? CR_HDR_TE : CR_HDR_OTHER;
+  case 4:
+    if (c0 == 'h')
+      return NAME_IS("host") ? CR_HDR_HOST : CR_HDR_OTHER;
+    return c0 == 'd' && NAME_IS("date") ? CR_HDR_DATE : CR_HDR_OTHER;
+  case 6:
+    return c0 == 'e' && NAME_IS("expect") ? CR_HDR_EXPECT : CR_HDR_OTHER;
+  case 7:
+    if (c0 == 't')
+      return NAME_IS("trailer") ? CR_HDR_TRAILER : CR_HDR_OTHER;
+    return c0 == 'u' && NAME_IS("upgrade") ? CR_HDR_UPGRADE : CR_HDR_OTHER;
+  case 9:
+    return c0 == 'f' && NAME_IS("forwarded") ? CR_HDR_FORWARDED : CR_HDR_OTHER;
+  case 10:
+    if (c0 == 'c')
+      return NAME_IS("connection") ? CR_HDR_CONNECTION : CR_HDR_OTHER;
+    if (c0 == 'k')
+      return NAME_IS("keep-alive") ? CR_HDR_KEEP_ALIVE : CR_HDR_OTHER;
+    return c0 == 's' && NAME_IS("soapaction") ? CR_HDR_SOAPACTION : CR_HDR_OTHER;
+  case 12:
+    if (c0 == 'c')
+      return NAME_IS("content-type") ? CR_HDR_CONTENT_TYPE : CR_HDR_OTHER;
+    return c0 == 'x' && NAME_IS("x-request-id") ? CR_HDR_X_REQUEST_ID : CR_HDR_OTHER;
+  case 13:
+    return c0 == 'a' && NAME_IS("authorization") ? CR_HDR_AUTHORIZATION : CR_HDR_OTHER;
+  case 14:
+    return c0 == 'c' && NAME_IS("content-length") ? CR_HDR_CONTENT_LENGTH : CR_HDR_OTHER;
+  case 15:
+    if (c0 != 'x')
+      return CR_HDR_OTHER;
+    if (NAME_IS("x-forwarded-for"))
+      return CR_HDR_X_FORWARDED_FOR;
+    return NAME_IS("x-ccrelay-error") ? CR_HDR_X_CCRELAY_ERROR : CR_HDR_OTHER;
+  case 16:
+    if (c0 == 'p')
+      return NAME_IS("proxy-connection") ? CR_HDR_PROXY_CONNECTION : CR_HDR_OTHER;
+    return c0 == 'x' && NAME_IS("x-forwarded-host") ? CR_HDR_X_FORWARDED_HOST : CR_HDR_OTHER;
+  case 17:
+    if (c0 == 't')
+      return NAME_IS("transfer-encoding") ? CR_HDR_TRANSFER_ENCODING : CR_HDR_OTHER;
+    return c0 == 'x' && NAME_IS("x-forwarded-proto") ? CR_HDR_X_FORWARDED_PROTO : CR_HDR_OTHER;
+  case 22:
+    return c0 == 'x' && NAME_IS("x-ccrelay-requested-by") ? CR_HDR_X_CCRELAY_REQUESTED_BY : CR_HDR_OTHER;
+  default:
+    return CR_HDR_OTHER;
+  }
+}
+
+#undef NAME_IS
+_Static_assert(CR_HDR_COUNT_ <= 32, "CR_HDR_BIT sets are 32 bits");
+
+const cr_http_header_t *cr_http_msg_find_id(const cr_http_msg_t *m, cr_http_hdr_t id) {
+  assert(id != CR_HDR_OTHER);
+  for (size_t i = 0; i < m->nheaders; i++)
+    if (m->headers[i].id == id)
+      return &m->headers[i];
+  return NULL;
+}
+
+const char *cr_http_msg_get_id(const cr_http_msg_t *m, cr_http_hdr_t id) {
+  const cr_http_header_t *h = cr_http_msg_find_id(m, id);
+  return h ? h->value : NULL;
+}
+
 const cr_http_header_t *cr_http_msg_find(const cr_http_msg_t *m, const char *name) {
   size_t i, len = strlen(name);
+  cr_http_hdr_t id = cr_http_hdr_id(name, len);
+  if (id != CR_HDR_OTHER)
+    return cr_http_msg_find_id(m, id);
   for (i = 0; i < m->nheaders; i++)
-    if (header_is(&m->headers[i], name, len))
+    if (header_named(&m->headers[i], id, name, len))
       return &m->headers[i];
   return NULL;
 }
@@ -269,19 +416,34 @@ const char *cr_http_msg_get(const cr_http_msg_t *m, const char *name) {
 
 size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name) {
   size_t i, n = 0, len = strlen(name);
+  cr_http_hdr_t id = cr_http_hdr_id(name, len);
   for (i = 0; i < m->nheaders; i++)
-    if (header_is(&m->headers[i], name, len))
+    if (header_named(&m->headers[i], id, name, len))
       n++;
   return n;
 }
 
+size_t cr_http_msg_remove_ids(cr_http_msg_t *m, uint32_t ids) {
+  size_t i, w = 0;
+  ids &= ~CR_HDR_BIT(CR_HDR_OTHER);
+  for (i = 0; i < m->nheaders; i++)
+    if (!(ids & CR_HDR_BIT(m->headers[i].id)))
+      m->headers[w++] = m->headers[i];
+  i = m->nheaders - w;
+  m->nheaders = w;
+  return i;
+}
+
 size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames) {
   size_t lens[CR_HTTP_REMOVE_NAMES_MAX], i, j, w = 0;
+  cr_http_hdr_t ids[CR_HTTP_REMOVE_NAMES_MAX];
   assert(nnames <= CR_HTTP_REMOVE_NAMES_MAX);
-  for (j = 0; j < nnames; j++)
+  for (j = 0; j < nnames; j++) {
     lens[j] = strlen(names[j]);
+    ids[j] = cr_http_hdr_id(names[j], lens[j]);
+  }
   for (i = 0; i < m->nheaders; i++) {
-    for (j = 0; j < nnames && !header_is(&m->headers[i], names[j], lens[j]); j++)
+    for (j = 0; j < nnames && !header_named(&m->headers[i], ids[j], names[j], lens[j]); j++)
       ;
     if (j == nnames)
       m->headers[w++] = m->headers[i];
@@ -294,25 +456,12 @@ size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size
 size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) { return cr_http_msg_remove_names(m, &name, 1); }
 
 /* Hop-by-hop fields (RFC 9110 7.6.1) plus Content-Length, which the next hop decides again. */
-static int is_fixed_hop(const cr_http_header_t *h) {
-  /* Lengths first: most names match none of these lengths and cost one switch. */
-  switch (h->name_len) {
-  case 2:
-    return header_is(h, "te", 2);
-  case 7:
-    return header_is(h, "trailer", 7) || header_is(h, "upgrade", 7);
-  case 10:
-    return header_is(h, "connection", 10) || header_is(h, "keep-alive", 10);
-  case 14:
-    return header_is(h, "content-length", 14);
-  case 16:
-    return header_is(h, "proxy-connection", 16);
-  case 17:
-    return header_is(h, "transfer-encoding", 17);
-  default:
-    return 0;
-  }
-}
+#define FIXED_HOP                                                                                            \
+  (CR_HDR_BIT(CR_HDR_TE) | CR_HDR_BIT(CR_HDR_TRAILER) | CR_HDR_BIT(CR_HDR_UPGRADE) |                         \
+   CR_HDR_BIT(CR_HDR_CONNECTION) | CR_HDR_BIT(CR_HDR_KEEP_ALIVE) | CR_HDR_BIT(CR_HDR_CONTENT_LENGTH) |       \
+   CR_HDR_BIT(CR_HDR_PROXY_CONNECTION) | CR_HDR_BIT(CR_HDR_TRANSFER_ENCODING))
+
+static int is_fixed_hop(const cr_http_header_t *h) { return (FIXED_HOP & CR_HDR_BIT(h->id)) != 0; }
 
 /* The next token of a comma-separated list at *s (before end), OWS trimmed; 0 when none is left. */
 static int next_list_token(const char **s, const char *end, const char **tok, size_t *len) {
@@ -345,7 +494,7 @@ static int named_by_connection(const cr_http_msg_t *m, const cr_http_header_t *h
   for (i = 0; i < m->nheaders; i++) {
     const cr_http_header_t *c = &m->headers[i];
     const char *s, *end, *tok;
-    if (c->name == NULL || !header_is(c, "connection", 10))
+    if (c->name == NULL || c->id != CR_HDR_CONNECTION)
       continue;
     s = c->value;
     end = c->value + c->value_len;
@@ -362,12 +511,12 @@ static void strip_marking(cr_http_msg_t *m) {
   size_t i, w = 0;
   for (i = 0; i < m->nheaders; i++) {
     cr_http_header_t *h = &m->headers[i];
-    if (!header_is(h, "connection", 10) && (is_fixed_hop(h) || named_by_connection(m, h)))
+    if (h->id != CR_HDR_CONNECTION && (is_fixed_hop(h) || named_by_connection(m, h)))
       h->name = NULL;
   }
   for (i = 0; i < m->nheaders; i++) {
     cr_http_header_t *h = &m->headers[i];
-    if (h->name == NULL || header_is(h, "connection", 10))
+    if (h->name == NULL || h->id == CR_HDR_CONNECTION)
       continue;
     m->headers[w++] = *h;
   }
@@ -379,19 +528,26 @@ static void strip_marking(cr_http_msg_t *m) {
 void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m) {
   /* The names Connection lists ("keep-alive", "close", rarely more), gathered once: testing every
    * header against every Connection header's tokens was quadratic, 2 % of the agent's work per
-   * response. The token bytes live in the message's storage, which compacting does not move. */
+   * response. A listed name the relay knows joins the id set; only the others are kept as strings
+   * (their bytes live in the message's storage, which compacting does not move). */
   struct {
     const char *s;
     size_t len;
   } tok[CONNECTION_TOKENS_MAX];
+  uint32_t drop_ids = FIXED_HOP; /* Connection itself among them */
   size_t ntok = 0, i, j, w = 0;
   for (i = 0; i < m->nheaders; i++) {
     const cr_http_header_t *c = &m->headers[i];
     const char *s = c->value, *end = c->value + c->value_len, *t;
     size_t len;
-    if (!header_is(c, "connection", 10))
+    if (c->id != CR_HDR_CONNECTION)
       continue;
     while (next_list_token(&s, end, &t, &len)) {
+      cr_http_hdr_t id = cr_http_hdr_id(t, len);
+      if (id != CR_HDR_OTHER) {
+        drop_ids |= CR_HDR_BIT(id);
+        continue;
+      }
       if (ntok == CONNECTION_TOKENS_MAX) {
         strip_marking(m);
         return;
@@ -403,8 +559,8 @@ void cr_http_msg_strip_hop_by_hop(cr_http_msg_t *m) {
   }
   for (i = 0; i < m->nheaders; i++) {
     const cr_http_header_t *h = &m->headers[i];
-    int drop = is_fixed_hop(h); /* Connection itself among them */
-    for (j = 0; j < ntok && !drop; j++)
+    int drop = (drop_ids & CR_HDR_BIT(h->id)) != 0;
+    for (j = 0; j < ntok && !drop && h->id == CR_HDR_OTHER; j++)
       drop = header_is(h, tok[j].s, tok[j].len);
     if (!drop)
       m->headers[w++] = *h;
@@ -438,25 +594,47 @@ int cr_http_token_valid(const char *s, size_t len) {
   return 1;
 }
 
-/* Nonzero when some byte of v is zero (exact as a yes/no, whichever byte it was). */
-#define SWAR_ONES 0x0101010101010101ULL
-#define SWAR_HIGHS 0x8080808080808080ULL
-static inline uint64_t has_zero_byte(uint64_t v) { return (v - SWAR_ONES) & ~v & SWAR_HIGHS; }
 
 /* Every field value of every head is checked here twice (parsed, then framed for the next hop): eight
  * bytes at a time, a lane equal to CR, LF or NUL turning zero after the XOR. */
+static inline uint64_t has_value_breaker(uint64_t w) {
+  return has_zero_byte(w) | has_zero_byte(w ^ (SWAR_ONES * '\r')) | has_zero_byte(w ^ (SWAR_ONES * '\n'));
+}
+
 int cr_http_field_value_valid(const char *s, size_t len) {
   size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    memcpy(&w, s + i, 8);
-    if (has_zero_byte(w) | has_zero_byte(w ^ (SWAR_ONES * '\r')) | has_zero_byte(w ^ (SWAR_ONES * '\n')))
-      return 0;
+  uint64_t bad = 0;
+  if (len < 8) {
+    for (; i < len; i++)
+      if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+        return 0;
+    return 1;
   }
-  for (; i < len; i++)
-    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
-      return 0;
-  return 1;
+  for (; i + 8 <= len; i += 8)
+    bad |= has_value_breaker(load8(s + i));
+  if (i < len) /* the last word again, overlapping: no byte loop for the tail */
+    bad |= has_value_breaker(load8(s + len - 8));
+  return bad == 0;
+}
+
+/* The parser's pre-scan runs every line of every head through this. */
+size_t cr_http_text_run(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+#if SWAR_LITTLE_ENDIAN
+  uint64_t c;
+  for (; i + 8 <= len; i += 8)
+    if ((c = control_bytes(load8(s + i))) != 0)
+      return i + (size_t)__builtin_ctzll(c) / 8;
+  if (len >= 8 && i < len) { /* the last word again, overlapping bytes already known clean */
+    if ((c = control_bytes(load8(s + len - 8))) != 0)
+      return len - 8 + (size_t)__builtin_ctzll(c) / 8;
+    return len;
+  }
+#endif
+  while (i < len && u[i] >= 0x20 && u[i] != 0x7f)
+    i++;
+  return i;
 }
 
 /* RFC 3986 character classes, as a table for the same reason as tchar: every target and Host of
@@ -682,7 +860,7 @@ static const char *skip_ows(const char *s) {
 /* The parameters after Content-Type's media type when that is application/soap+xml, else NULL. */
 static const char *soap12_params(const cr_http_msg_t *m) {
   static const char want[] = "application/soap+xml";
-  const char *ct = cr_http_msg_get(m, "content-type"), *s, *e;
+  const char *ct = cr_http_msg_get_id(m, CR_HDR_CONTENT_TYPE), *s, *e;
   size_t n;
   if (ct == NULL)
     return NULL;
@@ -698,7 +876,7 @@ static const char *soap12_params(const cr_http_msg_t *m) {
 cr_http_soap_t cr_http_soap_version(const cr_http_msg_t *m) {
   if (soap12_params(m) != NULL)
     return CR_SOAP_12;
-  return cr_http_msg_find(m, "soapaction") != NULL ? CR_SOAP_11 : CR_SOAP_NONE;
+  return cr_http_msg_find_id(m, CR_HDR_SOAPACTION) != NULL ? CR_SOAP_11 : CR_SOAP_NONE;
 }
 
 /* Appends c to out[cap] at *len; -1 once it no longer fits (NUL included). */
@@ -765,7 +943,7 @@ int cr_http_soap_action(const cr_http_msg_t *m, char *out, size_t cap) {
     return -1;
   if (params != NULL && (rc = soap12_action(params, out, cap)) >= 0)
     return rc;
-  v = cr_http_msg_get(m, "soapaction");
+  v = cr_http_msg_get_id(m, CR_HDR_SOAPACTION);
   if (v == NULL)
     return -1;
   v = skip_ows(v);

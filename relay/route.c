@@ -50,7 +50,7 @@ const char *cr_route_target_unsafe_reason(const char *target) {
 }
 
 int cr_route_host_matches(const cr_http_msg_t *m, const char *host) {
-  const char *h = cr_http_msg_get(m, "host");
+  const char *h = cr_http_msg_get_id(m, CR_HDR_HOST);
   size_t hl, want = strlen(host);
   const char *colon;
   if (h == NULL)

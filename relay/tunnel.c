@@ -185,29 +185,18 @@ static int ascii_ieq(const char *a, size_t alen, const char *lit) {
   return 1;
 }
 
-/* Connection-specific fields (RFC 9113 8.2.2) and the ones we map ourselves. The length picks the
- * candidates: most names match none of these lengths and cost one switch. */
+/* Connection-specific fields (RFC 9113 8.2.2) and the ones we map ourselves. */
+#define SKIP_ON_SEND                                                                                         \
+  (CR_HDR_BIT(CR_HDR_HOST) | CR_HDR_BIT(CR_HDR_UPGRADE) | CR_HDR_BIT(CR_HDR_CONNECTION) |                    \
+   CR_HDR_BIT(CR_HDR_KEEP_ALIVE) | CR_HDR_BIT(CR_HDR_CONTENT_LENGTH) | CR_HDR_BIT(CR_HDR_PROXY_CONNECTION) | \
+   CR_HDR_BIT(CR_HDR_TRANSFER_ENCODING))
+
 static int skip_on_send(const cr_http_header_t *h) {
   if (h->name_len == 0 || h->name[0] == ':')
     return 1;
-  switch (h->name_len) {
-  case 2:
-    return ascii_ieq(h->name, 2, "te") && !ascii_ieq(h->value, h->value_len, "trailers");
-  case 4:
-    return ascii_ieq(h->name, 4, "host");
-  case 7:
-    return ascii_ieq(h->name, 7, "upgrade");
-  case 10:
-    return ascii_ieq(h->name, 10, "connection") || ascii_ieq(h->name, 10, "keep-alive");
-  case 14:
-    return ascii_ieq(h->name, 14, "content-length");
-  case 16:
-    return ascii_ieq(h->name, 16, "proxy-connection");
-  case 17:
-    return ascii_ieq(h->name, 17, "transfer-encoding");
-  default:
-    return 0;
-  }
+  if (h->id == CR_HDR_TE)
+    return !ascii_ieq(h->value, h->value_len, "trailers");
+  return (SKIP_ON_SEND & CR_HDR_BIT(h->id)) != 0;
 }
 
 static void schedule_flush(cr_tunnel_t *t) {
@@ -673,10 +662,10 @@ static int parse_u64(const uint8_t *s, size_t len, int64_t *out) {
 
 /* A received field into the head; past CR_TUNNEL_MAX_HEADERS the stream is refused, and the
  * head keeps CR_TUNNEL_HEAD_ROOM more for the callee that rewrites it in place. */
-static int rx_add(cr_tunnel_t *t, const char *name, size_t nlen, const char *value, size_t vlen) {
+static int rx_add(cr_tunnel_t *t, cr_http_hdr_t id, const char *name, size_t nlen, const char *value, size_t vlen) {
   if (t->rx.nheaders >= CR_TUNNEL_MAX_HEADERS)
     return CR_ELIMIT;
-  return cr_http_msg_add_header(&t->rx, name, nlen, value, vlen);
+  return cr_http_msg_add_header_id(&t->rx, id, name, nlen, value, vlen);
 }
 
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name, size_t namelen,
@@ -684,6 +673,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
   cr_tunnel_t *t = user_data;
   cr_tstream_t *ts = t->rx_ts;
   const char *n = (const char *)name, *v = (const char *)value;
+  cr_http_hdr_t id;
   int64_t num;
   if (t->closing || ts == NULL || ts->id != frame->hd.stream_id || ts->rejected || t->rx_trailer)
     return 0;
@@ -705,7 +695,7 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
       cr_http_msg_set_target(&t->rx, v, valuelen);
       break;
     case PS_AUTHORITY:
-      if (rx_add(t, "Host", 4, v, valuelen) < 0)
+      if (rx_add(t, CR_HDR_HOST, "Host", 4, v, valuelen) < 0)
         return rx_reject(t, ts, NGHTTP2_REFUSED_STREAM, "too many headers");
       break;
     case PS_SCHEME:
@@ -721,26 +711,27 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     return 0;
   }
   t->rx_regular = 1;
-  if (name_is(name, namelen, "content-length")) {
+  id = cr_http_hdr_id(n, namelen); /* nghttp2 has refused upper case in a name */
+  if (id == CR_HDR_CONTENT_LENGTH) {
     if (parse_u64(value, valuelen, &num) < 0 || (t->rx.content_length >= 0 && t->rx.content_length != num))
       return rx_reject(t, ts, NGHTTP2_PROTOCOL_ERROR, "bad content-length");
     t->rx.content_length = num;
     return 0;
   }
-  if (name_is(name, namelen, "host")) {
+  if (id == CR_HDR_HOST) {
     if (t->rx_pseudo & PS_AUTHORITY)
       return 0; /* :authority wins (RFC 9113 8.3.1) */
-    if (cr_http_msg_get(&t->rx, "Host") != NULL)
+    if (cr_http_msg_find_id(&t->rx, CR_HDR_HOST) != NULL)
       return rx_reject(t, ts, NGHTTP2_PROTOCOL_ERROR, "repeated host");
     n = "Host";
     namelen = 4;
   } else {
     /* nghttp2 already refuses these; dropping them again costs nothing */
-    cr_http_header_t h = {.name = n, .value = v, .name_len = namelen, .value_len = valuelen};
+    cr_http_header_t h = {.name = n, .value = v, .name_len = namelen, .value_len = valuelen, .id = (unsigned char)id};
     if (skip_on_send(&h))
       return 0;
   }
-  if (rx_add(t, n, namelen, v, valuelen) < 0)
+  if (rx_add(t, id, n, namelen, v, valuelen) < 0)
     return rx_reject(t, ts, NGHTTP2_REFUSED_STREAM, "too many headers");
   return 0;
 }
@@ -756,7 +747,7 @@ static void on_headers_done(cr_tunnel_t *t, cr_tstream_t *ts, const nghttp2_fram
         return;
       }
       if (connect) {
-        const char *auth = cr_http_msg_get(&t->rx, "Host");
+        const char *auth = cr_http_msg_get_id(&t->rx, CR_HDR_HOST);
         cr_http_msg_set_target(&t->rx, auth, strlen(auth));
       }
       t->rx.version_minor = 1;
@@ -935,9 +926,8 @@ static void nv_set(cr_tunnel_t *t, size_t i, const char *name, size_t nlen, cons
 /* Values that are new on (nearly) every message: indexing them in the HPACK dynamic table would only
  * evict the entries that do repeat (and cost an insert and an eviction each time). */
 static int never_repeats(const cr_http_header_t *h) {
-  return (h->name_len == 12 && cr_http_name_eq(h->name, "x-request-id")) ||
-         (h->name_len == 9 && cr_http_name_eq(h->name, "forwarded")) ||
-         (h->name_len == 4 && cr_http_name_eq(h->name, "date"));
+  return ((CR_HDR_BIT(CR_HDR_X_REQUEST_ID) | CR_HDR_BIT(CR_HDR_FORWARDED) | CR_HDR_BIT(CR_HDR_DATE)) &
+          CR_HDR_BIT(h->id)) != 0;
 }
 
 /* Fills t->nv with the regular headers and content-length, after `n` pseudo-headers. nghttp2
@@ -948,7 +938,7 @@ static int nv_headers(cr_tunnel_t *t, const cr_http_msg_t *m, size_t n, char *cl
     const cr_http_header_t *h = &m->headers[i];
     if (skip_on_send(h))
       continue;
-    if (!cr_http_token_valid(h->name, h->name_len) || !cr_http_field_value_valid(h->value, h->value_len))
+    if (!cr_http_header_name_valid(h) || !cr_http_field_value_valid(h->value, h->value_len))
       return CR_EPROTO;
     nv_set(t, n++, h->name, h->name_len, h->value, h->value_len);
     if (never_repeats(h))
@@ -965,7 +955,7 @@ static int nv_headers(cr_tunnel_t *t, const cr_http_msg_t *m, size_t n, char *cl
 }
 
 static int nv_request(cr_tunnel_t *t, const cr_http_msg_t *m, char *clbuf, size_t cllen, size_t *out) {
-  const char *host = cr_http_msg_get(m, "host");
+  const char *host = cr_http_msg_get_id(m, CR_HDR_HOST);
   size_t n = 0;
   if (m->method == NULL || !cr_http_token_valid(m->method, strlen(m->method)))
     return CR_EPROTO;

@@ -256,8 +256,8 @@ cr_upstream_req_t *cr_upstream_request(cr_upstream_t *u, cr_http_msg_t *head, in
   r->cbs = *cbs;
   r->data = data;
   /* The route's Host, whatever the caller's head carried. */
-  cr_http_msg_remove(head, "Host");
-  rc = cr_http_msg_add_header(head, "Host", 4, u->host_header, strlen(u->host_header));
+  cr_http_msg_remove_ids(head, CR_HDR_BIT(CR_HDR_HOST));
+  rc = cr_http_msg_add_header_id(head, CR_HDR_HOST, "Host", 4, u->host_header, strlen(u->host_header));
   if (cr_h1client_new(u->h1, head, has_body, &h1_cbs, r, &r->h1) < 0)
     return r; /* the head cannot be sent: on_error follows */
   if (rc < 0) {

@@ -8,12 +8,47 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The field names the relay itself acts on. Each field is given its id when it is added, so finding,
+ * removing or classifying one compares a byte instead of a string: every hop of every request looks
+ * several of them up. CR_HDR_OTHER is every other name. */
+typedef enum {
+  CR_HDR_OTHER = 0,
+  CR_HDR_AUTHORIZATION,
+  CR_HDR_CONNECTION,
+  CR_HDR_CONTENT_LENGTH,
+  CR_HDR_CONTENT_TYPE,
+  CR_HDR_DATE,
+  CR_HDR_EXPECT,
+  CR_HDR_FORWARDED,
+  CR_HDR_HOST,
+  CR_HDR_KEEP_ALIVE,
+  CR_HDR_PROXY_CONNECTION,
+  CR_HDR_SOAPACTION,
+  CR_HDR_TE,
+  CR_HDR_TRAILER,
+  CR_HDR_TRANSFER_ENCODING,
+  CR_HDR_UPGRADE,
+  CR_HDR_X_CCRELAY_ERROR,
+  CR_HDR_X_CCRELAY_REQUESTED_BY,
+  CR_HDR_X_FORWARDED_FOR,
+  CR_HDR_X_FORWARDED_HOST,
+  CR_HDR_X_FORWARDED_PROTO,
+  CR_HDR_X_REQUEST_ID,
+  CR_HDR_COUNT_
+} cr_http_hdr_t;
+/* A set of ids for cr_http_msg_remove_ids. */
+#define CR_HDR_BIT(id) (UINT32_C(1) << (id))
+
 typedef struct cr_http_header {
   const char *name;  /* NUL-terminated, as received (case kept); owned by the message */
   const char *value; /* NUL-terminated, leading/trailing whitespace removed; owned by the message */
   size_t name_len;
   size_t value_len;
+  unsigned char id; /* cr_http_hdr_t of name, set by the message when the field is added */
 } cr_http_header_t;
+
+/* The id of a field name (ASCII case-insensitive), CR_HDR_OTHER when the relay does not know it. */
+cr_http_hdr_t cr_http_hdr_id(const char *name, size_t len);
 
 typedef struct cr_http_msg_block cr_http_msg_block_t;
 
@@ -51,14 +86,18 @@ void cr_http_msg_free(cr_http_msg_t *m);
 void cr_http_msg_set_method(cr_http_msg_t *m, const char *s, size_t len);
 void cr_http_msg_set_target(cr_http_msg_t *m, const char *s, size_t len);
 int cr_http_msg_add_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
+/* The same when the caller has already classified the name: id must be cr_http_hdr_id(name, nlen). */
+int cr_http_msg_add_header_id(cr_http_msg_t *m, cr_http_hdr_t id, const char *name, size_t nlen, const char *value,
+                              size_t vlen);
 /* Adds a header whose value is the parts one after another, copied as they are (no OWS trimmed):
- * a value assembled from pieces without a staging buffer. 0, or CR_ELIMIT as for add. */
+ * a value assembled from pieces without a staging buffer. id as for add_header_id. 0, or CR_ELIMIT
+ * as for add. */
 typedef struct cr_http_part {
   const char *base;
   size_t len;
 } cr_http_part_t;
-int cr_http_msg_add_header_parts(cr_http_msg_t *m, const char *name, size_t nlen, const cr_http_part_t *parts,
-                                 size_t nparts);
+int cr_http_msg_add_header_parts(cr_http_msg_t *m, cr_http_hdr_t id, const char *name, size_t nlen,
+                                 const cr_http_part_t *parts, size_t nparts);
 /* Gives the first header with this name the value (its name and place kept) and removes any
  * others; adds it at the end when there is none. 0, or CR_ELIMIT as for add. */
 int cr_http_msg_set_header(cr_http_msg_t *m, const char *name, size_t nlen, const char *value, size_t vlen);
@@ -69,6 +108,9 @@ int cr_http_msg_copy(cr_http_msg_t *dst, const cr_http_msg_t *src);
 const cr_http_header_t *cr_http_msg_find(const cr_http_msg_t *m, const char *name);
 /* Its value, or NULL. */
 const char *cr_http_msg_get(const cr_http_msg_t *m, const char *name);
+/* The same for a known name (not CR_HDR_OTHER), without comparing strings. */
+const cr_http_header_t *cr_http_msg_find_id(const cr_http_msg_t *m, cr_http_hdr_t id);
+const char *cr_http_msg_get_id(const cr_http_msg_t *m, cr_http_hdr_t id);
 /* How many headers have this name. */
 size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name);
 /* Removes every header with this name; returns how many. */
@@ -76,6 +118,9 @@ size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name);
 /* The same for several names (at most CR_HTTP_REMOVE_NAMES_MAX) in one pass over the headers. */
 #define CR_HTTP_REMOVE_NAMES_MAX 8
 size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames);
+/* Removes every header whose id is in the set (CR_HDR_BIT of each; CR_HDR_OTHER is never removed
+ * this way); returns how many. */
+size_t cr_http_msg_remove_ids(cr_http_msg_t *m, uint32_t ids);
 /* Removes hop-by-hop headers (RFC 9110 7.6.1): Connection and every header it names, Keep-Alive,
  * Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, and Content-Length (framing is decided
  * again by whoever serialises the next hop). */
@@ -102,6 +147,14 @@ cr_http_body_t cr_http_body_framing(const cr_http_msg_t *m, const char *request_
 /* 1 if name is a valid RFC 9110 token / value has no CR, LF or NUL; serialisers refuse the rest. */
 int cr_http_token_valid(const char *s, size_t len);
 int cr_http_field_value_valid(const char *s, size_t len);
+/* 1 if h's name is a valid token. A field with a known id was matched against a valid name, so only
+ * the others are checked (serialisers call this for every field of every head). */
+static inline int cr_http_header_name_valid(const cr_http_header_t *h) {
+  return h->id != CR_HDR_OTHER || cr_http_token_valid(h->name, h->name_len);
+}
+/* Length of the run at the start of s with no control byte (below 0x20, or DEL): where the next CR,
+ * LF, tab or other control byte is, or len. Bytes from 0x80 up count as text. */
+size_t cr_http_text_run(const char *s, size_t len);
 
 /* RFC 3986 syntax of what an HTTP/1.1 request names (RFC 9112 3.2), checked by the parser. */
 /* Offset of the first byte of s that cannot continue path-abempty [ "?" query ]: the path takes

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -46,15 +47,15 @@ static void test_add_header_parts(void **state) {
   cr_http_part_t p[4] = {{"for=\"", 5}, {"127.0.0.1:5", 11}, {"", 0}, {"\" ", 2}};
   (void)state;
   cr_http_msg_init(&m, 2);
-  assert_int_equal(cr_http_msg_add_header_parts(&m, "Forwarded", 9, p, 4), 0);
+  assert_int_equal(cr_http_msg_add_header_parts(&m, CR_HDR_FORWARDED, "Forwarded", 9, p, 4), 0);
   assert_string_equal(cr_http_msg_get(&m, "forwarded"), "for=\"127.0.0.1:5\" ");
   assert_int_equal(m.headers[0].value_len, 18);
   memset(big, 'b', sizeof big);
   p[0] = (cr_http_part_t){big, sizeof big};
-  assert_int_equal(cr_http_msg_add_header_parts(&m, "Big", 3, p, 1), 0);
+  assert_int_equal(cr_http_msg_add_header_parts(&m, CR_HDR_OTHER, "Big", 3, p, 1), 0);
   assert_int_equal(m.headers[1].value_len, sizeof big);
   assert_int_equal(strlen(m.headers[1].value), sizeof big);
-  assert_int_equal(cr_http_msg_add_header_parts(&m, "More", 4, p, 1), CR_ELIMIT);
+  assert_int_equal(cr_http_msg_add_header_parts(&m, CR_HDR_OTHER, "More", 4, p, 1), CR_ELIMIT);
   assert_int_equal(m.nheaders, 2);
   cr_http_msg_free(&m);
 }
@@ -216,6 +217,109 @@ static void test_remove_names(void **state) {
   cr_http_msg_free(&m);
 }
 
+/* Every name the relay knows, in any case, gets its id; every name one byte, one letter or one
+ * length away from it does not. */
+static void test_header_ids(void **state) {
+  static const struct {
+    cr_http_hdr_t id;
+    const char *name;
+  } known[] = {
+      {CR_HDR_AUTHORIZATION, "authorization"},
+      {CR_HDR_CONNECTION, "connection"},
+      {CR_HDR_CONTENT_LENGTH, "content-length"},
+      {CR_HDR_CONTENT_TYPE, "content-type"},
+      {CR_HDR_DATE, "date"},
+      {CR_HDR_EXPECT, "expect"},
+      {CR_HDR_FORWARDED, "forwarded"},
+      {CR_HDR_HOST, "host"},
+      {CR_HDR_KEEP_ALIVE, "keep-alive"},
+      {CR_HDR_PROXY_CONNECTION, "proxy-connection"},
+      {CR_HDR_SOAPACTION, "soapaction"},
+      {CR_HDR_TE, "te"},
+      {CR_HDR_TRAILER, "trailer"},
+      {CR_HDR_TRANSFER_ENCODING, "transfer-encoding"},
+      {CR_HDR_UPGRADE, "upgrade"},
+      {CR_HDR_X_CCRELAY_ERROR, "x-ccrelay-error"},
+      {CR_HDR_X_CCRELAY_REQUESTED_BY, "x-ccrelay-requested-by"},
+      {CR_HDR_X_FORWARDED_FOR, "x-forwarded-for"},
+      {CR_HDR_X_FORWARDED_HOST, "x-forwarded-host"},
+      {CR_HDR_X_FORWARDED_PROTO, "x-forwarded-proto"},
+      {CR_HDR_X_REQUEST_ID, "x-request-id"},
+  };
+  char v[32];
+  (void)state;
+  assert_int_equal(sizeof known / sizeof known[0], CR_HDR_COUNT_ - 1); /* each id has its row */
+  assert_int_equal(cr_http_hdr_id("", 0), CR_HDR_OTHER);
+  assert_int_equal(cr_http_hdr_id("x", 1), CR_HDR_OTHER);
+  assert_int_equal(cr_http_hdr_id("User-Agent", 10), CR_HDR_OTHER);
+  for (size_t k = 0; k < sizeof known / sizeof known[0]; k++) {
+    size_t len = strlen(known[k].name);
+    assert_int_equal(cr_http_hdr_id(known[k].name, len), known[k].id);
+    for (size_t i = 0; i < len; i++) /* upper case, and every case mix of one letter */
+      v[i] = (char)toupper((unsigned char)known[k].name[i]);
+    assert_int_equal(cr_http_hdr_id(v, len), known[k].id);
+    for (size_t pos = 0; pos < len; pos++) {
+      memcpy(v, known[k].name, len);
+      v[pos] = (char)toupper((unsigned char)v[pos]);
+      assert_int_equal(cr_http_hdr_id(v, len), known[k].id);
+      for (int c = 0; c < 256; c++) {
+        memcpy(v, known[k].name, len);
+        if (tolower(c) == known[k].name[pos])
+          continue;
+        v[pos] = (char)c;
+        assert_int_not_equal(cr_http_hdr_id(v, len), known[k].id);
+      }
+    }
+    assert_int_not_equal(cr_http_hdr_id(known[k].name, len - 1), known[k].id);
+    memcpy(v, known[k].name, len);
+    v[len] = 's';
+    assert_int_not_equal(cr_http_hdr_id(v, len + 1), known[k].id);
+  }
+}
+
+/* Lookups and removals by id and by name agree, whichever case the fields were added in, and a name
+ * the relay does not know never matches a known one of the same length. */
+static void test_find_and_remove_by_id(void **state) {
+  cr_http_msg_t m;
+  (void)state;
+  cr_http_msg_init(&m, 0);
+  add(&m, "HOST", "h");
+  add(&m, "hosx", "not host");
+  add(&m, "X-Request-ID", "r1");
+  add(&m, "Authorization", "Bearer t");
+  add(&m, "x-request-id", "r2");
+  add(&m, "X-Requested-With", "kept");
+  assert_int_equal(m.headers[0].id, CR_HDR_HOST);
+  assert_int_equal(m.headers[1].id, CR_HDR_OTHER);
+  assert_true(cr_http_header_name_valid(&m.headers[0]));
+  assert_true(cr_http_header_name_valid(&m.headers[1]));
+  add(&m, "Bad Name", "refused by serialisers");
+  assert_false(cr_http_header_name_valid(&m.headers[m.nheaders - 1]));
+  assert_int_equal(cr_http_msg_remove(&m, "bad name"), 1);
+  assert_string_equal(cr_http_msg_get_id(&m, CR_HDR_HOST), "h");
+  assert_string_equal(cr_http_msg_get(&m, "hosx"), "not host");
+  assert_string_equal(cr_http_msg_get_id(&m, CR_HDR_X_REQUEST_ID), "r1");
+  assert_null(cr_http_msg_find_id(&m, CR_HDR_FORWARDED));
+  assert_int_equal(cr_http_msg_count(&m, "X-REQUEST-ID"), 2);
+  assert_int_equal(cr_http_msg_remove_ids(&m, CR_HDR_BIT(CR_HDR_X_REQUEST_ID) | CR_HDR_BIT(CR_HDR_AUTHORIZATION)), 3);
+  assert_int_equal(m.nheaders, 3);
+  assert_string_equal(m.headers[0].name, "HOST");
+  assert_string_equal(m.headers[1].name, "hosx");
+  assert_string_equal(m.headers[2].name, "X-Requested-With");
+  assert_int_equal(cr_http_msg_remove_ids(&m, CR_HDR_BIT(CR_HDR_OTHER)), 0); /* never "every other name" */
+  assert_int_equal(cr_http_msg_remove(&m, "hosx"), 1);
+  assert_int_equal(m.nheaders, 2);
+  /* a copy keeps the ids */
+  {
+    cr_http_msg_t c;
+    cr_http_msg_init(&c, 0);
+    assert_int_equal(cr_http_msg_copy(&c, &m), 0);
+    assert_string_equal(cr_http_msg_get_id(&c, CR_HDR_HOST), "h");
+    cr_http_msg_free(&c);
+  }
+  cr_http_msg_free(&m);
+}
+
 static void test_set_header(void **state) {
   cr_http_msg_t m;
   (void)state;
@@ -298,6 +402,8 @@ static void test_strip_hop_by_hop(void **state) {
   add(&m, "x-third", "named by a second Connection header");
   add(&m, "Accept", "kept");
   add(&m, "X-Secret-Hop-Not", "kept: only a prefix of a named token");
+  add(&m, "connection", "X-Request-Id");
+  add(&m, "x-request-id", "named by a third: a name the relay knows, any case");
   cr_http_msg_strip_hop_by_hop(&m);
   assert_int_equal(m.nheaders, 3);
   assert_string_equal(m.headers[0].name, "Host");
@@ -359,6 +465,35 @@ static void test_token_and_value_validity(void **state) {
     memset(v, 0x7f, sizeof v);
     v[13] = (char)c;
     assert_int_equal(cr_http_field_value_valid(v, sizeof v), !(c == '\r' || c == '\n' || c == 0));
+  }
+  /* every length, short ones (byte by byte) and the overlapping last word of longer ones */
+  for (size_t len = 1; len <= sizeof v; len++)
+    for (size_t pos = 0; pos < len; pos++) {
+      memset(v, 'x', sizeof v);
+      v[pos] = '\n';
+      assert_false(cr_http_field_value_valid(v, len));
+    }
+}
+
+/* Every byte value at every position, over plain text and over high bytes (which borrow differently
+ * in the eight-byte steps), must stop the run exactly where a control byte is. */
+static void test_text_run(void **state) {
+  const unsigned char fills[] = {'x', ' ', 0x80, 0xff};
+  char v[41];
+  (void)state;
+  assert_int_equal(cr_http_text_run("", 0), 0);
+  assert_int_equal(cr_http_text_run("GET / HTTP/1.1\r\n", 16), 14);
+  for (size_t f = 0; f < sizeof fills; f++) {
+    memset(v, fills[f], sizeof v);
+    assert_int_equal(cr_http_text_run(v, sizeof v), sizeof v);
+    for (size_t pos = 0; pos < sizeof v; pos++)
+      for (int c = 0; c < 256; c++) {
+        int control = c < 0x20 || c == 0x7f;
+        memset(v, fills[f], sizeof v);
+        v[pos] = (char)c;
+        assert_int_equal(cr_http_text_run(v, sizeof v), control ? pos : sizeof v);
+        assert_int_equal(cr_http_text_run(v, pos), pos);
+      }
   }
 }
 
@@ -464,11 +599,14 @@ int main(void) {
       cmocka_unit_test(test_max_headers),
       cmocka_unit_test(test_find_count_remove),
       cmocka_unit_test(test_remove_names),
+      cmocka_unit_test(test_header_ids),
+      cmocka_unit_test(test_find_and_remove_by_id),
       cmocka_unit_test(test_set_header),
       cmocka_unit_test(test_copy),
       cmocka_unit_test(test_copy_respects_max_headers),
       cmocka_unit_test(test_strip_hop_by_hop),
       cmocka_unit_test(test_token_and_value_validity),
+      cmocka_unit_test(test_text_run),
       cmocka_unit_test(test_name_eq_and_reason),
       cmocka_unit_test(test_body_framing),
   };
