@@ -116,6 +116,8 @@ typedef enum { PC_HANDSHAKE, PC_WAIT_HEAD, PC_EXCHANGE, PC_SHUTDOWN, PC_CLOSING,
 #define MAX_FREE_EXCHANGES 64 /* a busy loop turn's worth of ended exchanges, kept for the next ones */
 #define SCRATCH_EXTRA_HEADERS 8 /* the scratch head copies 1xx heads from the tunnel's: room to spare */
 #define PARSER_HEAD_ROOM 4      /* what exchange_begin adds to a request head: request id, Forwarded, XFF */
+/* listen(2) backlog of the public listener, and how many queued callers a drain still accepts */
+#define PUBLIC_BACKLOG 1024
 #define INTERIM_MAX 16 /* 1xx heads relayed per exchange; the agent relays no more either */
 
 typedef struct pconn pconn_t;
@@ -1592,10 +1594,13 @@ static int gateway_drained(void *arg) {
 static void gateway_drain(void *arg) {
   gateway_t *gw = arg;
   cr_queue_t *q, *n;
+  /* Callers whose connection the kernel completed but this process had not yet accepted (a load
+   * balancer still sending here until its health check sees /readyz fail) are taken and served,
+   * not reset by the close: under load a loop turn leaves dozens in the queue. */
+  cr_listener_close_accepting_queued(gw->public_listener, PUBLIC_BACKLOG);
   gw->draining = 1;
   cr__gw_replicas_stop(gw->replicas);
   cr_listener_close(gw->tunnel_listener);
-  cr_listener_close(gw->public_listener);
   gw->tunnel_listener = gw->public_listener = NULL;
   cr__gw_crl_stop(gw);
   if (gw->admin)
@@ -2301,8 +2306,8 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
     goto out;
   }
   cr_listener_set_admit(gw->tunnel_listener, tunnel_admit);
-  r = cr_tcp_listen(&gw->loop, conf->public_.listen.host, conf->public_.listen.port, 1024, on_public_connection,
-                    gw, &gw->public_listener, err, sizeof err);
+  r = cr_tcp_listen(&gw->loop, conf->public_.listen.host, conf->public_.listen.port, PUBLIC_BACKLOG,
+                    on_public_connection, gw, &gw->public_listener, err, sizeof err);
   if (r < 0) {
     cr_log_error("cannot start", "config=%s:%d:%d key=public.listen reason=\"%s\"", conf->path,
                  conf->public_.listen.pos.line, conf->public_.listen.pos.col, err);

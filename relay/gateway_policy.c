@@ -318,9 +318,11 @@ int cr__gw_forwarded(cr_http_msg_t *fwd, const cr_conf_gateway_t *conf, const ch
   }
   /* Ours replace these; an untrusted caller's own claims about where it is (Host, Proto too) would
    * reach the upstream as ours. */
-  cr_http_msg_remove_ids(fwd, CR_HDR_BIT(CR_HDR_FORWARDED) | CR_HDR_BIT(CR_HDR_X_FORWARDED_FOR) |
-                                  (trusted ? 0
-                                           : CR_HDR_BIT(CR_HDR_X_FORWARDED_HOST) | CR_HDR_BIT(CR_HDR_X_FORWARDED_PROTO)));
+  {
+    uint32_t claims = CR_HDR_BIT(CR_HDR_X_FORWARDED_HOST) | CR_HDR_BIT(CR_HDR_X_FORWARDED_PROTO);
+    cr_http_msg_remove_ids(fwd, CR_HDR_BIT(CR_HDR_FORWARDED) | CR_HDR_BIT(CR_HDR_X_FORWARDED_FOR) |
+                                    (trusted ? 0 : claims));
+  }
   /* RFC 7239: an address with a port (and any IPv6 address) is a quoted string. */
   if (fv.len) {
     p[n++] = PART(fv.base, fv.len);

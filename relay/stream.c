@@ -639,12 +639,9 @@ static void listener_resume_cb(uv_timer_t *h) {
     uv_poll_start(&l->poll, UV_READABLE, listener_io);
 }
 
-static void listener_io(uv_poll_t *h, int status, int events) {
-  cr_listener_t *l = h->data;
-  (void)events;
-  if (status < 0)
-    return; /* the listening socket itself failed: nothing to accept; the next event says more */
-  for (int i = 0; i < ACCEPT_BURST && !l->closing; i++) {
+/* Accepts up to max queued connections, handing each the admit check and the callback. */
+static void accept_queued(cr_listener_t *l, int max) {
+  for (int i = 0; i < max && !l->closing; i++) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     tcp_stream_t *t;
@@ -673,6 +670,13 @@ static void listener_io(uv_poll_t *h, int status, int events) {
     cr_sockaddr_format((const struct sockaddr *)&ss, t->base.peer, sizeof t->base.peer);
     l->cb(l, &t->base, l->arg);
   }
+}
+
+static void listener_io(uv_poll_t *h, int status, int events) {
+  (void)events;
+  if (status < 0)
+    return; /* the listening socket itself failed: nothing to accept; the next event says more */
+  accept_queued(h->data, ACCEPT_BURST);
 }
 
 static void listener_part_closed(uv_handle_t *h) {
@@ -738,6 +742,12 @@ void cr_listener_set_admit(cr_listener_t *l, cr_listener_admit_cb admit) { l->ad
 uint64_t cr_listener_accept_failures(const cr_listener_t *l) { return l->accept_failures; }
 
 unsigned cr_listener_port(const cr_listener_t *l) { return l->port; }
+
+void cr_listener_close_accepting_queued(cr_listener_t *l, int max) {
+  if (!l->closing)
+    accept_queued(l, max);
+  cr_listener_close(l);
+}
 
 void cr_listener_close(cr_listener_t *l) {
   l->closing = 1;

@@ -3,6 +3,7 @@
  * inside write; in order; exactly once; canceled ones before close_cb) for writes that complete at
  * once and for writes the socket cannot take whole. Every wait is bounded in time, and every test
  * ends with uv_loop_close() == 0. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -370,7 +371,8 @@ static void lis_setup(lctx_t *c) {
 }
 
 static void lis_teardown(lctx_t *c) {
-  cr_listener_close(c->lis);
+  if (c->lis != NULL)
+    cr_listener_close(c->lis);
   uv_close((uv_handle_t *)&c->guard, NULL);
   uv_run(&c->loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&c->loop), 0);
@@ -442,11 +444,50 @@ static void test_listener_emfile_pauses(void **state) {
   lis_teardown(&c);
 }
 
+/* A graceful close takes the connections the kernel completed but nobody accepted yet (they are
+ * served and end in order); a plain close resets them. This is the drain of a gateway behind a load
+ * balancer that still sends it callers until its health check notices. */
+static void test_listener_close_accepting_queued(void **state) {
+  lctx_t c;
+  int fds[5], late, errno_saved;
+  char b;
+  (void)state;
+  lis_setup(&c);
+  for (int i = 0; i < 5; i++)
+    fds[i] = raw_connect(cr_listener_port(c.lis)); /* queued: the loop has not run */
+  cr_listener_close_accepting_queued(c.lis, 3);
+  c.lis = NULL;
+  assert_int_equal(c.accepted, 3); /* at most max */
+  run_ms(&c, 100);
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(read(fds[i], &b, 1), 0); /* accepted, then closed by the callback: in order */
+    close(fds[i]);
+  }
+  for (int i = 3; i < 5; i++) { /* beyond max: reset with the socket, as by a plain close */
+    assert_int_equal(read(fds[i], &b, 1), -1);
+    close(fds[i]);
+  }
+  lis_teardown(&c);
+
+  lis_setup(&c);
+  late = raw_connect(cr_listener_port(c.lis));
+  cr_listener_close(c.lis);
+  c.lis = NULL;
+  run_ms(&c, 50);
+  assert_int_equal(c.accepted, 0);
+  assert_int_equal(read(late, &b, 1), -1);
+  errno_saved = errno;
+  assert_int_equal(errno_saved, ECONNRESET);
+  close(late);
+  lis_teardown(&c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_writes_complete_later_in_order),
       cmocka_unit_test(test_listener_admit_refuses),
       cmocka_unit_test(test_listener_emfile_pauses),
+      cmocka_unit_test(test_listener_close_accepting_queued),
       cmocka_unit_test(test_big_then_small_in_order),
       cmocka_unit_test(test_read_burst_bounded),
       cmocka_unit_test(test_write_from_callback_chain),
