@@ -2084,6 +2084,13 @@ static int listen_differs(const cr_conf_listen_t *o, const cr_conf_listen_t *n) 
 }
 
 /* What a reload cannot change in a running process: said in the log, and the old value stays. */
+static int any_passthrough(const cr_conf_gateway_t *conf) {
+  for (size_t i = 0; i < conf->nservices; i++)
+    if (conf->services[i].passthrough)
+      return 1;
+  return 0;
+}
+
 static void report_restart_needed(const cr_conf_gateway_t *o, const cr_conf_gateway_t *n) {
   static const struct {
     const char *key;
@@ -2182,6 +2189,12 @@ int cr__gateway_reload(gateway_t *gw, const char *trigger, char *err, size_t err
   for (size_t i = 0; i < n->ngroups; i++)
     g->groups[i].rtt = &gw->metrics.rtt;
   cr__gateway_metrics_conf(gw); /* counter blocks follow services by name */
+  if (any_passthrough(n) != gw->has_passthrough)
+    cr_log_info("configuration reload: public listener", "config=%s peek_client_hello=%s", n->path,
+                any_passthrough(n) ? "on (a passthrough service is configured)" : "off (no passthrough service)");
+  /* New connections peek at their ClientHello from now on (or stop); those accepted before keep the
+   * path they took. */
+  gw->has_passthrough = any_passthrough(n);
   cr__gw_crl_stop(gw);
   cr_tls_ctx_free(gw->tunnel_tls);
   cr_tls_ctx_free(gw->public_tls);
@@ -2293,8 +2306,7 @@ int cr_gateway_run(const cr_conf_gateway_t *conf) {
   gw->probe_ops.status = probe_status;
   gw->probe_ops.metrics = probe_metrics;
   gw->probe_ops.arg = gw;
-  for (size_t i = 0; i < conf->nservices; i++)
-    gw->has_passthrough |= conf->services[i].passthrough;
+  gw->has_passthrough = any_passthrough(conf);
   if (check_fd_limit(conf) < 0 || cr__gw_policy_new(conf, "cannot start", &gw->policy) < 0 ||
       (gw->gen->policy = gw->policy, make_tls_contexts(gw) < 0))
     goto out;

@@ -114,8 +114,9 @@ void cr_listener_set_admit(cr_listener_t *l, cr_listener_admit_cb admit);
 uint64_t cr_listener_accept_failures(const cr_listener_t *l);
 /* The bound port (useful after port 0). */
 unsigned cr_listener_port(const cr_listener_t *l);
-/* Stops accepting and frees the listener on a later loop turn. Connections the kernel had already
- * completed but nobody accepted are reset when the socket closes. */
+/* Stops accepting: the socket is closed at once (later connection attempts are refused) and the
+ * listener freed on a later loop turn. Connections the kernel had already completed but nobody
+ * accepted are reset. */
 void cr_listener_close(cr_listener_t *l);
 /* The same after first accepting (admit check and callback, as usual) up to max of those queued
  * connections: a graceful stop serves the callers a load balancer had already sent instead of

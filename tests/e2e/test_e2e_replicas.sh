@@ -145,10 +145,11 @@ covered() {
 
 access_ok() { grep -c 'msg="access".*status=200' "$(log_of "$1")" || true; }
 
-# load NAME COUNT: COUNT calls through the load balancer, 8 at a time, in the background (LOAD_PID).
+# load NAME COUNT [CONCURRENCY]: COUNT calls through the load balancer, 8 (or CONCURRENCY) at a time,
+# in the background (LOAD_PID).
 load() {
   "$CR_PY" "$LOAD" --port "$LB_P" --host cms.example.com --path /connector/mdm.cgi \
-    --cacert "$CR_PKI/public-ca.pem" --count "$2" --concurrency 8 --max-seconds 120 \
+    --cacert "$CR_PKI/public-ca.pem" --count "$2" --concurrency "${3:-8}" --max-seconds 120 \
     --out "$CR_TMP/$1.calls" >"$CR_TMP/$1.summary" 2>&1 &
   LOAD_PID=$!
 }
@@ -233,7 +234,10 @@ echo "METRIC add_replica_ms=$ms"
 assert_eq "$(grep -c 'msg="agent started"' "$(log_of agent1)")" 1 "agent1 was not restarted"
 
 # ---- 5. SIGTERM of a replica under load fails no call ------------------------------------------------
-load drain 1000
+# 16 at a time: more callers arrive while the replica's loop is busy, so a drain that resets the
+# connections the kernel completed and the gateway had not yet accepted fails calls here (it did in
+# 5 of 42 runs beside another copy of this test; none in 55 since).
+load drain 1000 16
 sleep 1.5
 t0=$(date +%s%N)
 kill -TERM "$(pid_of gw2)"

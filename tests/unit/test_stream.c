@@ -354,6 +354,21 @@ static int raw_connect(unsigned port) {
   return fd;
 }
 
+/* errno of a blocking connect to 127.0.0.1:port, 0 when it connected. */
+static int connect_errno(unsigned port) {
+  struct sockaddr_in a;
+  int fd = socket(AF_INET, SOCK_STREAM, 0), e = 0;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  assert_true(fd >= 0);
+  if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
+    e = errno;
+  close(fd);
+  return e;
+}
+
 static void run_ms(lctx_t *c, uint64_t ms) {
   uint64_t end = uv_hrtime() + ms * 1000000ull;
   while (uv_hrtime() < end)
@@ -450,14 +465,17 @@ static void test_listener_emfile_pauses(void **state) {
 static void test_listener_close_accepting_queued(void **state) {
   lctx_t c;
   int fds[5], late, errno_saved;
+  unsigned port;
   char b;
   (void)state;
   lis_setup(&c);
   for (int i = 0; i < 5; i++)
     fds[i] = raw_connect(cr_listener_port(c.lis)); /* queued: the loop has not run */
+  port = cr_listener_port(c.lis);
   cr_listener_close_accepting_queued(c.lis, 3);
   c.lis = NULL;
   assert_int_equal(c.accepted, 3); /* at most max */
+  assert_int_equal(connect_errno(port), ECONNREFUSED); /* closed now, not at the end of the turn */
   run_ms(&c, 100);
   for (int i = 0; i < 3; i++) {
     assert_int_equal(read(fds[i], &b, 1), 0); /* accepted, then closed by the callback: in order */
@@ -470,9 +488,11 @@ static void test_listener_close_accepting_queued(void **state) {
   lis_teardown(&c);
 
   lis_setup(&c);
-  late = raw_connect(cr_listener_port(c.lis));
+  port = cr_listener_port(c.lis);
+  late = raw_connect(port);
   cr_listener_close(c.lis);
   c.lis = NULL;
+  assert_int_equal(connect_errno(port), ECONNREFUSED);
   run_ms(&c, 50);
   assert_int_equal(c.accepted, 0);
   assert_int_equal(read(late, &b, 1), -1);
