@@ -84,6 +84,17 @@ typedef struct agent_trust {
 /* What the agent counts for /metrics (agent_ops.c renders it), on the loop thread only. */
 enum { AM_STEP_CONNECT, AM_STEP_PROXY, AM_STEP_TLS, AM_NSTEPS };
 enum { AM_WHY_TIMEOUT, AM_WHY_REFUSED, AM_WHY_CLOSED, AM_WHY_TLS, AM_WHY_OTHER, AM_NWHYS };
+/* How a passthrough relay ended (ccrelay_agent_tcp_relays_total's result label). */
+typedef enum { TCP_OK, TCP_CONNECT_FAILED, TCP_TIMEOUT, TCP_ERROR, TCP_NRESULTS } tcp_result_t;
+
+/* One tcp route's relays and bytes, by route name (grow-only, like the calls blocks). */
+typedef struct tcp_route_metrics {
+  uint64_t relays[TCP_NRESULTS]; /* ended */
+  uint64_t active;               /* running now */
+  uint64_t bytes_in;             /* gateway -> upstream */
+  uint64_t bytes_out;            /* upstream -> gateway */
+} tcp_route_metrics_t;
+
 typedef struct agent_metrics {
   uint64_t dials;                              /* tunnel dials begun */
   uint64_t dial_failures[AM_NSTEPS][AM_NWHYS]; /* by the step that failed and a fixed reason class */
@@ -97,6 +108,11 @@ typedef struct agent_metrics {
   char **block_names;
   size_t nblocks;
   cr_metrics_hist_t rtt;                       /* tunnel PING round trips, all tunnels */
+  tcp_route_metrics_t **tcp_blocks;            /* one per tcp route name ever configured */
+  char **tcp_block_names;
+  size_t ntcp_blocks;
+  uint64_t tcp_refused_no_route;               /* CONNECT streams no tcp route serves (404) */
+  uint64_t tcp_refused_draining;               /* ... that came while the agent stopped (503) */
 } agent_metrics_t;
 
 struct agent {
@@ -233,6 +249,8 @@ int cr__agent_admin_start(agent_t *a);
 /* Points every route of a->routes (a->conf->nroutes) at its metrics block by route name, making
  * blocks for new names. At start, and by a configuration reload after a->routes changed. */
 void cr__agent_metrics_conf(agent_t *a);
+/* The counters of the tcp route of this name (created at first use, kept until the agent ends). */
+tcp_route_metrics_t *cr__agent_tcp_metrics(agent_t *a, const char *name);
 /* Frees the blocks (at exit, after the loop closed). */
 void cr__agent_metrics_free(agent_t *a);
 /* The Prometheus exposition of the agent's metrics (GET /metrics). */

@@ -105,6 +105,24 @@ void cr__agent_status_json(agent_t *a, cr_buf_t *out) {
     cert_json(out, "upstream_certificate", subject, up_na);
     cr_buf_appendf(out, ",\"idle_connections\":%zu,\"busy_connections\":%zu}", idle, busy);
   }
+  cr_buf_appendf(out, "],\"tcp_routes\":[");
+  for (size_t i = 0; i < a->conf->ntcp_routes; i++) {
+    const cr_conf_tcp_route_t *tr = &a->conf->tcp_routes[i];
+    const tcp_route_metrics_t *m = cr__agent_tcp_metrics(a, tr->name);
+    uint64_t ended = 0;
+    for (unsigned r = 0; r < TCP_NRESULTS; r++)
+      ended += m->relays[r];
+    cr_buf_appendf(out, "%s{\"name\":\"", i ? "," : "");
+    cr_errpage_json_escape(out, tr->name);
+    cr_buf_appendf(out, "\",\"host\":\"");
+    cr_errpage_json_escape(out, tr->host);
+    cr_buf_appendf(out, "\",\"connect\":\"");
+    cr_errpage_json_escape(out, tr->connect_host);
+    cr_buf_appendf(out, ":%u\",\"active\":%llu,\"ended\":%llu,\"failed\":%llu,\"bytes_in\":%llu,\"bytes_out\":%llu}",
+                   tr->connect_port, (unsigned long long)m->active, (unsigned long long)ended,
+                   (unsigned long long)(ended - m->relays[TCP_OK]), (unsigned long long)m->bytes_in,
+                   (unsigned long long)m->bytes_out);
+  }
   cr_buf_appendf(out, "],\"config_generation\":%llu,\"reloads_ok\":%llu,\"reloads_failed\":%llu,"
                       "\"last_reload_ok\":%llu",
                  (unsigned long long)(a->gen ? a->gen->number : 0), (unsigned long long)a->reloads_ok,
@@ -144,6 +162,21 @@ void cr__agent_metrics_conf(agent_t *a) {
   }
 }
 
+tcp_route_metrics_t *cr__agent_tcp_metrics(agent_t *a, const char *name) {
+  agent_metrics_t *am = &a->metrics;
+  size_t b = 0;
+  while (b < am->ntcp_blocks && strcmp(am->tcp_block_names[b], name) != 0)
+    b++;
+  if (b == am->ntcp_blocks) {
+    am->tcp_blocks = cr_realloc(am->tcp_blocks, (b + 1) * sizeof *am->tcp_blocks);
+    am->tcp_block_names = cr_realloc(am->tcp_block_names, (b + 1) * sizeof *am->tcp_block_names);
+    am->tcp_blocks[b] = cr_calloc(1, sizeof *am->tcp_blocks[b]);
+    am->tcp_block_names[b] = cr_strdup(name);
+    am->ntcp_blocks++;
+  }
+  return am->tcp_blocks[b];
+}
+
 void cr__agent_metrics_free(agent_t *a) {
   agent_metrics_t *am = &a->metrics;
   for (size_t b = 0; b < am->nblocks; b++) {
@@ -155,6 +188,54 @@ void cr__agent_metrics_free(agent_t *a) {
   am->blocks = NULL;
   am->block_names = NULL;
   am->nblocks = 0;
+  for (size_t b = 0; b < am->ntcp_blocks; b++) {
+    free(am->tcp_blocks[b]);
+    free(am->tcp_block_names[b]);
+  }
+  free(am->tcp_blocks);
+  free(am->tcp_block_names);
+  am->tcp_blocks = NULL;
+  am->tcp_block_names = NULL;
+  am->ntcp_blocks = 0;
+}
+
+static const char *const tcp_result_names[TCP_NRESULTS] = {"ok", "connect_failed", "timeout", "error"};
+
+/* Passthrough relays: every tcp route of the configuration in force appears (zeros before its first
+ * relay), and so does every name that had relays under an earlier one. */
+static void tcp_metrics(agent_t *a, cr_buf_t *out) {
+  agent_metrics_t *am = &a->metrics;
+  cr_metrics_label_t l[2];
+  for (size_t i = 0; i < a->conf->ntcp_routes; i++)
+    (void)cr__agent_tcp_metrics(a, a->conf->tcp_routes[i].name);
+  cr_metrics_family(out, "ccrelay_agent_tcp_relays_total", "counter",
+                    "Passthrough relays (tcp_routes) that ended, by route and how they ended.");
+  for (size_t b = 0; b < am->ntcp_blocks; b++)
+    for (unsigned r = 0; r < TCP_NRESULTS; r++) {
+      l[0] = (cr_metrics_label_t){"route", am->tcp_block_names[b]};
+      l[1] = (cr_metrics_label_t){"result", tcp_result_names[r]};
+      cr_metrics_u64(out, "ccrelay_agent_tcp_relays_total", l, 2, am->tcp_blocks[b]->relays[r]);
+    }
+  cr_metrics_family(out, "ccrelay_agent_tcp_relays_active", "gauge", "Passthrough relays running, by route.");
+  for (size_t b = 0; b < am->ntcp_blocks; b++) {
+    l[0] = (cr_metrics_label_t){"route", am->tcp_block_names[b]};
+    cr_metrics_u64(out, "ccrelay_agent_tcp_relays_active", l, 1, am->tcp_blocks[b]->active);
+  }
+  cr_metrics_family(out, "ccrelay_agent_tcp_bytes_total", "counter",
+                    "Bytes relayed by passthrough relays: in = from the gateway to the upstream, out = back.");
+  for (size_t b = 0; b < am->ntcp_blocks; b++) {
+    l[0] = (cr_metrics_label_t){"route", am->tcp_block_names[b]};
+    l[1] = (cr_metrics_label_t){"direction", "in"};
+    cr_metrics_u64(out, "ccrelay_agent_tcp_bytes_total", l, 2, am->tcp_blocks[b]->bytes_in);
+    l[1] = (cr_metrics_label_t){"direction", "out"};
+    cr_metrics_u64(out, "ccrelay_agent_tcp_bytes_total", l, 2, am->tcp_blocks[b]->bytes_out);
+  }
+  cr_metrics_family(out, "ccrelay_agent_tcp_refused_total", "counter",
+                    "Passthrough streams refused: no tcp route serves the name (404), or the agent was stopping.");
+  l[0] = (cr_metrics_label_t){"reason", "no_route"};
+  cr_metrics_u64(out, "ccrelay_agent_tcp_refused_total", l, 1, am->tcp_refused_no_route);
+  l[0] = (cr_metrics_label_t){"reason", "draining"};
+  cr_metrics_u64(out, "ccrelay_agent_tcp_refused_total", l, 1, am->tcp_refused_draining);
 }
 
 void cr__agent_count_dial_failure(agent_t *a, const char *step, int err) {
@@ -257,6 +338,7 @@ void cr__agent_metrics(agent_t *a, cr_buf_t *out) {
     l[1] = (cr_metrics_label_t){"kind", "resumed"};
     cr_metrics_u64(out, "ccrelay_agent_upstream_handshakes_total", l, 2, resumed);
   }
+  tcp_metrics(a, out);
   cr_metrics_family(out, "ccrelay_agent_routes_usable", "gauge",
                     "1 when the route can be used, 0 when it is refused (see /status for why).");
   for (size_t i = 0; i < n; i++) {

@@ -28,7 +28,9 @@
 typedef struct relay {
   cr_queue_t link;
   agent_t *a;
+  cr__agent_gen_t *gen;               /* the configuration route belongs to, held until the relay is freed */
   const cr_conf_tcp_route_t *route;
+  tcp_route_metrics_t *m;             /* the route name's counters */
   cr_tstream_t *ts;       /* NULL once closed or let go */
   cr_stream_t *up;        /* NULL until dialled */
   cr_deadline_t deadline; /* connect, then idle */
@@ -52,7 +54,7 @@ typedef struct up_write {
   char data[];
 } up_write_t;
 
-static void relay_close(relay_t *r, const char *fmt, ...) CR_PRINTF(2, 3);
+static void relay_close(relay_t *r, tcp_result_t result, const char *fmt, ...) CR_PRINTF(3, 4);
 
 static void detached_data(cr_tstream_t *ts, const char *data, size_t len) {
   (void)data;
@@ -66,6 +68,7 @@ static const cr_tstream_callbacks_t detached_cbs = {
 static void maybe_free(relay_t *r) {
   if (r->closing && r->timer_closed && (r->up == NULL || r->up_closed)) {
     cr_buf_free(&r->early);
+    cr__agent_gen_release(r->a, r->gen);
     free(r);
   }
 }
@@ -82,11 +85,13 @@ static void timer_closed(uv_handle_t *h) {
   maybe_free(r);
 }
 
-/* One exit: the log line, the stream reset unless it ended, the upstream closed. */
-static void relay_close(relay_t *r, const char *fmt, ...) {
+/* One exit: the log line and counters, the stream reset unless it ended, the upstream closed. */
+static void relay_close(relay_t *r, tcp_result_t result, const char *fmt, ...) {
   if (r->closing)
     return;
   r->closing = 1;
+  r->m->active--;
+  r->m->relays[result]++;
   if (fmt) {
     va_list ap;
     va_start(ap, fmt);
@@ -111,7 +116,7 @@ static void relay_close(relay_t *r, const char *fmt, ...) {
 
 static void on_idle(cr_deadline_t *d) {
   relay_t *r = d->timer.data;
-  relay_close(r, "%s for %llu ms", r->connected ? "no bytes either way" : "connect timed out",
+  relay_close(r, TCP_TIMEOUT, "%s for %llu ms", r->connected ? "no bytes either way" : "connect timed out",
               (unsigned long long)(r->connected ? r->route->idle_timeout_ms : r->route->connect_timeout_ms));
 }
 
@@ -123,7 +128,7 @@ static void up_write_done(cr_stream_t *s, int status, void *arg) {
   (void)s;
   if (!r->closing) {
     if (status < 0) {
-      relay_close(r, "writing to the upstream: %s", cr_strerror(status));
+      relay_close(r, TCP_ERROR, "writing to the upstream: %s", cr_strerror(status));
     } else {
       if (r->ts)
         cr_tstream_consume(r->ts, w->len);
@@ -142,10 +147,12 @@ static int up_write(relay_t *r, const char *data, size_t len) {
   memcpy(w->data, data, len);
   b = uv_buf_init(w->data, (unsigned)len);
   rc = cr_stream_write(r->up, &b, 1, up_write_done, w);
-  if (rc < 0)
+  if (rc < 0) {
     free(w);
-  else
+  } else {
     r->bytes_in += len;
+    r->m->bytes_in += len;
+  }
   return rc;
 }
 
@@ -153,7 +160,7 @@ static void up_shutdown_done(cr_stream_t *s, int status, void *arg) {
   relay_t *r = arg;
   (void)s;
   if (!r->closing && status < 0)
-    relay_close(r, "ending the upstream's direction: %s", cr_strerror(status));
+    relay_close(r, TCP_ERROR, "ending the upstream's direction: %s", cr_strerror(status));
 }
 
 static void up_shutdown(relay_t *r) {
@@ -162,7 +169,7 @@ static void up_shutdown(relay_t *r) {
     return;
   r->up_shut = 1;
   if ((rc = cr_stream_shutdown(r->up, up_shutdown_done, r)) < 0)
-    relay_close(r, "ending the upstream's direction: %s", cr_strerror(rc));
+    relay_close(r, TCP_ERROR, "ending the upstream's direction: %s", cr_strerror(rc));
 }
 
 static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
@@ -170,11 +177,11 @@ static void ts_on_data(cr_tstream_t *ts, const char *data, size_t len) {
   int rc;
   if (!r->connected) {
     if (cr_buf_append(&r->early, data, len) < 0)
-      relay_close(r, "the gateway sent more than %d bytes before the upstream connected", EARLY_MAX);
+      relay_close(r, TCP_ERROR, "the gateway sent more than %d bytes before the upstream connected", EARLY_MAX);
     return; /* consumed once written to the upstream */
   }
   if ((rc = up_write(r, data, len)) < 0)
-    relay_close(r, "writing to the upstream: %s", cr_strerror(rc));
+    relay_close(r, TCP_ERROR, "writing to the upstream: %s", cr_strerror(rc));
 }
 
 static void ts_on_end(cr_tstream_t *ts) {
@@ -192,7 +199,7 @@ static void ts_on_writable(cr_tstream_t *ts) {
   if (r->paused && !r->closing) {
     r->paused = 0;
     if ((rc = cr_stream_read_start(r->up, up_on_read)) < 0)
-      relay_close(r, "reading the upstream: %s", cr_strerror(rc));
+      relay_close(r, TCP_ERROR, "reading the upstream: %s", cr_strerror(rc));
   }
 }
 
@@ -200,9 +207,9 @@ static void ts_on_close(cr_tstream_t *ts, int error) {
   relay_t *r = cr_tstream_data(ts);
   r->ts = NULL;
   if (error)
-    relay_close(r, "tunnel stream: %s", cr_strerror(error));
+    relay_close(r, TCP_ERROR, "tunnel stream: %s", cr_strerror(error));
   else
-    relay_close(r, NULL); /* both directions ended */
+    relay_close(r, TCP_OK, NULL); /* both directions ended */
 }
 
 static const cr_tstream_callbacks_t relay_cbs = {
@@ -216,19 +223,20 @@ static void up_on_read(cr_stream_t *s, ssize_t nread, const char *data) {
   if (nread == UV_EOF) {
     /* the upstream's FIN goes on as END_STREAM; the caller may still send */
     if (r->ts && (rc = cr_tstream_end(r->ts)) < 0)
-      relay_close(r, "tunnel stream: %s", cr_strerror(rc));
+      relay_close(r, TCP_ERROR, "tunnel stream: %s", cr_strerror(rc));
     return;
   }
   if (nread < 0) {
-    relay_close(r, "reading the upstream: %s", cr_strerror((int)nread));
+    relay_close(r, TCP_ERROR, "reading the upstream: %s", cr_strerror((int)nread));
     return;
   }
   rc = r->ts ? cr_tstream_write(r->ts, data, (size_t)nread) : CR_ECLOSED;
   if (rc < 0) {
-    relay_close(r, "tunnel stream: %s", cr_strerror(rc));
+    relay_close(r, TCP_ERROR, "tunnel stream: %s", cr_strerror(rc));
     return;
   }
   r->bytes_out += (size_t)nread;
+  r->m->bytes_out += (size_t)nread;
   activity(r);
   if (rc == 1) {
     cr_stream_read_stop(s);
@@ -261,18 +269,18 @@ static void on_connect(cr_stream_t *s, int status) {
       respond(r->ts, 502, why);
     }
     r->ts = NULL;
-    relay_close(r, "%s", why);
+    relay_close(r, TCP_CONNECT_FAILED, "%s", why);
     return;
   }
   r->connected = 1;
   activity(r);
   if (r->ts == NULL || (rc = respond(r->ts, 200, NULL)) < 0) {
-    relay_close(r, "tunnel stream gone before the upstream connected");
+    relay_close(r, TCP_ERROR, "tunnel stream gone before the upstream connected");
     return;
   }
   if (r->early.len > 0) {
     if ((rc = up_write(r, r->early.base, r->early.len)) < 0) {
-      relay_close(r, "writing to the upstream: %s", cr_strerror(rc));
+      relay_close(r, TCP_ERROR, "writing to the upstream: %s", cr_strerror(rc));
       return;
     }
   }
@@ -280,7 +288,7 @@ static void on_connect(cr_stream_t *s, int status) {
   if (r->gw_ended)
     up_shutdown(r);
   if (!r->closing && (rc = cr_stream_read_start(r->up, up_on_read)) < 0)
-    relay_close(r, "reading the upstream: %s", cr_strerror(rc));
+    relay_close(r, TCP_ERROR, "reading the upstream: %s", cr_strerror(rc));
 }
 
 /* The stream's authority is "host:port" (the port is the caller's business, not the route's). */
@@ -307,16 +315,24 @@ void cr__agent_tcp_stream(agent_t *a, cr_tstream_t *ts, const cr_http_msg_t *req
   relay_t *r;
   int rc;
   if (route == NULL) {
+    a->metrics.tcp_refused_no_route++;
     refuse(ts, 404, authority, "no tcp route serves this host");
     return;
   }
   if (a->draining) {
+    a->metrics.tcp_refused_draining++;
     refuse(ts, 503, authority, "the agent is shutting down");
     return;
   }
   r = cr_calloc(1, sizeof *r);
   r->a = a;
+  /* A reload may retire this configuration while the relay runs (a passthrough connection can last
+   * hours): its route, names and timeouts stay valid until the relay is freed. */
+  r->gen = a->gen;
+  a->gen->refs++;
   r->route = route;
+  r->m = cr__agent_tcp_metrics(a, route->name);
+  r->m->active++;
   r->ts = ts;
   r->start_ms = uv_now(&a->loop);
   cr_buf_init(&r->early, EARLY_MAX);
@@ -334,7 +350,7 @@ void cr__agent_tcp_stream(agent_t *a, cr_tstream_t *ts, const cr_http_msg_t *req
     cr_tstream_set_callbacks(ts, &detached_cbs, NULL);
     respond(ts, 502, why);
     r->ts = NULL;
-    relay_close(r, "%s", why);
+    relay_close(r, TCP_CONNECT_FAILED, "%s", why);
     return;
   }
   r->up->data = r;
@@ -342,5 +358,7 @@ void cr__agent_tcp_stream(agent_t *a, cr_tstream_t *ts, const cr_http_msg_t *req
 
 void cr__agent_tcp_close_all(agent_t *a) {
   cr_queue_t *q, *n;
-  cr_queue_foreach_safe(q, n, &a->tcp_relays) relay_close(cr_queue_data(q, relay_t, link), "the agent is stopping");
+  cr_queue_foreach_safe(q, n, &a->tcp_relays) {
+    relay_close(cr_queue_data(q, relay_t, link), TCP_ERROR, "the agent is stopping");
+  }
 }

@@ -10,7 +10,9 @@
 #   - a normal (terminated) service still works on the same port, and a terminated request whose
 #     Host names the passthrough service is not routed to it (404);
 #   - a caller outside the service's callers.sources is refused;
-#   - the gateway and agent log the relay's byte counts, and exit 0 without sanitizer reports.
+#   - the gateway and agent log the relay's byte counts; the agent's /metrics (promtool-clean) and
+#     /status count the relays, their bytes and the refusals by tcp route;
+#   - the gateway and agent exit 0 without sanitizer reports.
 set -euo pipefail
 . "$(dirname "$0")/../lib/common.sh"
 . "$(dirname "$0")/../lib/relay.sh"
@@ -38,7 +40,9 @@ rest = lines[:i]
 open(p, "w").write("\n".join(rest + extra + ["drain_timeout: 3s", ""]))
 PY
 routes="$(cms_route cms-json "$CMS_PORT")"
-write_agent_conf "$CR_TMP/agent.yaml" "$routes" "" "tcp_routes:
+AGENT_ADMIN_PORT=$(pick_free_port)
+write_agent_conf "$CR_TMP/agent.yaml" "$routes" "" "admin: { listen: 127.0.0.1:$AGENT_ADMIN_PORT }
+tcp_routes:
   - name: nginx-tls
     host: localhost
     connect: 127.0.0.1:$NGINX_PORT
@@ -120,6 +124,37 @@ wait_for_log gateway 'msg="connection refused" listener=public .*service=blocked
 # 6. The relays were logged on both sides.
 wait_for_log gateway 'msg="passthrough" .*service=localhost group=acme bytes_in=[1-9][0-9]* bytes_out=[1-9]' 5
 wait_for_log agent 'msg="tcp relay" route=nginx-tls upstream=127.0.0.1:[0-9]+ bytes_in=[1-9][0-9]* bytes_out=[1-9]' 5
+
+# 7. The agent's /metrics and /status count the relays by tcp route. The relays above: curl x3 and
+# s_client through nginx-tls; the caller outside sources never reached the agent.
+curl -sS --max-time 5 "http://127.0.0.1:$AGENT_ADMIN_PORT/metrics" >"$CR_TMP/agent.prom" || fail "agent /metrics"
+command -v promtool >/dev/null || fail "promtool not found (deploy/install-deps.sh installs the prometheus package)"
+lint=$(promtool check metrics <"$CR_TMP/agent.prom" 2>&1) || true
+[[ -z $lint ]] || { echo "$lint" >&2; fail "promtool check metrics complains about the agent's /metrics"; }
+"$CR_PY" - "$CR_TMP/agent.prom" <<'PY' || fail "the agent's tcp relay metrics"
+import re, sys
+v = {}
+for line in open(sys.argv[1]):
+    m = re.match(r'(ccrelay_agent_tcp_[a-z_]+)\{([^}]*)\} (\S+)$', line.strip())
+    if m:
+        v[(m.group(1), m.group(2))] = float(m.group(3))
+ended = sum(x for (n, l), x in v.items() if n == "ccrelay_agent_tcp_relays_total" and 'route="nginx-tls"' in l)
+assert ended >= 4, "nginx-tls relays ended: %s" % ended
+assert v[("ccrelay_agent_tcp_bytes_total", 'route="nginx-tls",direction="out"')] > 1048576, "bytes out"
+assert v[("ccrelay_agent_tcp_bytes_total", 'route="nginx-tls",direction="in"')] > 0, "bytes in"
+assert v[("ccrelay_agent_tcp_relays_active", 'route="nginx-tls"')] == 0, "active"
+assert ("ccrelay_agent_tcp_relays_total", 'route="blocked-tls",result="ok"') in v, "a configured route without relays"
+assert v[("ccrelay_agent_tcp_refused_total", 'reason="no_route"')] == 0, "refused"
+print("agent tcp metrics: %d relays ended" % ended)
+PY
+curl -sS --max-time 5 "http://127.0.0.1:$AGENT_ADMIN_PORT/status" >"$CR_TMP/agent.status" || fail "agent /status"
+"$CR_PY" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+t = {r["name"]: r for r in d["tcp_routes"]}
+r = t["nginx-tls"]
+assert r["host"] == "localhost" and r["connect"].startswith("127.0.0.1:"), r
+assert r["active"] == 0 and r["ended"] >= 4 and r["bytes_out"] > 1048576 and r["bytes_in"] > 0, r
+assert t["blocked-tls"]["ended"] == 0, t' "$CR_TMP/agent.status" || fail "the agent's /status tcp_routes"
 
 stop_ccrelay agent
 stop_ccrelay gateway

@@ -87,6 +87,7 @@ cr_on_exit() {
   local rc=$?
   set +e
   stop_all
+  release_ports
   if [[ -n $CR_WATCHDOG_PID ]]; then
     kill "$CR_WATCHDOG_PID" 2>/dev/null
     wait "$CR_WATCHDOG_PID" 2>/dev/null
@@ -203,9 +204,74 @@ stop_all() {
 }
 
 # pick_free_port: a port that was free a moment ago on 127.0.0.1 (prefer "--port 0" where possible).
+# pick_free_port: a TCP port of 127.0.0.1 that nothing listens on and that no other test running on
+# this machine, nor this one, has been handed. Asking the kernel for port 0 and closing it was racy:
+# the kernel may hand the same port to a later bind(0) (a test that picks 12 ports before binding
+# any would, by the birthday bound, get a duplicate once in a few hundred runs) or to another test
+# running at the same time (seen with two copies of the replica test), and ephemeral ports are also
+# what outgoing connections use. So ports come from 20000-32767 (below Linux's ephemeral range) and each
+# is reserved by a file named after it in CR_PORT_DIR, holding the picking test's PID; the file is
+# removed when that test ends, and one whose process is gone is taken over.
+CR_PORT_DIR=${CR_PORT_DIR:-${TMPDIR:-/tmp}/ccrelay-test-ports-$(id -u)}
 pick_free_port() {
-  "$CR_PY" -c 'import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  "$CR_PY" - "$CR_PORT_DIR" "$$" <<'PY'
+import os, random, socket, sys
+
+d, owner = sys.argv[1], sys.argv[2]
+os.makedirs(d, mode=0o700, exist_ok=True)
+
+
+def reserve(path):
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return False
+    os.write(fd, owner.encode())
+    os.close(fd)
+    return True
+
+
+def stale(path):
+    try:
+        pid = int(open(path).read().strip() or "0")
+    except (OSError, ValueError):
+        return False  # being written right now
+    return pid <= 0 or not os.path.exists("/proc/%d" % pid)
+
+
+for _ in range(500):
+    port = random.randint(20000, 32767)
+    path = os.path.join(d, str(port))
+    if not reserve(path):
+        if not stale(path):
+            continue
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        if not reserve(path):
+            continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue  # in use by something else: keep it reserved, so nobody tries it again
+    finally:
+        s.close()
+    print(port)
+    sys.exit(0)
+sys.exit("pick_free_port: no free port found in 20000-32767 (see %s)" % d)
+PY
+}
+
+# release_ports: drops the port reservations of this test (cr_on_exit calls it).
+release_ports() {
+  local f
+  [[ -d $CR_PORT_DIR ]] || return 0
+  for f in "$CR_PORT_DIR"/*; do
+    [[ -f $f && $(cat "$f" 2>/dev/null) == "$$" ]] && rm -f -- "$f"
+  done
+  return 0
 }
 
 # wait_for_port HOST PORT [TIMEOUT_SECONDS=10] [PID]: until a TCP connect succeeds; fails early
