@@ -78,11 +78,11 @@ struct cr_h1client_ctx {
   cr_http1_limits_t limits;
   cr_queue_t live;     /* cr_h1client_t.link: every exchange not on the free list */
   cr_queue_t deferred; /* cr_h1client_t.defer_link */
-  uv_timer_t defer_timer;
+  uv_idle_t defer_idle; /* runs the deferred work on the next loop turn */
   cr_h1client_t *free;
   size_t nfree;
   size_t nobjs; /* exchanges allocated, recycled ones included: each holds an open timer */
-  unsigned timer_open : 1;
+  unsigned defer_open : 1;
   unsigned freeing : 1;
 };
 
@@ -128,7 +128,7 @@ struct cr_h1client {
 
 static void on_read(cr_stream_t *s, ssize_t nread, const char *data);
 static void on_write_complete(cr_stream_t *s, int status, void *arg);
-static void on_defer_timer(uv_timer_t *t);
+static void on_defer(uv_idle_t *h);
 static void on_deadline(cr_deadline_t *d);
 static int flush(cr_h1client_t *c);
 
@@ -191,7 +191,7 @@ static const char *phase_of(const cr_h1client_t *c) {
 /* ---- lifetime ---- */
 
 static void ctx_maybe_free(cr_h1client_ctx_t *ctx) {
-  if (!ctx->freeing || ctx->nobjs > 0 || ctx->timer_open)
+  if (!ctx->freeing || ctx->nobjs > 0 || ctx->defer_open)
     return;
   free(ctx->name);
   free(ctx->peer);
@@ -289,8 +289,10 @@ static void defer(cr_h1client_t *c, unsigned what) {
   c->defer_flags |= what;
   if (cr_queue_empty(&c->defer_link))
     cr_queue_insert_tail(&ctx->deferred, &c->defer_link);
-  if (!ctx->freeing && !uv_is_active((uv_handle_t *)&ctx->defer_timer))
-    uv_timer_start(&ctx->defer_timer, on_defer_timer, 0, 0);
+  /* An idle handle, not a zero-delay timer: the same next turn (the loop does not block while it is
+   * active) without a timer-heap insert and removal per exchange. */
+  if (!ctx->freeing && !uv_is_active((uv_handle_t *)&ctx->defer_idle))
+    uv_idle_start(&ctx->defer_idle, on_defer);
 }
 
 /* Hands the stream back: the exchange touches it no more. */
@@ -683,12 +685,14 @@ static void run_deferred(cr_h1client_t *c, unsigned what) {
   }
 }
 
-static void on_defer_timer(uv_timer_t *t) {
-  cr_h1client_ctx_t *ctx = t->data;
+static void on_defer(uv_idle_t *h) {
+  cr_h1client_ctx_t *ctx = h->data;
   cr_queue_t batch;
   cr_h1client_t *c;
   unsigned what;
-  /* Work queued while this batch runs waits for the next turn: bounded work per wakeup. */
+  /* Work queued while this batch runs waits for the next turn (defer starts the handle again):
+   * bounded work per wakeup. */
+  uv_idle_stop(h);
   if (cr_queue_empty(&ctx->deferred))
     return;
   batch.next = ctx->deferred.next;
@@ -720,9 +724,9 @@ cr_h1client_ctx_t *cr_h1client_ctx_new(uv_loop_t *loop, const cr_h1client_ctx_op
   ctx->limits.max_headers = opts->max_header_fields;
   cr_queue_init(&ctx->live);
   cr_queue_init(&ctx->deferred);
-  uv_timer_init(loop, &ctx->defer_timer);
-  ctx->defer_timer.data = ctx;
-  ctx->timer_open = 1;
+  uv_idle_init(loop, &ctx->defer_idle);
+  ctx->defer_idle.data = ctx;
+  ctx->defer_open = 1;
   return ctx;
 }
 
@@ -735,9 +739,9 @@ void cr_h1client_ctx_release_caches(cr_h1client_ctx_t *ctx) {
   }
 }
 
-static void on_defer_timer_closed(uv_handle_t *h) {
+static void on_defer_closed(uv_handle_t *h) {
   cr_h1client_ctx_t *ctx = h->data;
-  ctx->timer_open = 0;
+  ctx->defer_open = 0;
   ctx_maybe_free(ctx);
 }
 
@@ -757,7 +761,7 @@ void cr_h1client_ctx_free(cr_h1client_ctx_t *ctx) {
     leave(c);
   }
   cr_h1client_ctx_release_caches(ctx);
-  uv_close((uv_handle_t *)&ctx->defer_timer, on_defer_timer_closed);
+  uv_close((uv_handle_t *)&ctx->defer_idle, on_defer_closed);
 }
 
 static int method_wants_length(const char *m) {
