@@ -209,9 +209,10 @@ stop_all() {
 # the kernel may hand the same port to a later bind(0) (a test that picks 12 ports before binding
 # any would, by the birthday bound, get a duplicate once in a few hundred runs) or to another test
 # running at the same time (seen with two copies of the replica test), and ephemeral ports are also
-# what outgoing connections use. So ports come from 20000-32767 (below Linux's ephemeral range) and each
-# is reserved by a file named after it in CR_PORT_DIR, holding the picking test's PID; the file is
-# removed when that test ends, and one whose process is gone is taken over.
+# what outgoing connections use. So ports come from 10000-65535 outside the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 by default) and each is reserved by a file named after it
+# in CR_PORT_DIR, holding the picking test's PID; the file is removed when that test ends, and one
+# whose process is gone is taken over.
 CR_PORT_DIR=${CR_PORT_DIR:-${TMPDIR:-/tmp}/ccrelay-test-ports-$(id -u)}
 pick_free_port() {
   "$CR_PY" - "$CR_PORT_DIR" "$$" <<'PY'
@@ -219,6 +220,13 @@ import os, random, socket, sys
 
 d, owner = sys.argv[1], sys.argv[2]
 os.makedirs(d, mode=0o700, exist_ok=True)
+try:
+    low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+except (OSError, ValueError):
+    low, high = 32768, 60999
+candidates = [p for p in range(10000, 65536) if not low <= p <= high]
+if not candidates:
+    sys.exit("pick_free_port: the ephemeral range %d-%d leaves no port of 10000-65535" % (low, high))
 
 
 def reserve(path):
@@ -240,7 +248,7 @@ def stale(path):
 
 
 for _ in range(500):
-    port = random.randint(20000, 32767)
+    port = random.choice(candidates)
     path = os.path.join(d, str(port))
     if not reserve(path):
         if not stale(path):
@@ -260,7 +268,7 @@ for _ in range(500):
         s.close()
     print(port)
     sys.exit(0)
-sys.exit("pick_free_port: no free port found in 20000-32767 (see %s)" % d)
+sys.exit("pick_free_port: no free port found outside the ephemeral range %d-%d (see %s)" % (low, high, d))
 PY
 }
 
