@@ -544,8 +544,9 @@ static void on_stream(cr_tunnel_t *t, cr_tstream_t *ts, cr_http_msg_t *req) {
   else if (x->route >= 0 && !a->conf->routes[x->route].soap)
     x->soap = CR_SOAP_NONE;
   if (x->route < 0) {
+    const char *host = cr_http_msg_get_id(req, CR_HDR_HOST);
     cr_log_warn("no route", "request_id=%s method=%s target=\"%s\" host=%s", x->request_id, x->method,
-                req->target ? req->target : "", cr_http_msg_get_id(req, CR_HDR_HOST) ? cr_http_msg_get_id(req, CR_HDR_HOST) : "-");
+                req->target ? req->target : "", host ? host : "-");
     respond_local(x, 404, "no_route", "no route of this agent matches the request; nothing was forwarded");
     return;
   }

@@ -2083,7 +2083,7 @@ static int listen_differs(const cr_conf_listen_t *o, const cr_conf_listen_t *n) 
   return str_differs(o->host, n->host) || o->port != n->port;
 }
 
-/* What a reload cannot change in a running process: said in the log, and the old value stays. */
+/* Whether callers' ClientHellos must be peeked at: decided again at every reload. */
 static int any_passthrough(const cr_conf_gateway_t *conf) {
   for (size_t i = 0; i < conf->nservices; i++)
     if (conf->services[i].passthrough)
@@ -2091,6 +2091,7 @@ static int any_passthrough(const cr_conf_gateway_t *conf) {
   return 0;
 }
 
+/* What a reload cannot change in a running process: said in the log, and the old value stays. */
 static void report_restart_needed(const cr_conf_gateway_t *o, const cr_conf_gateway_t *n) {
   static const struct {
     const char *key;

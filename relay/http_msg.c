@@ -434,26 +434,16 @@ size_t cr_http_msg_remove_ids(cr_http_msg_t *m, uint32_t ids) {
   return i;
 }
 
-size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames) {
-  size_t lens[CR_HTTP_REMOVE_NAMES_MAX], i, j, w = 0;
-  cr_http_hdr_t ids[CR_HTTP_REMOVE_NAMES_MAX];
-  assert(nnames <= CR_HTTP_REMOVE_NAMES_MAX);
-  for (j = 0; j < nnames; j++) {
-    lens[j] = strlen(names[j]);
-    ids[j] = cr_http_hdr_id(names[j], lens[j]);
-  }
-  for (i = 0; i < m->nheaders; i++) {
-    for (j = 0; j < nnames && !header_named(&m->headers[i], ids[j], names[j], lens[j]); j++)
-      ;
-    if (j == nnames)
+size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) {
+  size_t i, w = 0, len = strlen(name);
+  cr_http_hdr_t id = cr_http_hdr_id(name, len);
+  for (i = 0; i < m->nheaders; i++)
+    if (!header_named(&m->headers[i], id, name, len))
       m->headers[w++] = m->headers[i];
-  }
   i = m->nheaders - w;
   m->nheaders = w;
   return i;
 }
-
-size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name) { return cr_http_msg_remove_names(m, &name, 1); }
 
 /* Hop-by-hop fields (RFC 9110 7.6.1) plus Content-Length, which the next hop decides again. */
 #define FIXED_HOP                                                                                            \

@@ -115,9 +115,6 @@ const char *cr_http_msg_get_id(const cr_http_msg_t *m, cr_http_hdr_t id);
 size_t cr_http_msg_count(const cr_http_msg_t *m, const char *name);
 /* Removes every header with this name; returns how many. */
 size_t cr_http_msg_remove(cr_http_msg_t *m, const char *name);
-/* The same for several names (at most CR_HTTP_REMOVE_NAMES_MAX) in one pass over the headers. */
-#define CR_HTTP_REMOVE_NAMES_MAX 8
-size_t cr_http_msg_remove_names(cr_http_msg_t *m, const char *const *names, size_t nnames);
 /* Removes every header whose id is in the set (CR_HDR_BIT of each; CR_HDR_OTHER is never removed
  * this way); returns how many. */
 size_t cr_http_msg_remove_ids(cr_http_msg_t *m, uint32_t ids);

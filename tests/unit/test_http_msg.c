@@ -198,7 +198,7 @@ static void test_find_count_remove(void **state) {
 /* Several names in one pass: every field of each, any case, the others kept in order. */
 static void test_remove_names(void **state) {
   cr_http_msg_t m;
-  static const char *const names[] = {"forwarded", "x-forwarded-for"};
+  const uint32_t names = CR_HDR_BIT(CR_HDR_FORWARDED) | CR_HDR_BIT(CR_HDR_X_FORWARDED_FOR);
   (void)state;
   cr_http_msg_init(&m, 0);
   add(&m, "Forwarded", "for=a");
@@ -207,13 +207,13 @@ static void test_remove_names(void **state) {
   add(&m, "X-Forwarded-Host", "evil");
   add(&m, "FORWARDED", "for=b");
   add(&m, "Via", "1.1 p");
-  assert_int_equal(cr_http_msg_remove_names(&m, names, 2), 3);
+  assert_int_equal(cr_http_msg_remove_ids(&m, names), 3);
   assert_int_equal(m.nheaders, 3);
   assert_string_equal(m.headers[0].name, "Host");
   assert_string_equal(m.headers[1].name, "X-Forwarded-Host");
   assert_string_equal(m.headers[2].name, "Via");
-  assert_int_equal(cr_http_msg_remove_names(&m, names, 2), 0);
-  assert_int_equal(cr_http_msg_remove_names(&m, names, 0), 0);
+  assert_int_equal(cr_http_msg_remove_ids(&m, names), 0);
+  assert_int_equal(cr_http_msg_remove_ids(&m, 0), 0);
   cr_http_msg_free(&m);
 }
 
